@@ -1,0 +1,332 @@
+/*
+ * hsmwrap.h - keep keys in a PKCS#11 HSM and still use them easily.
+ *
+ * Conventions (the whole API follows them):
+ *  - Every function that can fail returns an hw_err; HW_OK is 0.
+ *    hw_strerror() explains a code in an administrator's words,
+ *    hw_last_detail() says what it was about (a key label, a file, a mechanism)
+ *    and hw_last_ckrv() gives the PKCS#11 return value behind the last
+ *    failure of the calling thread (0 when none was involved).
+ *  - Out-parameters are written only on success.
+ *  - Buffers returned by the library are freed with hw_free(), or with
+ *    hw_free_secret() when they hold secrets (it wipes before freeing).
+ *  - One hw_ctx may be used by many threads at once; it survives fork():
+ *    a child re-initialises the module and logs in again before its first
+ *    operation.
+ */
+#ifndef HSMWRAP_H
+#define HSMWRAP_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define HW_NODISCARD __attribute__((warn_unused_result))
+#else
+#define HW_NODISCARD
+#endif
+
+/* Append-only: the numbers are part of the ABI and of the CLI's JSON. */
+typedef enum {
+	HW_OK = 0,
+	HW_ERR_INVALID_ARG = 1,   /* caller passed something unusable */
+	HW_ERR_NOMEM = 2,
+	HW_ERR_MODULE = 3,        /* PKCS#11 module missing or would not load */
+	HW_ERR_TOKEN_NOT_FOUND = 4,
+	HW_ERR_TOKEN_AMBIGUOUS = 5,
+	HW_ERR_URI = 6,           /* malformed pkcs11: URI */
+	HW_ERR_PIN_SOURCE = 7,    /* PIN could not be read from its source */
+	HW_ERR_PIN_INCORRECT = 8,
+	HW_ERR_PIN_LOCKED = 9,
+	HW_ERR_KEY_NOT_FOUND = 10,
+	HW_ERR_KEY_EXISTS = 11,
+	HW_ERR_KEY_AMBIGUOUS = 12,
+	HW_ERR_KEY_PURPOSE = 13,  /* the key is not allowed to do this */
+	HW_ERR_WRONG_KEY = 14,    /* the data was made with another key */
+	HW_ERR_FORMAT = 15,       /* malformed or truncated input */
+	HW_ERR_INTEGRITY = 16,    /* authentication failed: tampered, wrong context */
+	HW_ERR_TOO_LARGE = 17,
+	HW_ERR_UNSUPPORTED = 18,  /* the token lacks a needed mechanism */
+	HW_ERR_HSM = 19,          /* any other PKCS#11 failure; see hw_last_ckrv() */
+	HW_ERR_DEVICE = 20,       /* token removed or device failure */
+	HW_ERR_IO = 21,
+	HW_ERR_CRYPTO = 22,       /* host-side (OpenSSL) failure */
+	HW_ERR_CANCELLED = 23,    /* PIN prompt cancelled */
+	HW_ERR_NOT_LOGGED_IN = 24,
+	HW_ERR_NO_FREE_SLOT = 25,
+} hw_err;
+
+const char *hw_strerror(hw_err err);
+/* Symbolic name, e.g. "HW_ERR_INTEGRITY", stable for scripts. */
+const char *hw_errname(hw_err err);
+/* PKCS#11 CK_RV of the calling thread's last failure, 0 if none. */
+unsigned long hw_last_ckrv(void);
+/* Context of the calling thread's last failure ("" if none). */
+const char *hw_last_detail(void);
+
+void hw_free(void *p);
+void hw_free_secret(void *p, size_t len);
+
+/* ------------------------------------------------------------------ */
+/* Context: one module, one token, one user login, a session pool.    */
+
+typedef struct hw_ctx hw_ctx;
+
+/*
+ * PIN callback for interactive use. Write at most `max` bytes into `buf`,
+ * set *len and return HW_OK, or return HW_ERR_CANCELLED. `what` names the
+ * token and role ("user PIN for token 'prod'").
+ */
+typedef hw_err (*hw_pin_cb)(const char *what, char *buf, size_t max,
+                            size_t *len, void *arg);
+
+HW_NODISCARD hw_err hw_ctx_new(hw_ctx **out);
+/*
+ * A p11-kit module name (as in p11-kit's module config, e.g. "softhsm2")
+ * or a path to a module. Default: the configured one of the build.
+ */
+HW_NODISCARD hw_err hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path);
+/* RFC 7512 URI naming one token, e.g. "pkcs11:token=prod". */
+HW_NODISCARD hw_err hw_ctx_set_token(hw_ctx *ctx, const char *uri);
+/*
+ * "file:PATH", "env:NAME", or "prompt" (which needs a callback).
+ * A pin-source or pin-value in the token URI is used when this is unset.
+ */
+HW_NODISCARD hw_err hw_ctx_set_pin_source(hw_ctx *ctx, const char *source);
+void hw_ctx_set_pin_callback(hw_ctx *ctx, hw_pin_cb cb, void *arg);
+/* Upper bound of idle sessions kept in the pool (default 32). */
+void hw_ctx_set_pool_size(hw_ctx *ctx, unsigned n);
+/*
+ * Loads and initialises the module and selects the token. Login happens
+ * on the first operation that needs it (or hw_ctx_login()).
+ */
+HW_NODISCARD hw_err hw_ctx_open(hw_ctx *ctx);
+HW_NODISCARD hw_err hw_ctx_login(hw_ctx *ctx);
+void hw_ctx_free(hw_ctx *ctx);
+
+/* Path of the loaded module, and the selected token's URI (borrowed). */
+const char *hw_ctx_module_path(const hw_ctx *ctx);
+const char *hw_ctx_token_uri(const hw_ctx *ctx);
+
+/* ------------------------------------------------------------------ */
+/* Tokens                                                              */
+
+typedef struct {
+	unsigned long slot_id;
+	char slot_description[65];
+	int token_present;
+	int token_initialized;
+	char label[33];
+	char manufacturer[33];
+	char model[17];
+	char serial[17];
+	char uri[512];              /* pkcs11:token=...;serial=... */
+	int user_pin_initialized;
+	int login_required;
+	/* What hsmwrap needs: one bit per capability, see HW_CAP_*. */
+	unsigned caps;
+	unsigned long free_objects_hint; /* 0 if the token does not say */
+} hw_token_info;
+
+enum {
+	HW_CAP_AES_GEN = 1u << 0,
+	HW_CAP_AES_GCM = 1u << 1,
+	HW_CAP_AES_KWP = 1u << 2,
+	HW_CAP_RSA_GEN = 1u << 3,
+	HW_CAP_RSA_PSS = 1u << 4,
+	HW_CAP_EC_GEN = 1u << 5,
+	HW_CAP_ECDSA = 1u << 6,
+	HW_CAP_RANDOM = 1u << 7,
+};
+#define HW_CAP_ALL 0xffu
+/* "aes-gcm", ... for bit i of HW_CAP_*; NULL past the end. */
+const char *hw_cap_name(unsigned bit_index);
+
+/* Every slot of the context's module (no token selection needed). */
+HW_NODISCARD hw_err hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *n);
+/*
+ * Initialise the first slot without an initialised token, give it `label`
+ * and set the user PIN. The SO PIN and user PIN are taken from the given
+ * sources ("file:", "env:", "prompt"). On success *slot_out holds the slot.
+ */
+HW_NODISCARD hw_err hw_token_init(hw_ctx *ctx, const char *label,
+                                  const char *so_pin_source,
+                                  const char *user_pin_source,
+                                  unsigned long *slot_out);
+/*
+ * Names of the modules registered in p11-kit's configuration (each usable
+ * with hw_ctx_set_module). Free with hw_strv_free().
+ */
+HW_NODISCARD hw_err hw_module_list(char ***names, size_t *n);
+void hw_strv_free(char **v, size_t n);
+
+/* ------------------------------------------------------------------ */
+/* Keys                                                                */
+
+typedef struct hw_key hw_key;
+
+typedef enum {
+	HW_KEY_AES256 = 1,
+	HW_KEY_RSA2048,
+	HW_KEY_RSA3072,
+	HW_KEY_RSA4096,
+	HW_KEY_EC_P256,
+	HW_KEY_EC_P384,
+} hw_key_type;
+
+typedef enum {
+	HW_PURPOSE_NONE = 0,      /* a key whose usage flags match no purpose */
+	HW_PURPOSE_ENVELOPE = 1,  /* AES-GCM encrypt/decrypt (data keys, envelopes) */
+	HW_PURPOSE_KEYWRAP = 2,   /* AES-KWP wrap/unwrap only */
+	HW_PURPOSE_SIGN = 3,      /* RSA/EC sign only */
+} hw_purpose;
+
+/* "aes256" <-> HW_KEY_AES256 ...; "envelope" <-> HW_PURPOSE_ENVELOPE ... */
+const char *hw_key_type_name(hw_key_type t);
+HW_NODISCARD hw_err hw_key_type_parse(const char *s, hw_key_type *t);
+const char *hw_purpose_name(hw_purpose p);
+HW_NODISCARD hw_err hw_purpose_parse(const char *s, hw_purpose *p);
+
+/*
+ * Generate a key (or key pair) on the token: CKA_TOKEN, CKA_PRIVATE,
+ * CKA_SENSITIVE=TRUE, CKA_EXTRACTABLE=FALSE, the purpose's usage flags and
+ * mechanisms, the label and a fresh random 16-byte CKA_ID. Fails with
+ * HW_ERR_KEY_EXISTS if a key with that label exists.
+ */
+HW_NODISCARD hw_err hw_key_generate(hw_ctx *ctx, const char *label,
+                                    hw_key_type type, hw_purpose purpose,
+                                    hw_key **out);
+/* spec: a label, "id:HEX", or a pkcs11: URI (object=, id=, type=). */
+HW_NODISCARD hw_err hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out);
+/* All keys on the token: secret keys and private keys (one per pair). */
+HW_NODISCARD hw_err hw_key_list(hw_ctx *ctx, hw_key ***keys, size_t *n);
+void hw_key_list_free(hw_key **keys, size_t n);
+/* Destroys the key (both halves of a pair) on the token. */
+HW_NODISCARD hw_err hw_key_destroy(hw_key *key);
+void hw_key_free(hw_key *key);
+
+typedef struct {
+	char label[129];
+	char id_hex[129];           /* CKA_ID in lowercase hex */
+	hw_key_type type;           /* 0 if not a type hsmwrap creates */
+	char type_name[16];         /* "aes256", "rsa3072", or e.g. "aes128" */
+	unsigned bits;
+	hw_purpose purpose;
+	/* Security attributes, as the token reports them (-1 = unknown). */
+	int token, private_, sensitive, extractable;
+	int always_sensitive, never_extractable, local;
+	int encrypt, decrypt, wrap, unwrap, sign, verify, derive;
+	char uri[1024];             /* pkcs11: URI of the key (private half for pairs) */
+	/*
+	 * AES: KCV, 3 bytes (6 hex digits) of AES-ECB(key, 0^128), as
+	 * CKA_CHECK_VALUE reports it. Pairs: SHA-256 of the DER
+	 * SubjectPublicKeyInfo, 64 hex digits. kcv_alg says which.
+	 */
+	char kcv[65];
+	char kcv_alg[32];           /* "AES-ECB-zero" | "SHA256-SPKI" | "unavailable" */
+} hw_key_info;
+
+HW_NODISCARD hw_err hw_key_info_get(hw_key *key, hw_key_info *info);
+const char *hw_key_label(const hw_key *key);
+/* DER SubjectPublicKeyInfo of a key pair's public half (free with hw_free). */
+HW_NODISCARD hw_err hw_key_public_der(hw_key *key, uint8_t **der, size_t *len);
+
+/* ------------------------------------------------------------------ */
+/* Encryption context: key/value pairs bound as AAD (like KMS's).      */
+
+typedef struct hw_ectx hw_ectx;
+
+HW_NODISCARD hw_err hw_ectx_new(hw_ectx **out);
+/* Keys and values are UTF-8; a key may appear once. */
+HW_NODISCARD hw_err hw_ectx_add(hw_ectx *ec, const char *key, const char *value);
+/* "k=v" form, as the CLI takes it. */
+HW_NODISCARD hw_err hw_ectx_add_kv(hw_ectx *ec, const char *kv);
+size_t hw_ectx_count(const hw_ectx *ec);
+/*
+ * AWS Encryption SDK serialization: empty for no pairs, else count u16
+ * and (len u16, key, len u16, value) sorted by the keys' UTF-8 bytes.
+ */
+HW_NODISCARD hw_err hw_ectx_serialize(const hw_ectx *ec, uint8_t **out, size_t *len);
+void hw_ectx_free(hw_ectx *ec);
+
+/* ------------------------------------------------------------------ */
+/* Direct encryption inside the HSM (AES-256-GCM, small payloads).     */
+
+#define HW_DIRECT_MAX (64u * 1024u)
+
+/*
+ * The blob is self-describing: format version, the key's CKA_ID and
+ * label, the IV (random 96-bit, or the one the token chose), ciphertext
+ * and tag. The header is bound as AAD together with `aad`.
+ */
+HW_NODISCARD hw_err hw_encrypt(hw_key *key, const uint8_t *pt, size_t ptlen,
+                               const uint8_t *aad, size_t aadlen,
+                               uint8_t **blob, size_t *bloblen);
+/*
+ * key may be NULL: the key named by the blob is used. If given, it must be
+ * the blob's key (else HW_ERR_WRONG_KEY).
+ */
+HW_NODISCARD hw_err hw_decrypt(hw_ctx *ctx, hw_key *key,
+                               const uint8_t *blob, size_t bloblen,
+                               const uint8_t *aad, size_t aadlen,
+                               uint8_t **pt, size_t *ptlen);
+
+/* ------------------------------------------------------------------ */
+/* Data keys, like KMS GenerateDataKey.                                */
+
+#define HW_DATAKEY_LEN 32
+
+/*
+ * A fresh 256-bit key from the token's RNG, returned in plaintext and
+ * wrapped by an `envelope` key with AES-GCM; the serialized context is
+ * the AAD. ec may be NULL (empty context).
+ */
+HW_NODISCARD hw_err hw_datakey_generate(hw_key *key, const hw_ectx *ec,
+                                        uint8_t plaintext[HW_DATAKEY_LEN],
+                                        uint8_t **wrapped, size_t *wrappedlen);
+HW_NODISCARD hw_err hw_datakey_decrypt(hw_ctx *ctx, hw_key *key, const hw_ectx *ec,
+                                       const uint8_t *wrapped, size_t wrappedlen,
+                                       uint8_t plaintext[HW_DATAKEY_LEN]);
+
+/* ------------------------------------------------------------------ */
+/* Key material wrapping with a `keywrap` key (AES-KWP, RFC 5649).     */
+
+#define HW_WRAP_MAX_MATERIAL 4096u
+
+HW_NODISCARD hw_err hw_wrap(hw_key *key, const uint8_t *material, size_t len,
+                            uint8_t **blob, size_t *bloblen);
+/* Free *material with hw_free_secret(*material, *len). */
+HW_NODISCARD hw_err hw_unwrap(hw_ctx *ctx, hw_key *key,
+                              const uint8_t *blob, size_t bloblen,
+                              uint8_t **material, size_t *len);
+
+/* ------------------------------------------------------------------ */
+/* Blob inspection (no HSM needed).                                    */
+
+typedef enum {
+	HW_BLOB_DIRECT = 1,
+	HW_BLOB_DATAKEY = 2,
+	HW_BLOB_WRAPPED = 3,
+} hw_blob_kind;
+
+typedef struct {
+	hw_blob_kind kind;
+	unsigned version;
+	char key_label[129];
+	char key_id_hex[129];
+	size_t payload_len;         /* ciphertext (+tag) length */
+} hw_blob_info;
+
+HW_NODISCARD hw_err hw_blob_inspect(const uint8_t *blob, size_t len, hw_blob_info *info);
+
+/* Library version string, e.g. "0.1.0". */
+const char *hw_version(void);
+
+#ifdef __cplusplus
+}
+#endif
+#endif /* HSMWRAP_H */

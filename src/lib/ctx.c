@@ -1,0 +1,554 @@
+/*
+ * Contexts: one module, one token, one login, a pool of sessions.
+ *
+ * PKCS#11 login state belongs to the application and token, not to a
+ * session, so one C_Login serves every pooled session. Sessions are
+ * serial (one operation at a time), so each thread borrows one from the
+ * pool for the length of an operation; the pool lock is held only to
+ * push or pop a handle, never across an HSM call other than login.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+
+static _Thread_local hw_err op_err;
+
+CK_RV
+hw_op_fail(hw_err err)
+{
+	op_err = err;
+	return HW_CKR_HWERR;
+}
+
+HW_EXPORT hw_err
+hw_ctx_new(hw_ctx **out)
+{
+	hw_ctx *ctx;
+
+	if (!out)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_ctx_new");
+	ctx = calloc(1, sizeof(*ctx));
+	if (!ctx)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	pthread_mutex_init(&ctx->lock, NULL);
+	ctx->pool_max = 32;
+	hw_fork_register(&ctx->lock);
+	*out = ctx;
+	return HW_OK;
+}
+
+static hw_err
+set_string(hw_ctx *ctx, char **field, const char *v)
+{
+	char *copy = NULL;
+
+	if (!ctx)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "no context");
+	if (ctx->mod)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "context already open");
+	if (v && !(copy = strdup(v)))
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	free(*field);
+	*field = copy;
+	return HW_OK;
+}
+
+HW_EXPORT hw_err
+hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path)
+{
+	return set_string(ctx, &ctx->module_spec, name_or_path);
+}
+
+HW_EXPORT hw_err
+hw_ctx_set_token(hw_ctx *ctx, const char *uri)
+{
+	return set_string(ctx, &ctx->token_spec, uri);
+}
+
+HW_EXPORT hw_err
+hw_ctx_set_pin_source(hw_ctx *ctx, const char *source)
+{
+	hw_err e = set_string(ctx, &ctx->pin_source, source);
+	if (e == HW_OK && source && ctx) {
+		OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+		ctx->have_pin = false;
+	}
+	return e;
+}
+
+HW_EXPORT void
+hw_ctx_set_pin_callback(hw_ctx *ctx, hw_pin_cb cb, void *arg)
+{
+	if (!ctx)
+		return;
+	ctx->pin_cb = cb;
+	ctx->pin_cb_arg = arg;
+}
+
+HW_EXPORT void
+hw_ctx_set_pool_size(hw_ctx *ctx, unsigned n)
+{
+	if (ctx)
+		ctx->pool_max = n ? n : 1;
+}
+
+/* The slot/token must match every attribute the URI gives. */
+static bool
+token_matches(hw_ctx *ctx, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
+{
+	CK_SLOT_INFO si;
+	CK_INFO mi;
+	P11KitUri *u = ctx->token_uri;
+	CK_SLOT_ID want;
+
+	if (!u)
+		return (ti->flags & CKF_TOKEN_INITIALIZED) != 0;
+	if (!p11_kit_uri_match_token_info(u, (CK_TOKEN_INFO *)ti))
+		return false;
+	want = p11_kit_uri_get_slot_id(u);
+	if (want != (CK_SLOT_ID)-1 && want != slot)
+		return false;
+	if (ctx->fl->C_GetSlotInfo(slot, &si) == CKR_OK &&
+	    !p11_kit_uri_match_slot_info(u, &si))
+		return false;
+	if (ctx->fl->C_GetInfo(&mi) == CKR_OK && !p11_kit_uri_match_module_info(u, &mi))
+		return false;
+	return true;
+}
+
+static hw_err
+select_token(hw_ctx *ctx)
+{
+	CK_SLOT_ID *slots = NULL, found = 0;
+	CK_ULONG n = 0;
+	CK_TOKEN_INFO ti, found_ti;
+	unsigned matches = 0;
+	P11KitUri *fmt;
+	char *s = NULL;
+	CK_RV rv;
+
+	rv = ctx->fl->C_GetSlotList(CK_TRUE, NULL, &n);
+	if (rv == CKR_OK && n > 0) {
+		slots = calloc(n, sizeof(*slots));
+		if (!slots)
+			return hw_fail(HW_ERR_NOMEM, 0, NULL);
+		rv = ctx->fl->C_GetSlotList(CK_TRUE, slots, &n);
+	}
+	if (rv != CKR_OK) {
+		free(slots);
+		return hw_fail_ck(rv, "C_GetSlotList");
+	}
+	for (CK_ULONG i = 0; i < n; i++) {
+		if (ctx->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+			continue;
+		if (!token_matches(ctx, slots[i], &ti))
+			continue;
+		if (matches++ == 0) {
+			found = slots[i];
+			found_ti = ti;
+		}
+	}
+	free(slots);
+	if (matches == 0)
+		return hw_fail(HW_ERR_TOKEN_NOT_FOUND, 0, "%s",
+		               ctx->token_spec ? ctx->token_spec : "no initialised token");
+	if (matches > 1)
+		return hw_fail(HW_ERR_TOKEN_AMBIGUOUS, 0, "%u tokens match %s", matches,
+		               ctx->token_spec ? ctx->token_spec : "(no token URI given)");
+	ctx->slot = found;
+	ctx->tinfo = found_ti;
+	ctx->have_slot = true;
+
+	/* The canonical URI of what we selected, for messages and key URIs. */
+	fmt = p11_kit_uri_new();
+	if (fmt) {
+		*p11_kit_uri_get_token_info(fmt) = found_ti;
+		if (p11_kit_uri_format(fmt, P11_KIT_URI_FOR_TOKEN, &s) == P11_KIT_URI_OK && s) {
+			snprintf(ctx->token_uri_str, sizeof(ctx->token_uri_str), "%s", s);
+			free(s);
+		}
+		p11_kit_uri_free(fmt);
+	}
+	return HW_OK;
+}
+
+static hw_err
+read_mechanisms(hw_ctx *ctx)
+{
+	CK_ULONG n = 0;
+	CK_RV rv;
+
+	free(ctx->mechs);
+	ctx->mechs = NULL;
+	ctx->nmechs = 0;
+	rv = ctx->fl->C_GetMechanismList(ctx->slot, NULL, &n);
+	if (rv == CKR_OK && n > 0) {
+		ctx->mechs = calloc(n, sizeof(*ctx->mechs));
+		if (!ctx->mechs)
+			return hw_fail(HW_ERR_NOMEM, 0, NULL);
+		rv = ctx->fl->C_GetMechanismList(ctx->slot, ctx->mechs, &n);
+	}
+	if (rv != CKR_OK)
+		return hw_fail_ck(rv, "C_GetMechanismList");
+	ctx->nmechs = n;
+	/* Prefer the v3.0 name; v2.40 tokens offer RFC 5649 as ..._PAD. */
+	ctx->kwp_mech = 0;
+	if (hw_ctx_has_mech(ctx, CKM_AES_KEY_WRAP_KWP))
+		ctx->kwp_mech = CKM_AES_KEY_WRAP_KWP;
+	else if (hw_ctx_has_mech(ctx, CKM_AES_KEY_WRAP_PAD))
+		ctx->kwp_mech = CKM_AES_KEY_WRAP_PAD;
+	return HW_OK;
+}
+
+bool
+hw_ctx_has_mech(hw_ctx *ctx, CK_MECHANISM_TYPE m)
+{
+	for (size_t i = 0; i < ctx->nmechs; i++)
+		if (ctx->mechs[i] == m)
+			return true;
+	return false;
+}
+
+/* A module named by the token URI (module-name= or module-path=). */
+static const char *
+uri_module(hw_ctx *ctx)
+{
+	const char *m;
+
+	if (!ctx->token_uri)
+		return NULL;
+	m = p11_kit_uri_get_module_path(ctx->token_uri);
+	if (!m)
+		m = p11_kit_uri_get_module_name(ctx->token_uri);
+	return m;
+}
+
+HW_EXPORT hw_err
+hw_ctx_open(hw_ctx *ctx)
+{
+	const char *spec;
+	hw_err e;
+	int r;
+
+	if (!ctx)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "no context");
+	hw_clear_error();
+	if (ctx->mod)
+		return HW_OK;
+	if (ctx->token_spec) {
+		ctx->token_uri = p11_kit_uri_new();
+		if (!ctx->token_uri)
+			return hw_fail(HW_ERR_NOMEM, 0, NULL);
+		r = p11_kit_uri_parse(ctx->token_spec, P11_KIT_URI_FOR_ANY, ctx->token_uri);
+		if (r != P11_KIT_URI_OK) {
+			p11_kit_uri_free(ctx->token_uri);
+			ctx->token_uri = NULL;
+			return hw_fail(HW_ERR_URI, 0, "%s: %s", ctx->token_spec,
+			               p11_kit_uri_message(r));
+		}
+	}
+	spec = ctx->module_spec ? ctx->module_spec : uri_module(ctx);
+	if (!spec)
+		spec = HW_DEFAULT_MODULE;
+	e = hw_module_acquire(spec, &ctx->mod);
+	if (e != HW_OK)
+		return e;
+	ctx->fl = ctx->mod->fl;
+	ctx->gen = hw_fork_generation();
+	return HW_OK;
+}
+
+/* Token selection is lazy so that `token list` and `token init` work
+ * without one. Call with ctx->lock held. */
+static hw_err
+ensure_token_locked(hw_ctx *ctx)
+{
+	hw_err e;
+
+	if (ctx->have_slot)
+		return HW_OK;
+	e = select_token(ctx);
+	if (e == HW_OK)
+		e = read_mechanisms(ctx);
+	if (e != HW_OK)
+		ctx->have_slot = false;
+	return e;
+}
+
+hw_err
+hw_ctx_ready(hw_ctx *ctx)
+{
+	hw_err e;
+
+	if (!ctx || !ctx->mod)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "context not open");
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->gen != hw_fork_generation()) {
+		/* Forked child: the parent's sessions, login and slot
+		 * enumeration do not carry over. Handles are forgotten, not
+		 * closed: they belong to the parent's module instance. */
+		e = hw_module_ensure(ctx->mod);
+		if (e != HW_OK) {
+			pthread_mutex_unlock(&ctx->lock);
+			return e;
+		}
+		ctx->nidle = 0;
+		ctx->logged_in = false;
+		ctx->have_slot = false;
+		ctx->gen = hw_fork_generation();
+	}
+	e = ensure_token_locked(ctx);
+	pthread_mutex_unlock(&ctx->lock);
+	return e;
+}
+
+static hw_err
+get_pin_locked(hw_ctx *ctx)
+{
+	char what[128];
+	const char *src = ctx->pin_source;
+	const char *val;
+	size_t len = 0;
+	hw_err e;
+
+	if (ctx->have_pin)
+		return HW_OK;
+	snprintf(what, sizeof(what), "user PIN for token '%.*s'",
+	         (int)p11_kit_space_strlen(ctx->tinfo.label, sizeof(ctx->tinfo.label)),
+	         (const char *)ctx->tinfo.label);
+	if (!src && ctx->token_uri) {
+		val = p11_kit_uri_get_pin_value(ctx->token_uri);
+		if (val) {
+			len = strlen(val);
+			if (len >= sizeof(ctx->pin))
+				return hw_fail(HW_ERR_PIN_SOURCE, 0, "pin-value too long");
+			memcpy(ctx->pin, val, len + 1);
+			ctx->pin_len = len;
+			ctx->have_pin = true;
+			return HW_OK;
+		}
+		src = p11_kit_uri_get_pin_source(ctx->token_uri);
+	}
+	if (!src)
+		src = ctx->pin_cb ? "prompt" : NULL;
+	if (!src)
+		return hw_fail(HW_ERR_PIN_SOURCE, 0,
+		               "no PIN source: give file:PATH, env:NAME or prompt");
+	e = hw_pin_read(src, what, ctx->pin_cb, ctx->pin_cb_arg, ctx->pin,
+	                sizeof(ctx->pin), &len);
+	if (e != HW_OK)
+		return e;
+	ctx->pin_len = len;
+	ctx->have_pin = true;
+	return HW_OK;
+}
+
+static void
+forget_pin_locked(hw_ctx *ctx)
+{
+	OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+	ctx->pin_len = 0;
+	ctx->have_pin = false;
+}
+
+static hw_err
+login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
+{
+	CK_RV rv;
+	hw_err e;
+
+	if (ctx->logged_in)
+		return HW_OK;
+	if (!(ctx->tinfo.flags & CKF_LOGIN_REQUIRED)) {
+		ctx->logged_in = true;
+		return HW_OK;
+	}
+	if (ctx->tinfo.flags & CKF_PROTECTED_AUTHENTICATION_PATH && !ctx->pin_source &&
+	    !ctx->pin_cb) {
+		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
+	} else {
+		e = get_pin_locked(ctx);
+		if (e != HW_OK)
+			return e;
+		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+	}
+	if (rv == CKR_USER_ALREADY_LOGGED_IN)
+		rv = CKR_OK;
+	if (rv != CKR_OK) {
+		/* A wrong PIN must not be retried silently: it counts
+		 * towards the token's lockout. */
+		forget_pin_locked(ctx);
+		return hw_fail_ck(rv, "login");
+	}
+	ctx->logged_in = true;
+	return HW_OK;
+}
+
+/* Borrow a session; opens one when the pool is empty. */
+static hw_err
+session_get(hw_ctx *ctx, bool login, CK_SESSION_HANDLE *out)
+{
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_RV rv;
+	hw_err e = HW_OK;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->nidle > 0)
+		s = ctx->idle[--ctx->nidle];
+	pthread_mutex_unlock(&ctx->lock);
+
+	if (s == CK_INVALID_HANDLE) {
+		rv = ctx->fl->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+		                            NULL, NULL, &s);
+		if (rv != CKR_OK)
+			return hw_fail_ck(rv, "C_OpenSession");
+	}
+	if (login) {
+		pthread_mutex_lock(&ctx->lock);
+		e = login_locked(ctx, s);
+		pthread_mutex_unlock(&ctx->lock);
+		if (e != HW_OK) {
+			ctx->fl->C_CloseSession(s);
+			return e;
+		}
+	}
+	*out = s;
+	return HW_OK;
+}
+
+static void
+session_put(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
+{
+	pthread_mutex_lock(&ctx->lock);
+	/* A session from before a fork is not ours to keep or close. */
+	if (gen != ctx->gen) {
+		pthread_mutex_unlock(&ctx->lock);
+		return;
+	}
+	if (ctx->nidle < ctx->pool_max) {
+		if (ctx->nidle == ctx->idle_cap) {
+			size_t cap = ctx->idle_cap ? ctx->idle_cap * 2 : 8;
+			CK_SESSION_HANDLE *n = realloc(ctx->idle, cap * sizeof(*n));
+			if (n) {
+				ctx->idle = n;
+				ctx->idle_cap = cap;
+			}
+		}
+		if (ctx->nidle < ctx->idle_cap) {
+			ctx->idle[ctx->nidle++] = s;
+			pthread_mutex_unlock(&ctx->lock);
+			return;
+		}
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	ctx->fl->C_CloseSession(s);
+}
+
+static hw_err
+run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
+{
+	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	unsigned long gen;
+	CK_RV rv = CKR_OK;
+	hw_err e;
+
+	hw_clear_error();
+	/* Two recoveries at most: a lost session, then a lost login. */
+	for (int attempt = 0; attempt < 3; attempt++) {
+		e = hw_ctx_ready(ctx);
+		if (e != HW_OK)
+			return e;
+		gen = ctx->gen;
+		e = session_get(ctx, login, &s);
+		if (e != HW_OK)
+			return e;
+		rv = op(ctx, s, arg);
+		switch (rv) {
+		case CKR_SESSION_HANDLE_INVALID:
+		case CKR_SESSION_CLOSED:
+			/* The token dropped it (restart, timeout): open another. */
+			continue;
+		case CKR_USER_NOT_LOGGED_IN:
+			if (!login)
+				break;
+			pthread_mutex_lock(&ctx->lock);
+			ctx->logged_in = false;
+			pthread_mutex_unlock(&ctx->lock);
+			session_put(ctx, s, gen);
+			continue;
+		default:
+			break;
+		}
+		session_put(ctx, s, gen);
+		if (rv == HW_CKR_HWERR)
+			return op_err;
+		if (rv != CKR_OK)
+			return hw_fail_ck(rv, what);
+		return HW_OK;
+	}
+	return hw_fail_ck(rv, what);
+}
+
+hw_err
+hw_ctx_run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what)
+{
+	return run(ctx, op, arg, what, true);
+}
+
+hw_err
+hw_ctx_run_nologin(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what)
+{
+	return run(ctx, op, arg, what, false);
+}
+
+static CK_RV
+nop(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	return CKR_OK;
+}
+
+HW_EXPORT hw_err
+hw_ctx_login(hw_ctx *ctx)
+{
+	return hw_ctx_run(ctx, nop, NULL, "login");
+}
+
+HW_EXPORT const char *
+hw_ctx_module_path(const hw_ctx *ctx)
+{
+	return ctx && ctx->mod ? ctx->mod->path : NULL;
+}
+
+HW_EXPORT const char *
+hw_ctx_token_uri(const hw_ctx *ctx)
+{
+	return ctx && ctx->have_slot ? ctx->token_uri_str : NULL;
+}
+
+HW_EXPORT void
+hw_ctx_free(hw_ctx *ctx)
+{
+	if (!ctx)
+		return;
+	hw_fork_unregister(&ctx->lock);
+	if (ctx->mod && ctx->gen == hw_fork_generation()) {
+		for (size_t i = 0; i < ctx->nidle; i++)
+			ctx->fl->C_CloseSession(ctx->idle[i]);
+	}
+	/* Logout is left to C_Finalize: another context in this process may
+	 * share the login, which PKCS#11 keeps per application and token. */
+	hw_module_release(ctx->mod);
+	if (ctx->token_uri)
+		p11_kit_uri_free(ctx->token_uri);
+	OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+	free(ctx->idle);
+	free(ctx->mechs);
+	free(ctx->module_spec);
+	free(ctx->token_spec);
+	free(ctx->pin_source);
+	pthread_mutex_destroy(&ctx->lock);
+	free(ctx);
+}

@@ -1,0 +1,182 @@
+/*
+ * Internal interfaces of libhsmwrap. Nothing here is exported.
+ *
+ * Layers, bottom up:
+ *   err.c     error codes, per-thread CK_RV and detail text
+ *   buf.c     bounded reader/writer for every byte format
+ *   module.c  p11-kit module loading, one C_Initialize per module and fork
+ *   ctx.c     token selection, login, session pool, the retrying op runner
+ *   pin.c     PIN sources (file:, env:, prompt, URI pin-value/pin-source)
+ *   token.c   slot/token listing and initialisation
+ *   key.c     key generation, lookup, attributes, KCV
+ *   ectx.c    encryption contexts (ESDK serialization)
+ *   blob.c    the self-describing blob format
+ *   ops.c     encrypt/decrypt, data keys, AES-KWP wrap/unwrap
+ */
+#ifndef HW_INTERNAL_H
+#define HW_INTERNAL_H
+
+#include "config.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <p11-kit/p11-kit.h>
+#include <p11-kit/uri.h>
+
+#include "hsmwrap.h"
+
+#define HW_EXPORT __attribute__((visibility("default")))
+
+/* PKCS#11 3.0 names RFC 5649 wrapping CKM_AES_KEY_WRAP_KWP; v2.40 tokens
+ * (SoftHSMv2) implement the same algorithm as CKM_AES_KEY_WRAP_PAD. */
+#ifndef CKM_AES_KEY_WRAP_KWP
+#define CKM_AES_KEY_WRAP_KWP 0x210bUL
+#endif
+
+#ifndef CKR_AEAD_DECRYPT_FAILED
+#define CKR_AEAD_DECRYPT_FAILED 0x35UL
+#endif
+
+/* An op callback returns this after recording an hw_err with hw_op_fail(). */
+#define HW_CKR_HWERR (CKR_VENDOR_DEFINED | 0x48570001UL)
+CK_RV hw_op_fail(hw_err err);
+
+#define HW_PIN_MAX 256
+#define HW_ID_LEN 16
+
+/* ---- err.c ---- */
+/* Records the failure for hw_last_ckrv()/hw_last_detail() and returns err. */
+hw_err hw_fail(hw_err err, unsigned long ckrv, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Maps a CK_RV to the hw_err an administrator should see. */
+hw_err hw_err_from_ckrv(CK_RV rv);
+/* hw_fail(hw_err_from_ckrv(rv), rv, "what"): the common case. */
+hw_err hw_fail_ck(CK_RV rv, const char *what);
+void hw_clear_error(void);
+
+/* ---- module.c ---- */
+typedef struct hw_module hw_module;
+struct hw_module {
+	char *path;                 /* file actually loaded */
+	CK_FUNCTION_LIST *fl;
+	unsigned refs;
+	unsigned long init_gen;     /* fork generation of our C_Initialize */
+	bool we_initialized;        /* false: someone else in-process did */
+	pthread_mutex_t lock;
+	hw_module *next;
+};
+
+hw_err hw_module_acquire(const char *name_or_path, hw_module **out);
+void hw_module_release(hw_module *m);
+/* Makes sure the module is initialised in this process (after fork too). */
+hw_err hw_module_ensure(hw_module *m);
+/* Incremented in every child after fork(). */
+unsigned long hw_fork_generation(void);
+/* Registers ctx locks with the fork handlers. */
+void hw_fork_register(pthread_mutex_t *lock);
+void hw_fork_unregister(pthread_mutex_t *lock);
+
+/* ---- pin.c ---- */
+/* Reads a PIN from "file:", "env:", "prompt" (via cb); NUL-terminated. */
+hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
+                   char *pin, size_t max, size_t *len);
+
+/* ---- ctx.c ---- */
+struct hw_ctx {
+	pthread_mutex_t lock;       /* guards everything below */
+	char *module_spec;
+	char *token_spec;
+	char *pin_source;
+	hw_pin_cb pin_cb;
+	void *pin_cb_arg;
+	unsigned pool_max;
+
+	hw_module *mod;
+	CK_FUNCTION_LIST *fl;       /* == mod->fl */
+	P11KitUri *token_uri;
+	char token_uri_str[512];
+	CK_SLOT_ID slot;
+	bool have_slot;
+	CK_TOKEN_INFO tinfo;
+
+	/* Kept for re-login after fork or a lost login; wiped on free. */
+	char pin[HW_PIN_MAX];
+	size_t pin_len;
+	bool have_pin;
+
+	unsigned long gen;          /* fork generation sessions belong to */
+	bool logged_in;
+	CK_SESSION_HANDLE *idle;
+	size_t nidle, idle_cap;
+
+	/* Mechanisms of the token, read once. */
+	CK_MECHANISM_TYPE *mechs;
+	size_t nmechs;
+	CK_MECHANISM_TYPE kwp_mech;
+};
+
+/* One operation on a session; must be safe to run again from scratch. */
+typedef CK_RV (*hw_op_fn)(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg);
+
+/*
+ * Runs op on a pooled, logged-in session. A lost session is replaced and
+ * a lost login re-established, each once; a fork is handled first.
+ */
+hw_err hw_ctx_run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
+/* Same as hw_ctx_run without requiring login (public objects, token info). */
+hw_err hw_ctx_run_nologin(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
+bool hw_ctx_has_mech(hw_ctx *ctx, CK_MECHANISM_TYPE m);
+hw_err hw_ctx_ready(hw_ctx *ctx);
+
+/* ---- key.c ---- */
+struct hw_key {
+	hw_ctx *ctx;
+	char label[129];
+	uint8_t id[64];
+	size_t id_len;
+	CK_OBJECT_CLASS cls;        /* CKO_SECRET_KEY or CKO_PRIVATE_KEY */
+	CK_KEY_TYPE ktype;
+	/* Object handles are only valid in the process generation that found them. */
+	pthread_mutex_t lock;
+	unsigned long gen;
+	CK_OBJECT_HANDLE handle;
+	CK_OBJECT_HANDLE pub_handle; /* pairs only; CK_INVALID_HANDLE if none */
+	/* Usage flags as read from the token. */
+	bool can_encrypt, can_decrypt, can_wrap, can_unwrap, can_sign;
+};
+
+/* Current handle of key in this process (re-found after fork). */
+hw_err hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
+/* Find a secret/private key by CKA_ID, for blobs that name their key. */
+hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);
+void hw_hex(const uint8_t *in, size_t len, char *out);
+
+/* ---- blob.c ---- */
+typedef struct {
+	hw_blob_kind kind;
+	unsigned version;
+	const uint8_t *key_id;
+	size_t key_id_len;
+	const uint8_t *label;
+	size_t label_len;
+	const uint8_t *iv;
+	size_t iv_len;
+	const uint8_t *payload;     /* ciphertext || tag */
+	size_t payload_len;
+	const uint8_t *header;      /* bytes bound as AAD */
+	size_t header_len;
+} hw_blob;
+
+hw_err hw_blob_parse(const uint8_t *in, size_t len, hw_blob *b);
+/* Header (the AAD-bound prefix) for a new blob. */
+hw_err hw_blob_header(hw_blob_kind kind, const hw_key *key, uint8_t **out, size_t *len);
+/* header || iv_len u8 || iv || payload_len u32 || payload */
+hw_err hw_blob_finish(const uint8_t *hdr, size_t hdr_len, const uint8_t *iv, size_t iv_len,
+                      const uint8_t *payload, size_t payload_len,
+                      uint8_t **out, size_t *out_len);
+
+#endif

@@ -1,0 +1,1003 @@
+/*
+ * Keys on the token: generation with safe attributes, lookup by label,
+ * id or URI, listing, destruction, and what an administrator wants to see
+ * of a key (attributes, URI, KCV or public-key fingerprint).
+ *
+ * A hw_key remembers the key's CKA_ID and class, not just its handle:
+ * object handles are only meaningful within one process (and module
+ * initialisation), so after fork the handle is found again by id.
+ */
+#include "internal.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/param_build.h>
+#include <openssl/rand.h>
+#include <openssl/x509.h>
+
+static const struct {
+	const char *name;
+	hw_key_type type;
+	CK_KEY_TYPE ck;
+	unsigned bits;
+} types[] = {
+	{ "aes256", HW_KEY_AES256, CKK_AES, 256 },
+	{ "rsa2048", HW_KEY_RSA2048, CKK_RSA, 2048 },
+	{ "rsa3072", HW_KEY_RSA3072, CKK_RSA, 3072 },
+	{ "rsa4096", HW_KEY_RSA4096, CKK_RSA, 4096 },
+	{ "ec-p256", HW_KEY_EC_P256, CKK_EC, 256 },
+	{ "ec-p384", HW_KEY_EC_P384, CKK_EC, 384 },
+};
+#define NTYPES (sizeof(types) / sizeof(types[0]))
+
+/* DER OIDs for CKA_EC_PARAMS (namedCurve). */
+static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
+static const uint8_t oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
+
+static const char *purposes[] = {
+	[HW_PURPOSE_NONE] = "none",
+	[HW_PURPOSE_ENVELOPE] = "envelope",
+	[HW_PURPOSE_KEYWRAP] = "keywrap",
+	[HW_PURPOSE_SIGN] = "sign",
+};
+
+HW_EXPORT const char *
+hw_key_type_name(hw_key_type t)
+{
+	for (size_t i = 0; i < NTYPES; i++)
+		if (types[i].type == t)
+			return types[i].name;
+	return "unknown";
+}
+
+HW_EXPORT hw_err
+hw_key_type_parse(const char *s, hw_key_type *t)
+{
+	for (size_t i = 0; s && i < NTYPES; i++) {
+		if (strcmp(types[i].name, s) == 0) {
+			*t = types[i].type;
+			return HW_OK;
+		}
+	}
+	return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key type '%s'", s ? s : "");
+}
+
+HW_EXPORT const char *
+hw_purpose_name(hw_purpose p)
+{
+	return (unsigned)p < sizeof(purposes) / sizeof(purposes[0]) ? purposes[p] : "unknown";
+}
+
+HW_EXPORT hw_err
+hw_purpose_parse(const char *s, hw_purpose *p)
+{
+	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_SIGN; i++) {
+		if (strcmp(purposes[i], s) == 0) {
+			*p = (hw_purpose)i;
+			return HW_OK;
+		}
+	}
+	return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown purpose '%s'", s ? s : "");
+}
+
+HW_EXPORT const char *
+hw_key_label(const hw_key *key)
+{
+	return key ? key->label : NULL;
+}
+
+void
+hw_hex(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+static int
+unhex(const char *s, uint8_t *out, size_t max, size_t *len)
+{
+	size_t n = strlen(s);
+
+	if (n == 0 || n % 2 || n / 2 > max)
+		return -1;
+	for (size_t i = 0; i < n / 2; i++) {
+		unsigned v;
+		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+			return -1;
+		out[i] = (uint8_t)v;
+	}
+	*len = n / 2;
+	return 0;
+}
+
+/* ---------------------------------------------------------------- */
+/* Finding objects                                                   */
+
+#define MAX_FOUND 64
+
+typedef struct {
+	CK_ATTRIBUTE tmpl[4];
+	CK_ULONG ntmpl;
+	CK_OBJECT_HANDLE found[MAX_FOUND];
+	CK_ULONG nfound;
+	bool more;                  /* there were more than MAX_FOUND */
+} find_arg;
+
+static CK_RV
+find_on(hw_ctx *ctx, CK_SESSION_HANDLE s, find_arg *a)
+{
+	CK_ULONG got = 0;
+	CK_RV rv;
+
+	a->nfound = 0;
+	a->more = false;
+	rv = ctx->fl->C_FindObjectsInit(s, a->tmpl, a->ntmpl);
+	if (rv != CKR_OK)
+		return rv;
+	rv = ctx->fl->C_FindObjects(s, a->found, MAX_FOUND, &a->nfound);
+	if (rv == CKR_OK && a->nfound == MAX_FOUND) {
+		CK_OBJECT_HANDLE extra;
+		if (ctx->fl->C_FindObjects(s, &extra, 1, &got) == CKR_OK && got)
+			a->more = true;
+	}
+	ctx->fl->C_FindObjectsFinal(s);
+	return rv;
+}
+
+static CK_RV
+op_find(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	return find_on(ctx, s, arg);
+}
+
+/* Reads attributes; those the token will not reveal get CK_UNAVAILABLE_INFORMATION. */
+static CK_RV
+get_attrs(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE *t, CK_ULONG n)
+{
+	CK_RV rv = ctx->fl->C_GetAttributeValue(s, h, t, n);
+	if (rv == CKR_ATTRIBUTE_SENSITIVE || rv == CKR_ATTRIBUTE_TYPE_INVALID)
+		rv = CKR_OK;
+	return rv;
+}
+
+static int
+bool_attr(const CK_ATTRIBUTE *a)
+{
+	if (a->ulValueLen != sizeof(CK_BBOOL))
+		return -1;
+	return *(CK_BBOOL *)a->pValue ? 1 : 0;
+}
+
+typedef struct {
+	CK_OBJECT_HANDLE h;
+	hw_key *key;                /* filled in */
+} load_arg;
+
+/* Builds a hw_key from a secret or private key object. */
+static CK_RV
+op_load(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	load_arg *a = arg;
+	hw_key *k = a->key;
+	CK_BBOOL enc = 0, dec = 0, wrap = 0, unwrap = 0, sign = 0;
+	char label[129] = { 0 };
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &k->cls, sizeof(k->cls) },
+		{ CKA_KEY_TYPE, &k->ktype, sizeof(k->ktype) },
+		{ CKA_ID, k->id, sizeof(k->id) },
+		{ CKA_LABEL, label, sizeof(label) - 1 },
+		{ CKA_ENCRYPT, &enc, sizeof(enc) },
+		{ CKA_DECRYPT, &dec, sizeof(dec) },
+		{ CKA_WRAP, &wrap, sizeof(wrap) },
+		{ CKA_UNWRAP, &unwrap, sizeof(unwrap) },
+		{ CKA_SIGN, &sign, sizeof(sign) },
+	};
+	find_arg f;
+	CK_RV rv;
+
+	rv = get_attrs(ctx, s, a->h, t, sizeof(t) / sizeof(t[0]));
+	if (rv != CKR_OK)
+		return rv;
+	k->id_len = t[2].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[2].ulValueLen;
+	if (t[3].ulValueLen != CK_UNAVAILABLE_INFORMATION)
+		label[t[3].ulValueLen] = '\0';
+	else
+		label[0] = '\0';
+	snprintf(k->label, sizeof(k->label), "%s", label);
+	k->can_encrypt = bool_attr(&t[4]) == 1;
+	k->can_decrypt = bool_attr(&t[5]) == 1;
+	k->can_wrap = bool_attr(&t[6]) == 1;
+	k->can_unwrap = bool_attr(&t[7]) == 1;
+	k->can_sign = bool_attr(&t[8]) == 1;
+	k->handle = a->h;
+	k->pub_handle = CK_INVALID_HANDLE;
+
+	if (k->cls == CKO_PRIVATE_KEY && k->id_len > 0) {
+		CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY;
+		memset(&f, 0, sizeof(f));
+		f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &pub, sizeof(pub) };
+		f.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, k->id_len };
+		f.ntmpl = 2;
+		rv = find_on(ctx, s, &f);
+		if (rv != CKR_OK)
+			return rv;
+		if (f.nfound >= 1)
+			k->pub_handle = f.found[0];
+	}
+	return CKR_OK;
+}
+
+static hw_err
+load_key(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out)
+{
+	load_arg a;
+	hw_key *k = calloc(1, sizeof(*k));
+	hw_err e;
+
+	if (!k)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	k->ctx = ctx;
+	a.h = h;
+	a.key = k;
+	e = hw_ctx_run(ctx, op_load, &a, "reading key attributes");
+	if (e != HW_OK) {
+		free(k);
+		return e;
+	}
+	k->gen = ctx->gen;
+	*out = k;
+	return HW_OK;
+}
+
+/*
+ * Runs a search for secret keys, then private keys, with the extra
+ * attributes in `extra` (class may be fixed by the caller).
+ */
+static hw_err
+find_keys(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLASS only,
+          CK_OBJECT_HANDLE *found, size_t max, size_t *n)
+{
+	static const CK_OBJECT_CLASS classes[] = { CKO_SECRET_KEY, CKO_PRIVATE_KEY };
+	find_arg f;
+	hw_err e;
+
+	*n = 0;
+	for (size_t c = 0; c < 2; c++) {
+		CK_OBJECT_CLASS cls = classes[c];
+		if (only != (CK_OBJECT_CLASS)-1 && only != cls)
+			continue;
+		memset(&f, 0, sizeof(f));
+		f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+		for (CK_ULONG i = 0; i < nextra && i < 3; i++)
+			f.tmpl[1 + i] = extra[i];
+		f.ntmpl = 1 + (nextra < 3 ? nextra : 3);
+		e = hw_ctx_run(ctx, op_find, &f, "searching keys");
+		if (e != HW_OK)
+			return e;
+		for (CK_ULONG i = 0; i < f.nfound; i++) {
+			if (*n >= max)
+				return hw_fail(HW_ERR_TOO_LARGE, 0, "more than %zu keys", max);
+			found[(*n)++] = f.found[i];
+		}
+		if (f.more)
+			return hw_fail(HW_ERR_TOO_LARGE, 0, "more than %d keys of one class", MAX_FOUND);
+	}
+	return HW_OK;
+}
+
+static hw_err
+find_one(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLASS only,
+         const char *what, hw_key **out)
+{
+	CK_OBJECT_HANDLE h[2 * MAX_FOUND];
+	size_t n;
+	hw_err e = find_keys(ctx, extra, nextra, only, h, sizeof(h) / sizeof(h[0]), &n);
+
+	if (e != HW_OK)
+		return e;
+	if (n == 0)
+		return hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "%s", what);
+	if (n > 1)
+		return hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "%zu keys match %s", n, what);
+	return load_key(ctx, h[0], out);
+}
+
+hw_err
+hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out)
+{
+	char hex[2 * 64 + 1];
+	CK_ATTRIBUTE a = { CKA_ID, (void *)id, id_len };
+
+	if (id_len == 0 || id_len > 64)
+		return hw_fail(HW_ERR_FORMAT, 0, "bad key id length");
+	hw_hex(id, id_len, hex);
+	return find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, hex, out);
+}
+
+static hw_err
+find_by_uri(hw_ctx *ctx, const char *spec, hw_key **out)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	CK_ATTRIBUTE extra[3], *a;
+	CK_ULONG n = 0;
+	CK_OBJECT_CLASS only = (CK_OBJECT_CLASS)-1;
+	int r;
+	hw_err e;
+
+	if (!u)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	r = p11_kit_uri_parse(spec, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u);
+	if (r != P11_KIT_URI_OK) {
+		p11_kit_uri_free(u);
+		return hw_fail(HW_ERR_URI, 0, "%s", p11_kit_uri_message(r));
+	}
+	/* A key URI for another token must not silently match this one. */
+	if (!p11_kit_uri_match_token_info(u, &ctx->tinfo)) {
+		p11_kit_uri_free(u);
+		return hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "the URI names another token than %s",
+		               ctx->token_uri_str);
+	}
+	if ((a = p11_kit_uri_get_attribute(u, CKA_LABEL)))
+		extra[n++] = *a;
+	if ((a = p11_kit_uri_get_attribute(u, CKA_ID)))
+		extra[n++] = *a;
+	if ((a = p11_kit_uri_get_attribute(u, CKA_CLASS)) && a->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
+		only = *(CK_OBJECT_CLASS *)a->pValue;
+		/* type=public names the pair; we hand out its private half. */
+		if (only == CKO_PUBLIC_KEY)
+			only = CKO_PRIVATE_KEY;
+	}
+	if (n == 0) {
+		p11_kit_uri_free(u);
+		return hw_fail(HW_ERR_URI, 0, "the key URI needs object= or id=");
+	}
+	e = find_one(ctx, extra, n, only, spec, out);
+	p11_kit_uri_free(u);
+	return e;
+}
+
+HW_EXPORT hw_err
+hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
+{
+	uint8_t id[64];
+	size_t id_len;
+	hw_err e;
+
+	if (!ctx || !spec || !*spec || !out)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_key_find");
+	hw_clear_error();
+	e = hw_ctx_ready(ctx);
+	if (e != HW_OK)
+		return e;
+	if (strncmp(spec, "pkcs11:", 7) == 0)
+		return find_by_uri(ctx, spec, out);
+	if (strncmp(spec, "id:", 3) == 0) {
+		if (unhex(spec + 3, id, sizeof(id), &id_len) != 0)
+			return hw_fail(HW_ERR_INVALID_ARG, 0, "id: wants an even number of hex digits");
+		return hw_key_find_by_id(ctx, id, id_len, out);
+	}
+	CK_ATTRIBUTE a = { CKA_LABEL, (void *)spec, strlen(spec) };
+	return find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, spec, out);
+}
+
+HW_EXPORT hw_err
+hw_key_list(hw_ctx *ctx, hw_key ***keys, size_t *count)
+{
+	CK_OBJECT_HANDLE h[2 * MAX_FOUND];
+	hw_key **v;
+	size_t n;
+	hw_err e;
+
+	if (!ctx || !keys || !count)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_key_list");
+	e = find_keys(ctx, NULL, 0, (CK_OBJECT_CLASS)-1, h, sizeof(h) / sizeof(h[0]), &n);
+	if (e != HW_OK)
+		return e;
+	v = calloc(n ? n : 1, sizeof(*v));
+	if (!v)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	for (size_t i = 0; i < n; i++) {
+		e = load_key(ctx, h[i], &v[i]);
+		if (e != HW_OK) {
+			hw_key_list_free(v, i);
+			return e;
+		}
+	}
+	*keys = v;
+	*count = n;
+	return HW_OK;
+}
+
+HW_EXPORT void
+hw_key_list_free(hw_key **keys, size_t n)
+{
+	if (!keys)
+		return;
+	for (size_t i = 0; i < n; i++)
+		hw_key_free(keys[i]);
+	free(keys);
+}
+
+HW_EXPORT void
+hw_key_free(hw_key *key)
+{
+	free(key);
+}
+
+typedef struct {
+	hw_key *key;
+	CK_OBJECT_HANDLE h, pub;
+} handle_arg;
+
+static CK_RV
+op_refind(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	handle_arg *a = arg;
+	find_arg f;
+	CK_OBJECT_CLASS pub = CKO_PUBLIC_KEY;
+	CK_RV rv;
+
+	memset(&f, 0, sizeof(f));
+	f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &a->key->cls, sizeof(a->key->cls) };
+	f.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, a->key->id, a->key->id_len };
+	f.ntmpl = 2;
+	rv = find_on(ctx, s, &f);
+	if (rv != CKR_OK)
+		return rv;
+	if (f.nfound != 1)
+		return hw_op_fail(hw_fail(f.nfound ? HW_ERR_KEY_AMBIGUOUS : HW_ERR_KEY_NOT_FOUND, 0,
+		                          "key '%s' (gone from the token?)", a->key->label));
+	a->h = f.found[0];
+	a->pub = CK_INVALID_HANDLE;
+	if (a->key->cls == CKO_PRIVATE_KEY) {
+		f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &pub, sizeof(pub) };
+		rv = find_on(ctx, s, &f);
+		if (rv == CKR_OK && f.nfound >= 1)
+			a->pub = f.found[0];
+	}
+	return rv;
+}
+
+hw_err
+hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+{
+	hw_ctx *ctx = key->ctx;
+	handle_arg a = { key, CK_INVALID_HANDLE, CK_INVALID_HANDLE };
+	CK_RV rv;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (key->gen == ctx->gen) {
+		*h = key->handle;
+		pthread_mutex_unlock(&ctx->lock);
+		return HW_OK;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	rv = op_refind(ctx, s, &a);
+	if (rv == HW_CKR_HWERR)
+		return HW_ERR_KEY_NOT_FOUND;
+	if (rv != CKR_OK)
+		return hw_fail_ck(rv, "finding the key again");
+	pthread_mutex_lock(&ctx->lock);
+	key->handle = a.h;
+	key->pub_handle = a.pub;
+	key->gen = ctx->gen;
+	pthread_mutex_unlock(&ctx->lock);
+	*h = a.h;
+	return HW_OK;
+}
+
+/* ---------------------------------------------------------------- */
+/* Generation                                                        */
+
+typedef struct {
+	const char *label;
+	size_t label_len;
+	hw_key_type type;
+	hw_purpose purpose;
+	uint8_t id[HW_ID_LEN];
+	CK_OBJECT_HANDLE h, pub;
+} gen_arg;
+
+#define BOOL_ATTR(t, v) { (t), (void *)(v), sizeof(CK_BBOOL) }
+
+static CK_RV
+op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	gen_arg *a = arg;
+	CK_OBJECT_CLASS sec = CKO_SECRET_KEY, pubc = CKO_PUBLIC_KEY, privc = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt;
+	CK_ULONG len = 32, bits = 0;
+	static const CK_BYTE e65537[] = { 0x01, 0x00, 0x01 };
+	CK_MECHANISM_TYPE allowed;
+	CK_MECHANISM mech = { 0, NULL, 0 };
+	bool envelope = a->purpose == HW_PURPOSE_ENVELOPE;
+	bool keywrap = a->purpose == HW_PURPOSE_KEYWRAP;
+
+	if (a->type == HW_KEY_AES256) {
+		kt = CKK_AES;
+		allowed = envelope ? CKM_AES_GCM : ctx->kwp_mech;
+		CK_ATTRIBUTE t[] = {
+			{ CKA_CLASS, &sec, sizeof(sec) },
+			{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+			{ CKA_VALUE_LEN, &len, sizeof(len) },
+			{ CKA_LABEL, (void *)a->label, a->label_len },
+			{ CKA_ID, a->id, sizeof(a->id) },
+			BOOL_ATTR(CKA_TOKEN, &yes),
+			BOOL_ATTR(CKA_PRIVATE, &yes),
+			BOOL_ATTR(CKA_SENSITIVE, &yes),
+			BOOL_ATTR(CKA_EXTRACTABLE, &no),
+			BOOL_ATTR(CKA_ENCRYPT, envelope ? &yes : &no),
+			BOOL_ATTR(CKA_DECRYPT, envelope ? &yes : &no),
+			BOOL_ATTR(CKA_WRAP, keywrap ? &yes : &no),
+			BOOL_ATTR(CKA_UNWRAP, keywrap ? &yes : &no),
+			BOOL_ATTR(CKA_SIGN, &no),
+			BOOL_ATTR(CKA_VERIFY, &no),
+			BOOL_ATTR(CKA_DERIVE, &no),
+			/* Least privilege: one mechanism per purpose. */
+			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
+		};
+		mech.mechanism = CKM_AES_KEY_GEN;
+		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &a->h);
+	}
+
+	const uint8_t *oid = a->type == HW_KEY_EC_P256 ? oid_p256 : oid_p384;
+	size_t oid_len = a->type == HW_KEY_EC_P256 ? sizeof(oid_p256) : sizeof(oid_p384);
+	bool rsa = a->type == HW_KEY_RSA2048 || a->type == HW_KEY_RSA3072 ||
+	           a->type == HW_KEY_RSA4096;
+	kt = rsa ? CKK_RSA : CKK_EC;
+	bits = a->type == HW_KEY_RSA2048 ? 2048 : a->type == HW_KEY_RSA3072 ? 3072 : 4096;
+	CK_ATTRIBUTE pub[] = {
+		{ CKA_CLASS, &pubc, sizeof(pubc) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_LABEL, (void *)a->label, a->label_len },
+		{ CKA_ID, a->id, sizeof(a->id) },
+		BOOL_ATTR(CKA_TOKEN, &yes),
+		BOOL_ATTR(CKA_PRIVATE, &no),
+		BOOL_ATTR(CKA_VERIFY, &yes),
+		BOOL_ATTR(CKA_ENCRYPT, &no),
+		BOOL_ATTR(CKA_WRAP, &no),
+		rsa ? (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) }
+		    : (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid, oid_len },
+		rsa ? (CK_ATTRIBUTE){ CKA_PUBLIC_EXPONENT, (void *)e65537, sizeof(e65537) }
+		    : (CK_ATTRIBUTE){ CKA_DERIVE, (CK_BBOOL *)&no, sizeof(CK_BBOOL) },
+	};
+	CK_ATTRIBUTE priv[] = {
+		{ CKA_CLASS, &privc, sizeof(privc) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_LABEL, (void *)a->label, a->label_len },
+		{ CKA_ID, a->id, sizeof(a->id) },
+		BOOL_ATTR(CKA_TOKEN, &yes),
+		BOOL_ATTR(CKA_PRIVATE, &yes),
+		BOOL_ATTR(CKA_SENSITIVE, &yes),
+		BOOL_ATTR(CKA_EXTRACTABLE, &no),
+		BOOL_ATTR(CKA_SIGN, &yes),
+		BOOL_ATTR(CKA_DECRYPT, &no),
+		BOOL_ATTR(CKA_UNWRAP, &no),
+		BOOL_ATTR(CKA_DERIVE, &no),
+	};
+	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
+	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
+	                                  sizeof(priv) / sizeof(priv[0]), &a->pub, &a->h);
+}
+
+HW_EXPORT hw_err
+hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                hw_key **out)
+{
+	gen_arg a;
+	hw_key *existing = NULL;
+	bool aes = type == HW_KEY_AES256;
+	hw_err e;
+
+	if (!ctx || !label || !*label || strlen(label) > 128)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "a key label of 1 to 128 bytes is required");
+	if (type < HW_KEY_AES256 || type > HW_KEY_EC_P384)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key type");
+	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
+	        : purpose != HW_PURPOSE_SIGN)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "purpose %s does not fit a %s key",
+		               hw_purpose_name(purpose), hw_key_type_name(type));
+	hw_clear_error();
+	e = hw_ctx_ready(ctx);
+	if (e != HW_OK)
+		return e;
+	if (purpose == HW_PURPOSE_KEYWRAP && !ctx->kwp_mech)
+		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+
+	e = hw_key_find(ctx, label, &existing);
+	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {
+		hw_key_free(existing);
+		return hw_fail(HW_ERR_KEY_EXISTS, 0, "%s", label);
+	}
+	if (e != HW_ERR_KEY_NOT_FOUND)
+		return e;
+	hw_clear_error();
+
+	memset(&a, 0, sizeof(a));
+	a.label = label;
+	a.label_len = strlen(label);
+	a.type = type;
+	a.purpose = purpose;
+	/* CKA_ID only needs to be unique, not secret. */
+	if (RAND_bytes(a.id, sizeof(a.id)) != 1)
+		return hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
+	e = hw_ctx_run(ctx, op_generate, &a, aes ? "C_GenerateKey" : "C_GenerateKeyPair");
+	if (e != HW_OK)
+		return e;
+	if (!out)
+		return HW_OK;
+	return load_key(ctx, a.h, out);
+}
+
+/* ---------------------------------------------------------------- */
+/* Destroy                                                           */
+
+static CK_RV
+op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	hw_key *key = arg;
+	CK_OBJECT_HANDLE h;
+	CK_RV rv;
+	hw_err e = hw_key_handle(key, s, &h);
+
+	if (e != HW_OK)
+		return hw_op_fail(e);
+	rv = ctx->fl->C_DestroyObject(s, h);
+	if (rv == CKR_OK && key->pub_handle != CK_INVALID_HANDLE)
+		rv = ctx->fl->C_DestroyObject(s, key->pub_handle);
+	return rv;
+}
+
+HW_EXPORT hw_err
+hw_key_destroy(hw_key *key)
+{
+	if (!key)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
+	return hw_ctx_run(key->ctx, op_destroy, key, "C_DestroyObject");
+}
+
+/* ---------------------------------------------------------------- */
+/* Public key and attributes                                         */
+
+typedef struct {
+	hw_key *key;
+	uint8_t *a, *b;             /* RSA: modulus, exponent; EC: params, point */
+	CK_ULONG alen, blen;
+} pub_arg;
+
+static CK_RV
+read_alloc(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_ATTRIBUTE_TYPE t,
+           uint8_t **out, CK_ULONG *len)
+{
+	CK_ATTRIBUTE a = { t, NULL, 0 };
+	CK_RV rv = ctx->fl->C_GetAttributeValue(s, h, &a, 1);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (a.ulValueLen == CK_UNAVAILABLE_INFORMATION || a.ulValueLen > 16384)
+		return CKR_ATTRIBUTE_TYPE_INVALID;
+	a.pValue = malloc(a.ulValueLen ? a.ulValueLen : 1);
+	if (!a.pValue)
+		return CKR_HOST_MEMORY;
+	rv = ctx->fl->C_GetAttributeValue(s, h, &a, 1);
+	if (rv != CKR_OK) {
+		free(a.pValue);
+		return rv;
+	}
+	*out = a.pValue;
+	*len = a.ulValueLen;
+	return CKR_OK;
+}
+
+static CK_RV
+op_pub(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	pub_arg *a = arg;
+	CK_OBJECT_HANDLE h;
+	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV rv;
+
+	if (e != HW_OK)
+		return hw_op_fail(e);
+	/* Public attributes are readable from the private object too, but
+	 * CKA_EC_POINT only lives on the public one. */
+	if (a->key->pub_handle != CK_INVALID_HANDLE)
+		h = a->key->pub_handle;
+	free(a->a);
+	free(a->b);
+	a->a = a->b = NULL;
+	if (a->key->ktype == CKK_RSA) {
+		rv = read_alloc(ctx, s, h, CKA_MODULUS, &a->a, &a->alen);
+		if (rv == CKR_OK)
+			rv = read_alloc(ctx, s, h, CKA_PUBLIC_EXPONENT, &a->b, &a->blen);
+	} else {
+		rv = read_alloc(ctx, s, h, CKA_EC_PARAMS, &a->a, &a->alen);
+		if (rv == CKR_OK)
+			rv = read_alloc(ctx, s, h, CKA_EC_POINT, &a->b, &a->blen);
+	}
+	return rv;
+}
+
+/* CKA_EC_POINT is a DER OCTET STRING around the point (v2.40); some
+ * tokens give the raw point. Accept both. */
+static int
+ec_point(const uint8_t *p, size_t n, const uint8_t **pt, size_t *ptlen)
+{
+	if (n >= 2 && p[0] == 0x04 && p[1] < 0x80 && (size_t)p[1] + 2 == n) {
+		*pt = p + 2;
+		*ptlen = p[1];
+		return 0;
+	}
+	if (n >= 3 && p[0] == 0x04 && p[1] == 0x81 && (size_t)p[2] + 3 == n) {
+		*pt = p + 3;
+		*ptlen = p[2];
+		return 0;
+	}
+	if (n > 0 && p[0] == 0x04 && n % 2 == 1) {
+		*pt = p;
+		*ptlen = n;
+		return 0;
+	}
+	return -1;
+}
+
+static hw_err
+build_pkey(const pub_arg *a, EVP_PKEY **out)
+{
+	OSSL_PARAM_BLD *bld = OSSL_PARAM_BLD_new();
+	OSSL_PARAM *params = NULL;
+	EVP_PKEY_CTX *pc = NULL;
+	BIGNUM *n = NULL, *ex = NULL;
+	const char *group = NULL;
+	const uint8_t *pt;
+	size_t ptlen;
+	hw_err e = HW_ERR_CRYPTO;
+
+	if (!bld)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	if (a->key->ktype == CKK_RSA) {
+		n = BN_bin2bn(a->a, (int)a->alen, NULL);
+		ex = BN_bin2bn(a->b, (int)a->blen, NULL);
+		if (!n || !ex || !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_N, n) ||
+		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, ex))
+			goto out;
+		pc = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	} else {
+		if (a->alen == sizeof(oid_p256) && memcmp(a->a, oid_p256, a->alen) == 0)
+			group = "P-256";
+		else if (a->alen == sizeof(oid_p384) && memcmp(a->a, oid_p384, a->alen) == 0)
+			group = "P-384";
+		if (!group || ec_point(a->b, a->blen, &pt, &ptlen) != 0) {
+			e = hw_fail(HW_ERR_UNSUPPORTED, 0, "EC curve or point encoding");
+			goto out;
+		}
+		if (!OSSL_PARAM_BLD_push_utf8_string(bld, OSSL_PKEY_PARAM_GROUP_NAME, group, 0) ||
+		    !OSSL_PARAM_BLD_push_octet_string(bld, OSSL_PKEY_PARAM_PUB_KEY, pt, ptlen))
+			goto out;
+		pc = EVP_PKEY_CTX_new_from_name(NULL, "EC", NULL);
+	}
+	params = OSSL_PARAM_BLD_to_param(bld);
+	if (!pc || !params || EVP_PKEY_fromdata_init(pc) <= 0 ||
+	    EVP_PKEY_fromdata(pc, out, EVP_PKEY_PUBLIC_KEY, params) <= 0)
+		goto out;
+	e = HW_OK;
+out:
+	if (e == HW_ERR_CRYPTO)
+		hw_fail(e, 0, "building the public key");
+	OSSL_PARAM_free(params);
+	OSSL_PARAM_BLD_free(bld);
+	EVP_PKEY_CTX_free(pc);
+	BN_free(n);
+	BN_free(ex);
+	return e;
+}
+
+HW_EXPORT hw_err
+hw_key_public_der(hw_key *key, uint8_t **der, size_t *len)
+{
+	pub_arg a = { key, NULL, NULL, 0, 0 };
+	EVP_PKEY *pk = NULL;
+	unsigned char *buf = NULL;
+	int n;
+	hw_err e;
+
+	if (!key || !der || !len)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_key_public_der");
+	if (key->cls != CKO_PRIVATE_KEY)
+		return hw_fail(HW_ERR_KEY_PURPOSE, 0, "'%s' is a secret key: it has no public half",
+		               key->label);
+	e = hw_ctx_run(key->ctx, op_pub, &a, "reading the public key");
+	if (e == HW_OK)
+		e = build_pkey(&a, &pk);
+	if (e == HW_OK) {
+		n = i2d_PUBKEY(pk, &buf);
+		if (n <= 0) {
+			e = hw_fail(HW_ERR_CRYPTO, 0, "encoding the public key");
+		} else {
+			/* Hand out malloc'd memory so that hw_free() is right. */
+			*der = malloc((size_t)n);
+			if (!*der) {
+				e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+			} else {
+				memcpy(*der, buf, (size_t)n);
+				*len = (size_t)n;
+			}
+		}
+	}
+	OPENSSL_free(buf);
+	EVP_PKEY_free(pk);
+	free(a.a);
+	free(a.b);
+	return e;
+}
+
+typedef struct {
+	hw_key *key;
+	hw_key_info *info;
+	uint8_t kcv[32];
+	CK_ULONG kcv_len;
+} info_arg;
+
+static CK_RV
+op_info(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	info_arg *a = arg;
+	hw_key_info *in = a->info;
+	CK_OBJECT_HANDLE h;
+	CK_BBOOL b[14];
+	CK_ULONG value_len = 0;
+	uint8_t *mod = NULL, *params = NULL;
+	CK_ULONG mod_len = 0, params_len = 0;
+	static const CK_ATTRIBUTE_TYPE bool_types[14] = {
+		CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_ALWAYS_SENSITIVE,
+		CKA_NEVER_EXTRACTABLE, CKA_LOCAL, CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP,
+		CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE,
+	};
+	int *fields[14] = {
+		&in->token, &in->private_, &in->sensitive, &in->extractable,
+		&in->always_sensitive, &in->never_extractable, &in->local, &in->encrypt,
+		&in->decrypt, &in->wrap, &in->unwrap, &in->sign, &in->verify, &in->derive,
+	};
+	CK_ATTRIBUTE t[16];
+	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV rv;
+
+	if (e != HW_OK)
+		return hw_op_fail(e);
+	for (int i = 0; i < 14; i++)
+		t[i] = (CK_ATTRIBUTE){ bool_types[i], &b[i], sizeof(b[i]) };
+	t[14] = (CK_ATTRIBUTE){ CKA_VALUE_LEN, &value_len, sizeof(value_len) };
+	t[15] = (CK_ATTRIBUTE){ CKA_CHECK_VALUE, a->kcv, sizeof(a->kcv) };
+	rv = get_attrs(ctx, s, h, t, 16);
+	if (rv != CKR_OK)
+		return rv;
+	for (int i = 0; i < 14; i++)
+		*fields[i] = bool_attr(&t[i]);
+	a->kcv_len = t[15].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[15].ulValueLen;
+
+	in->bits = 0;
+	if (a->key->ktype == CKK_AES) {
+		in->bits = t[14].ulValueLen == sizeof(value_len) ? (unsigned)value_len * 8 : 0;
+	} else if (a->key->ktype == CKK_RSA) {
+		if (read_alloc(ctx, s, h, CKA_MODULUS, &mod, &mod_len) == CKR_OK) {
+			CK_ULONG i = 0;
+			while (i < mod_len && mod[i] == 0)
+				i++;
+			in->bits = (unsigned)(mod_len - i) * 8;
+		}
+	} else if (a->key->ktype == CKK_EC) {
+		if (read_alloc(ctx, s, h, CKA_EC_PARAMS, &params, &params_len) == CKR_OK) {
+			if (params_len == sizeof(oid_p256) && !memcmp(params, oid_p256, params_len))
+				in->bits = 256;
+			else if (params_len == sizeof(oid_p384) && !memcmp(params, oid_p384, params_len))
+				in->bits = 384;
+		}
+	}
+	free(mod);
+	free(params);
+	return CKR_OK;
+}
+
+static void
+key_uri(hw_key *key, char *out, size_t outsz)
+{
+	P11KitUri *u = p11_kit_uri_new();
+	CK_ATTRIBUTE a[3] = {
+		{ CKA_CLASS, &key->cls, sizeof(key->cls) },
+		{ CKA_LABEL, key->label, strlen(key->label) },
+		{ CKA_ID, key->id, key->id_len },
+	};
+	char *s = NULL;
+
+	out[0] = '\0';
+	if (!u)
+		return;
+	*p11_kit_uri_get_token_info(u) = key->ctx->tinfo;
+	p11_kit_uri_set_attributes(u, a, key->id_len ? 3 : 2);
+	if (p11_kit_uri_format(u, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, &s) == P11_KIT_URI_OK && s)
+		snprintf(out, outsz, "%s", s);
+	free(s);
+	p11_kit_uri_free(u);
+}
+
+static void
+derive_type(hw_key *key, hw_key_info *in)
+{
+	in->type = 0;
+	for (size_t i = 0; i < NTYPES; i++)
+		if (types[i].ck == key->ktype && types[i].bits == in->bits)
+			in->type = types[i].type;
+	if (in->type)
+		snprintf(in->type_name, sizeof(in->type_name), "%s", hw_key_type_name(in->type));
+	else if (key->ktype == CKK_AES)
+		snprintf(in->type_name, sizeof(in->type_name), "aes%u", in->bits);
+	else if (key->ktype == CKK_RSA)
+		snprintf(in->type_name, sizeof(in->type_name), "rsa%u", in->bits);
+	else if (key->ktype == CKK_EC)
+		snprintf(in->type_name, sizeof(in->type_name), "ec");
+	else
+		snprintf(in->type_name, sizeof(in->type_name), "other");
+
+	in->purpose = HW_PURPOSE_NONE;
+	if (key->cls == CKO_SECRET_KEY && in->encrypt == 1 && in->decrypt == 1 &&
+	    in->wrap != 1 && in->unwrap != 1 && in->sign != 1)
+		in->purpose = HW_PURPOSE_ENVELOPE;
+	else if (key->cls == CKO_SECRET_KEY && in->wrap == 1 && in->unwrap == 1 &&
+	         in->encrypt != 1 && in->decrypt != 1)
+		in->purpose = HW_PURPOSE_KEYWRAP;
+	else if (key->cls == CKO_PRIVATE_KEY && in->sign == 1 && in->decrypt != 1 &&
+	         in->unwrap != 1)
+		in->purpose = HW_PURPOSE_SIGN;
+}
+
+HW_EXPORT hw_err
+hw_key_info_get(hw_key *key, hw_key_info *info)
+{
+	info_arg a;
+	hw_key_info in;
+	hw_err e;
+
+	if (!key || !info)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_key_info_get");
+	memset(&in, 0, sizeof(in));
+	memset(&a, 0, sizeof(a));
+	a.key = key;
+	a.info = &in;
+	e = hw_ctx_run(key->ctx, op_info, &a, "reading key attributes");
+	if (e != HW_OK)
+		return e;
+	snprintf(in.label, sizeof(in.label), "%s", key->label);
+	hw_hex(key->id, key->id_len, in.id_hex);
+	derive_type(key, &in);
+	key_uri(key, in.uri, sizeof(in.uri));
+
+	snprintf(in.kcv_alg, sizeof(in.kcv_alg), "unavailable");
+	if (key->cls == CKO_SECRET_KEY && a.kcv_len >= 3) {
+		/* CKA_CHECK_VALUE is defined as the first 3 bytes of ECB(0^n). */
+		hw_hex(a.kcv, 3, in.kcv);
+		snprintf(in.kcv_alg, sizeof(in.kcv_alg), "AES-ECB-zero");
+	} else if (key->cls == CKO_PRIVATE_KEY) {
+		uint8_t *der = NULL, md[32];
+		size_t der_len = 0;
+		unsigned mdlen = 0;
+		if (hw_key_public_der(key, &der, &der_len) == HW_OK &&
+		    EVP_Digest(der, der_len, md, &mdlen, EVP_sha256(), NULL) == 1) {
+			hw_hex(md, 32, in.kcv);
+			snprintf(in.kcv_alg, sizeof(in.kcv_alg), "SHA256-SPKI");
+		}
+		free(der);
+		hw_clear_error();
+	}
+	*info = in;
+	return HW_OK;
+}

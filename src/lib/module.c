@@ -1,0 +1,305 @@
+/*
+ * PKCS#11 modules: loaded through p11-kit, initialised once per process.
+ *
+ * Modules are loaded unmanaged so that we call C_Initialize ourselves with
+ * CKF_OS_LOCKING_OK, and shared by every context in the process: PKCS#11
+ * allows one C_Initialize per module and process, so the count lives here.
+ *
+ * fork(): the child inherits a copy of the module's state, which PKCS#11
+ * says is unusable. A fork generation counter (bumped by a pthread_atfork
+ * child handler) tells contexts and modules to re-initialise lazily, before
+ * their first operation in the child. The prepare handler takes every
+ * registered lock so the child never inherits one held by a thread that
+ * does not exist there.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
+static hw_module *modules;
+
+static atomic_ulong fork_gen = 1;
+
+/* Context locks taken around fork; order: fork_lock, ctx locks, reg_lock, module locks. */
+static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_mutex_t **fork_locks;
+static size_t nfork_locks, fork_locks_cap;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+static void
+fork_prepare(void)
+{
+	pthread_mutex_lock(&fork_lock);
+	for (size_t i = 0; i < nfork_locks; i++)
+		pthread_mutex_lock(fork_locks[i]);
+	pthread_mutex_lock(&reg_lock);
+	for (hw_module *m = modules; m; m = m->next)
+		pthread_mutex_lock(&m->lock);
+}
+
+static void
+fork_release(void)
+{
+	for (hw_module *m = modules; m; m = m->next)
+		pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&reg_lock);
+	for (size_t i = nfork_locks; i > 0; i--)
+		pthread_mutex_unlock(fork_locks[i - 1]);
+	pthread_mutex_unlock(&fork_lock);
+}
+
+static void
+fork_child(void)
+{
+	atomic_fetch_add(&fork_gen, 1);
+	fork_release();
+}
+
+static void
+atfork_init(void)
+{
+	pthread_atfork(fork_prepare, fork_release, fork_child);
+}
+
+unsigned long
+hw_fork_generation(void)
+{
+	return atomic_load(&fork_gen);
+}
+
+void
+hw_fork_register(pthread_mutex_t *lock)
+{
+	pthread_once(&atfork_once, atfork_init);
+	pthread_mutex_lock(&fork_lock);
+	if (nfork_locks == fork_locks_cap) {
+		size_t cap = fork_locks_cap ? fork_locks_cap * 2 : 8;
+		pthread_mutex_t **n = realloc(fork_locks, cap * sizeof(*n));
+		if (!n) {
+			/* Without registration a fork during use could inherit a
+			 * held lock; contexts are few, so this is near impossible. */
+			pthread_mutex_unlock(&fork_lock);
+			return;
+		}
+		fork_locks = n;
+		fork_locks_cap = cap;
+	}
+	fork_locks[nfork_locks++] = lock;
+	pthread_mutex_unlock(&fork_lock);
+}
+
+void
+hw_fork_unregister(pthread_mutex_t *lock)
+{
+	pthread_mutex_lock(&fork_lock);
+	for (size_t i = 0; i < nfork_locks; i++) {
+		if (fork_locks[i] == lock) {
+			fork_locks[i] = fork_locks[--nfork_locks];
+			break;
+		}
+	}
+	pthread_mutex_unlock(&fork_lock);
+}
+
+/*
+ * A name without '/' is looked up in p11-kit's module configuration;
+ * returns the module's file name (malloc'd) or NULL.
+ */
+static char *
+registered_filename(const char *name)
+{
+	CK_FUNCTION_LIST **all, *m;
+	char *file = NULL;
+
+	all = p11_kit_modules_load(NULL, P11_KIT_MODULE_UNMANAGED);
+	if (!all)
+		return NULL;
+	m = p11_kit_module_for_name(all, name);
+	if (m)
+		file = p11_kit_module_get_filename(m);
+	p11_kit_modules_release(all);
+	return file;
+}
+
+HW_EXPORT hw_err
+hw_module_list(char ***names, size_t *n)
+{
+	CK_FUNCTION_LIST **all;
+	char **v;
+	size_t count = 0, k = 0;
+
+	if (!names || !n)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_module_list");
+	all = p11_kit_modules_load(NULL, P11_KIT_MODULE_UNMANAGED);
+	if (all)
+		while (all[count])
+			count++;
+	v = calloc(count + 1, sizeof(*v));
+	if (!v) {
+		p11_kit_modules_release(all);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
+	for (size_t i = 0; i < count; i++) {
+		char *name = p11_kit_module_get_name(all[i]);
+		if (name)
+			v[k++] = name;
+	}
+	if (all)
+		p11_kit_modules_release(all);
+	*names = v;
+	*n = k;
+	return HW_OK;
+}
+
+HW_EXPORT void
+hw_strv_free(char **v, size_t n)
+{
+	if (!v)
+		return;
+	for (size_t i = 0; i < n; i++)
+		free(v[i]);
+	free(v);
+}
+
+static CK_RV
+initialize(CK_FUNCTION_LIST *fl)
+{
+	CK_C_INITIALIZE_ARGS args;
+
+	memset(&args, 0, sizeof(args));
+	args.flags = CKF_OS_LOCKING_OK;
+	return fl->C_Initialize(&args);
+}
+
+hw_err
+hw_module_acquire(const char *spec, hw_module **out)
+{
+	char *file = NULL;
+	const char *path = spec;
+	CK_FUNCTION_LIST *fl;
+	hw_module *m;
+	hw_err e;
+
+	if (!spec || !*spec)
+		return hw_fail(HW_ERR_MODULE, 0, "no PKCS#11 module configured");
+	if (!strchr(spec, '/')) {
+		file = registered_filename(spec);
+		if (file)
+			path = file;
+	}
+
+	pthread_once(&atfork_once, atfork_init);
+	pthread_mutex_lock(&reg_lock);
+	for (m = modules; m; m = m->next) {
+		if (strcmp(m->path, path) == 0) {
+			m->refs++;
+			pthread_mutex_unlock(&reg_lock);
+			free(file);
+			e = hw_module_ensure(m);
+			if (e != HW_OK) {
+				hw_module_release(m);
+				return e;
+			}
+			*out = m;
+			return HW_OK;
+		}
+	}
+
+	fl = p11_kit_module_load(path, P11_KIT_MODULE_UNMANAGED);
+	if (!fl) {
+		const char *msg = p11_kit_message();
+		pthread_mutex_unlock(&reg_lock);
+		e = hw_fail(HW_ERR_MODULE, 0, "%s: %s", spec, msg ? msg : "cannot load");
+		free(file);
+		return e;
+	}
+	m = calloc(1, sizeof(*m));
+	if (!m || !(m->path = strdup(path))) {
+		free(m);
+		p11_kit_module_release(fl);
+		pthread_mutex_unlock(&reg_lock);
+		free(file);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
+	free(file);
+	m->fl = fl;
+	m->refs = 1;
+	pthread_mutex_init(&m->lock, NULL);
+	m->next = modules;
+	modules = m;
+	pthread_mutex_unlock(&reg_lock);
+
+	e = hw_module_ensure(m);
+	if (e != HW_OK) {
+		hw_module_release(m);
+		return e;
+	}
+	*out = m;
+	return HW_OK;
+}
+
+hw_err
+hw_module_ensure(hw_module *m)
+{
+	unsigned long gen = hw_fork_generation();
+	bool child;
+	CK_RV rv;
+
+	pthread_mutex_lock(&m->lock);
+	if (m->init_gen == gen) {
+		pthread_mutex_unlock(&m->lock);
+		return HW_OK;
+	}
+	/* A previous generation means we are in a forked child. */
+	child = m->init_gen != 0;
+	rv = initialize(m->fl);
+	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED && child) {
+		/* The module did not notice the fork: restart it. */
+		m->fl->C_Finalize(NULL);
+		rv = initialize(m->fl);
+	}
+	if (rv == CKR_OK) {
+		m->we_initialized = true;
+	} else if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED) {
+		/* Another user in this process initialised it; share, never finalize. */
+		m->we_initialized = false;
+		rv = CKR_OK;
+	}
+	if (rv != CKR_OK) {
+		pthread_mutex_unlock(&m->lock);
+		return hw_fail(HW_ERR_MODULE, rv, "C_Initialize of %s: %s", m->path,
+		               p11_kit_strerror(rv));
+	}
+	m->init_gen = gen;
+	pthread_mutex_unlock(&m->lock);
+	return HW_OK;
+}
+
+void
+hw_module_release(hw_module *m)
+{
+	hw_module **pp;
+
+	if (!m)
+		return;
+	pthread_mutex_lock(&reg_lock);
+	if (--m->refs > 0) {
+		pthread_mutex_unlock(&reg_lock);
+		return;
+	}
+	for (pp = &modules; *pp; pp = &(*pp)->next) {
+		if (*pp == m) {
+			*pp = m->next;
+			break;
+		}
+	}
+	pthread_mutex_unlock(&reg_lock);
+	if (m->we_initialized && m->init_gen == hw_fork_generation())
+		m->fl->C_Finalize(NULL);
+	p11_kit_module_release(m->fl);
+	pthread_mutex_destroy(&m->lock);
+	free(m->path);
+	free(m);
+}
