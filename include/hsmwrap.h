@@ -305,6 +305,26 @@ HW_NODISCARD hw_err hw_unwrap(hw_ctx *ctx, hw_key *key,
                               uint8_t **material, size_t *len);
 
 /* ------------------------------------------------------------------ */
+/* Signatures with a `sign` key pair (the message is hashed on the     */
+/* host; the private key signs the digest inside the HSM).             */
+
+typedef enum {
+	HW_SIG_RSA_PKCS1_SHA256 = 1,
+	HW_SIG_RSA_PKCS1_SHA384,
+	HW_SIG_RSA_PKCS1_SHA512,
+	HW_SIG_RSA_PSS_SHA256,      /* salt length = digest length, MGF1 with the same hash */
+	HW_SIG_RSA_PSS_SHA384,
+	HW_SIG_RSA_PSS_SHA512,
+	HW_SIG_ECDSA_SHA256,        /* DER-encoded ECDSA-Sig-Value */
+	HW_SIG_ECDSA_SHA384,
+} hw_sig_alg;
+
+HW_NODISCARD hw_err hw_sig_alg_parse(const char *s, hw_sig_alg *alg);
+const char *hw_sig_alg_name(hw_sig_alg alg);
+HW_NODISCARD hw_err hw_sign(hw_key *key, hw_sig_alg alg, const uint8_t *msg, size_t len,
+                            uint8_t **sig, size_t *siglen);
+
+/* ------------------------------------------------------------------ */
 /* Blob inspection (no HSM needed).                                    */
 
 typedef enum {
