@@ -151,7 +151,10 @@ HW_NODISCARD hw_err hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *n);
 /*
  * Initialise the first slot without an initialised token, give it `label`
  * and set the user PIN. The SO PIN and user PIN are taken from the given
- * sources ("file:", "env:", "prompt"). On success *slot_out holds the slot.
+ * sources ("file:", "env:", "prompt"). On success *slot_out holds the
+ * slot the token is in now (some modules, SoftHSMv2 among them, move a
+ * token to a new slot id when it is initialised). Select it afterwards by
+ * "pkcs11:token=<label>".
  */
 HW_NODISCARD hw_err hw_token_init(hw_ctx *ctx, const char *label,
                                   const char *so_pin_source,

@@ -395,9 +395,12 @@ session_get(hw_ctx *ctx, bool login, CK_SESSION_HANDLE *out)
 	CK_RV rv;
 	hw_err e = HW_OK;
 
+	bool need_login;
+
 	pthread_mutex_lock(&ctx->lock);
 	if (ctx->nidle > 0)
 		s = ctx->idle[--ctx->nidle];
+	need_login = login && !ctx->logged_in;
 	pthread_mutex_unlock(&ctx->lock);
 
 	if (s == CK_INVALID_HANDLE) {
@@ -406,7 +409,7 @@ session_get(hw_ctx *ctx, bool login, CK_SESSION_HANDLE *out)
 		if (rv != CKR_OK)
 			return hw_fail_ck(rv, "C_OpenSession");
 	}
-	if (login) {
+	if (need_login) {
 		pthread_mutex_lock(&ctx->lock);
 		e = login_locked(ctx, s);
 		pthread_mutex_unlock(&ctx->lock);
@@ -447,6 +450,26 @@ session_put(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
 	ctx->fl->C_CloseSession(s);
 }
 
+/*
+ * After a failure the session may still have an operation active (PKCS#11
+ * keeps it after CKR_BUFFER_TOO_SMALL, some tokens after other errors
+ * too), which would fail every later borrower with CKR_OPERATION_ACTIVE.
+ * So the session is closed; a fresh one is opened first so that the
+ * login, which ends with the application's last session, survives.
+ */
+static void
+session_replace(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
+{
+	CK_SESSION_HANDLE fresh;
+
+	if (gen != hw_fork_generation())
+		return;
+	if (ctx->fl->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+	                           &fresh) == CKR_OK)
+		session_put(ctx, fresh, gen);
+	ctx->fl->C_CloseSession(s);
+}
+
 static hw_err
 run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
 {
@@ -482,7 +505,10 @@ run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
 		default:
 			break;
 		}
-		session_put(ctx, s, gen);
+		if (rv == CKR_OK || rv == HW_CKR_HWERR)
+			session_put(ctx, s, gen);
+		else
+			session_replace(ctx, s, gen);
 		if (rv == HW_CKR_HWERR)
 			return op_err;
 		if (rv != CKR_OK)

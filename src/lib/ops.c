@@ -244,7 +244,9 @@ hw_encrypt(hw_key *key, const uint8_t *pt, size_t ptlen, const uint8_t *aad, siz
 	if (e != HW_OK)
 		return e;
 	memset(&a, 0, sizeof(a));
-	a.in = (uint8_t *)pt;
+	/* Tokens reject a NULL input pointer even with length 0. */
+	static const uint8_t none;
+	a.in = (uint8_t *)(ptlen ? pt : &none);
 	a.inlen = ptlen;
 	return gcm_seal(key, HW_BLOB_DIRECT, &a, aad, aadlen, blob, bloblen);
 }

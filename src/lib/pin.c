@@ -83,7 +83,8 @@ hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
 		size_t n = 0;
 		if (!cb)
 			return hw_fail(HW_ERR_PIN_SOURCE, 0, "prompt: no interactive PIN entry available");
-		e = cb(what, pin, max, &n, cbarg);
+		/* One byte stays free for the terminator. */
+		e = cb(what, pin, max - 1, &n, cbarg);
 		if (e != HW_OK) {
 			OPENSSL_cleanse(pin, max);
 			return hw_fail(e, 0, "%s", what);

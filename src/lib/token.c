@@ -7,18 +7,21 @@
 
 #include <openssl/crypto.h>
 
+/* Any one of a capability's mechanisms suffices (nmech of them; note that
+ * CKM_RSA_PKCS_KEY_PAIR_GEN is 0, so 0 cannot mean "none"). */
 static const struct {
 	const char *name;
 	CK_MECHANISM_TYPE mech[2];
+	unsigned nmech;
 } caps[] = {
-	{ "aes-keygen", { CKM_AES_KEY_GEN, 0 } },
-	{ "aes-gcm", { CKM_AES_GCM, 0 } },
-	{ "aes-kwp", { CKM_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP_PAD } },
-	{ "rsa-keygen", { CKM_RSA_PKCS_KEY_PAIR_GEN, 0 } },
-	{ "rsa-pss", { CKM_RSA_PKCS_PSS, 0 } },
-	{ "ec-keygen", { CKM_EC_KEY_PAIR_GEN, 0 } },
-	{ "ecdsa", { CKM_ECDSA, 0 } },
-	{ "random", { 0, 0 } },
+	{ "aes-keygen", { CKM_AES_KEY_GEN }, 1 },
+	{ "aes-gcm", { CKM_AES_GCM }, 1 },
+	{ "aes-kwp", { CKM_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP_PAD }, 2 },
+	{ "rsa-keygen", { CKM_RSA_PKCS_KEY_PAIR_GEN }, 1 },
+	{ "rsa-pss", { CKM_RSA_PKCS_PSS }, 1 },
+	{ "ec-keygen", { CKM_EC_KEY_PAIR_GEN }, 1 },
+	{ "ecdsa", { CKM_ECDSA }, 1 },
+	{ "random", { 0 }, 0 },     /* a token flag, CKF_RNG */
 };
 
 HW_EXPORT const char *
@@ -49,8 +52,9 @@ slot_caps(CK_FUNCTION_LIST *fl, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 	    fl->C_GetMechanismList(slot, m, &n) == CKR_OK) {
 		for (unsigned i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
 			for (CK_ULONG j = 0; j < n; j++)
-				if (m[j] && (m[j] == caps[i].mech[0] || m[j] == caps[i].mech[1]))
-					c |= 1u << i;
+				for (unsigned k = 0; k < caps[i].nmech; k++)
+					if (m[j] == caps[i].mech[k])
+						c |= 1u << i;
 	}
 	free(m);
 	if (ti->flags & CKF_RNG)
