@@ -1,0 +1,257 @@
+/*
+ * cli.h - shared pieces of the hsmwrap command-line tool.
+ *
+ * Every command is one entry in the table of commands.c (its help text,
+ * options and examples live there and nowhere else) plus a run function
+ * in a tools/cmd-*.c file.  A new command family is a new cmd-*.c file
+ * and one table entry per command.
+ */
+#ifndef HSMWRAP_CLI_H
+#define HSMWRAP_CLI_H
+
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#include "hsmwrap.h"
+
+#define PROG "hsmwrap"
+
+/* Caps on input files: well above any blob we write, far below memory. */
+#define CLI_MAX_BLOB (1024u * 1024u)
+
+/* Exit statuses: see cli_exit_classes for what maps to each. */
+enum {
+	EXIT_OK = 0,
+	EXIT_FAILURE_OTHER = 1,
+	EXIT_USAGE = 2,
+	EXIT_AUTH = 3,
+	EXIT_NOT_FOUND = 4,
+	EXIT_INTEGRITY = 5,
+	EXIT_HSM = 6,
+	EXIT_POLICY = 7,
+};
+
+/* ------------------------------------------------------------------ */
+/* Minimal JSON writer into a growable buffer.                         */
+
+struct jw {
+	char *buf;
+	size_t len, cap;
+	int failed;          /* out of memory: the document is unusable */
+	int need_comma;
+};
+
+void jw_init(struct jw *w);
+void jw_reset(struct jw *w);
+void jw_free(struct jw *w);
+/* `key` is NULL for array elements and the top-level value. */
+void jw_obj_begin(struct jw *w, const char *key);
+void jw_obj_end(struct jw *w);
+void jw_arr_begin(struct jw *w, const char *key);
+void jw_arr_end(struct jw *w);
+void jw_str(struct jw *w, const char *key, const char *v);  /* NULL -> null */
+void jw_bool(struct jw *w, const char *key, int v);
+/* PKCS#11 tri-state: -1 -> null, 0 -> false, else true. */
+void jw_tri(struct jw *w, const char *key, int v);
+void jw_null(struct jw *w, const char *key);
+void jw_uint(struct jw *w, const char *key, unsigned long long v);
+
+/* ------------------------------------------------------------------ */
+/* Command table.                                                      */
+
+struct cli;
+struct cli_args;
+
+enum {
+	CLI_OPT_REQUIRED = 1u << 0, /* checked by the parser */
+	CLI_OPT_REPEAT = 1u << 1,   /* may be given more than once */
+	/* Shown as mandatory, but the command checks it with its own message. */
+	CLI_OPT_CONFIRM = 1u << 2,
+};
+
+struct cli_opt_spec {
+	const char *name;           /* long name without "--" */
+	int short_name;             /* 0 if none */
+	const char *metavar;        /* NULL for a flag */
+	unsigned flags;
+	const char *help;
+};
+
+enum {
+	CLI_CMD_NO_SETTINGS = 1u << 0, /* runs without config/environment */
+};
+
+struct cli_cmd {
+	const char *name;           /* "key create" */
+	const char *args;           /* positional arguments, e.g. "KEY"; NULL if none */
+	unsigned npos_min, npos_max;
+	unsigned flags;
+	const char *summary;        /* one line for the command list */
+	const char *description;    /* one paragraph */
+	const struct cli_opt_spec *opts; /* terminated by a zeroed entry */
+	const char *const *examples;     /* NULL-terminated; "# text" is a comment */
+	int (*run)(struct cli *cli, const struct cli_args *a);
+};
+
+struct cli_global_opt {
+	const char *name;
+	const char *metavar;
+	const char *env;            /* environment variable supplying a default */
+	const char *help;
+};
+
+struct cli_exit_class {
+	int code;
+	const char *meaning;
+	const hw_err *errs;         /* terminated by HW_OK */
+};
+
+extern const struct cli_cmd cli_commands[];
+extern const size_t cli_ncommands;
+extern const struct cli_global_opt cli_global_opts[];
+extern const struct cli_exit_class cli_exit_classes[];
+
+const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words);
+/* True if some command's name starts with the family word `w`. */
+int cli_is_family(const char *w);
+void cli_help_overview(FILE *f);
+void cli_help_family(FILE *f, const char *family);
+void cli_help_command(FILE *f, const struct cli_cmd *c);
+void cli_man_page(FILE *f);
+void cli_usage_hint(FILE *f, const struct cli_cmd *c);
+
+/* ------------------------------------------------------------------ */
+/* Parsed command options.                                             */
+
+#define CLI_MAX_OPTS 16
+
+struct cli_args {
+	const struct cli_cmd *cmd;
+	const char *val[CLI_MAX_OPTS];    /* last value; "" for a given flag */
+	const char **multi[CLI_MAX_OPTS]; /* all values of repeatable options */
+	size_t nmulti[CLI_MAX_OPTS];
+	const char **pos;
+	size_t npos;
+};
+
+const char *cli_opt(const struct cli_args *a, const char *name);
+int cli_flag(const struct cli_args *a, const char *name);
+const char *const *cli_opt_all(const struct cli_args *a, const char *name, size_t *n);
+
+/* ------------------------------------------------------------------ */
+/* Global state and error reporting.                                   */
+
+struct pin_prompt {
+	int confirm;                /* ask twice: a new PIN is being set */
+	char note[256];             /* why the prompt failed, for the error message */
+};
+
+struct cli {
+	const char *module;         /* NULL: library default */
+	const char *token;
+	const char *pin_source;
+	const char *config;
+	int config_explicit;
+	int module_explicit;        /* module set by option, environment or config */
+	int json;
+	int json_sent;              /* the error document went out */
+	struct jw out;              /* success document, printed at the end */
+	struct pin_prompt prompt;
+	char detail[1024];          /* detail of a CLI-side failure */
+};
+
+int cli_exit_code(hw_err err);
+/* Library failure: detail and CK_RV come from hw_last_detail()/hw_last_ckrv(). */
+int cli_fail(struct cli *cli, hw_err err, const char *what);
+/* Failure found by the tool itself; detail is a printf format. */
+int cli_failf(struct cli *cli, hw_err err, const char *what, const char *fmt, ...)
+	__attribute__((format(printf, 4, 5)));
+/* Failure of a util_* function: its detail is in util_detail(). */
+int cli_fail_util(struct cli *cli, hw_err err, const char *what);
+int cli_usage(struct cli *cli, const struct cli_cmd *c, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+/* Non-fatal problem (one module of several): reported on stderr only. */
+void cli_warn_err(const char *what, hw_err err);
+
+enum {
+	CLI_CTX_TOKEN = 1u << 0,    /* select the --token (else no token) */
+	CLI_CTX_LOGIN = 1u << 1,    /* log in now, so PIN errors say so */
+	CLI_CTX_NO_OPEN = 1u << 2,  /* leave hw_ctx_open() to the caller */
+};
+/*
+ * A configured context for `module` (NULL: the resolved one). On failure
+ * the error has been reported and the exit status is returned (>0).
+ */
+int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out);
+/* Key lookup with the standard error report. */
+int cli_find_key(struct cli *cli, hw_ctx *ctx, const char *spec, hw_key **out);
+/* An encryption context from all --context options; exit status or 0. */
+int cli_ectx(struct cli *cli, const struct cli_args *a, hw_ectx **out);
+/* Usage error if the two options name the same file. */
+int cli_distinct_paths(struct cli *cli, const struct cli_args *a,
+                       const char *in_opt, const char *out_opt);
+/* Checks that a pin source string has one of the documented forms. */
+int cli_pin_source_ok(const char *src);
+int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src);
+
+/* ------------------------------------------------------------------ */
+/* util.c                                                              */
+
+/* Detail of the last util_* failure (file name and errno text). */
+const char *util_detail(void);
+
+/*
+ * Reads a whole file of at most `cap` bytes (HW_ERR_TOO_LARGE beyond).
+ * With `secret`, every intermediate buffer is wiped; free the result with
+ * util_free(buf, len, secret).
+ */
+hw_err util_read_file(const char *path, size_t cap, int secret,
+                      uint8_t **buf, size_t *len);
+void util_free(void *buf, size_t len, int secret);
+
+struct out_spec {
+	const char *path;
+	const void *data;
+	size_t len;
+	int secret;                 /* mode 0600, else 0666 & ~umask */
+};
+/*
+ * Writes all outputs or none: each goes to a temp file in its directory,
+ * is fsync'd, then all are renamed into place. On failure no temp file is
+ * left and outputs already renamed are removed again.
+ */
+hw_err util_write_outputs(const struct out_spec *outs, size_t n);
+/* True if both names refer to the same existing file (or are equal). */
+int util_same_file(const char *a, const char *b);
+
+/* Lowercase hex of `len` bytes into `out` (2*len+1 bytes). */
+void util_hex(const uint8_t *in, size_t len, char *out);
+
+/* hw_pin_cb for pin source "prompt": reads from /dev/tty without echo. */
+hw_err util_pin_prompt(const char *what, char *buf, size_t max, size_t *len, void *arg);
+
+/* Word-wrapped text with a hanging indent (help output). */
+void util_wrap(FILE *f, const char *text, unsigned indent, unsigned first_col, unsigned width);
+
+/* ------------------------------------------------------------------ */
+/* Commands (cmd-*.c).                                                 */
+
+int cmd_token_list(struct cli *cli, const struct cli_args *a);
+int cmd_token_init(struct cli *cli, const struct cli_args *a);
+int cmd_key_create(struct cli *cli, const struct cli_args *a);
+int cmd_key_list(struct cli *cli, const struct cli_args *a);
+int cmd_key_show(struct cli *cli, const struct cli_args *a);
+int cmd_key_destroy(struct cli *cli, const struct cli_args *a);
+int cmd_datakey_generate(struct cli *cli, const struct cli_args *a);
+int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a);
+int cmd_wrap(struct cli *cli, const struct cli_args *a);
+int cmd_unwrap(struct cli *cli, const struct cli_args *a);
+int cmd_help(struct cli *cli, const struct cli_args *a);
+
+/* Shared by the key commands and those that print a key (cmd-key.c). */
+void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);
+const char *kcv_alg_text(const char *kcv_alg);
+
+#endif /* HSMWRAP_CLI_H */

@@ -1,0 +1,275 @@
+/*
+ * cmd-token.c - `token list` and `token init`.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* Everything hsmwrap does needs every capability bit. */
+static int token_usable(const hw_token_info *t)
+{
+	return t->token_initialized && (t->caps & HW_CAP_ALL) == HW_CAP_ALL;
+}
+
+static void missing_caps(const hw_token_info *t, char *buf, size_t n)
+{
+	const char *name;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++) {
+		if (t->caps & (1u << i))
+			continue;
+		used += (size_t)snprintf(buf + used, used < n ? n - used : 0, "%s%s",
+		                         used ? ", " : "", name);
+	}
+}
+
+static void token_json(struct jw *w, const hw_token_info *t)
+{
+	const char *name;
+
+	jw_obj_begin(w, "token");
+	jw_str(w, "label", t->label);
+	jw_str(w, "manufacturer", t->manufacturer);
+	jw_str(w, "model", t->model);
+	jw_str(w, "serial", t->serial);
+	jw_str(w, "uri", t->uri);
+	jw_bool(w, "initialized", t->token_initialized);
+	jw_bool(w, "user_pin_initialized", t->user_pin_initialized);
+	jw_bool(w, "login_required", t->login_required);
+	if (t->free_objects_hint)
+		jw_uint(w, "free_objects", t->free_objects_hint);
+	else
+		jw_null(w, "free_objects");
+	jw_obj_begin(w, "capabilities");
+	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
+		jw_bool(w, name, (t->caps >> i) & 1u);
+	jw_obj_end(w);
+	jw_bool(w, "usable", token_usable(t));
+	jw_arr_begin(w, "missing");
+	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
+		if (!(t->caps & (1u << i)))
+			jw_str(w, NULL, name);
+	jw_arr_end(w);
+	jw_obj_end(w);
+}
+
+static void token_text(const hw_token_info *t)
+{
+	char missing[256];
+
+	printf("  Slot %lu: %s\n", t->slot_id, t->slot_description);
+	if (!t->token_present) {
+		printf("    (no token present)\n");
+		return;
+	}
+	missing_caps(t, missing, sizeof(missing));
+	if (!t->token_initialized) {
+		printf("    Token:          not initialized (hsmwrap token init can use it)\n");
+		printf("    Model:          %s %s\n", t->manufacturer, t->model);
+		if (missing[0])
+			printf("    Missing:        %s\n", missing);
+		return;
+	}
+	printf("    Label:          %s\n", t->label);
+	printf("    Manufacturer:   %s\n", t->manufacturer);
+	printf("    Model:          %s\n", t->model);
+	printf("    Serial:         %s\n", t->serial);
+	printf("    URI:            %s\n", t->uri);
+	printf("    Initialized:    %s\n", t->token_initialized ? "yes" : "no");
+	printf("    User PIN set:   %s\n", t->user_pin_initialized ? "yes" : "no");
+	printf("    Login required: %s\n", t->login_required ? "yes" : "no");
+	if (t->free_objects_hint)
+		printf("    Free objects:   %lu\n", t->free_objects_hint);
+	if (token_usable(t))
+		printf("    Usable:         yes\n");
+	else
+		printf("    Usable:         no (missing %s)\n", missing);
+}
+
+static void slots_out(struct cli *cli, const hw_token_info *list, size_t n)
+{
+	if (cli->json) {
+		jw_arr_begin(&cli->out, "slots");
+		for (size_t i = 0; i < n; i++) {
+			jw_obj_begin(&cli->out, NULL);
+			jw_uint(&cli->out, "slot_id", list[i].slot_id);
+			jw_str(&cli->out, "description", list[i].slot_description);
+			jw_bool(&cli->out, "token_present", list[i].token_present);
+			if (list[i].token_present)
+				token_json(&cli->out, &list[i]);
+			else
+				jw_null(&cli->out, "token");
+			jw_obj_end(&cli->out);
+		}
+		jw_arr_end(&cli->out);
+		return;
+	}
+	if (n == 0)
+		printf("  (no slots)\n");
+	for (size_t i = 0; i < n; i++)
+		token_text(&list[i]);
+}
+
+/*
+ * Opens `name` without selecting a token. Returns the error and sets
+ * *what instead of reporting it: the caller decides whether it is fatal.
+ */
+static hw_err module_open(const char *name, hw_ctx **out, const char **what)
+{
+	hw_ctx *ctx = NULL;
+	hw_err err;
+
+	*what = "creating context";
+	if ((err = hw_ctx_new(&ctx)))
+		return err;
+	*what = "loading module";
+	if (!(err = hw_ctx_set_module(ctx, name)))
+		err = hw_ctx_open(ctx);
+	if (err) {
+		hw_ctx_free(ctx);
+		return err;
+	}
+	*out = ctx;
+	return HW_OK;
+}
+
+/* One module; failures are fatal only when the module was asked for. */
+static int list_module(struct cli *cli, const char *name, int fatal)
+{
+	hw_token_info *list = NULL;
+	hw_ctx *ctx = NULL;
+	const char *what;
+	char whatbuf[600];
+	size_t n = 0;
+	hw_err err;
+
+	err = module_open(name, &ctx, &what);
+	if (!err) {
+		what = "listing slots";
+		err = hw_token_list(ctx, &list, &n);
+	}
+	snprintf(whatbuf, sizeof(whatbuf), "module %s: %s", name, what);
+	if (err && fatal) {
+		hw_ctx_free(ctx);
+		return cli_fail(cli, err, whatbuf);
+	}
+	if (cli->json) {
+		jw_obj_begin(&cli->out, NULL);
+		jw_str(&cli->out, "name", name);
+		jw_str(&cli->out, "path", ctx ? hw_ctx_module_path(ctx) : NULL);
+		jw_bool(&cli->out, "ok", !err);
+		if (err) {
+			jw_str(&cli->out, "error", hw_errname(err));
+			jw_str(&cli->out, "message", hw_strerror(err));
+			jw_str(&cli->out, "detail", hw_last_detail());
+		}
+	} else {
+		printf("Module %s", name);
+		if (ctx && hw_ctx_module_path(ctx) && strcmp(name, hw_ctx_module_path(ctx)) != 0)
+			printf(" (%s)", hw_ctx_module_path(ctx));
+		printf(err ? ": unavailable\n" : "\n");
+	}
+	if (err)
+		cli_warn_err(whatbuf, err);
+	else
+		slots_out(cli, list, n);
+	if (cli->json)
+		jw_obj_end(&cli->out);
+	hw_free(list);
+	hw_ctx_free(ctx);
+	return 0;
+}
+
+int cmd_token_list(struct cli *cli, const struct cli_args *a)
+{
+	char **names = NULL;
+	size_t n = 0;
+	hw_err err;
+	int rc = 0;
+
+	(void)a;
+	if (!cli->module_explicit) {
+		err = hw_module_list(&names, &n);
+		if (err)
+			return cli_fail(cli, err, "listing p11-kit modules");
+	}
+	if (cli->json)
+		jw_arr_begin(&cli->out, "modules");
+	if (cli->module_explicit)
+		rc = list_module(cli, cli->module, 1);
+	for (size_t i = 0; i < n && !rc; i++) {
+		if (i && !cli->json)
+			putchar('\n');
+		rc = list_module(cli, names[i], 0);
+	}
+	if (cli->json)
+		jw_arr_end(&cli->out);
+	else if (!cli->module_explicit && n == 0)
+		printf("No PKCS#11 modules are registered with p11-kit; use --module PATH.\n");
+	hw_strv_free(names, n);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+
+/* The new token's URI, for the record; not worth failing over. */
+static void new_token_uri(hw_ctx *ctx, unsigned long slot, char *uri, size_t n)
+{
+	hw_token_info *list = NULL;
+	size_t count = 0;
+
+	uri[0] = '\0';
+	if (hw_token_list(ctx, &list, &count))
+		return;
+	for (size_t i = 0; i < count; i++)
+		if (list[i].slot_id == slot)
+			snprintf(uri, n, "%s", list[i].uri);
+	hw_free(list);
+}
+
+int cmd_token_init(struct cli *cli, const struct cli_args *a)
+{
+	const char *label = cli_opt(a, "label");
+	const char *so_src = cli_opt(a, "so-pin-source");
+	unsigned long slot = 0;
+	char uri[512];
+	hw_ctx *ctx = NULL;
+	hw_err err;
+	int rc;
+
+	if (!so_src)
+		so_src = "prompt";
+	if ((rc = cli_prepare_pin_source(cli, "SO PIN source", so_src)) ||
+	    (rc = cli_prepare_pin_source(cli, "PIN source", cli->pin_source)))
+		return rc;
+	/* No token is selected: the one to initialise does not exist yet. */
+	if ((rc = cli_ctx(cli, NULL, 0, &ctx)))
+		return rc;
+	cli->prompt.confirm = 1;
+	err = hw_token_init(ctx, label, so_src, cli->pin_source, &slot);
+	cli->prompt.confirm = 0;
+	if (err) {
+		rc = cli_fail(cli, err, "initialising token");
+		hw_ctx_free(ctx);
+		return rc;
+	}
+	new_token_uri(ctx, slot, uri, sizeof(uri));
+	if (cli->json) {
+		jw_uint(&cli->out, "slot_id", slot);
+		jw_str(&cli->out, "label", label);
+		jw_str(&cli->out, "uri", uri[0] ? uri : NULL);
+		jw_str(&cli->out, "module", hw_ctx_module_path(ctx));
+	} else {
+		printf("Initialised token '%s' in slot %lu.\n", label, slot);
+		if (uri[0])
+			printf("URI: %s\n", uri);
+	}
+	hw_ctx_free(ctx);
+	return 0;
+}

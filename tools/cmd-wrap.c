@@ -1,0 +1,118 @@
+/*
+ * cmd-wrap.c - `wrap` and `unwrap`: key material under a keywrap key.
+ */
+#include "config.h"
+
+#include <stdio.h>
+
+#include "cli.h"
+
+static int open_key(struct cli *cli, const struct cli_args *a, hw_ctx **ctx, hw_key **key)
+{
+	int rc;
+
+	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, ctx)))
+		return rc;
+	return cli_find_key(cli, *ctx, cli_opt(a, "key"), key);
+}
+
+static void done(struct cli *cli, const struct cli_args *a, hw_key *key, const char *verb,
+                 size_t len)
+{
+	if (cli->json) {
+		jw_str(&cli->out, "key", hw_key_label(key));
+		jw_str(&cli->out, "input", cli_opt(a, "input"));
+		jw_str(&cli->out, "output", cli_opt(a, "output"));
+		jw_uint(&cli->out, "length", len);
+	} else {
+		printf("%s %zu bytes of key material with key '%s' into %s.\n", verb, len,
+		       hw_key_label(key), cli_opt(a, "output"));
+	}
+}
+
+int cmd_wrap(struct cli *cli, const struct cli_args *a)
+{
+	const char *in_path = cli_opt(a, "input");
+	uint8_t *material = NULL, *blob = NULL;
+	size_t len = 0, bloblen = 0;
+	hw_ctx *ctx = NULL;
+	hw_key *key = NULL;
+	hw_err err;
+	int rc;
+
+	if ((rc = cli_distinct_paths(cli, a, "input", "output")))
+		return rc;
+	err = util_read_file(in_path, HW_WRAP_MAX_MATERIAL, 1, &material, &len);
+	if (err)
+		return cli_fail_util(cli, err, "reading key material");
+	if (len == 0) {
+		rc = cli_failf(cli, HW_ERR_FORMAT, "reading key material", "%s is empty", in_path);
+		goto out;
+	}
+	if ((rc = open_key(cli, a, &ctx, &key)))
+		goto out;
+	err = hw_wrap(key, material, len, &blob, &bloblen);
+	if (err) {
+		rc = cli_fail(cli, err, "wrapping key material");
+		goto out;
+	}
+	{
+		const struct out_spec o = { cli_opt(a, "output"), blob, bloblen, 0 };
+
+		err = util_write_outputs(&o, 1);
+	}
+	if (err)
+		rc = cli_fail_util(cli, err, "writing wrapped key");
+	else
+		done(cli, a, key, "Wrapped", len);
+out:
+	util_free(material, len, 1);
+	hw_free(blob);
+	if (key)
+		hw_key_free(key);
+	if (ctx)
+		hw_ctx_free(ctx);
+	return rc;
+}
+
+int cmd_unwrap(struct cli *cli, const struct cli_args *a)
+{
+	const char *in_path = cli_opt(a, "input");
+	uint8_t *blob = NULL, *material = NULL;
+	size_t bloblen = 0, len = 0;
+	hw_ctx *ctx = NULL;
+	hw_key *key = NULL;
+	hw_err err;
+	int rc;
+
+	if ((rc = cli_distinct_paths(cli, a, "input", "output")))
+		return rc;
+	err = util_read_file(in_path, CLI_MAX_BLOB, 0, &blob, &bloblen);
+	if (err)
+		return cli_fail_util(cli, err, "reading wrapped key");
+	if ((rc = open_key(cli, a, &ctx, &key)))
+		goto out;
+	err = hw_unwrap(ctx, key, blob, bloblen, &material, &len);
+	if (err) {
+		rc = cli_fail(cli, err, "unwrapping key material");
+		goto out;
+	}
+	{
+		const struct out_spec o = { cli_opt(a, "output"), material, len, 1 };
+
+		err = util_write_outputs(&o, 1);
+	}
+	if (err)
+		rc = cli_fail_util(cli, err, "writing key material");
+	else
+		done(cli, a, key, "Unwrapped", len);
+out:
+	if (material)
+		hw_free_secret(material, len);
+	util_free(blob, bloblen, 0);
+	if (key)
+		hw_key_free(key);
+	if (ctx)
+		hw_ctx_free(ctx);
+	return rc;
+}

@@ -1,0 +1,660 @@
+/*
+ * commands.c - the one table of commands, and everything generated from
+ * it: `hsmwrap help`, `hsmwrap help CMD`, `CMD --help` and the man page.
+ * Text here is plain; the roff writer below does all escaping.
+ */
+#include "config.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "cli.h"
+
+#define KEY_HELP "The key: its label, id:HEX (its CKA_ID), or a pkcs11: URI."
+#define CONTEXT_HELP "Encryption context pair, bound to the result as authenticated data; " \
+	"give it once per pair. Decryption needs exactly the same pairs, in any order. " \
+	"The context is not secret (it is meant to be logged)."
+
+static const struct cli_opt_spec no_opts[] = { { 0 } };
+
+static const struct cli_opt_spec token_init_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new token (at most 32 bytes)." },
+	{ "so-pin-source", 0, "SRC", 0,
+	  "Where the new Security Officer PIN comes from: file:PATH, env:NAME or prompt "
+	  "(default: prompt). The user PIN comes from the global --pin-source." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec key_create_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new key; it must not exist on the token yet." },
+	{ "type", 0, "TYPE", CLI_OPT_REQUIRED,
+	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384." },
+	{ "purpose", 0, "P", 0,
+	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
+	  "aes256 only) or sign (rsa and ec only). Default: envelope for aes256, sign otherwise." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec key_destroy_opts[] = {
+	{ "yes", 0, NULL, CLI_OPT_CONFIRM,
+	  "Confirm the destruction. Without it nothing is destroyed." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec datakey_generate_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED, KEY_HELP " It must be an envelope key." },
+	{ "context", 0, "K=V", CLI_OPT_REPEAT, CONTEXT_HELP },
+	{ "plaintext-out", 0, "FILE", CLI_OPT_REQUIRED,
+	  "Where to write the plaintext data key: 32 raw bytes, mode 0600." },
+	{ "output", 'o', "WRAPPED", CLI_OPT_REQUIRED, "Where to write the wrapped data key." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec datakey_decrypt_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED, KEY_HELP " It must be the key that wrapped the data key." },
+	{ "context", 0, "K=V", CLI_OPT_REPEAT, CONTEXT_HELP },
+	{ "input", 'i', "WRAPPED", CLI_OPT_REQUIRED, "The wrapped data key." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED,
+	  "Where to write the plaintext data key: 32 raw bytes, mode 0600." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec wrap_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED, KEY_HELP " It must be a keywrap key." },
+	{ "input", 'i', "KEYFILE", CLI_OPT_REQUIRED,
+	  "The key material to wrap: raw bytes, at most 4096." },
+	{ "output", 'o', "WRAPPED", CLI_OPT_REQUIRED, "Where to write the wrapped key." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec unwrap_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED, KEY_HELP " It must be the keywrap key that wrapped it." },
+	{ "input", 'i', "WRAPPED", CLI_OPT_REQUIRED, "The wrapped key." },
+	{ "output", 'o', "KEYFILE", CLI_OPT_REQUIRED,
+	  "Where to write the unwrapped key material, mode 0600." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec help_opts[] = {
+	{ "man", 0, NULL, 0, "Print the manual page (roff) instead." },
+	{ 0 }
+};
+
+static const char *const ex_token_list[] = {
+	"hsmwrap token list",
+	"hsmwrap --module /usr/lib/softhsm/libsofthsm2.so --json token list",
+	NULL
+};
+static const char *const ex_token_init[] = {
+	"hsmwrap --pin-source file:user.pin token init --label prod --so-pin-source file:so.pin",
+	NULL
+};
+static const char *const ex_key_create[] = {
+	"hsmwrap --token pkcs11:token=prod key create --label app-kek --type aes256",
+	"hsmwrap key create --label backup-kek --type aes256 --purpose keywrap",
+	"hsmwrap key create --label release-signing --type ec-p256",
+	NULL
+};
+static const char *const ex_key_list[] = {
+	"hsmwrap key list",
+	"hsmwrap --json key list",
+	NULL
+};
+static const char *const ex_key_show[] = {
+	"hsmwrap key show app-kek",
+	"hsmwrap key show id:4f1a9c0e2b7d3a5566778899aabbccdd",
+	"hsmwrap key show 'pkcs11:token=prod;object=app-kek'",
+	NULL
+};
+static const char *const ex_key_destroy[] = {
+	"hsmwrap key destroy old-kek --yes",
+	NULL
+};
+static const char *const ex_datakey_generate[] = {
+	"hsmwrap datakey generate --key app-kek --context app=billing --context env=prod --plaintext-out dk.bin -o dk.wrapped",
+	"# use dk.bin, then delete it and keep dk.wrapped next to the data",
+	NULL
+};
+static const char *const ex_datakey_decrypt[] = {
+	"hsmwrap datakey decrypt --key app-kek --context env=prod --context app=billing -i dk.wrapped -o dk.bin",
+	NULL
+};
+static const char *const ex_wrap[] = {
+	"hsmwrap wrap --key backup-kek -i db-master.key -o db-master.key.wrapped",
+	NULL
+};
+static const char *const ex_unwrap[] = {
+	"hsmwrap unwrap --key backup-kek -i db-master.key.wrapped -o db-master.key",
+	NULL
+};
+static const char *const ex_help[] = {
+	"hsmwrap help key create",
+	"hsmwrap help --man > hsmwrap.1",
+	NULL
+};
+
+const struct cli_cmd cli_commands[] = {
+	{ "token list", NULL, 0, 0, 0,
+	  "List modules, slots and tokens, and what each token can do",
+	  "Lists every PKCS#11 module registered with p11-kit, or only the module named by "
+	  "--module (or HSMWRAP_MODULE or the config file), with its slots and tokens. For each "
+	  "token it shows whether hsmwrap can use it and which capabilities (mechanisms) are "
+	  "missing. A module that cannot be loaded is reported and the listing goes on, unless "
+	  "it was named explicitly. No login is needed.",
+	  no_opts, ex_token_list, cmd_token_list },
+	{ "token init", NULL, 0, 0, 0,
+	  "Initialise a token and set its PINs",
+	  "Initialises the first slot of the module that has no initialised token, gives the "
+	  "token the label L and sets the Security Officer PIN and the user PIN. The SO PIN "
+	  "comes from --so-pin-source, the user PIN from the global --pin-source; both default "
+	  "to prompt, which asks twice. --token is not used. Initialising a token erases "
+	  "whatever the slot held.",
+	  token_init_opts, ex_token_init, cmd_token_init },
+	{ "key create", NULL, 0, 0, 0,
+	  "Generate a key (or key pair) inside the token",
+	  "Generates a key inside the token: sensitive, not extractable, with a fresh random "
+	  "CKA_ID and only the usage flags of its purpose. Prints a transcript for the key "
+	  "ceremony records: date, module, token, label, type, purpose, ID, URI and the key check value (AES) or "
+	  "the SHA-256 fingerprint of the public key (RSA, EC). A purpose that does not fit "
+	  "the type is refused.",
+	  key_create_opts, ex_key_create, cmd_key_create },
+	{ "key list", NULL, 0, 0, 0,
+	  "List the keys on the token",
+	  "Lists the secret keys and key pairs on the token with type, purpose, ID and key "
+	  "check value or fingerprint.",
+	  no_opts, ex_key_list, cmd_key_list },
+	{ "key show", "KEY", 1, 1, 0,
+	  "Show all attributes of one key",
+	  "Shows one key: label, ID, type, size, purpose, URI, the key check value with the "
+	  "algorithm that produced it, and its PKCS#11 security and usage attributes as the "
+	  "token reports them. " "KEY is a label, id:HEX or a pkcs11: URI.",
+	  no_opts, ex_key_show, cmd_key_show },
+	{ "key destroy", "KEY", 1, 1, 0,
+	  "Destroy a key on the token (needs --yes)",
+	  "Destroys the key (both halves of a key pair) on the token. Everything wrapped or "
+	  "encrypted with it becomes unrecoverable unless a backup of the token exists, so the "
+	  "command refuses to run without --yes. KEY is a label, id:HEX or a pkcs11: URI.",
+	  key_destroy_opts, ex_key_destroy, cmd_key_destroy },
+	{ "datakey generate", NULL, 0, 0, 0,
+	  "Create a data key, plaintext and wrapped by an envelope key",
+	  "Creates a 256-bit data key from the token's random number generator and writes it "
+	  "twice: in plaintext (for immediate use, mode 0600) and encrypted inside the token "
+	  "with AES-256-GCM under an envelope key, with the encryption context as authenticated "
+	  "data. Keep the wrapped copy with the data it protects; delete the plaintext copy "
+	  "after use.",
+	  datakey_generate_opts, ex_datakey_generate, cmd_datakey_generate },
+	{ "datakey decrypt", NULL, 0, 0, 0,
+	  "Recover a plaintext data key from its wrapped form",
+	  "Decrypts a wrapped data key inside the token and writes the 32-byte plaintext key "
+	  "with mode 0600. It fails when the input was altered, was wrapped by another key, or "
+	  "the encryption context differs from the one given at generation.",
+	  datakey_decrypt_opts, ex_datakey_decrypt, cmd_datakey_decrypt },
+	{ "wrap", NULL, 0, 0, 0,
+	  "Wrap key material with a keywrap key",
+	  "Wraps a file of key material (raw bytes) inside the token with AES key wrap with "
+	  "padding (RFC 5649) under a keywrap key, for backup or transport.",
+	  wrap_opts, ex_wrap, cmd_wrap },
+	{ "unwrap", NULL, 0, 0, 0,
+	  "Recover key material wrapped by `wrap`",
+	  "Unwraps key material wrapped by `hsmwrap wrap` and writes it with mode 0600. It "
+	  "fails when the input was altered or wrapped by another key.",
+	  unwrap_opts, ex_unwrap, cmd_unwrap },
+	{ "help", "[COMMAND]", 0, 2, CLI_CMD_NO_SETTINGS,
+	  "Show help for hsmwrap or one command",
+	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "
+	  "does the same.",
+	  help_opts, ex_help, cmd_help },
+};
+
+const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
+
+const struct cli_global_opt cli_global_opts[] = {
+	{ "module", "NAME|PATH", "HSMWRAP_MODULE",
+	  "PKCS#11 module: a p11-kit module name or the path of a module. Default: "
+	  HW_DEFAULT_MODULE "." },
+	{ "token", "URI", "HSMWRAP_TOKEN",
+	  "The token, as a pkcs11: URI (e.g. pkcs11:token=prod). Without it the module must "
+	  "hold exactly one initialised token." },
+	{ "pin-source", "SRC", "HSMWRAP_PIN_SOURCE",
+	  "Where the user PIN comes from: file:PATH (the first line of the file), env:NAME "
+	  "(an environment variable) or prompt (asked on /dev/tty without echo). Default: prompt. "
+	  "There is no way to give a PIN on the command line." },
+	{ "config", "FILE", "HSMWRAP_CONFIG",
+	  "Configuration file. Default: " SYSCONFDIR "/hsmwrap.conf, which may be absent." },
+	{ "json", NULL, NULL,
+	  "Print exactly one JSON document on standard output, also on failure." },
+	{ "help", NULL, NULL, "Show this help." },
+	{ "version", NULL, NULL, "Show the version." },
+	{ 0 }
+};
+
+static const hw_err exit_other[] = { HW_ERR_IO, HW_ERR_NOMEM, HW_ERR_CRYPTO, HW_OK };
+static const hw_err exit_usage[] = { HW_ERR_INVALID_ARG, HW_ERR_URI, HW_OK };
+static const hw_err exit_auth[] = {
+	HW_ERR_PIN_INCORRECT, HW_ERR_PIN_LOCKED, HW_ERR_PIN_SOURCE, HW_ERR_CANCELLED,
+	HW_ERR_NOT_LOGGED_IN, HW_OK
+};
+static const hw_err exit_notfound[] = {
+	HW_ERR_MODULE, HW_ERR_TOKEN_NOT_FOUND, HW_ERR_TOKEN_AMBIGUOUS, HW_ERR_KEY_NOT_FOUND,
+	HW_ERR_KEY_AMBIGUOUS, HW_ERR_NO_FREE_SLOT, HW_OK
+};
+static const hw_err exit_integrity[] = {
+	HW_ERR_FORMAT, HW_ERR_INTEGRITY, HW_ERR_WRONG_KEY, HW_ERR_TOO_LARGE, HW_OK
+};
+static const hw_err exit_hsm[] = { HW_ERR_HSM, HW_ERR_DEVICE, HW_ERR_UNSUPPORTED, HW_OK };
+static const hw_err exit_policy[] = { HW_ERR_KEY_PURPOSE, HW_ERR_KEY_EXISTS, HW_OK };
+static const hw_err exit_none[] = { HW_OK };
+
+const struct cli_exit_class cli_exit_classes[] = {
+	{ EXIT_OK, "Success.", exit_none },
+	{ EXIT_FAILURE_OTHER, "Other failure: input/output, out of memory, host-side crypto.", exit_other },
+	{ EXIT_USAGE, "Usage error: unknown or missing option or argument, malformed URI, "
+	  "bad --context, destroy without --yes, bad configuration file.", exit_usage },
+	{ EXIT_AUTH, "Authentication failure: wrong or locked PIN, unreadable PIN source, "
+	  "prompt cancelled or impossible.", exit_auth },
+	{ EXIT_NOT_FOUND, "Not found: module, token or key missing or ambiguous, no free slot.",
+	  exit_notfound },
+	{ EXIT_INTEGRITY, "Integrity failure: malformed, tampered, too large, wrong key or "
+	  "wrong encryption context.", exit_integrity },
+	{ EXIT_HSM, "HSM failure: the token failed, was removed, or lacks a needed mechanism.",
+	  exit_hsm },
+	{ EXIT_POLICY, "Refused by policy: the key's purpose does not allow the operation, or "
+	  "a key with that label exists.", exit_policy },
+	{ -1, NULL, NULL }
+};
+
+/* ------------------------------------------------------------------ */
+/* Lookup                                                              */
+
+const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words)
+{
+	size_t l1 = strlen(w1);
+
+	for (size_t i = 0; w2 && i < cli_ncommands; i++) {
+		const char *n = cli_commands[i].name;
+
+		if (strncmp(n, w1, l1) == 0 && n[l1] == ' ' && strcmp(n + l1 + 1, w2) == 0) {
+			*words = 2;
+			return &cli_commands[i];
+		}
+	}
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		if (strcmp(cli_commands[i].name, w1) == 0) {
+			*words = 1;
+			return &cli_commands[i];
+		}
+	}
+	return NULL;
+}
+
+int cli_is_family(const char *w)
+{
+	size_t l = strlen(w);
+
+	for (size_t i = 0; i < cli_ncommands; i++)
+		if (strncmp(cli_commands[i].name, w, l) == 0 && cli_commands[i].name[l] == ' ')
+			return 1;
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Plain-text help                                                     */
+
+static void synopsis(FILE *f, const struct cli_cmd *c)
+{
+	fprintf(f, "%s [GLOBAL OPTIONS] %s", PROG, c->name);
+	if (c->args)
+		fprintf(f, " %s", c->args);
+	for (const struct cli_opt_spec *o = c->opts; o->name; o++) {
+		int shown = (o->flags & (CLI_OPT_REQUIRED | CLI_OPT_CONFIRM)) != 0;
+		char sw[40];
+
+		if (o->short_name)
+			snprintf(sw, sizeof(sw), "-%c", o->short_name);
+		else
+			snprintf(sw, sizeof(sw), "--%s", o->name);
+		fprintf(f, " %s%s%s%s%s%s", shown ? "" : "[", sw, o->metavar ? " " : "",
+		        o->metavar ? o->metavar : "", shown ? "" : "]",
+		        (o->flags & CLI_OPT_REPEAT) ? "..." : "");
+	}
+}
+
+void cli_usage_hint(FILE *f, const struct cli_cmd *c)
+{
+	if (c) {
+		fputs("Usage: ", f);
+		synopsis(f, c);
+		fprintf(f, "\nTry '%s help %s' for more information.\n", PROG, c->name);
+	} else {
+		fprintf(f, "Try '%s help' for more information.\n", PROG);
+	}
+}
+
+static void option_name(char *buf, size_t n, const char *lname, int sname, const char *metavar)
+{
+	if (sname)
+		snprintf(buf, n, "-%c, --%s%s%s", sname, lname, metavar ? " " : "",
+		         metavar ? metavar : "");
+	else
+		snprintf(buf, n, "    --%s%s%s", lname, metavar ? " " : "", metavar ? metavar : "");
+}
+
+static void option_line(FILE *f, const char *name, const char *help)
+{
+	int col = fprintf(f, "  %s", name);
+
+	if (col > 28) {
+		fputc('\n', f);
+		col = 0;
+	}
+	util_wrap(f, help, 30, (unsigned)col, 79);
+}
+
+void cli_help_overview(FILE *f)
+{
+	char name[96];
+
+	fprintf(f, "Usage: %s [GLOBAL OPTIONS] COMMAND [OPTIONS]\n\n", PROG);
+	util_wrap(f, "Keeps keys in a PKCS#11 hardware security module and uses them for "
+	          "envelope encryption and key wrapping.", 0, 0, 79);
+	fputs("\nGlobal options (before the command):\n", f);
+	for (const struct cli_global_opt *g = cli_global_opts; g->name; g++) {
+		option_name(name, sizeof(name), g->name, 0, g->metavar);
+		option_line(f, name, g->help);
+	}
+	fputs("\nCommands:\n", f);
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		const struct cli_cmd *c = &cli_commands[i];
+		int col = fprintf(f, "  %s", c->name);
+
+		util_wrap(f, c->summary, 22, (unsigned)(col > 20 ? 79 : col), 79);
+	}
+	fprintf(f, "\nRun '%s help COMMAND' for the options of a command.\n", PROG);
+	fprintf(f, "Exit status: 0 ok, 1 failure, 2 usage, 3 authentication, 4 not found,\n"
+	        "5 integrity, 6 HSM, 7 refused by policy (see '%s help --man').\n", PROG);
+}
+
+void cli_help_family(FILE *f, const char *family)
+{
+	size_t l = strlen(family);
+
+	fprintf(f, "Commands of '%s':\n", family);
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		const struct cli_cmd *c = &cli_commands[i];
+
+		if (strncmp(c->name, family, l) != 0 || c->name[l] != ' ')
+			continue;
+		fputs("  ", f);
+		synopsis(f, c);
+		fputc('\n', f);
+		util_wrap(f, c->summary, 6, 0, 79);
+	}
+	fprintf(f, "Run '%s help %s SUBCOMMAND' for details.\n", PROG, family);
+}
+
+void cli_help_command(FILE *f, const struct cli_cmd *c)
+{
+	char name[96];
+
+	fputs("Usage: ", f);
+	synopsis(f, c);
+	fputs("\n\n", f);
+	util_wrap(f, c->description, 0, 0, 79);
+	if (c->opts[0].name) {
+		fputs("\nOptions:\n", f);
+		for (const struct cli_opt_spec *o = c->opts; o->name; o++) {
+			option_name(name, sizeof(name), o->name, o->short_name, o->metavar);
+			option_line(f, name, o->help);
+		}
+	}
+	if (c->examples && c->examples[0]) {
+		fputs("\nExamples:\n", f);
+		for (const char *const *e = c->examples; *e; e++)
+			fprintf(f, "  %s\n", *e);
+	}
+	fprintf(f, "\nGlobal options go before the command; see '%s help'.\n", PROG);
+}
+
+/* ------------------------------------------------------------------ */
+/* Man page                                                            */
+
+/* Plain text to roff: backslashes, hyphens, and control characters at line start. */
+static void roff(FILE *f, const char *s)
+{
+	int bol = 1;
+
+	for (; *s; s++) {
+		if (bol && (*s == '.' || *s == '\''))
+			fputs("\\&", f);
+		bol = 0;
+		switch (*s) {
+		case '\\': fputs("\\e", f); break;
+		case '-': fputs("\\-", f); break;
+		case '\n': fputc('\n', f); bol = 1; break;
+		default: fputc(*s, f);
+		}
+	}
+}
+
+static void roff_line(FILE *f, const char *macro, const char *text)
+{
+	fputs(macro, f);
+	fputc(' ', f);
+	roff(f, text);
+	fputc('\n', f);
+}
+
+static void man_opt(FILE *f, const char *lname, int sname, const char *metavar, unsigned flags)
+{
+	fputs(".TP\n", f);
+	if (sname)
+		fprintf(f, "\\fB\\-%c\\fR, ", sname);
+	fputs("\\fB\\-\\-", f);
+	roff(f, lname);
+	fputs("\\fR", f);
+	if (metavar) {
+		fputs(" \\fI", f);
+		roff(f, metavar);
+		fputs("\\fR", f);
+	}
+	if (flags & CLI_OPT_REPEAT)
+		fputs(" ...", f);
+	fputc('\n', f);
+}
+
+static void man_synopsis(FILE *f, const struct cli_cmd *c)
+{
+	fputs(".B hsmwrap\n.RI [ \"GLOBAL OPTIONS\" ]\n", f);
+	fputs(".B ", f);
+	roff(f, c->name);
+	fputc('\n', f);
+	if (c->args)
+		roff_line(f, ".I", c->args);
+	for (const struct cli_opt_spec *o = c->opts; o->name; o++) {
+		int shown = (o->flags & (CLI_OPT_REQUIRED | CLI_OPT_CONFIRM)) != 0;
+
+		fprintf(f, "%s\\fB", shown ? "" : "[");
+		if (o->short_name)
+			fprintf(f, "\\-%c", o->short_name);
+		else {
+			fputs("\\-\\-", f);
+			roff(f, o->name);
+		}
+		fputs("\\fR", f);
+		if (o->metavar) {
+			fputs(" \\fI", f);
+			roff(f, o->metavar);
+			fputs("\\fR", f);
+		}
+		fprintf(f, "%s%s\n", shown ? "" : "]", (o->flags & CLI_OPT_REPEAT) ? "..." : "");
+	}
+}
+
+static void man_command(FILE *f, const struct cli_cmd *c)
+{
+	roff_line(f, ".SS", c->name);
+	fputs(".nh\n", f);
+	man_synopsis(f, c);
+	fputs(".hy\n.PP\n", f);
+	roff(f, c->description);
+	fputc('\n', f);
+	for (const struct cli_opt_spec *o = c->opts; o->name; o++) {
+		man_opt(f, o->name, o->short_name, o->metavar, o->flags);
+		roff(f, o->help);
+		fputc('\n', f);
+	}
+	if (c->examples && c->examples[0]) {
+		fputs(".PP\nExamples:\n.RS\n.nf\n", f);
+		for (const char *const *e = c->examples; *e; e++) {
+			roff(f, *e);
+			fputc('\n', f);
+		}
+		fputs(".fi\n.RE\n", f);
+	}
+}
+
+static void man_para(FILE *f, const char *text)
+{
+	fputs(".PP\n", f);
+	roff(f, text);
+	fputc('\n', f);
+}
+
+static void man_header(FILE *f)
+{
+	fputs(".\\\" Generated by `hsmwrap help --man` from tools/commands.c; do not edit.\n", f);
+	fprintf(f, ".TH HSMWRAP 1 \"\" \"hsmwrap %s\" \"User Commands\"\n", PACKAGE_VERSION);
+	fputs(".SH NAME\nhsmwrap \\- keep keys in a PKCS#11 HSM and use them for envelope "
+	      "encryption and key wrapping\n", f);
+	fputs(".SH SYNOPSIS\n.B hsmwrap\n.RI [ \"GLOBAL OPTIONS\" ]\n.I COMMAND\n"
+	      ".RI [ OPTIONS ]\n", f);
+	fputs(".SH DESCRIPTION\n", f);
+	roff(f, "hsmwrap keeps keys inside a PKCS#11 token (a hardware security module, or "
+	     "SoftHSM for tests) and uses them there: it creates keys that never leave the token, "
+	     "generates and unwraps data keys for envelope encryption (like a cloud KMS's "
+	     "GenerateDataKey), and wraps key material for backup. Global options come before "
+	     "the command, command options after it.");
+	fputc('\n', f);
+	man_para(f, "The module, token and PIN source are taken, in this order of precedence, "
+	         "from the command-line option, the environment, the configuration file, and "
+	         "the built-in default.");
+	man_para(f, "Output files are written atomically: to a temporary file in the same "
+	         "directory, flushed to disk and renamed into place. On any failure no output "
+	         "file and no temporary file remains. An output may not be the input file.");
+	man_para(f, "With --json every command prints exactly one JSON document on standard "
+	         "output: {\"ok\":true,...} on success, and on failure "
+	         "{\"ok\":false,\"error\":\"HW_ERR_...\",\"message\":\"...\",\"ckrv\":\"0x...\"}. "
+	         "Errors are also written to standard error as "
+	         "\"hsmwrap: WHAT FAILED: REASON (DETAIL)\".");
+}
+
+static void man_globals(FILE *f)
+{
+	fputs(".SH GLOBAL OPTIONS\n", f);
+	for (const struct cli_global_opt *g = cli_global_opts; g->name; g++) {
+		man_opt(f, g->name, 0, g->metavar, 0);
+		roff(f, g->help);
+		if (g->env) {
+			fputs(" Environment: \\fB", f);
+			roff(f, g->env);
+			fputs("\\fR.", f);
+		}
+		fputc('\n', f);
+	}
+}
+
+static void man_environment(FILE *f)
+{
+	fputs(".SH ENVIRONMENT\n", f);
+	for (const struct cli_global_opt *g = cli_global_opts; g->name; g++) {
+		if (!g->env)
+			continue;
+		fputs(".TP\n.B ", f);
+		roff(f, g->env);
+		fputs("\nDefault for \\fB\\-\\-", f);
+		roff(f, g->name);
+		fputs("\\fR when that option is not given. An empty value counts as unset.\n", f);
+	}
+	fputs(".TP\n.B SOFTHSM2_CONF\n", f);
+	roff(f, "Configuration of the SoftHSM module, when that module is used; tests and demos "
+	     "point it at a throw-away token directory.");
+	fputc('\n', f);
+}
+
+static void man_files(FILE *f)
+{
+	fputs(".SH FILES\n.TP\n.I ", f);
+	roff(f, SYSCONFDIR "/hsmwrap.conf");
+	fputc('\n', f);
+	roff(f, "Configuration: lines \"name = value\" with the names module, token and "
+	     "pin-source; lines starting with # are comments. An unknown name is an error. "
+	     "The file is optional; the installed example is hsmwrap.conf.example.");
+	fputs("\n.TP\n.I /etc/pkcs11/modules/\n", f);
+	roff(f, "p11-kit module registrations: the names --module accepts and the modules "
+	     "\"token list\" shows.");
+	fputc('\n', f);
+}
+
+static void man_exit_status(FILE *f)
+{
+	/* Long error names leave wide gaps in justified text. */
+	fputs(".SH EXIT STATUS\n.ad l\n", f);
+	for (const struct cli_exit_class *x = cli_exit_classes; x->meaning; x++) {
+		fprintf(f, ".TP\n.B %d\n", x->code);
+		roff(f, x->meaning);
+		if (x->errs[0] != HW_OK) {
+			fputs(" Errors: ", f);
+			for (const hw_err *e = x->errs; *e != HW_OK; e++) {
+				if (e != x->errs)
+					fputs(", ", f);
+				/* \% keeps groff from hyphenating the names. */
+				fputs("\\%", f);
+				roff(f, hw_errname(*e));
+			}
+			fputc('.', f);
+		}
+		fputc('\n', f);
+	}
+	fputs(".ad\n", f);
+}
+
+static void man_security(FILE *f)
+{
+	static const char *const paras[] = {
+		"PINs are never accepted on the command line, where other users could read "
+		"them in the process list. Use a file readable only by the key's user "
+		"(file:PATH; hsmwrap warns when the file is readable by others), an environment "
+		"variable (env:NAME; visible to processes of the same user), or the prompt, "
+		"which reads from /dev/tty with echo off and fails when there is no terminal. "
+		"\"token init\" asks for each new PIN twice.",
+		"Keys created by hsmwrap are generated inside the token as sensitive and not "
+		"extractable; only their usage flags differ by purpose, and a key is refused "
+		"for operations of another purpose.",
+		"The plaintext data key and unwrapped key material are secrets: they are written "
+		"with mode 0600 and wiped from memory after use. Delete plaintext data keys as "
+		"soon as they are no longer needed. The encryption context is not secret; it "
+		"is meant to be logged.",
+		"SoftHSM keeps keys in ordinary files and is meant for tests and demos only, "
+		"not for production keys.",
+		NULL
+	};
+
+	fputs(".SH SECURITY\n", f);
+	for (const char *const *p = paras; *p; p++)
+		man_para(f, *p);
+}
+
+void cli_man_page(FILE *f)
+{
+	man_header(f);
+	man_globals(f);
+	fputs(".SH COMMANDS\n", f);
+	for (size_t i = 0; i < cli_ncommands; i++)
+		man_command(f, &cli_commands[i]);
+	man_environment(f);
+	man_files(f);
+	man_exit_status(f);
+	man_security(f);
+	fputs(".SH SEE ALSO\n.BR p11\\-kit (8),\n.BR pkcs11\\-tool (1),\n"
+	      ".BR softhsm2\\-util (1)\n", f);
+}

@@ -1,0 +1,749 @@
+/*
+ * util.c - files, JSON, hex and the PIN prompt for the hsmwrap tool.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "cli.h"
+
+static char detail_buf[1024];
+
+const char *util_detail(void)
+{
+	return detail_buf;
+}
+
+__attribute__((format(printf, 1, 2)))
+static void set_detail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail_buf, sizeof(detail_buf), fmt, ap);
+	va_end(ap);
+}
+
+static hw_err errno_err(int e)
+{
+	return e == ENOMEM ? HW_ERR_NOMEM : HW_ERR_IO;
+}
+
+/* ------------------------------------------------------------------ */
+/* Reading                                                             */
+
+void util_free(void *buf, size_t len, int secret)
+{
+	if (buf && secret)
+		OPENSSL_cleanse(buf, len);
+	free(buf);
+}
+
+/* realloc() may leave a copy of a secret behind: move it by hand. */
+static uint8_t *grow(uint8_t *buf, size_t used, size_t newcap, int secret)
+{
+	uint8_t *n = malloc(newcap);
+
+	if (!n)
+		return NULL;
+	if (used)
+		memcpy(n, buf, used);
+	util_free(buf, used, secret);
+	return n;
+}
+
+static hw_err read_fd(int fd, const char *path, size_t cap, size_t hint,
+                      int secret, uint8_t **out, size_t *outlen)
+{
+	size_t bufcap = hint ? hint + 1 : 4096, used = 0;
+	uint8_t *buf;
+
+	/* One byte over the cap is enough to know the input is too large. */
+	if (bufcap > cap + 1)
+		bufcap = cap + 1;
+	buf = malloc(bufcap);
+	if (!buf) {
+		set_detail("%s", path);
+		return HW_ERR_NOMEM;
+	}
+	for (;;) {
+		ssize_t r;
+
+		if (used == bufcap) {
+			size_t nc = bufcap * 2 > cap + 1 ? cap + 1 : bufcap * 2;
+			uint8_t *n;
+
+			if (nc == bufcap)
+				break;
+			n = grow(buf, used, nc, secret);
+			if (!n) {
+				util_free(buf, used, secret);
+				set_detail("%s", path);
+				return HW_ERR_NOMEM;
+			}
+			buf = n;
+			bufcap = nc;
+		}
+		r = read(fd, buf + used, bufcap - used);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0) {
+			int e = errno;
+
+			util_free(buf, used, secret);
+			set_detail("%s: %s", path, strerror(e));
+			return errno_err(e);
+		}
+		if (r == 0)
+			break;
+		used += (size_t)r;
+	}
+	if (used > cap) {
+		util_free(buf, used, secret);
+		set_detail("%s: larger than %zu bytes", path, cap);
+		return HW_ERR_TOO_LARGE;
+	}
+	*out = buf;
+	*outlen = used;
+	return HW_OK;
+}
+
+hw_err util_read_file(const char *path, size_t cap, int secret,
+                      uint8_t **buf, size_t *len)
+{
+	struct stat st = { 0 };
+	size_t hint = 0;
+	hw_err err;
+	int fd;
+
+	fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (fd < 0) {
+		int e = errno;
+
+		set_detail("%s: %s", path, strerror(e));
+		return errno_err(e);
+	}
+	if (fstat(fd, &st) < 0 || S_ISDIR(st.st_mode)) {
+		int e = S_ISDIR(st.st_mode) ? EISDIR : errno;
+
+		close(fd);
+		set_detail("%s: %s", path, strerror(e));
+		return HW_ERR_IO;
+	}
+	if (S_ISREG(st.st_mode)) {
+		if ((unsigned long long)st.st_size > cap) {
+			close(fd);
+			set_detail("%s: %lld bytes, more than the limit of %zu",
+			           path, (long long)st.st_size, cap);
+			return HW_ERR_TOO_LARGE;
+		}
+		hint = (size_t)st.st_size;
+	}
+	err = read_fd(fd, path, cap, hint, secret, buf, len);
+	close(fd);
+	return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Atomic writing                                                      */
+
+struct staged {
+	char *tmp;                  /* temp file, NULL once renamed */
+	int committed;
+};
+
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+static mode_t plain_mode(void)
+{
+	mode_t m = umask(077);
+
+	umask(m);
+	return 0666 & ~m;
+}
+
+static hw_err stage_one(const struct out_spec *o, struct staged *s)
+{
+	char *dir = dir_of(o->path);
+	char *tmp = NULL;
+	int fd = -1, e;
+
+	if (!dir || asprintf(&tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
+		free(dir);
+		set_detail("%s", o->path);
+		return HW_ERR_NOMEM;
+	}
+	free(dir);
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		e = errno;
+		set_detail("%s: cannot create a file in its directory: %s",
+		           o->path, strerror(e));
+		free(tmp);
+		return errno_err(e);
+	}
+	/* mkstemp gives 0600; only non-secret files get the usual mode. */
+	if ((!o->secret && fchmod(fd, plain_mode()) < 0) ||
+	    write_all(fd, o->data, o->len) < 0 || fsync(fd) < 0) {
+		e = errno;
+		close(fd);
+		unlink(tmp);
+		free(tmp);
+		set_detail("%s: %s", o->path, strerror(e));
+		return errno_err(e);
+	}
+	if (close(fd) < 0) {
+		e = errno;
+		unlink(tmp);
+		free(tmp);
+		set_detail("%s: %s", o->path, strerror(e));
+		return errno_err(e);
+	}
+	s->tmp = tmp;
+	return HW_OK;
+}
+
+static void sync_dir(const char *path)
+{
+	char *dir = dir_of(path);
+	int fd;
+
+	if (!dir)
+		return;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
+	if (fd >= 0) {
+		/* Some file systems refuse fsync on directories; the rename stands. */
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+static void rollback(const struct out_spec *outs, struct staged *st, size_t n)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (st[i].tmp)
+			unlink(st[i].tmp);
+		else if (st[i].committed)
+			unlink(outs[i].path);
+		free(st[i].tmp);
+		st[i].tmp = NULL;
+	}
+}
+
+/*
+ * Termination signals are held back while temp files exist, so an
+ * interrupt cannot leave one behind; they are delivered afterwards.
+ */
+static void block_signals(sigset_t *old)
+{
+	sigset_t set;
+
+	sigemptyset(&set);
+	sigaddset(&set, SIGINT);
+	sigaddset(&set, SIGTERM);
+	sigaddset(&set, SIGHUP);
+	sigaddset(&set, SIGQUIT);
+	sigaddset(&set, SIGPIPE);
+	sigprocmask(SIG_BLOCK, &set, old);
+}
+
+hw_err util_write_outputs(const struct out_spec *outs, size_t n)
+{
+	struct staged st[8];
+	sigset_t old;
+	hw_err err = HW_OK;
+	size_t i;
+
+	if (n > sizeof(st) / sizeof(st[0])) {
+		set_detail("too many output files");
+		return HW_ERR_INVALID_ARG;
+	}
+	memset(st, 0, sizeof(st));
+	block_signals(&old);
+	for (i = 0; i < n && !err; i++)
+		err = stage_one(&outs[i], &st[i]);
+	for (i = 0; i < n && !err; i++) {
+		if (rename(st[i].tmp, outs[i].path) < 0) {
+			int e = errno;
+
+			set_detail("%s: %s", outs[i].path, strerror(e));
+			err = errno_err(e);
+			break;
+		}
+		free(st[i].tmp);
+		st[i].tmp = NULL;
+		st[i].committed = 1;
+	}
+	if (err)
+		rollback(outs, st, n);
+	else
+		for (i = 0; i < n; i++)
+			sync_dir(outs[i].path);
+	sigprocmask(SIG_SETMASK, &old, NULL);
+	return err;
+}
+
+int util_same_file(const char *a, const char *b)
+{
+	struct stat sa, sb;
+
+	if (strcmp(a, b) == 0)
+		return 1;
+	if (stat(a, &sa) < 0 || stat(b, &sb) < 0)
+		return 0;
+	return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino;
+}
+
+/* ------------------------------------------------------------------ */
+/* Hex                                                                 */
+
+void util_hex(const uint8_t *in, size_t len, char *out)
+{
+	static const char digits[] = "0123456789abcdef";
+
+	for (size_t i = 0; i < len; i++) {
+		out[2 * i] = digits[in[i] >> 4];
+		out[2 * i + 1] = digits[in[i] & 15];
+	}
+	out[2 * len] = '\0';
+}
+
+/* ------------------------------------------------------------------ */
+/* JSON                                                                */
+
+void jw_init(struct jw *w)
+{
+	memset(w, 0, sizeof(*w));
+}
+
+void jw_reset(struct jw *w)
+{
+	w->len = 0;
+	w->failed = 0;
+	w->need_comma = 0;
+}
+
+void jw_free(struct jw *w)
+{
+	free(w->buf);
+	jw_init(w);
+}
+
+static void jw_put(struct jw *w, const char *s, size_t n)
+{
+	if (w->failed)
+		return;
+	if (w->len + n + 1 > w->cap) {
+		size_t nc = w->cap ? w->cap : 256;
+		char *nb;
+
+		while (nc < w->len + n + 1)
+			nc *= 2;
+		nb = realloc(w->buf, nc);
+		if (!nb) {
+			w->failed = 1;
+			return;
+		}
+		w->buf = nb;
+		w->cap = nc;
+	}
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	w->buf[w->len] = '\0';
+}
+
+static void jw_puts(struct jw *w, const char *s)
+{
+	jw_put(w, s, strlen(s));
+}
+
+/* Length of the valid UTF-8 sequence at s, or 0 if it is not one. */
+static size_t utf8_seq(const unsigned char *s)
+{
+	unsigned c = s[0];
+	size_t n;
+	unsigned cp;
+
+	if (c < 0x80)
+		return 1;
+	if (c >= 0xc2 && c <= 0xdf) {
+		n = 2;
+		cp = c & 0x1f;
+	} else if (c >= 0xe0 && c <= 0xef) {
+		n = 3;
+		cp = c & 0x0f;
+	} else if (c >= 0xf0 && c <= 0xf4) {
+		n = 4;
+		cp = c & 0x07;
+	} else {
+		return 0;
+	}
+	for (size_t i = 1; i < n; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = (cp << 6) | (s[i] & 0x3f);
+	}
+	/* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
+	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
+	    (cp >= 0xd800 && cp <= 0xdfff))
+		return 0;
+	return n;
+}
+
+/* Token labels are arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
+static void jw_string(struct jw *w, const char *str)
+{
+	const unsigned char *s = (const unsigned char *)str;
+	char esc[8];
+
+	jw_put(w, "\"", 1);
+	while (*s) {
+		size_t n = utf8_seq(s);
+
+		if (n == 0) {
+			jw_puts(w, "\\ufffd");
+			s++;
+			continue;
+		}
+		if (n > 1) {
+			jw_put(w, (const char *)s, n);
+			s += n;
+			continue;
+		}
+		switch (*s) {
+		case '"': jw_puts(w, "\\\""); break;
+		case '\\': jw_puts(w, "\\\\"); break;
+		case '\b': jw_puts(w, "\\b"); break;
+		case '\f': jw_puts(w, "\\f"); break;
+		case '\n': jw_puts(w, "\\n"); break;
+		case '\r': jw_puts(w, "\\r"); break;
+		case '\t': jw_puts(w, "\\t"); break;
+		default:
+			if (*s < 0x20 || *s == 0x7f) {
+				snprintf(esc, sizeof(esc), "\\u%04x", *s);
+				jw_puts(w, esc);
+			} else {
+				jw_put(w, (const char *)s, 1);
+			}
+		}
+		s++;
+	}
+	jw_put(w, "\"", 1);
+}
+
+static void jw_key(struct jw *w, const char *key)
+{
+	if (w->need_comma)
+		jw_put(w, ",", 1);
+	if (key) {
+		jw_string(w, key);
+		jw_put(w, ":", 1);
+	}
+	w->need_comma = 1;
+}
+
+void jw_obj_begin(struct jw *w, const char *key)
+{
+	jw_key(w, key);
+	jw_put(w, "{", 1);
+	w->need_comma = 0;
+}
+
+void jw_obj_end(struct jw *w)
+{
+	jw_put(w, "}", 1);
+	w->need_comma = 1;
+}
+
+void jw_arr_begin(struct jw *w, const char *key)
+{
+	jw_key(w, key);
+	jw_put(w, "[", 1);
+	w->need_comma = 0;
+}
+
+void jw_arr_end(struct jw *w)
+{
+	jw_put(w, "]", 1);
+	w->need_comma = 1;
+}
+
+void jw_str(struct jw *w, const char *key, const char *v)
+{
+	jw_key(w, key);
+	if (v)
+		jw_string(w, v);
+	else
+		jw_puts(w, "null");
+}
+
+void jw_bool(struct jw *w, const char *key, int v)
+{
+	jw_key(w, key);
+	jw_puts(w, v ? "true" : "false");
+}
+
+void jw_tri(struct jw *w, const char *key, int v)
+{
+	if (v < 0)
+		jw_null(w, key);
+	else
+		jw_bool(w, key, v);
+}
+
+void jw_null(struct jw *w, const char *key)
+{
+	jw_key(w, key);
+	jw_puts(w, "null");
+}
+
+void jw_uint(struct jw *w, const char *key, unsigned long long v)
+{
+	char num[32];
+
+	jw_key(w, key);
+	snprintf(num, sizeof(num), "%llu", v);
+	jw_puts(w, num);
+}
+
+/* ------------------------------------------------------------------ */
+/* PIN prompt                                                          */
+
+static volatile sig_atomic_t prompt_signal;
+
+static void on_prompt_signal(int sig)
+{
+	prompt_signal = sig;
+}
+
+struct tty_state {
+	int fd;
+	struct termios saved;
+	struct sigaction old[4];
+};
+
+static const int prompt_signals[4] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT };
+
+/* No SA_RESTART: a signal must end the read so the terminal is restored. */
+static int tty_open(struct tty_state *t, struct pin_prompt *pp)
+{
+	struct termios noecho;
+	struct sigaction sa;
+
+	t->fd = open("/dev/tty", O_RDWR | O_NOCTTY | O_CLOEXEC);
+	if (t->fd < 0) {
+		snprintf(pp->note, sizeof(pp->note),
+		         "no terminal to prompt for the PIN (/dev/tty: %s); use --pin-source file:PATH or env:NAME",
+		         strerror(errno));
+		return -1;
+	}
+	if (tcgetattr(t->fd, &t->saved) < 0) {
+		snprintf(pp->note, sizeof(pp->note),
+		         "/dev/tty is not a terminal (%s); use --pin-source file:PATH or env:NAME",
+		         strerror(errno));
+		close(t->fd);
+		return -1;
+	}
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_prompt_signal;
+	sigemptyset(&sa.sa_mask);
+	prompt_signal = 0;
+	for (int i = 0; i < 4; i++)
+		sigaction(prompt_signals[i], &sa, &t->old[i]);
+	noecho = t->saved;
+	noecho.c_lflag &= ~(tcflag_t)(ECHO | ECHOE | ECHOK);
+	noecho.c_lflag |= ECHONL;
+	tcsetattr(t->fd, TCSAFLUSH, &noecho);
+	return 0;
+}
+
+static void tty_close(struct tty_state *t)
+{
+	tcsetattr(t->fd, TCSAFLUSH, &t->saved);
+	close(t->fd);
+	for (int i = 0; i < 4; i++)
+		sigaction(prompt_signals[i], &t->old[i], NULL);
+}
+
+static void tty_say(int fd, const char *a, const char *b, const char *c)
+{
+	(void)!write(fd, a, strlen(a));
+	(void)!write(fd, b, strlen(b));
+	(void)!write(fd, c, strlen(c));
+}
+
+/*
+ * One line into buf (not NUL-terminated). Returns its length, -1 when
+ * cancelled (EOF, signal, read error) and -2 when longer than max.
+ */
+static long tty_read_line(int fd, char *buf, size_t max)
+{
+	size_t n = 0;
+	int too_long = 0;
+
+	for (;;) {
+		char c;
+		ssize_t r = read(fd, &c, 1);
+
+		if (r < 0 && errno == EINTR && !prompt_signal)
+			continue;
+		if (r <= 0 || prompt_signal) {
+			OPENSSL_cleanse(&c, 1);
+			return -1;
+		}
+		if (c == '\n' || c == '\r')
+			break;
+		if (n < max)
+			buf[n++] = c;
+		else
+			too_long = 1;
+		OPENSSL_cleanse(&c, 1);
+	}
+	return too_long ? -2 : (long)n;
+}
+
+static hw_err prompt_once(struct tty_state *t, struct pin_prompt *pp,
+                          const char *label, const char *what,
+                          char *buf, size_t max, size_t *len)
+{
+	long n;
+
+	tty_say(t->fd, label, what, ": ");
+	n = tty_read_line(t->fd, buf, max);
+	if (n == -2) {
+		snprintf(pp->note, sizeof(pp->note), "PIN longer than %zu bytes", max);
+		return HW_ERR_CANCELLED;
+	}
+	if (n == -1)
+		tty_say(t->fd, "", "", "\n");
+	if (n <= 0) {
+		snprintf(pp->note, sizeof(pp->note), "%s",
+		         prompt_signal ? "interrupted" : "no PIN entered");
+		return HW_ERR_CANCELLED;
+	}
+	*len = (size_t)n;
+	return HW_OK;
+}
+
+/* A new PIN is asked twice; a typo must not lock anyone out. */
+static hw_err prompt_confirmed(struct tty_state *t, struct pin_prompt *pp,
+                               const char *what, char *buf, size_t max, size_t *len)
+{
+	char *again = malloc(max ? max : 1);
+	hw_err err = HW_ERR_CANCELLED;
+	int fresh = strncmp(what, "new ", 4) == 0;
+
+	if (!again)
+		return HW_ERR_NOMEM;
+	for (int tries = 0; tries < 3; tries++) {
+		size_t n1 = 0, n2 = 0;
+
+		err = prompt_once(t, pp, fresh ? "Enter " : "Enter new ", what, buf, max, &n1);
+		if (!err)
+			err = prompt_once(t, pp, fresh ? "Repeat " : "Repeat new ", what, again,
+			                  max, &n2);
+		if (err)
+			break;
+		if (n1 == n2 && CRYPTO_memcmp(buf, again, n1) == 0) {
+			*len = n1;
+			break;
+		}
+		OPENSSL_cleanse(buf, max);
+		tty_say(t->fd, "The entries differ; try again.", "", "\n");
+		snprintf(pp->note, sizeof(pp->note), "the PIN entries did not match");
+		err = HW_ERR_CANCELLED;
+	}
+	OPENSSL_cleanse(again, max);
+	free(again);
+	return err;
+}
+
+hw_err util_pin_prompt(const char *what, char *buf, size_t max, size_t *len, void *arg)
+{
+	struct pin_prompt *pp = arg;
+	struct tty_state t;
+	hw_err err;
+
+	pp->note[0] = '\0';
+	if (tty_open(&t, pp) < 0)
+		return HW_ERR_CANCELLED;
+	/* One byte stays free: the library terminates the PIN in place. */
+	if (pp->confirm)
+		err = prompt_confirmed(&t, pp, what, buf, max ? max - 1 : 0, len);
+	else
+		err = prompt_once(&t, pp, "Enter ", what, buf, max ? max - 1 : 0, len);
+	if (err)
+		OPENSSL_cleanse(buf, max);
+	else
+		pp->note[0] = '\0';
+	tty_close(&t);
+	return err;
+}
+
+/* ------------------------------------------------------------------ */
+/* Help text                                                           */
+
+void util_wrap(FILE *f, const char *text, unsigned indent, unsigned first_col, unsigned width)
+{
+	unsigned col = first_col;
+	const char *p = text;
+
+	if (col < indent) {
+		fprintf(f, "%*s", (int)(indent - col), "");
+		col = indent;
+	}
+	while (*p) {
+		size_t wl = strcspn(p, " \n");
+
+		if (col > indent && col + 1 + wl > width) {
+			fprintf(f, "\n%*s", (int)indent, "");
+			col = indent;
+		} else if (col > indent) {
+			fputc(' ', f);
+			col++;
+		}
+		fwrite(p, 1, wl, f);
+		col += (unsigned)wl;
+		p += wl;
+		while (*p == ' ' || *p == '\n')
+			p++;
+	}
+	fputc('\n', f);
+}
