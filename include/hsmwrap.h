@@ -101,8 +101,10 @@ void hw_ctx_set_pin_callback(hw_ctx *ctx, hw_pin_cb cb, void *arg);
 /* Upper bound of idle sessions kept in the pool (default 32). */
 void hw_ctx_set_pool_size(hw_ctx *ctx, unsigned n);
 /*
- * Loads and initialises the module and selects the token. Login happens
- * on the first operation that needs it (or hw_ctx_login()).
+ * Loads and initialises the module and, when a token URI was set, selects
+ * the token (HW_ERR_TOKEN_NOT_FOUND here if none matches). Without a URI
+ * the only initialised token is selected at first use. Login happens on
+ * the first operation that needs it (or hw_ctx_login()).
  */
 HW_NODISCARD hw_err hw_ctx_open(hw_ctx *ctx);
 HW_NODISCARD hw_err hw_ctx_login(hw_ctx *ctx);

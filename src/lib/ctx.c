@@ -237,7 +237,7 @@ hw_ctx_open(hw_ctx *ctx)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no context");
 	hw_clear_error();
 	if (ctx->mod)
-		return HW_OK;
+		return ctx->token_spec ? hw_ctx_ready(ctx) : HW_OK;
 	if (ctx->token_spec) {
 		ctx->token_uri = p11_kit_uri_new();
 		if (!ctx->token_uri)
@@ -258,7 +258,9 @@ hw_ctx_open(hw_ctx *ctx)
 		return e;
 	ctx->fl = ctx->mod->fl;
 	ctx->gen = hw_fork_generation();
-	return HW_OK;
+	/* A named token is selected now, so a wrong URI fails here; without
+	 * one, selection waits (token list and token init need none). */
+	return ctx->token_spec ? hw_ctx_ready(ctx) : HW_OK;
 }
 
 /* Token selection is lazy so that `token list` and `token init` work
@@ -278,8 +280,9 @@ ensure_token_locked(hw_ctx *ctx)
 	return e;
 }
 
-hw_err
-hw_ctx_ready(hw_ctx *ctx)
+/* hw_ctx_ready without the call lock, for callers that hold it. */
+static hw_err
+ready_locked(hw_ctx *ctx)
 {
 	hw_err e;
 
@@ -302,6 +305,17 @@ hw_ctx_ready(hw_ctx *ctx)
 	}
 	e = ensure_token_locked(ctx);
 	pthread_mutex_unlock(&ctx->lock);
+	return e;
+}
+
+hw_err
+hw_ctx_ready(hw_ctx *ctx)
+{
+	hw_err e;
+
+	hw_calls_enter();
+	e = ready_locked(ctx);
+	hw_calls_leave();
 	return e;
 }
 
@@ -470,18 +484,31 @@ session_replace(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
 	ctx->fl->C_CloseSession(s);
 }
 
+static hw_err run_attempts(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login);
+
 static hw_err
 run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
+{
+	hw_err e;
+
+	hw_clear_error();
+	hw_calls_enter();
+	e = run_attempts(ctx, op, arg, what, login);
+	hw_calls_leave();
+	return e;
+}
+
+static hw_err
+run_attempts(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
 {
 	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
 	unsigned long gen;
 	CK_RV rv = CKR_OK;
 	hw_err e;
 
-	hw_clear_error();
 	/* Two recoveries at most: a lost session, then a lost login. */
 	for (int attempt = 0; attempt < 3; attempt++) {
-		e = hw_ctx_ready(ctx);
+		e = ready_locked(ctx);
 		if (e != HW_OK)
 			return e;
 		gen = ctx->gen;
@@ -561,8 +588,10 @@ hw_ctx_free(hw_ctx *ctx)
 		return;
 	hw_fork_unregister(&ctx->lock);
 	if (ctx->mod && ctx->gen == hw_fork_generation()) {
+		hw_calls_enter();
 		for (size_t i = 0; i < ctx->nidle; i++)
 			ctx->fl->C_CloseSession(ctx->idle[i]);
+		hw_calls_leave();
 	}
 	/* Logout is left to C_Finalize: another context in this process may
 	 * share the login, which PKCS#11 keeps per application and token. */

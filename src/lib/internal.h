@@ -76,6 +76,11 @@ void hw_module_release(hw_module *m);
 hw_err hw_module_ensure(hw_module *m);
 /* Incremented in every child after fork(). */
 unsigned long hw_fork_generation(void);
+/* Bracket every call into a module (never nested): fork waits for them. */
+void hw_calls_enter(void);
+void hw_calls_leave(void);
+/* RAND_bytes, fork-safe. */
+hw_err hw_random(uint8_t *buf, size_t len);
 /* Registers ctx locks with the fork handlers. */
 void hw_fork_register(pthread_mutex_t *lock);
 void hw_fork_unregister(pthread_mutex_t *lock);
@@ -130,6 +135,7 @@ hw_err hw_ctx_run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
 /* Same as hw_ctx_run without requiring login (public objects, token info). */
 hw_err hw_ctx_run_nologin(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
 bool hw_ctx_has_mech(hw_ctx *ctx, CK_MECHANISM_TYPE m);
+/* Re-initialises after fork and selects the token (takes the call lock). */
 hw_err hw_ctx_ready(hw_ctx *ctx);
 
 /* ---- key.c ---- */

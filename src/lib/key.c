@@ -17,7 +17,6 @@
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
 #include <openssl/param_build.h>
-#include <openssl/rand.h>
 #include <openssl/x509.h>
 
 static const struct {
@@ -629,8 +628,8 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	a.type = type;
 	a.purpose = purpose;
 	/* CKA_ID only needs to be unique, not secret. */
-	if (RAND_bytes(a.id, sizeof(a.id)) != 1)
-		return hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
+	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
+		return e;
 	e = hw_ctx_run(ctx, op_generate, &a, aes ? "C_GenerateKey" : "C_GenerateKeyPair");
 	if (e != HW_OK)
 		return e;

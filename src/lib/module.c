@@ -17,20 +17,71 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/rand.h>
+
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
 static hw_module *modules;
 
 static atomic_ulong fork_gen = 1;
 
-/* Context locks taken around fork; order: fork_lock, ctx locks, reg_lock, module locks. */
+/*
+ * Every call into a module happens with call_lock held shared; fork()
+ * takes it exclusive. Without it a thread could be inside the module,
+ * holding the module's own mutexes, at the moment of fork, and the child
+ * would block forever on its first call (seen with SoftHSMv2). Writers are
+ * preferred so that a steady stream of operations cannot starve fork().
+ */
+static pthread_rwlock_t call_lock;
+static pthread_once_t call_lock_once = PTHREAD_ONCE_INIT;
+
+/* Context locks taken around fork; order: call_lock, fork_lock, ctx locks,
+ * reg_lock, module locks. */
 static pthread_mutex_t fork_lock = PTHREAD_MUTEX_INITIALIZER;
 static pthread_mutex_t **fork_locks;
 static size_t nfork_locks, fork_locks_cap;
 static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
 
 static void
+call_lock_init(void)
+{
+	pthread_rwlockattr_t attr;
+
+	pthread_rwlockattr_init(&attr);
+	pthread_rwlockattr_setkind_np(&attr, PTHREAD_RWLOCK_PREFER_WRITER_NONRECURSIVE_NP);
+	pthread_rwlock_init(&call_lock, &attr);
+	pthread_rwlockattr_destroy(&attr);
+}
+
+void
+hw_calls_enter(void)
+{
+	pthread_once(&call_lock_once, call_lock_init);
+	pthread_rwlock_rdlock(&call_lock);
+}
+
+void
+hw_calls_leave(void)
+{
+	pthread_rwlock_unlock(&call_lock);
+}
+
+/* OpenSSL's DRBG has locks of its own: draw under the call lock too. */
+hw_err
+hw_random(uint8_t *buf, size_t len)
+{
+	int ok;
+
+	hw_calls_enter();
+	ok = RAND_bytes(buf, (int)len);
+	hw_calls_leave();
+	return ok == 1 ? HW_OK : hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
+}
+
+static void
 fork_prepare(void)
 {
+	pthread_once(&call_lock_once, call_lock_init);
+	pthread_rwlock_wrlock(&call_lock);
 	pthread_mutex_lock(&fork_lock);
 	for (size_t i = 0; i < nfork_locks; i++)
 		pthread_mutex_lock(fork_locks[i]);
@@ -40,7 +91,7 @@ fork_prepare(void)
 }
 
 static void
-fork_release(void)
+unlock_all_mutexes(void)
 {
 	for (hw_module *m = modules; m; m = m->next)
 		pthread_mutex_unlock(&m->lock);
@@ -51,16 +102,27 @@ fork_release(void)
 }
 
 static void
+fork_parent(void)
+{
+	unlock_all_mutexes();
+	pthread_rwlock_unlock(&call_lock);
+}
+
+static void
 fork_child(void)
 {
 	atomic_fetch_add(&fork_gen, 1);
-	fork_release();
+	unlock_all_mutexes();
+	/* glibc records a write-locked rwlock's owner by thread id, which
+	 * differs in the child: unlocking would take the reader path and
+	 * corrupt it. The child is single-threaded here, so start afresh. */
+	call_lock_init();
 }
 
 static void
 atfork_init(void)
 {
-	pthread_atfork(fork_prepare, fork_release, fork_child);
+	pthread_atfork(fork_prepare, fork_parent, fork_child);
 }
 
 unsigned long
@@ -191,6 +253,7 @@ hw_module_acquire(const char *spec, hw_module **out)
 	}
 
 	pthread_once(&atfork_once, atfork_init);
+	hw_calls_enter();
 	pthread_mutex_lock(&reg_lock);
 	for (m = modules; m; m = m->next) {
 		if (strcmp(m->path, path) == 0) {
@@ -198,6 +261,7 @@ hw_module_acquire(const char *spec, hw_module **out)
 			pthread_mutex_unlock(&reg_lock);
 			free(file);
 			e = hw_module_ensure(m);
+			hw_calls_leave();
 			if (e != HW_OK) {
 				hw_module_release(m);
 				return e;
@@ -211,6 +275,7 @@ hw_module_acquire(const char *spec, hw_module **out)
 	if (!fl) {
 		const char *msg = p11_kit_message();
 		pthread_mutex_unlock(&reg_lock);
+		hw_calls_leave();
 		e = hw_fail(HW_ERR_MODULE, 0, "%s: %s", spec, msg ? msg : "cannot load");
 		free(file);
 		return e;
@@ -220,6 +285,7 @@ hw_module_acquire(const char *spec, hw_module **out)
 		free(m);
 		p11_kit_module_release(fl);
 		pthread_mutex_unlock(&reg_lock);
+		hw_calls_leave();
 		free(file);
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
 	}
@@ -232,6 +298,7 @@ hw_module_acquire(const char *spec, hw_module **out)
 	pthread_mutex_unlock(&reg_lock);
 
 	e = hw_module_ensure(m);
+	hw_calls_leave();
 	if (e != HW_OK) {
 		hw_module_release(m);
 		return e;
@@ -296,9 +363,11 @@ hw_module_release(hw_module *m)
 		}
 	}
 	pthread_mutex_unlock(&reg_lock);
+	hw_calls_enter();
 	if (m->we_initialized && m->init_gen == hw_fork_generation())
 		m->fl->C_Finalize(NULL);
 	p11_kit_module_release(m->fl);
+	hw_calls_leave();
 	pthread_mutex_destroy(&m->lock);
 	free(m->path);
 	free(m);

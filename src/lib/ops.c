@@ -10,7 +10,6 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
 
 #define GCM_IV_LEN 12
 #define GCM_TAG_LEN 16
@@ -25,6 +24,18 @@ check_key(hw_key *key, bool ok, const char *op)
 	return HW_OK;
 }
 
+/*
+ * Both the id and the label must match: AES-KWP has no AAD, so this is
+ * what makes every header byte of a wrapped-key blob checked.
+ */
+static bool
+names_key(const hw_blob *b, const hw_key *key)
+{
+	return key->id_len == b->key_id_len && memcmp(key->id, b->key_id, b->key_id_len) == 0 &&
+	       strlen(key->label) == b->label_len &&
+	       memcmp(key->label, b->label, b->label_len) == 0;
+}
+
 /* The blob names its key: use it, or check it is the one the caller gave. */
 static hw_err
 blob_key(hw_ctx *ctx, hw_key *given, const hw_blob *b, hw_key **use, hw_key **owned)
@@ -33,10 +44,9 @@ blob_key(hw_ctx *ctx, hw_key *given, const hw_blob *b, hw_key **use, hw_key **ow
 
 	*owned = NULL;
 	if (given) {
-		if (given->id_len != b->key_id_len || memcmp(given->id, b->key_id, b->key_id_len)) {
+		if (!names_key(b, given))
 			return hw_fail(HW_ERR_WRONG_KEY, 0, "made with key '%.*s', not '%s'",
 			               (int)b->label_len, (const char *)b->label, given->label);
-		}
 		*use = given;
 		return HW_OK;
 	}
@@ -44,6 +54,13 @@ blob_key(hw_ctx *ctx, hw_key *given, const hw_blob *b, hw_key **use, hw_key **ow
 	if (e == HW_ERR_KEY_NOT_FOUND)
 		return hw_fail(e, 0, "key '%.*s' (the one this was made with) is not on the token",
 		               (int)b->label_len, (const char *)b->label);
+	if (e == HW_OK && !names_key(b, *owned)) {
+		e = hw_fail(HW_ERR_WRONG_KEY, 0, "the blob names key '%.*s', the token's key with "
+		            "that id is '%s'", (int)b->label_len, (const char *)b->label,
+		            (*owned)->label);
+		hw_key_free(*owned);
+		*owned = NULL;
+	}
 	if (e != HW_OK)
 		return e;
 	*use = *owned;
@@ -138,10 +155,8 @@ gcm_seal(hw_key *key, hw_blob_kind kind, gcm_arg *a, const uint8_t *aad, size_t 
 		goto out;
 	}
 	/* Random IV; a token that insists on its own writes it back into pIv. */
-	if (RAND_bytes(a->iv, sizeof(a->iv)) != 1) {
-		e = hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
+	if ((e = hw_random(a->iv, sizeof(a->iv))) != HW_OK)
 		goto out;
-	}
 	a->key = key;
 	a->encrypt = true;
 	a->aad = full;

@@ -100,16 +100,21 @@ slot_list(hw_ctx *ctx, CK_BBOOL present, CK_SLOT_ID **slots, CK_ULONG *n)
 	return HW_OK;
 }
 
+/* On success returns with the call lock held: release with hw_calls_leave(). */
 static hw_err
-ensure_module(hw_ctx *ctx)
+enter_module(hw_ctx *ctx)
 {
 	hw_err e;
 
 	if (!ctx)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no context");
 	e = hw_ctx_open(ctx);
-	if (e == HW_OK)
-		e = hw_module_ensure(ctx->mod);
+	if (e != HW_OK)
+		return e;
+	hw_calls_enter();
+	e = hw_module_ensure(ctx->mod);
+	if (e != HW_OK)
+		hw_calls_leave();
 	return e;
 }
 
@@ -123,13 +128,17 @@ hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *count)
 
 	if (!list || !count)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_token_list");
-	e = ensure_module(ctx);
-	if (e == HW_OK)
-		e = slot_list(ctx, CK_FALSE, &slots, &n);
+	e = enter_module(ctx);
 	if (e != HW_OK)
 		return e;
+	e = slot_list(ctx, CK_FALSE, &slots, &n);
+	if (e != HW_OK) {
+		hw_calls_leave();
+		return e;
+	}
 	v = calloc(n ? n : 1, sizeof(*v));
 	if (!v) {
+		hw_calls_leave();
 		free(slots);
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
 	}
@@ -160,6 +169,7 @@ hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *count)
 		token_uri(&ti, t->uri, sizeof(t->uri));
 		t->caps = slot_caps(ctx->fl, slots[i], &ti);
 	}
+	hw_calls_leave();
 	free(slots);
 	*list = v;
 	*count = n;
@@ -204,9 +214,29 @@ find_by_label(hw_ctx *ctx, const CK_UTF8CHAR padded[32], CK_SLOT_ID *out, bool *
 	return HW_OK;
 }
 
+static hw_err init_locked(hw_ctx *ctx, const char *label, const char *so_src,
+                          const char *user_src, unsigned long *slot_out);
+
 HW_EXPORT hw_err
 hw_token_init(hw_ctx *ctx, const char *label, const char *so_src, const char *user_src,
               unsigned long *slot_out)
+{
+	hw_err e;
+
+
+	if (!label || !*label || strlen(label) > 32)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "token label must be 1 to 32 bytes");
+	e = enter_module(ctx);
+	if (e != HW_OK)
+		return e;
+	e = init_locked(ctx, label, so_src, user_src, slot_out);
+	hw_calls_leave();
+	return e;
+}
+
+static hw_err
+init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user_src,
+            unsigned long *slot_out)
 {
 	char so[HW_PIN_MAX], user[HW_PIN_MAX];
 	size_t so_len = 0, user_len = 0;
@@ -219,11 +249,6 @@ hw_token_init(hw_ctx *ctx, const char *label, const char *so_src, const char *us
 	CK_RV rv;
 	hw_err e;
 
-	if (!label || !*label || strlen(label) > 32)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "token label must be 1 to 32 bytes");
-	e = ensure_module(ctx);
-	if (e != HW_OK)
-		return e;
 	pad_label(padded, label);
 	e = find_by_label(ctx, padded, &slot, &exists);
 	if (e != HW_OK)
