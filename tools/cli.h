@@ -185,8 +185,10 @@ enum {
  * the error has been reported and the exit status is returned (>0).
  */
 int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out);
-/* Key lookup with the standard error report. */
-int cli_find_key(struct cli *cli, hw_ctx *ctx, const char *spec, hw_key **out);
+/* Opens the token (logged in) and finds KEY, with the standard error
+ * reports; release both with cli_close_key() whatever it returned. */
+int cli_open_key(struct cli *cli, const char *spec, hw_ctx **ctx, hw_key **key);
+void cli_close_key(hw_ctx *ctx, hw_key *key);
 /* An encryption context from all --context options; exit status or 0. */
 int cli_ectx(struct cli *cli, const struct cli_args *a, hw_ectx **out);
 /* Usage error if the two options name the same file. */

@@ -18,19 +18,13 @@ static int open_key(struct cli *cli, const struct cli_args *a, hw_ectx **ec,
 
 	if ((rc = cli_ectx(cli, a, ec)))
 		return rc;
-	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, ctx)))
-		return rc;
-	return cli_find_key(cli, *ctx, cli_opt(a, "key"), key);
+	return cli_open_key(cli, cli_opt(a, "key"), ctx, key);
 }
 
 static void close_key(hw_ectx *ec, hw_ctx *ctx, hw_key *key)
 {
-	if (key)
-		hw_key_free(key);
-	if (ctx)
-		hw_ctx_free(ctx);
-	if (ec)
-		hw_ectx_free(ec);
+	cli_close_key(ctx, key);
+	hw_ectx_free(ec);
 }
 
 int cmd_datakey_generate(struct cli *cli, const struct cli_args *a)

@@ -267,16 +267,13 @@ int cmd_key_show(struct cli *cli, const struct cli_args *a)
 	hw_ctx *ctx = NULL;
 	int rc;
 
-	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)))
-		return rc;
-	if (!(rc = cli_find_key(cli, ctx, a->pos[0], &key)) && !(rc = key_info(cli, key, &ki))) {
+	if (!(rc = cli_open_key(cli, a->pos[0], &ctx, &key)) && !(rc = key_info(cli, key, &ki))) {
 		if (cli->json)
 			key_info_json(&cli->out, "key", &ki);
 		else
 			key_info_text(&ki, 1);
 	}
-	hw_key_free(key);
-	hw_ctx_free(ctx);
+	cli_close_key(ctx, key);
 	return rc;
 }
 
@@ -296,9 +293,7 @@ int cmd_key_destroy(struct cli *cli, const struct cli_args *a)
 	if (!cli_flag(a, "yes"))
 		return cli_usage(cli, a->cmd, "refusing to destroy key '%s' without --yes; "
 		                 "nothing was destroyed", spec);
-	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)))
-		return rc;
-	if ((rc = cli_find_key(cli, ctx, spec, &key)) || (rc = key_info(cli, key, &ki)))
+	if ((rc = cli_open_key(cli, spec, &ctx, &key)) || (rc = key_info(cli, key, &ki)))
 		goto out;
 	err = hw_key_destroy(key);
 	if (err) {

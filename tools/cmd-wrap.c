@@ -7,15 +7,6 @@
 
 #include "cli.h"
 
-static int open_key(struct cli *cli, const struct cli_args *a, hw_ctx **ctx, hw_key **key)
-{
-	int rc;
-
-	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, ctx)))
-		return rc;
-	return cli_find_key(cli, *ctx, cli_opt(a, "key"), key);
-}
-
 static void done(struct cli *cli, const struct cli_args *a, hw_key *key, const char *verb,
                  size_t len)
 {
@@ -49,7 +40,7 @@ int cmd_wrap(struct cli *cli, const struct cli_args *a)
 		rc = cli_failf(cli, HW_ERR_FORMAT, "reading key material", "%s is empty", in_path);
 		goto out;
 	}
-	if ((rc = open_key(cli, a, &ctx, &key)))
+	if ((rc = cli_open_key(cli, cli_opt(a, "key"), &ctx, &key)))
 		goto out;
 	err = hw_wrap(key, material, len, &blob, &bloblen);
 	if (err) {
@@ -68,10 +59,7 @@ int cmd_wrap(struct cli *cli, const struct cli_args *a)
 out:
 	util_free(material, len, 1);
 	hw_free(blob);
-	if (key)
-		hw_key_free(key);
-	if (ctx)
-		hw_ctx_free(ctx);
+	cli_close_key(ctx, key);
 	return rc;
 }
 
@@ -90,7 +78,7 @@ int cmd_unwrap(struct cli *cli, const struct cli_args *a)
 	err = util_read_file(in_path, CLI_MAX_BLOB, 0, &blob, &bloblen);
 	if (err)
 		return cli_fail_util(cli, err, "reading wrapped key");
-	if ((rc = open_key(cli, a, &ctx, &key)))
+	if ((rc = cli_open_key(cli, cli_opt(a, "key"), &ctx, &key)))
 		goto out;
 	err = hw_unwrap(ctx, key, blob, bloblen, &material, &len);
 	if (err) {
@@ -110,9 +98,6 @@ out:
 	if (material)
 		hw_free_secret(material, len);
 	util_free(blob, bloblen, 0);
-	if (key)
-		hw_key_free(key);
-	if (ctx)
-		hw_ctx_free(ctx);
+	cli_close_key(ctx, key);
 	return rc;
 }

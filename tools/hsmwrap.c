@@ -331,15 +331,26 @@ fail:
 	return rc;
 }
 
-int cli_find_key(struct cli *cli, hw_ctx *ctx, const char *spec, hw_key **out)
+int cli_open_key(struct cli *cli, const char *spec, hw_ctx **ctx, hw_key **key)
 {
-	hw_err err = hw_key_find(ctx, spec, out);
 	char what[300];
+	hw_err err;
+	int rc;
 
+	*key = NULL;
+	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, ctx)))
+		return rc;
+	err = hw_key_find(*ctx, spec, key);
 	if (!err)
 		return 0;
 	snprintf(what, sizeof(what), "finding key '%s'", spec);
 	return cli_fail(cli, err, what);
+}
+
+void cli_close_key(hw_ctx *ctx, hw_key *key)
+{
+	hw_key_free(key);
+	hw_ctx_free(ctx);
 }
 
 int cli_ectx(struct cli *cli, const struct cli_args *a, hw_ectx **out)
