@@ -7,7 +7,7 @@ hsmwrap_bench_SOURCES = tools/hsmwrap-bench.c
 hsmwrap_bench_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
 hsmwrap_bench_LDADD = libhsmwrap.la $(OPENSSL_LIBS) $(P11KIT_LIBS)
 
-EXTRA_DIST += tools/demo.sh
+EXTRA_DIST += tools/demo.sh tools/bench-instructions.sh
 
 # Extra options for hsmwrap-bench, e.g. make bench BENCH_ARGS='--seconds 2 --json'
 BENCH_ARGS =
@@ -39,6 +39,16 @@ bench: hsmwrap$(EXEEXT) hsmwrap-bench$(EXEEXT)
 	  --so-pin-source 'file:$(BENCH_DIR)/so.pin' >/dev/null; \
 	HSMWRAP_TOKEN='pkcs11:token=bench'; export HSMWRAP_TOKEN; \
 	./hsmwrap-bench$(EXEEXT) --setup $(BENCH_ARGS)
+
+# The same comparison in instructions per operation (callgrind), which the
+# noise of a shared machine does not move; needs the token `make bench` made.
+.PHONY: bench-instructions
+bench-instructions: hsmwrap-bench$(EXEEXT)
+	@test -f '$(BENCH_DIR)/softhsm2.conf' || { echo "run make bench first" >&2; exit 1; }
+	@SOFTHSM2_CONF='$(BENCH_DIR)/softhsm2.conf' HSMWRAP_CONFIG='$(BENCH_DIR)/hsmwrap.conf' \
+	HSMWRAP_MODULE='$(SOFTHSM_MODULE)' HSMWRAP_PIN_SOURCE='file:$(BENCH_DIR)/user.pin' \
+	HSMWRAP_TOKEN='pkcs11:token=bench' HSMWRAP_BENCH='$(abs_top_builddir)/hsmwrap-bench$(EXEEXT)' \
+	$(SHELL) $(top_srcdir)/tools/bench-instructions.sh
 
 # A demo ceremony on an embedded SoftHSM token in demo/ (see tools/demo.sh).
 demo: hsmwrap$(EXEEXT)

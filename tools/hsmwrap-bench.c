@@ -1088,8 +1088,8 @@ static void usage(FILE *fp)
 	        "  --pin-source SRC       file:PATH or env:NAME (default: $HSMWRAP_PIN_SOURCE)\n"
 	        "  --setup                create the keys '" KEY_ENVELOPE "' (aes256, envelope)\n"
 	        "                         and '" KEY_KEYWRAP "' (aes256, keywrap) if missing\n"
-	        "  --seconds S            length of each run (default 1.0)\n"
-	        "  --rounds N             library/raw run pairs per cell, median reported (default 3)\n"
+	        "  --seconds S            length of each run (default 0.25)\n"
+	        "  --rounds N             library/raw run pairs per cell, median reported (default 15)\n"
 	        "  --threads LIST         thread counts, e.g. 1,2,4 (default 1,2)\n"
 	        "  --ops LIST             subset of encrypt,datakey-generate,datakey-decrypt,unwrap\n"
 	        "  --json                 print one JSON document instead of the table\n"
@@ -1183,8 +1183,8 @@ static void parse_options(struct options *o, int argc, char **argv)
 	o->module = getenv("HSMWRAP_MODULE");
 	o->token = getenv("HSMWRAP_TOKEN");
 	o->pin_source = getenv("HSMWRAP_PIN_SOURCE");
-	o->seconds = 1.0;
-	o->rounds = 3;
+	o->seconds = 0.25;
+	o->rounds = 15;
 	o->threads[0] = 1;
 	o->threads[1] = 2;
 	o->nthreads = 2;
