@@ -266,7 +266,8 @@ int cmd_token_init(struct cli *cli, const struct cli_args *a)
 		jw_str(&cli->out, "uri", uri[0] ? uri : NULL);
 		jw_str(&cli->out, "module", hw_ctx_module_path(ctx));
 	} else {
-		printf("Initialised token '%s' in slot %lu.\n", label, slot);
+		/* No slot number: some modules renumber a token once initialised. */
+		printf("Initialised token '%s'.\n", label);
 		if (uri[0])
 			printf("URI: %s\n", uri);
 	}
