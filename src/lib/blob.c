@@ -22,7 +22,6 @@
 #define ALG_AES_KWP 2
 #define GCM_IV_LEN 12
 #define GCM_TAG_LEN 16
-#define BLOB_MAX (HW_DIRECT_MAX + 1024)
 
 static uint8_t
 kind_alg(hw_blob_kind kind)
@@ -86,34 +85,31 @@ hw_blob_parse(const uint8_t *in, size_t len, hw_blob *b)
 	return HW_OK;
 }
 
-hw_err
-hw_blob_header(hw_blob_kind kind, const hw_key *key, uint8_t **out, size_t *len)
+size_t
+hw_blob_header_len(const hw_key *key)
 {
-	hw_wbuf w;
-
-	hw_wbuf_init(&w, BLOB_MAX);
-	hw_wbuf_put(&w, MAGIC, 3);
-	hw_wbuf_u8(&w, BLOB_VERSION);
-	hw_wbuf_u8(&w, (uint8_t)kind);
-	hw_wbuf_u8(&w, kind_alg(kind));
-	hw_wbuf_str16(&w, key->id, key->id_len);
-	hw_wbuf_str16(&w, key->label, strlen(key->label));
-	return hw_wbuf_finish(&w, out, len);
+	return 3 + 1 + 1 + 1 + 2 + key->id_len + 2 + strlen(key->label);
 }
 
-hw_err
-hw_blob_finish(const uint8_t *hdr, size_t hdr_len, const uint8_t *iv, size_t iv_len,
-               const uint8_t *payload, size_t payload_len, uint8_t **out, size_t *out_len)
+void
+hw_blob_put_header(hw_wbuf *w, hw_blob_kind kind, const hw_key *key)
 {
-	hw_wbuf w;
+	hw_wbuf_put(w, MAGIC, 3);
+	hw_wbuf_u8(w, BLOB_VERSION);
+	hw_wbuf_u8(w, (uint8_t)kind);
+	hw_wbuf_u8(w, kind_alg(kind));
+	hw_wbuf_str16(w, key->id, key->id_len);
+	hw_wbuf_str16(w, key->label, strlen(key->label));
+}
 
-	hw_wbuf_init(&w, BLOB_MAX);
-	hw_wbuf_put(&w, hdr, hdr_len);
-	hw_wbuf_u8(&w, (uint8_t)iv_len);
-	hw_wbuf_put(&w, iv, iv_len);
-	hw_wbuf_u32(&w, (uint32_t)payload_len);
-	hw_wbuf_put(&w, payload, payload_len);
-	return hw_wbuf_finish(&w, out, out_len);
+void
+hw_blob_put_body(hw_wbuf *w, size_t iv_len, size_t payload_len, uint8_t **iv,
+                 uint8_t **payload)
+{
+	hw_wbuf_u8(w, (uint8_t)iv_len);
+	*iv = hw_wbuf_append(w, iv_len);
+	hw_wbuf_u32(w, (uint32_t)payload_len);
+	*payload = hw_wbuf_append(w, payload_len);
 }
 
 HW_EXPORT hw_err

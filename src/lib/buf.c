@@ -145,6 +145,25 @@ reserve(hw_wbuf *w, size_t n)
 }
 
 void
+hw_wbuf_reserve(hw_wbuf *w, size_t n)
+{
+	reserve(w, n);
+}
+
+uint8_t *
+hw_wbuf_append(hw_wbuf *w, size_t n)
+{
+	uint8_t *p;
+
+	if (reserve(w, n ? n : 1) != 0)
+		return NULL;
+	p = w->p + w->len;
+	memset(p, 0, n);
+	w->len += n;
+	return p;
+}
+
+void
 hw_wbuf_put(hw_wbuf *w, const void *p, size_t n)
 {
 	if (n == 0 || reserve(w, n) != 0)

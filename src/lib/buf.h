@@ -47,6 +47,14 @@ void hw_wbuf_u16(hw_wbuf *w, uint16_t v);
 void hw_wbuf_u32(hw_wbuf *w, uint32_t v);
 void hw_wbuf_u64(hw_wbuf *w, uint64_t v);
 void hw_wbuf_put(hw_wbuf *w, const void *p, size_t n);
+/* Makes room for n more bytes now, so that later writes do not move the buffer. */
+void hw_wbuf_reserve(hw_wbuf *w, size_t n);
+/*
+ * Appends n zero bytes and returns where they are, for output that a
+ * token writes in place; NULL on failure (the sticky error says why).
+ * The pointer stays valid while the writes that follow fit the reservation.
+ */
+uint8_t *hw_wbuf_append(hw_wbuf *w, size_t n);
 /* u16 length prefix; HW_ERR_TOO_LARGE if n > 65535. */
 void hw_wbuf_str16(hw_wbuf *w, const void *p, size_t n);
 /*

@@ -28,6 +28,7 @@
 #include <p11-kit/uri.h>
 
 #include "hsmwrap.h"
+#include "buf.h"
 
 #define HW_EXPORT __attribute__((visibility("default")))
 
@@ -178,11 +179,16 @@ typedef struct {
 } hw_blob;
 
 hw_err hw_blob_parse(const uint8_t *in, size_t len, hw_blob *b);
-/* Header (the AAD-bound prefix) for a new blob. */
-hw_err hw_blob_header(hw_blob_kind kind, const hw_key *key, uint8_t **out, size_t *len);
-/* header || iv_len u8 || iv || payload_len u32 || payload */
-hw_err hw_blob_finish(const uint8_t *hdr, size_t hdr_len, const uint8_t *iv, size_t iv_len,
-                      const uint8_t *payload, size_t payload_len,
-                      uint8_t **out, size_t *out_len);
+/*
+ * Writing a blob: the header (the AAD-bound prefix, hw_blob_header_len()
+ * bytes), then room for the IV and the payload, which the token fills in
+ * place. Reserve the whole size first so the pointers stay valid.
+ */
+size_t hw_blob_header_len(const hw_key *key);
+void hw_blob_put_header(hw_wbuf *w, hw_blob_kind kind, const hw_key *key);
+void hw_blob_put_body(hw_wbuf *w, size_t iv_len, size_t payload_len, uint8_t **iv,
+                      uint8_t **payload);
+/* Largest blob hsmwrap writes or reads. */
+#define HW_BLOB_MAX (HW_DIRECT_MAX + 1024)
 
 #endif

@@ -10,6 +10,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
+#include <openssl/rand.h>
 
 #define GCM_IV_LEN 12
 #define GCM_TAG_LEN 16
@@ -115,6 +116,10 @@ op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		if (rv != CKR_OK)
 			return rv;
 	}
+	/* A fresh random IV per attempt; a token that insists on its own
+	 * writes it back into pIv. */
+	if (a->encrypt && RAND_bytes(a->iv, sizeof(a->iv)) != 1)
+		return hw_op_fail(hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes"));
 	memset(&p, 0, sizeof(p));
 	p.pIv = a->iv;
 	p.ulIvLen = GCM_IV_LEN;
@@ -136,46 +141,58 @@ op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	return rv;
 }
 
-/* GCM-encrypts a->in under key; builds the blob of `kind`. */
+/*
+ * GCM-encrypts a->in under key into a blob of `kind`. The blob is laid out
+ * once and the token writes the ciphertext straight into it.
+ */
 static hw_err
 gcm_seal(hw_key *key, hw_blob_kind kind, gcm_arg *a, const uint8_t *aad, size_t aadlen,
          uint8_t **blob, size_t *bloblen)
 {
-	uint8_t *hdr = NULL, *full = NULL;
-	size_t hdr_len = 0, full_len = 0;
+	size_t hdr_len = hw_blob_header_len(key);
+	uint8_t *iv = NULL, *full = NULL;
+	hw_wbuf w;
 	hw_err e;
 
-	e = hw_blob_header(kind, key, &hdr, &hdr_len);
-	if (e != HW_OK)
-		return hw_fail(e, 0, "blob header");
-	full = concat(hdr, hdr_len, aad, aadlen, &full_len);
-	a->out = malloc(a->inlen + GCM_TAG_LEN);
-	if (!full || !a->out) {
-		e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+	hw_wbuf_init(&w, HW_BLOB_MAX);
+	hw_wbuf_reserve(&w, hdr_len + 1 + GCM_IV_LEN + 4 + a->inlen + GCM_TAG_LEN);
+	hw_blob_put_header(&w, kind, key);
+	hw_blob_put_body(&w, GCM_IV_LEN, a->inlen + GCM_TAG_LEN, &iv, &a->out);
+	if (w.err != HW_OK) {
+		e = hw_fail(w.err, 0, "blob");
 		goto out;
 	}
-	/* Random IV; a token that insists on its own writes it back into pIv. */
-	if ((e = hw_random(a->iv, sizeof(a->iv))) != HW_OK)
-		goto out;
+	/* The AAD is header || caller's AAD; without the latter the header
+	 * in the blob itself serves. */
+	a->aad = w.p;
+	a->aadlen = hdr_len;
+	if (aadlen) {
+		full = malloc(hdr_len + aadlen);
+		if (!full) {
+			e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+			goto out;
+		}
+		memcpy(full, w.p, hdr_len);
+		memcpy(full + hdr_len, aad, aadlen);
+		a->aad = full;
+		a->aadlen = hdr_len + aadlen;
+	}
 	a->key = key;
 	a->encrypt = true;
-	a->aad = full;
-	a->aadlen = full_len;
 	a->outlen = a->inlen + GCM_TAG_LEN;
 	e = hw_ctx_run(key->ctx, op_gcm, a, "AES-GCM encryption in the HSM");
-	if (e != HW_OK)
-		goto out;
-	if (a->outlen != a->inlen + GCM_TAG_LEN) {
+	if (e == HW_OK && a->outlen != a->inlen + GCM_TAG_LEN)
 		e = hw_fail(HW_ERR_HSM, 0, "the token returned %lu bytes of AES-GCM output, expected %zu",
 		            (unsigned long)a->outlen, a->inlen + GCM_TAG_LEN);
+	if (e != HW_OK)
 		goto out;
-	}
-	e = hw_blob_finish(hdr, hdr_len, a->iv, GCM_IV_LEN, a->out, a->outlen, blob, bloblen);
+	/* The IV the token actually used (some choose their own). */
+	memcpy(iv, a->iv, GCM_IV_LEN);
+	e = hw_wbuf_finish(&w, blob, bloblen);
 out:
-	free(hdr);
-	free(full);
-	free(a->out);
 	a->out = NULL;
+	free(full);
+	hw_wbuf_free(&w);
 	return e;
 }
 
@@ -413,8 +430,8 @@ HW_EXPORT hw_err
 hw_wrap(hw_key *key, const uint8_t *material, size_t len, uint8_t **blob, size_t *bloblen)
 {
 	kwp_arg a;
-	uint8_t *hdr = NULL;
-	size_t hdr_len = 0;
+	uint8_t *iv;
+	hw_wbuf w;
 	hw_err e;
 
 	if (!material || !blob || !bloblen)
@@ -443,16 +460,23 @@ hw_wrap(hw_key *key, const uint8_t *material, size_t len, uint8_t **blob, size_t
 	a.in = material;
 	a.inlen = len;
 	a.outlen = (len + 7) / 8 * 8 + 8;
-	a.out = malloc(a.outlen);
-	if (!a.out)
-		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	hw_wbuf_init(&w, HW_BLOB_MAX);
+	hw_wbuf_reserve(&w, hw_blob_header_len(key) + 1 + 4 + a.outlen);
+	hw_blob_put_header(&w, HW_BLOB_WRAPPED, key);
+	hw_blob_put_body(&w, 0, a.outlen, &iv, &a.out);
+	if (w.err != HW_OK) {
+		e = hw_fail(w.err, 0, "blob");
+		hw_wbuf_free(&w);
+		return e;
+	}
 	e = hw_ctx_run(key->ctx, op_wrap, &a, "AES-KWP wrap in the HSM");
+	/* RFC 5649 output length is fixed by the input length. */
+	if (e == HW_OK && a.outlen != (len + 7) / 8 * 8 + 8)
+		e = hw_fail(HW_ERR_HSM, 0, "the token returned %lu bytes of AES-KWP output",
+		            (unsigned long)a.outlen);
 	if (e == HW_OK)
-		e = hw_blob_header(HW_BLOB_WRAPPED, key, &hdr, &hdr_len);
-	if (e == HW_OK)
-		e = hw_blob_finish(hdr, hdr_len, NULL, 0, a.out, a.outlen, blob, bloblen);
-	free(hdr);
-	free(a.out);
+		return hw_wbuf_finish(&w, blob, bloblen);
+	hw_wbuf_free(&w);
 	return e;
 }
 
