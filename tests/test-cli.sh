@@ -240,6 +240,19 @@ expect "new token: datakey generate" 0 $NEWTOK datakey generate --key fresh \
 expect "new token: datakey decrypt" 0 $NEWTOK datakey decrypt --key fresh \
 	-i "$W/fresh.wr" -o "$W/fresh.back"
 check "new token: data key round trip" cmp -s "$W/fresh.pt" "$W/fresh.back"
+# More keys than one C_FindObjects batch (64): listing and lookup must see them all.
+i=0
+while [ $i -lt 70 ]; do
+	# shellcheck disable=SC2086
+	"$HSMWRAP" $NEWTOK key create --label "many-$i" --type aes256 >/dev/null 2>&1 || break
+	i=$((i + 1))
+done
+check "new token: 70 more keys created" test $i -eq 70
+# shellcheck disable=SC2086
+expect "new token: key list of 71 keys" 0 $NEWTOK key list
+check "new token: key list shows all 71 keys" test "$(grep -c '^many-\|^fresh ' "$W/out")" -eq 71
+# shellcheck disable=SC2086
+expect "new token: the 70th key is found by label" 0 $NEWTOK key show many-69
 newout
 refused "new token: the other token's PIN is refused" 3 \
 	--token pkcs11:token=cli-init datakey generate --key fresh \

@@ -121,32 +121,57 @@ unhex(const char *s, uint8_t *out, size_t max, size_t *len)
 /* ---------------------------------------------------------------- */
 /* Finding objects                                                   */
 
-#define MAX_FOUND 64
+/* Objects are fetched in chunks; a token may hold thousands of keys. */
+#define FIND_CHUNK 64
 
 typedef struct {
 	CK_ATTRIBUTE tmpl[4];
 	CK_ULONG ntmpl;
-	CK_OBJECT_HANDLE found[MAX_FOUND];
-	CK_ULONG nfound;
-	bool more;                  /* there were more than MAX_FOUND */
+	size_t limit;               /* stop after this many; 0 = all */
+	CK_OBJECT_HANDLE *found;    /* malloc'd: find_free() */
+	size_t nfound, cap;
 } find_arg;
+
+static void
+find_free(find_arg *a)
+{
+	free(a->found);
+	a->found = NULL;
+	a->nfound = a->cap = 0;
+}
 
 static CK_RV
 find_on(hw_ctx *ctx, CK_SESSION_HANDLE s, find_arg *a)
 {
-	CK_ULONG got = 0;
+	CK_OBJECT_HANDLE chunk[FIND_CHUNK];
+	CK_ULONG got = 0, want;
 	CK_RV rv;
 
 	a->nfound = 0;
-	a->more = false;
 	rv = ctx->fl->C_FindObjectsInit(s, a->tmpl, a->ntmpl);
 	if (rv != CKR_OK)
 		return rv;
-	rv = ctx->fl->C_FindObjects(s, a->found, MAX_FOUND, &a->nfound);
-	if (rv == CKR_OK && a->nfound == MAX_FOUND) {
-		CK_OBJECT_HANDLE extra;
-		if (ctx->fl->C_FindObjects(s, &extra, 1, &got) == CKR_OK && got)
-			a->more = true;
+	for (;;) {
+		want = FIND_CHUNK;
+		if (a->limit && a->limit - a->nfound < want)
+			want = a->limit - a->nfound;
+		if (want == 0)
+			break;
+		rv = ctx->fl->C_FindObjects(s, chunk, want, &got);
+		if (rv != CKR_OK || got == 0)
+			break;
+		if (a->nfound + got > a->cap) {
+			size_t cap = (a->nfound + got) * 2;
+			CK_OBJECT_HANDLE *n = realloc(a->found, cap * sizeof(*n));
+			if (!n) {
+				rv = CKR_HOST_MEMORY;
+				break;
+			}
+			a->found = n;
+			a->cap = cap;
+		}
+		memcpy(a->found + a->nfound, chunk, got * sizeof(*chunk));
+		a->nfound += got;
 	}
 	ctx->fl->C_FindObjectsFinal(s);
 	return rv;
@@ -226,11 +251,12 @@ op_load(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &pub, sizeof(pub) };
 		f.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, k->id, k->id_len };
 		f.ntmpl = 2;
+		f.limit = 1;
 		rv = find_on(ctx, s, &f);
-		if (rv != CKR_OK)
-			return rv;
-		if (f.nfound >= 1)
+		if (rv == CKR_OK && f.nfound >= 1)
 			k->pub_handle = f.found[0];
+		find_free(&f);
+		return rv;
 	}
 	return CKR_OK;
 }
@@ -259,17 +285,19 @@ load_key(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out)
 
 /*
  * Runs a search for secret keys, then private keys, with the extra
- * attributes in `extra` (class may be fixed by the caller).
+ * attributes in `extra` (class may be fixed by the caller); at most
+ * `limit` handles per class (0 = all). *found is malloc'd.
  */
 static hw_err
 find_keys(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLASS only,
-          CK_OBJECT_HANDLE *found, size_t max, size_t *n)
+          size_t limit, CK_OBJECT_HANDLE **found, size_t *n)
 {
 	static const CK_OBJECT_CLASS classes[] = { CKO_SECRET_KEY, CKO_PRIVATE_KEY };
+	CK_OBJECT_HANDLE *all = NULL, *grown;
+	size_t count = 0;
 	find_arg f;
 	hw_err e;
 
-	*n = 0;
 	for (size_t c = 0; c < 2; c++) {
 		CK_OBJECT_CLASS cls = classes[c];
 		if (only != (CK_OBJECT_CLASS)-1 && only != cls)
@@ -279,17 +307,26 @@ find_keys(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLA
 		for (CK_ULONG i = 0; i < nextra && i < 3; i++)
 			f.tmpl[1 + i] = extra[i];
 		f.ntmpl = 1 + (nextra < 3 ? nextra : 3);
+		f.limit = limit;
 		e = hw_ctx_run(ctx, op_find, &f, "searching keys");
-		if (e != HW_OK)
-			return e;
-		for (CK_ULONG i = 0; i < f.nfound; i++) {
-			if (*n >= max)
-				return hw_fail(HW_ERR_TOO_LARGE, 0, "more than %zu keys", max);
-			found[(*n)++] = f.found[i];
+		if (e == HW_OK && f.nfound) {
+			grown = realloc(all, (count + f.nfound) * sizeof(*all));
+			if (!grown) {
+				e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+			} else {
+				all = grown;
+				memcpy(all + count, f.found, f.nfound * sizeof(*all));
+				count += f.nfound;
+			}
 		}
-		if (f.more)
-			return hw_fail(HW_ERR_TOO_LARGE, 0, "more than %d keys of one class", MAX_FOUND);
+		find_free(&f);
+		if (e != HW_OK) {
+			free(all);
+			return e;
+		}
 	}
+	*found = all;
+	*n = count;
 	return HW_OK;
 }
 
@@ -297,17 +334,19 @@ static hw_err
 find_one(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLASS only,
          const char *what, hw_key **out)
 {
-	CK_OBJECT_HANDLE h[2 * MAX_FOUND];
-	size_t n;
-	hw_err e = find_keys(ctx, extra, nextra, only, h, sizeof(h) / sizeof(h[0]), &n);
+	CK_OBJECT_HANDLE *h = NULL;
+	size_t n = 0;
+	/* Two per class are enough to tell "one" from "ambiguous". */
+	hw_err e = find_keys(ctx, extra, nextra, only, 2, &h, &n);
 
-	if (e != HW_OK)
-		return e;
-	if (n == 0)
-		return hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "%s", what);
-	if (n > 1)
-		return hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "%zu keys match %s", n, what);
-	return load_key(ctx, h[0], out);
+	if (e == HW_OK && n == 0)
+		e = hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "%s", what);
+	else if (e == HW_OK && n > 1)
+		e = hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "more than one key matches %s", what);
+	else if (e == HW_OK)
+		e = load_key(ctx, h[0], out);
+	free(h);
+	return e;
 }
 
 hw_err
@@ -391,26 +430,30 @@ hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
 HW_EXPORT hw_err
 hw_key_list(hw_ctx *ctx, hw_key ***keys, size_t *count)
 {
-	CK_OBJECT_HANDLE h[2 * MAX_FOUND];
+	CK_OBJECT_HANDLE *h = NULL;
 	hw_key **v;
-	size_t n;
+	size_t n = 0;
 	hw_err e;
 
 	if (!ctx || !keys || !count)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_key_list");
-	e = find_keys(ctx, NULL, 0, (CK_OBJECT_CLASS)-1, h, sizeof(h) / sizeof(h[0]), &n);
+	e = find_keys(ctx, NULL, 0, (CK_OBJECT_CLASS)-1, 0, &h, &n);
 	if (e != HW_OK)
 		return e;
 	v = calloc(n ? n : 1, sizeof(*v));
-	if (!v)
+	if (!v) {
+		free(h);
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
 	for (size_t i = 0; i < n; i++) {
 		e = load_key(ctx, h[i], &v[i]);
 		if (e != HW_OK) {
 			hw_key_list_free(v, i);
+			free(h);
 			return e;
 		}
 	}
+	free(h);
 	*keys = v;
 	*count = n;
 	return HW_OK;
@@ -449,20 +492,25 @@ op_refind(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &a->key->cls, sizeof(a->key->cls) };
 	f.tmpl[1] = (CK_ATTRIBUTE){ CKA_ID, a->key->id, a->key->id_len };
 	f.ntmpl = 2;
+	f.limit = 2;
 	rv = find_on(ctx, s, &f);
-	if (rv != CKR_OK)
+	if (rv == CKR_OK && f.nfound != 1)
+		rv = hw_op_fail(hw_fail(f.nfound ? HW_ERR_KEY_AMBIGUOUS : HW_ERR_KEY_NOT_FOUND, 0,
+		                        "key '%s' (gone from the token?)", a->key->label));
+	if (rv != CKR_OK) {
+		find_free(&f);
 		return rv;
-	if (f.nfound != 1)
-		return hw_op_fail(hw_fail(f.nfound ? HW_ERR_KEY_AMBIGUOUS : HW_ERR_KEY_NOT_FOUND, 0,
-		                          "key '%s' (gone from the token?)", a->key->label));
+	}
 	a->h = f.found[0];
 	a->pub = CK_INVALID_HANDLE;
 	if (a->key->cls == CKO_PRIVATE_KEY) {
 		f.tmpl[0] = (CK_ATTRIBUTE){ CKA_CLASS, &pub, sizeof(pub) };
+		f.limit = 1;
 		rv = find_on(ctx, s, &f);
 		if (rv == CKR_OK && f.nfound >= 1)
 			a->pub = f.found[0];
 	}
+	find_free(&f);
 	return rv;
 }
 
