@@ -329,6 +329,35 @@ const char *hw_sig_alg_name(hw_sig_alg alg);
 HW_NODISCARD hw_err hw_sign(hw_key *key, hw_sig_alg alg, const uint8_t *msg, size_t len,
                             uint8_t **sig, size_t *siglen);
 
+/*
+ * Signs a digest the caller has already computed (TLS and X.509 hash on
+ * the host, often incrementally, so hw_sign's hash-it-yourself shape does
+ * not fit). `len` must be the digest length of `alg` (32, 48 or 64 bytes),
+ * else HW_ERR_INVALID_ARG. RSA PKCS#1 v1.5 wraps the digest in its
+ * DigestInfo; PSS uses MGF1 with the same hash and salt length = digest
+ * length; ECDSA returns a DER ECDSA-Sig-Value. HW_ERR_KEY_PURPOSE when the
+ * key cannot make signatures of that kind (never a software fallback).
+ * Free *sig with hw_free().
+ */
+HW_NODISCARD hw_err hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest,
+                                   size_t len, uint8_t **sig, size_t *siglen);
+
+typedef enum {
+	HW_RSA_PAD_PKCS1 = 1,       /* RSAES-PKCS1-v1_5 (legacy TLS 1.2 RSA key exchange) */
+	HW_RSA_PAD_OAEP_SHA1,       /* RSAES-OAEP, SHA-1 and MGF1-SHA-1, empty label */
+	HW_RSA_PAD_OAEP_SHA256,     /* RSAES-OAEP, SHA-256 and MGF1-SHA-256, empty label */
+} hw_rsa_padding;
+
+/*
+ * Decrypts an RSA ciphertext inside the HSM with the private half of a
+ * key pair whose CKA_DECRYPT is set (hsmwrap's `sign` keys do not have it:
+ * HW_ERR_KEY_PURPOSE). HW_ERR_INTEGRITY when the padding does not check
+ * out. Free *pt with hw_free_secret(*pt, *ptlen).
+ */
+HW_NODISCARD hw_err hw_rsa_decrypt(hw_key *key, hw_rsa_padding padding,
+                                   const uint8_t *ct, size_t ctlen,
+                                   uint8_t **pt, size_t *ptlen);
+
 /* ------------------------------------------------------------------ */
 /* Blob inspection (no HSM needed).                                    */
 

@@ -12,7 +12,8 @@ libhsmwrap_la_SOURCES = \
 	src/lib/ectx.c \
 	src/lib/blob.c \
 	src/lib/ops.c \
-	src/lib/sign.c
+	src/lib/sign.c \
+	src/lib/pkey.c
 libhsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) -fvisibility=hidden
 libhsmwrap_la_LIBADD = $(OPENSSL_LIBS) $(P11KIT_LIBS)
 libhsmwrap_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(HW_LT_VERSION) \

@@ -1,0 +1,226 @@
+/*
+ * Private-key operations on a digest or ciphertext the caller supplies,
+ * for the OpenSSL provider: TLS and X.509 hash on the host (incrementally),
+ * so the HSM must sign a ready digest; legacy TLS 1.2 RSA key exchange
+ * decrypts a premaster secret.
+ * hw_sign (sign.c) hashes and then calls hw_sign_digest.
+ */
+#include "internal.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/crypto.h>
+#include <openssl/ecdsa.h>
+
+
+typedef struct {
+	hw_sig_alg alg;
+	CK_KEY_TYPE kt;
+	CK_MECHANISM_TYPE mech;
+	size_t mdlen;
+	CK_MECHANISM_TYPE ckhash, mgf;
+} dalg;
+
+static const dalg dalgs[] = {
+	{ HW_SIG_RSA_PKCS1_SHA256, CKK_RSA, CKM_RSA_PKCS, 32, 0, 0 },
+	{ HW_SIG_RSA_PKCS1_SHA384, CKK_RSA, CKM_RSA_PKCS, 48, 0, 0 },
+	{ HW_SIG_RSA_PKCS1_SHA512, CKK_RSA, CKM_RSA_PKCS, 64, 0, 0 },
+	{ HW_SIG_RSA_PSS_SHA256, CKK_RSA, CKM_RSA_PKCS_PSS, 32, CKM_SHA256, CKG_MGF1_SHA256 },
+	{ HW_SIG_RSA_PSS_SHA384, CKK_RSA, CKM_RSA_PKCS_PSS, 48, CKM_SHA384, CKG_MGF1_SHA384 },
+	{ HW_SIG_RSA_PSS_SHA512, CKK_RSA, CKM_RSA_PKCS_PSS, 64, CKM_SHA512, CKG_MGF1_SHA512 },
+	{ HW_SIG_ECDSA_SHA256, CKK_EC, CKM_ECDSA, 32, 0, 0 },
+	{ HW_SIG_ECDSA_SHA384, CKK_EC, CKM_ECDSA, 48, 0, 0 },
+};
+
+/* DER DigestInfo prefixes (RFC 8017, 9.2 note 1), indexed by digest size. */
+#define DI_LEN 19
+static const uint8_t di_prefix[3][DI_LEN] = {
+	{ 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+	  0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04, 0x20 },
+	{ 0x30, 0x41, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+	  0x65, 0x03, 0x04, 0x02, 0x02, 0x05, 0x00, 0x04, 0x30 },
+	{ 0x30, 0x51, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01,
+	  0x65, 0x03, 0x04, 0x02, 0x03, 0x05, 0x00, 0x04, 0x40 },
+};
+
+/* One single-part operation: C_SignInit/C_Sign or C_DecryptInit/C_Decrypt. */
+typedef struct {
+	hw_key *key;
+	bool decrypt;
+	CK_MECHANISM mech;
+	const uint8_t *in;
+	size_t inlen;
+	uint8_t out[1024];          /* RSA-8192 fits; wiped: may hold a premaster secret */
+	CK_ULONG outlen;
+} pk_arg;
+
+static CK_RV
+op_pk(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	pk_arg *a = arg;
+	CK_OBJECT_HANDLE h;
+	CK_ULONG outlen = sizeof(a->out);
+	CK_RV rv;
+	hw_err e = hw_key_handle(a->key, s, &h);
+
+	if (e != HW_OK)
+		return hw_op_fail(e);
+	if (a->decrypt) {
+		rv = ctx->fl->C_DecryptInit(s, &a->mech, h);
+		if (rv == CKR_OK)
+			rv = ctx->fl->C_Decrypt(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
+	} else {
+		rv = ctx->fl->C_SignInit(s, &a->mech, h);
+		if (rv == CKR_OK)
+			rv = ctx->fl->C_Sign(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
+	}
+	if (rv == CKR_OK)
+		a->outlen = outlen;
+	return rv;
+}
+
+/* PKCS#11 gives r || s; X.509 and TLS want a DER ECDSA-Sig-Value. */
+static hw_err
+rs_to_der(const uint8_t *rs, size_t len, uint8_t **out, size_t *outlen)
+{
+	ECDSA_SIG *sig = ECDSA_SIG_new();
+	BIGNUM *r = len % 2 ? NULL : BN_bin2bn(rs, (int)(len / 2), NULL);
+	BIGNUM *s = len % 2 ? NULL : BN_bin2bn(rs + len / 2, (int)(len / 2), NULL);
+	unsigned char *der = NULL;
+	int n;
+
+	if (!sig || !r || !s || !ECDSA_SIG_set0(sig, r, s)) {
+		ECDSA_SIG_free(sig);
+		BN_free(r);
+		BN_free(s);
+		return hw_fail(HW_ERR_CRYPTO, 0, "encoding the ECDSA signature");
+	}
+	n = i2d_ECDSA_SIG(sig, &der);
+	ECDSA_SIG_free(sig);
+	if (n <= 0)
+		return hw_fail(HW_ERR_CRYPTO, 0, "encoding the ECDSA signature");
+	*out = malloc((size_t)n);
+	if (!*out) {
+		OPENSSL_free(der);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
+	memcpy(*out, der, (size_t)n);
+	*outlen = (size_t)n;
+	OPENSSL_free(der);
+	return HW_OK;
+}
+
+HW_EXPORT hw_err
+hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
+               uint8_t **sig, size_t *siglen)
+{
+	const dalg *d = NULL;
+	CK_RSA_PKCS_PSS_PARAMS pss;
+	uint8_t in[DI_LEN + 64];
+	pk_arg *a;
+	hw_err e;
+
+	if (!key || !digest || !sig || !siglen)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_sign_digest");
+	hw_clear_error();
+	for (size_t i = 0; i < sizeof(dalgs) / sizeof(dalgs[0]); i++)
+		if (dalgs[i].alg == alg)
+			d = &dalgs[i];
+	if (!d)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown signature algorithm");
+	if (len != d->mdlen)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "a %s digest is %zu bytes, not %zu",
+		               hw_sig_alg_name(alg), d->mdlen, len);
+	if (key->cls != CKO_PRIVATE_KEY || !key->can_sign || key->ktype != d->kt)
+		return hw_fail(HW_ERR_KEY_PURPOSE, 0, "key '%s' cannot make %s signatures",
+		               key->label, hw_sig_alg_name(alg));
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	a->key = key;
+	a->mech.mechanism = d->mech;
+	a->in = in;
+	if (d->mech == CKM_RSA_PKCS) {
+		/* CKM_RSA_PKCS pads whatever it is given: the DigestInfo is ours to add. */
+		memcpy(in, di_prefix[len == 32 ? 0 : len == 48 ? 1 : 2], DI_LEN);
+		memcpy(in + DI_LEN, digest, len);
+		a->inlen = DI_LEN + len;
+	} else {
+		memcpy(in, digest, len);
+		a->inlen = len;
+	}
+	if (d->mech == CKM_RSA_PKCS_PSS) {
+		pss.hashAlg = d->ckhash;
+		pss.mgf = d->mgf;
+		pss.sLen = len;
+		a->mech.pParameter = &pss;
+		a->mech.ulParameterLen = sizeof(pss);
+	}
+	e = hw_ctx_run(key->ctx, op_pk, a, "signing in the HSM");
+	if (e == HW_OK) {
+		if (d->kt == CKK_EC) {
+			e = rs_to_der(a->out, a->outlen, sig, siglen);
+		} else if (!(*sig = malloc(a->outlen))) {
+			e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+		} else {
+			memcpy(*sig, a->out, a->outlen);
+			*siglen = a->outlen;
+		}
+	}
+	free(a);
+	return e;
+}
+
+HW_EXPORT hw_err
+hw_rsa_decrypt(hw_key *key, hw_rsa_padding padding, const uint8_t *ct, size_t ctlen,
+               uint8_t **pt, size_t *ptlen)
+{
+	CK_RSA_PKCS_OAEP_PARAMS oaep = { 0 };
+	pk_arg *a;
+	hw_err e;
+
+	if (!key || !ct || !ctlen || !pt || !ptlen)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_rsa_decrypt");
+	hw_clear_error();
+	if (key->cls != CKO_PRIVATE_KEY || key->ktype != CKK_RSA || !key->can_decrypt)
+		return hw_fail(HW_ERR_KEY_PURPOSE, 0, "key '%s' cannot decrypt with RSA",
+		               key->label);
+	a = calloc(1, sizeof(*a));
+	if (!a)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	a->key = key;
+	a->decrypt = true;
+	a->in = ct;
+	a->inlen = ctlen;
+	switch (padding) {
+	case HW_RSA_PAD_PKCS1:
+		a->mech.mechanism = CKM_RSA_PKCS;
+		break;
+	case HW_RSA_PAD_OAEP_SHA1:
+	case HW_RSA_PAD_OAEP_SHA256:
+		oaep.hashAlg = padding == HW_RSA_PAD_OAEP_SHA1 ? CKM_SHA_1 : CKM_SHA256;
+		oaep.mgf = padding == HW_RSA_PAD_OAEP_SHA1 ? CKG_MGF1_SHA1 : CKG_MGF1_SHA256;
+		oaep.source = CKZ_DATA_SPECIFIED;
+		a->mech.mechanism = CKM_RSA_PKCS_OAEP;
+		a->mech.pParameter = &oaep;
+		a->mech.ulParameterLen = sizeof(oaep);
+		break;
+	default:
+		free(a);
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown RSA padding");
+	}
+	e = hw_ctx_run(key->ctx, op_pk, a, "decrypting in the HSM");
+	if (e == HW_OK) {
+		*pt = malloc(a->outlen ? a->outlen : 1);
+		if (!*pt) {
+			e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+		} else {
+			memcpy(*pt, a->out, a->outlen);
+			*ptlen = a->outlen;
+		}
+	}
+	OPENSSL_cleanse(a, sizeof(*a));
+	free(a);
+	return e;
+}
