@@ -246,6 +246,7 @@ int cmd_key_create(struct cli *cli, const struct cli_args *a);
 int cmd_key_list(struct cli *cli, const struct cli_args *a);
 int cmd_key_show(struct cli *cli, const struct cli_args *a);
 int cmd_key_destroy(struct cli *cli, const struct cli_args *a);
+int cmd_key_export_ref(struct cli *cli, const struct cli_args *a);
 int cmd_datakey_generate(struct cli *cli, const struct cli_args *a);
 int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a);
 int cmd_wrap(struct cli *cli, const struct cli_args *a);

@@ -110,6 +110,17 @@ static const char *const ex_key_destroy[] = {
 	"hsmwrap key destroy old-kek --yes",
 	NULL
 };
+static const struct cli_opt_spec key_export_ref_opts[] = {
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED,
+	  "Where to write the key-reference PEM file. It holds the key's pkcs11: URI only: "
+	  "no key material and no PIN." },
+	{ 0 }
+};
+static const char *const ex_key_export_ref[] = {
+	"hsmwrap key export-ref web-tls -o /etc/nginx/web-tls.key.pem",
+	"# then, with the hsmwrap provider in openssl.cnf: ssl_certificate_key /etc/nginx/web-tls.key.pem;",
+	NULL
+};
 static const char *const ex_datakey_generate[] = {
 	"hsmwrap datakey generate --key app-kek --context app=billing --context env=prod --plaintext-out dk.bin -o dk.wrapped",
 	"# use dk.bin, then delete it and keep dk.wrapped next to the data",
@@ -175,6 +186,13 @@ const struct cli_cmd cli_commands[] = {
 	  "encrypted with it becomes unrecoverable unless a backup of the token exists, so the "
 	  "command refuses to run without --yes. KEY is a label, id:HEX or a pkcs11: URI.",
 	  key_destroy_opts, ex_key_destroy, cmd_key_destroy },
+	{ "key export-ref", "KEY", 1, 1, 0,
+	  "Write a key-reference file for the OpenSSL provider",
+	  "Writes a PEM file (BEGIN HSMWRAP KEY REFERENCE) that names an RSA or EC key pair by "
+	  "its pkcs11: URI, for software that reads a private-key file (nginx, openssl -key) "
+	  "through the hsmwrap OpenSSL provider. The key stays in the HSM; the file holds no "
+	  "key material and no PIN. KEY is a label, id:HEX or a pkcs11: URI.",
+	  key_export_ref_opts, ex_key_export_ref, cmd_key_export_ref },
 	{ "datakey generate", NULL, 0, 0, 0,
 	  "Create a data key, plaintext and wrapped by an envelope key",
 	  "Creates a 256-bit data key from the token's random number generator and writes it "

@@ -1,0 +1,335 @@
+/*
+ * Key management for HSM-held RSA and EC keys.
+ *
+ * A key object pairs the hw_key of the private half (which never leaves
+ * the HSM) with a host copy of the public half. Everything public -- size,
+ * group, default digest, the public components -- is answered from that
+ * copy, so certificates can be matched against the key (EVP_PKEY_eq,
+ * SSL_CTX_check_private_key) and the public key encoded by the default
+ * provider. Export of the private half is refused: OpenSSL then uses this
+ * provider's signature and decryption, and can never quietly move the
+ * operation to a software key.
+ *
+ * Public-only objects exist too (new + import): OpenSSL 3.0 matches keys
+ * of two providers by importing the other key's public half here.
+ */
+#include "config.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/core_names.h>
+#include <openssl/core_object.h>
+#include <openssl/x509.h>
+
+#include "provider.h"
+
+/* Host-side helpers must never resolve to this provider again. */
+#define NOT_US "provider!=" HWP_NAME
+
+static hwp_key *
+key_alloc(hwp_prov *p, int kind)
+{
+	hwp_key *k = calloc(1, sizeof(*k));
+
+	if (!k)
+		return NULL;
+	atomic_init(&k->refs, 1);
+	k->prov = p;
+	k->kind = kind;
+	return k;
+}
+
+void
+hwp_key_unref(hwp_key *k)
+{
+	if (!k || atomic_fetch_sub(&k->refs, 1) != 1)
+		return;
+	hw_key_free(k->key);
+	EVP_PKEY_free(k->pub);
+	free(k);
+}
+
+const char *
+hwp_key_type_name(const hwp_key *k)
+{
+	return k->kind == HWP_RSA ? "RSA" : "EC";
+}
+
+hwp_key *
+hwp_key_open(hwp_prov *p, const char *uri)
+{
+	hw_ctx *ctx = hwp_ctx(p, uri);
+	hw_key *key = NULL;
+	uint8_t *der = NULL;
+	const unsigned char *q;
+	size_t len = 0;
+	EVP_PKEY *pub = NULL;
+	hwp_key *k = NULL;
+	hw_err e;
+
+	if (!ctx)
+		return NULL;
+	if ((e = hw_key_find(ctx, uri, &key))) {
+		hwp_raise_hw(p, e, "finding the key");
+		return NULL;
+	}
+	if ((e = hw_key_public_der(key, &der, &len))) {
+		hwp_raise_hw(p, e, "reading the key's public half");
+		goto out;
+	}
+	q = der;
+	pub = d2i_PUBKEY_ex(NULL, &q, (long)len, p->libctx, NOT_US);
+	if (!pub) {
+		hwp_raise(p, HWP_R_INTERNAL, "decoding the public key of '%s'", hw_key_label(key));
+		goto out;
+	}
+	if (EVP_PKEY_is_a(pub, "RSA"))
+		k = key_alloc(p, HWP_RSA);
+	else if (EVP_PKEY_is_a(pub, "EC"))
+		k = key_alloc(p, HWP_EC);
+	else
+		hwp_raise(p, HWP_R_WRONG_KEY_TYPE, "'%s' is neither an RSA nor an EC key",
+		          hw_key_label(key));
+	if (k) {
+		k->key = key;
+		k->pub = pub;
+		key = NULL;
+		pub = NULL;
+	}
+out:
+	hw_free(der);
+	EVP_PKEY_free(pub);
+	hw_key_free(key);
+	return k;
+}
+
+int
+hwp_key_pass(hwp_key *k, OSSL_CALLBACK *cb, void *cbarg)
+{
+	int type = OSSL_OBJECT_PKEY;
+	OSSL_PARAM params[4];
+	hwp_key *ref = k;
+	int ok;
+
+	/* The reference is the address of our pointer; load() takes it over
+	 * by clearing it, as OpenSSL's own providers do. */
+	params[0] = OSSL_PARAM_construct_int(OSSL_OBJECT_PARAM_TYPE, &type);
+	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_OBJECT_PARAM_DATA_TYPE,
+	                                             (char *)hwp_key_type_name(k), 0);
+	params[2] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_REFERENCE, &ref,
+	                                              sizeof(ref));
+	params[3] = OSSL_PARAM_construct_end();
+	ok = cb(params, cbarg);
+	hwp_key_unref(ref);
+	return ok;
+}
+
+/* ------------------------------------------------------------------ */
+
+static void *
+km_load(const void *reference, size_t reference_sz)
+{
+	hwp_key *k;
+
+	if (!reference || reference_sz != sizeof(k))
+		return NULL;
+	k = *(hwp_key *const *)reference;
+	*(hwp_key **)reference = NULL;
+	return k;
+}
+
+static void
+km_free(void *kd)
+{
+	hwp_key_unref(kd);
+}
+
+static void *
+km_dup(const void *kd, int selection)
+{
+	hwp_key *k = (hwp_key *)kd;
+
+	/* Immutable once built: sharing is a faithful copy. */
+	atomic_fetch_add(&k->refs, 1);
+	return k;
+}
+
+static void *
+rsa_new(void *provctx)
+{
+	return key_alloc(provctx, HWP_RSA);
+}
+
+static void *
+ec_new(void *provctx)
+{
+	return key_alloc(provctx, HWP_EC);
+}
+
+static int
+km_has(const void *kd, int selection)
+{
+	const hwp_key *k = kd;
+
+	if (!k)
+		return 0;
+	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && !k->key)
+		return 0;
+	if ((selection & (OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_ALL_PARAMETERS)) &&
+	    !k->pub)
+		return 0;
+	return 1;
+}
+
+static int
+km_match(const void *kd1, const void *kd2, int selection)
+{
+	const hwp_key *a = kd1, *b = kd2;
+
+	/* A private key is matched through its public half: a pair is one key. */
+	if (!a || !b || !a->pub || !b->pub || a->kind != b->kind)
+		return 0;
+	return EVP_PKEY_eq(a->pub, b->pub) == 1;
+}
+
+static int
+km_get_params(void *kd, OSSL_PARAM params[])
+{
+	hwp_key *k = kd;
+
+	return k && k->pub && EVP_PKEY_get_params(k->pub, params);
+}
+
+static const OSSL_PARAM *
+rsa_gettable(void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
+		OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
+		OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
+static const OSSL_PARAM *
+ec_gettable(void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		OSSL_PARAM_BN(OSSL_PKEY_PARAM_EC_PUB_X, NULL, 0),
+		OSSL_PARAM_BN(OSSL_PKEY_PARAM_EC_PUB_Y, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
+static int
+km_export(void *kd, int selection, OSSL_CALLBACK *cb, void *cbarg)
+{
+	hwp_key *k = kd;
+
+	if (!k || !k->pub)
+		return 0;
+	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && k->key) {
+		hwp_raise(k->prov, HWP_R_PRIVATE_EXPORT, "key '%s'", hw_key_label(k->key));
+		return 0;
+	}
+	return EVP_PKEY_export(k->pub, selection & ~OSSL_KEYMGMT_SELECT_PRIVATE_KEY, cb, cbarg);
+}
+
+static int
+km_import(void *kd, int selection, const OSSL_PARAM params[])
+{
+	hwp_key *k = kd;
+	EVP_PKEY_CTX *pc;
+	EVP_PKEY *pub = NULL;
+	int ok;
+
+	if (!k || k->pub || k->key)
+		return 0;
+	/* Software private keys belong to the default provider, not here. */
+	if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_RSA_D) ||
+	    OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_PRIV_KEY)) {
+		hwp_raise(k->prov, HWP_R_NOT_SUPPORTED, "importing a software private key");
+		return 0;
+	}
+	pc = EVP_PKEY_CTX_new_from_name(k->prov->libctx, hwp_key_type_name(k), NOT_US);
+	ok = pc && EVP_PKEY_fromdata_init(pc) == 1 &&
+	     EVP_PKEY_fromdata(pc, &pub, EVP_PKEY_PUBLIC_KEY, (OSSL_PARAM *)params) == 1;
+	EVP_PKEY_CTX_free(pc);
+	if (ok)
+		k->pub = pub;
+	return ok;
+}
+
+static const OSSL_PARAM *
+rsa_types(int selection)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
+		OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? t : NULL;
+}
+
+static const OSSL_PARAM *
+ec_types(int selection)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return (selection & (OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_ALL_PARAMETERS))
+	       ? t : NULL;
+}
+
+static const char *
+rsa_opname(int op)
+{
+	return op == OSSL_OP_SIGNATURE || op == OSSL_OP_ASYM_CIPHER ? "RSA" : NULL;
+}
+
+static const char *
+ec_opname(int op)
+{
+	return op == OSSL_OP_SIGNATURE ? "ECDSA" : NULL;
+}
+
+#define FN(id, f) { OSSL_FUNC_KEYMGMT_##id, (void (*)(void))(f) }
+
+const OSSL_DISPATCH hwp_rsa_keymgmt[] = {
+	FN(NEW, rsa_new), FN(FREE, km_free), FN(LOAD, km_load), FN(DUP, km_dup),
+	FN(HAS, km_has), FN(MATCH, km_match),
+	FN(GET_PARAMS, km_get_params), FN(GETTABLE_PARAMS, rsa_gettable),
+	FN(IMPORT, km_import), FN(IMPORT_TYPES, rsa_types),
+	FN(EXPORT, km_export), FN(EXPORT_TYPES, rsa_types),
+	FN(QUERY_OPERATION_NAME, rsa_opname),
+	{ 0, NULL }
+};
+
+const OSSL_DISPATCH hwp_ec_keymgmt[] = {
+	FN(NEW, ec_new), FN(FREE, km_free), FN(LOAD, km_load), FN(DUP, km_dup),
+	FN(HAS, km_has), FN(MATCH, km_match),
+	FN(GET_PARAMS, km_get_params), FN(GETTABLE_PARAMS, ec_gettable),
+	FN(IMPORT, km_import), FN(IMPORT_TYPES, ec_types),
+	FN(EXPORT, km_export), FN(EXPORT_TYPES, ec_types),
+	FN(QUERY_OPERATION_NAME, ec_opname),
+	{ 0, NULL }
+};

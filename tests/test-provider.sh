@@ -1,0 +1,266 @@
+#!/bin/sh
+# test-provider.sh - the hsmwrap OpenSSL provider with real OpenSSL peers.
+# Runs under tests/with-token.sh (throwaway SoftHSM token, HSMWRAP_* set).
+# One "ok"/"FAIL" line per check, then "N passed, N failed".
+#
+# Checks: openssl pkey/req/dgst/verify with pkcs11: URIs, s_server with
+# the HSM key (RSA and EC) and s_client over TLS 1.2 and 1.3 verifying the
+# certificate, the same through a key-reference file, pkcs11-tool's view
+# of the keys, and bad input (unknown key, wrong PIN, corrupt or stale
+# reference) failing with a message and without a crash.
+
+set -u
+
+HSMWRAP=${HSMWRAP:?HSMWRAP must name the built hsmwrap tool}
+OPENSSL=${OPENSSL_BIN:-$(command -v openssl 2>/dev/null || :)}
+PKCS11_TOOL=${PKCS11_TOOL:-$(command -v pkcs11-tool 2>/dev/null || :)}
+MODDIR=$(dirname "$HSMWRAP")/.libs
+W=${HW_TEST_DIR:?run me under tests/with-token.sh}/provider
+mkdir -p "$W" || exit 99
+
+if [ -z "$OPENSSL" ] || [ ! -f "$MODDIR/hsmwrap.so" ]; then
+	echo "test-provider.sh: openssl or $MODDIR/hsmwrap.so missing; skipping" >&2
+	exit 77
+fi
+
+# A sanitized provider needs its sanitizer runtime in the (uninstrumented)
+# openssl binary, preloaded: the one the module itself was linked with.
+PRELOAD=$(ldd "$MODDIR/hsmwrap.so" 2>/dev/null | awk '/asan/ { print $3; exit }')
+SERVER_PID=
+
+# s_server stops at EOF on its stdin: it reads a FIFO we hold open (fd 3).
+cleanup() {
+	[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
+	SERVER_PID=
+	exec 3>&-
+}
+trap cleanup EXIT
+trap 'exit 129' HUP
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+passed=0
+failed=0
+ok() { passed=$((passed + 1)); echo "ok   $*"; }
+bad() { failed=$((failed + 1)); echo "FAIL $*"; }
+
+# ossl ARGS...: openssl with the provider's build directory; leak checks
+# are off for the uninstrumented openssl binary's own allocations.
+ossl() {
+	if [ -n "$PRELOAD" ]; then
+		LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS} \
+			OPENSSL_MODULES=$MODDIR "$OPENSSL" "$@"
+	else
+		OPENSSL_MODULES=$MODDIR "$OPENSSL" "$@"
+	fi
+}
+# default first: unqualified fetches (ECDHE keys, TLS 1.2 ECDSA checks)
+# must land in the default provider; keys from pkcs11: URIs and
+# reference files still come to hsmwrap. See conf/hsmwrap-provider.cnf.
+PROV="-provider default -provider hsmwrap"
+
+# expect_fail NAME PATTERN CMD...: fails (no signal) and says PATTERN on stderr.
+expect_fail() {
+	name=$1 pat=$2
+	shift 2
+	"$@" >"$W/out" 2>"$W/err"
+	rc=$?
+	if [ $rc -eq 0 ]; then
+		bad "$name: succeeded"
+	elif [ $rc -ge 126 ]; then
+		bad "$name: exit $rc (crash?): $(head -c 300 "$W/err")"
+	elif ! grep -qi -- "$pat" "$W/err"; then
+		bad "$name: exit $rc but no '$pat' in: $(head -c 300 "$W/err")"
+	else
+		ok "$name (exit $rc: $(grep -i -m1 -- "$pat" "$W/err" | cut -c1-110))"
+	fi
+}
+
+# ---------------------------------------------------------------------
+# Keys and the basics, per key type.
+
+for kt in rsa2048 ec-p256; do
+	if ! "$HSMWRAP" key create --label "tls-$kt" --type "$kt" >"$W/create.log" 2>&1; then
+		bad "hsmwrap key create tls-$kt: $(cat "$W/create.log")"
+		continue
+	fi
+	URI="pkcs11:object=tls-$kt;type=private"
+
+	if ossl pkey $PROV -in "$URI" -pubout -out "$W/$kt.pub" 2>"$W/err" &&
+	   grep -q 'BEGIN PUBLIC KEY' "$W/$kt.pub"; then
+		ok "$kt: openssl pkey -in '$URI' -pubout"
+	else
+		bad "$kt: openssl pkey -pubout: $(head -c 300 "$W/err")"
+	fi
+
+	expect_fail "$kt: openssl pkey refuses to write the private key" \
+		"cannot be exported\|stays in the HSM" ossl pkey $PROV -in "$URI" -out "$W/$kt.priv"
+	[ -s "$W/$kt.priv" ] && bad "$kt: a private key file was written"
+
+	if ossl req $PROV -new -x509 -key "$URI" -subj "/CN=127.0.0.1 $kt" -days 2 \
+		-addext "subjectAltName=IP:127.0.0.1" -addext "basicConstraints=critical,CA:TRUE" \
+		-out "$W/$kt.crt" 2>"$W/err" &&
+	   "$OPENSSL" verify -CAfile "$W/$kt.crt" "$W/$kt.crt" >"$W/verify" 2>&1; then
+		ok "$kt: openssl req -x509 -key URI; openssl verify: $(cat "$W/verify")"
+	else
+		bad "$kt: req/verify: $(head -c 300 "$W/err") $(cat "$W/verify" 2>/dev/null)"
+	fi
+
+	"$OPENSSL" x509 -in "$W/$kt.crt" -pubkey -noout >"$W/$kt.crtpub" 2>/dev/null
+	if cmp -s "$W/$kt.pub" "$W/$kt.crtpub"; then
+		ok "$kt: the certificate carries the HSM key's public key"
+	else
+		bad "$kt: certificate public key differs from pkey -pubout"
+	fi
+
+	printf 'message for %s\n' "$kt" >"$W/msg"
+	for md in sha256 sha384; do
+		if ossl dgst $PROV -"$md" -sign "$URI" -out "$W/msg.sig" "$W/msg" 2>"$W/err" &&
+		   "$OPENSSL" dgst -"$md" -verify "$W/$kt.pub" -signature "$W/msg.sig" "$W/msg" \
+			>"$W/verify" 2>&1; then
+			ok "$kt: openssl dgst -$md -sign URI, verified with the public key"
+		else
+			bad "$kt: dgst -$md: $(head -c 300 "$W/err") $(cat "$W/verify")"
+		fi
+	done
+	if [ "$kt" = rsa2048 ]; then
+		if ossl dgst $PROV -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest \
+			-sign "$URI" -out "$W/msg.sig" "$W/msg" 2>"$W/err" &&
+		   "$OPENSSL" dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest \
+			-verify "$W/$kt.pub" -signature "$W/msg.sig" "$W/msg" >"$W/verify" 2>&1; then
+			ok "$kt: RSA-PSS signature (salt = digest length) verifies"
+		else
+			bad "$kt: RSA-PSS: $(head -c 300 "$W/err") $(cat "$W/verify")"
+		fi
+		expect_fail "$kt: RSA-PSS with a 20-byte salt is refused, not faked" "salt" \
+			ossl dgst $PROV -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:20 \
+			-sign "$URI" -out "$W/msg.sig" "$W/msg"
+		# A sign key may not decrypt: the HSM says no, nothing falls back.
+		printf 'secret' | "$OPENSSL" pkeyutl -encrypt -pubin -inkey "$W/$kt.pub" \
+			-out "$W/ct" 2>/dev/null
+		expect_fail "$kt: RSA decryption with a sign-only key fails cleanly" "purpose\|not allow" \
+			ossl pkeyutl $PROV -decrypt -inkey "$URI" -in "$W/ct" -out "$W/pt"
+	fi
+
+	"$HSMWRAP" key export-ref "tls-$kt" -o "$W/$kt.ref.pem" >"$W/ref.log" 2>&1
+	if grep -q 'BEGIN HSMWRAP KEY REFERENCE' "$W/$kt.ref.pem" 2>/dev/null &&
+	   ! grep -qi 'PRIVATE KEY' "$W/$kt.ref.pem" &&
+	   ! grep -qF "$(cat "$HW_TEST_USER_PIN_FILE")" "$W/$kt.ref.pem"; then
+		ok "$kt: hsmwrap key export-ref wrote a reference (no key, no PIN)"
+	else
+		bad "$kt: export-ref: $(cat "$W/ref.log")"
+	fi
+	if ossl pkey $PROV -in "$W/$kt.ref.pem" -pubout -out "$W/$kt.refpub" 2>"$W/err" &&
+	   cmp -s "$W/$kt.pub" "$W/$kt.refpub"; then
+		ok "$kt: openssl pkey -in key-reference file -pubout gives the same key"
+	else
+		bad "$kt: pkey -in ref: $(head -c 300 "$W/err")"
+	fi
+done
+
+# ---------------------------------------------------------------------
+# TLS: s_server with the HSM key, s_client verifying against the cert.
+
+# start_server KEY CERT: s_server on 127.0.0.1, a random free port
+# (retried on a clash), accepting up to 2 connections. Sets PORT.
+start_server() {
+	for try in 1 2 3 4 5; do
+		PORT=$(( $(od -An -tu2 -N2 /dev/urandom | tr -d ' ') % 20000 + 20000 ))
+		: >"$W/server.log"
+		rm -f "$W/stdin"
+		mkfifo "$W/stdin" || return 1
+		ossl s_server $PROV -key "$1" -cert "$2" -accept "127.0.0.1:$PORT" \
+			-naccept 2 >"$W/server.log" 2>&1 <"$W/stdin" &
+		SERVER_PID=$!
+		exec 3>"$W/stdin"
+		for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
+			grep -q ACCEPT "$W/server.log" && return 0
+			kill -0 "$SERVER_PID" 2>/dev/null || break
+			sleep 0.25
+		done
+		cleanup
+	done
+	return 1
+}
+
+for kt in rsa2048 ec-p256; do
+	for keysrc in uri ref; do
+		if [ "$keysrc" = uri ]; then key="pkcs11:object=tls-$kt;type=private"; else key=$W/$kt.ref.pem; fi
+		if ! start_server "$key" "$W/$kt.crt"; then
+			bad "$kt/$keysrc: s_server did not start: $(head -c 400 "$W/server.log")"
+			continue
+		fi
+		for v in tls1_2 tls1_3; do
+			timeout 20 "$OPENSSL" s_client -connect "127.0.0.1:$PORT" -"$v" \
+				-verify_return_error -CAfile "$W/$kt.crt" </dev/null >"$W/client.log" 2>&1
+			rc=$?
+			if [ $rc -eq 0 ] && grep -q 'Verify return code: 0 (ok)' "$W/client.log"; then
+				ok "$kt/$keysrc: s_client -$v verified s_server's HSM key ($(grep -m1 -o 'Cipher is [^ ]*' "$W/client.log"))"
+			else
+				bad "$kt/$keysrc: s_client -$v exit $rc: $(grep -m3 -i 'error\|alert' "$W/client.log" | tr '\n' ' ') server: $(head -c 300 "$W/server.log")"
+			fi
+		done
+		cleanup
+	done
+done
+
+# ---------------------------------------------------------------------
+# pkcs11-tool, independently: the keys are sensitive and non-extractable.
+
+if [ -n "$PKCS11_TOOL" ]; then
+	slot=$("$PKCS11_TOOL" --module "$HSMWRAP_MODULE" -L 2>/dev/null | awk '
+		/^Slot / { s = $3; gsub(/[():]/, "", s) }
+		/^ *token label *: hsmwrap-test$/ { print s }')
+	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$HSMWRAP_MODULE" \
+		--slot "${slot:-none}" --login --pin env:HW_P11_PIN --list-objects --type privkey \
+		>"$W/p11.log" 2>&1
+	for kt in rsa2048 ec-p256; do
+		acc=$(awk -v l="tls-$kt" '/^[^ \t]/ { cur = "" } /label:/ { cur = $2 }
+			/Access:/ && cur == l { sub(/^[ \t]+Access:[ \t]*/, ""); print }' "$W/p11.log")
+		case $acc in
+		*"never extractable"*)
+			case $acc in
+			*sensitive*) ok "pkcs11-tool: tls-$kt private key: $acc" ;;
+			*) bad "pkcs11-tool: tls-$kt not sensitive: $acc" ;;
+			esac ;;
+		*) bad "pkcs11-tool: tls-$kt access '$acc'" ;;
+		esac
+	done
+else
+	bad "pkcs11-tool not found"
+fi
+
+# ---------------------------------------------------------------------
+# Bad input: an error message, a non-zero exit, no crash.
+
+expect_fail "a URI naming no key" "not found\|no such\|could not" \
+	ossl pkey $PROV -in "pkcs11:object=no-such-key" -pubout
+printf 'wrong-pin-0000' >"$W/wrong.pin"
+chmod 600 "$W/wrong.pin"
+expect_fail "a wrong PIN" "PIN" \
+	env HSMWRAP_PIN_SOURCE="file:$W/wrong.pin" \
+	sh -c 'ossl() { :; }; exec "$@"' sh \
+	${PRELOAD:+env LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0} \
+	env OPENSSL_MODULES="$MODDIR" "$OPENSSL" pkey $PROV -in "pkcs11:object=tls-ec-p256" -pubout
+{
+	echo '-----BEGIN HSMWRAP KEY REFERENCE-----'
+	echo 'cGtjczExOm9iamVjdD10bHMt!!!not base64@@@'
+	echo '-----END HSMWRAP KEY REFERENCE-----'
+} >"$W/corrupt.pem"
+expect_fail "a corrupt key-reference file" "reference\|could not\|unable" \
+	ossl pkey $PROV -in "$W/corrupt.pem" -pubout
+if "$HSMWRAP" key create --label doomed --type ec-p256 >/dev/null 2>&1 &&
+   "$HSMWRAP" key export-ref doomed -o "$W/doomed.pem" >/dev/null 2>&1 &&
+   "$HSMWRAP" key destroy doomed --yes >/dev/null 2>&1; then
+	expect_fail "a key-reference file naming a destroyed key" "not found\|could not read key" \
+		ossl pkey $PROV -in "$W/doomed.pem" -pubout
+else
+	bad "could not create/export/destroy the key 'doomed'"
+fi
+expect_fail "an AES key is not an OpenSSL private key" "neither\|purpose\|secret" \
+	sh -c '"$1" key create --label aes1 --type aes256 >/dev/null 2>&1; shift; exec "$@"' sh \
+	"$HSMWRAP" env ${PRELOAD:+LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0} \
+	OPENSSL_MODULES="$MODDIR" "$OPENSSL" pkey $PROV -in "pkcs11:object=aes1" -pubout
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
