@@ -377,6 +377,161 @@ typedef struct {
 
 HW_NODISCARD hw_err hw_blob_inspect(const uint8_t *blob, size_t len, hw_blob_info *info);
 
+/* ------------------------------------------------------------------ */
+/* Envelope encryption of any size: the AWS Encryption SDK message     */
+/* format (interoperable with its Java, Python, JavaScript, C, .NET    */
+/* and CLI implementations). Each message gets a fresh data key; the   */
+/* HSM wraps it with AES-256-GCM under one or more `envelope` keys,    */
+/* stored as the SDK's Raw AES keyring stores it (provider id = key    */
+/* namespace, key name = the key's label).                             */
+
+typedef struct hw_envelope_cfg hw_envelope_cfg;
+
+/* Suites hsmwrap encrypts with (both commit to the data key). */
+#define HW_SUITE_AES256_HKDF_SHA512_COMMIT 0x0478u
+#define HW_SUITE_AES256_HKDF_SHA512_COMMIT_ECDSA_P384 0x0578u /* default */
+
+typedef enum {
+	/* Encrypt and decrypt only with key commitment (v2 messages). Default. */
+	HW_COMMIT_REQUIRE_ENCRYPT_REQUIRE_DECRYPT = 1,
+	/* Also decrypt legacy messages without commitment (v1, suites 0x0014..0x0378). */
+	HW_COMMIT_REQUIRE_ENCRYPT_ALLOW_DECRYPT = 2,
+} hw_commitment_policy;
+
+/* A NULL cfg anywhere below means all defaults. */
+HW_NODISCARD hw_err hw_envelope_cfg_new(hw_envelope_cfg **out);
+void hw_envelope_cfg_free(hw_envelope_cfg *cfg);
+/* 0x0478 or 0x0578 (default). */
+HW_NODISCARD hw_err hw_envelope_cfg_set_suite(hw_envelope_cfg *cfg, unsigned suite);
+/* Plaintext bytes per frame, 1 to 2^32-1 (default 4096). */
+HW_NODISCARD hw_err hw_envelope_cfg_set_frame_length(hw_envelope_cfg *cfg, uint32_t len);
+HW_NODISCARD hw_err hw_envelope_cfg_set_commitment_policy(hw_envelope_cfg *cfg,
+                                                          hw_commitment_policy p);
+/*
+ * Most encrypted data keys a message may carry (default 16; 0 = no limit
+ * but the format's 65535). Decryption stops as soon as the header's count
+ * exceeds it, before reading the keys.
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_max_edks(hw_envelope_cfg *cfg, unsigned n);
+/*
+ * Provider id of the HSM keyring's data keys (default "hsmwrap"). It must
+ * be 1..255 bytes of UTF-8 and not start with "aws-kms".
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_key_namespace(hw_envelope_cfg *cfg, const char *ns);
+/*
+ * Decryption memory bound: the largest frame, or non-framed body, and the
+ * largest header that is held in memory (default 64 MiB). A message that
+ * needs more fails with HW_ERR_TOO_LARGE.
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_max_buffer(hw_envelope_cfg *cfg, size_t bytes);
+/* Refuse signed messages right after the header (default: accept). */
+HW_NODISCARD hw_err hw_envelope_cfg_set_reject_signed(hw_envelope_cfg *cfg, int reject);
+
+/*
+ * One-shot encryption for every key in keys[0..nkeys-1] (each an `envelope`
+ * key; they may be on different tokens). ec may be NULL; its keys must not
+ * start with "aws-crypto-". Free *out with hw_free().
+ */
+HW_NODISCARD hw_err hw_envelope_encrypt(const hw_envelope_cfg *cfg, hw_key *const *keys,
+                                        size_t nkeys, const hw_ectx *ec,
+                                        const uint8_t *in, size_t inlen,
+                                        uint8_t **out, size_t *outlen);
+/*
+ * One-shot decryption. The data key is unwrapped by the first of the
+ * message's encrypted data keys (in message order) whose provider id is
+ * the key namespace and whose key name is
+ *   - the label of one of allowed[0..nallowed-1], or
+ *   - with allowed == NULL, the label of a key on ctx's token.
+ * ctx may be NULL when allowed is given. required (may be NULL): pairs that
+ * must be in the message's context with these values; a pair the message
+ * does not store is taken as reproduced context (the SDK's required-
+ * encryption-context CMM), so decryption succeeds only if the message was
+ * made with it. *ec_out (may be NULL) receives the message's context
+ * (stored and reproduced pairs; for signed suites it includes the SDK's
+ * aws-crypto-public-key pair, as the SDKs return it). A context the
+ * hw_ectx type cannot hold (an empty key or a NUL byte) gives
+ * HW_ERR_UNSUPPORTED when ec_out is requested.
+ * Nothing is returned unless the whole message authenticated. Free *out
+ * with hw_free_secret(*out, *outlen).
+ */
+HW_NODISCARD hw_err hw_envelope_decrypt(hw_ctx *ctx, const hw_envelope_cfg *cfg,
+                                        hw_key *const *allowed, size_t nallowed,
+                                        const hw_ectx *required,
+                                        const uint8_t *in, size_t inlen,
+                                        uint8_t **out, size_t *outlen, hw_ectx **ec_out);
+
+/*
+ * Streaming. Output goes to a callback as it is produced; an error it
+ * returns stops the stream and is returned by the call that fed it.
+ * Memory stays bounded by the frame length whatever the message size.
+ */
+typedef hw_err (*hw_write_cb)(void *arg, const uint8_t *data, size_t len);
+
+typedef struct hw_enc_stream hw_enc_stream;
+/* Wraps the data key and writes the header at once. */
+HW_NODISCARD hw_err hw_enc_stream_new(const hw_envelope_cfg *cfg, hw_key *const *keys,
+                                      size_t nkeys, const hw_ectx *ec,
+                                      hw_write_cb write, void *arg, hw_enc_stream **out);
+HW_NODISCARD hw_err hw_enc_stream_update(hw_enc_stream *s, const uint8_t *in, size_t len);
+/* Writes the final frame and, for signed suites, the footer signature. */
+HW_NODISCARD hw_err hw_enc_stream_final(hw_enc_stream *s);
+void hw_enc_stream_free(hw_enc_stream *s);
+
+/*
+ * Plaintext is passed to write only after it authenticated: each frame as
+ * it verifies. For signed suites the final frame (or a non-framed body)
+ * is held until the footer signature verifies in hw_dec_stream_final() or
+ * the update that reads the footer. Earlier frames of a signed message
+ * are released as they authenticate (the SDK's documented behaviour), so
+ * a caller writing to a file must write to a temporary file and rename it
+ * only after hw_dec_stream_final() succeeded, and delete it otherwise.
+ * Bytes after the end of the message are an error (HW_ERR_FORMAT).
+ */
+typedef struct hw_dec_stream hw_dec_stream;
+HW_NODISCARD hw_err hw_dec_stream_new(hw_ctx *ctx, const hw_envelope_cfg *cfg,
+                                      hw_key *const *allowed, size_t nallowed,
+                                      const hw_ectx *required, hw_write_cb write, void *arg,
+                                      hw_dec_stream **out);
+HW_NODISCARD hw_err hw_dec_stream_update(hw_dec_stream *s, const uint8_t *in, size_t len);
+/* Fails (HW_ERR_FORMAT) unless a whole, verified message was read. */
+HW_NODISCARD hw_err hw_dec_stream_final(hw_dec_stream *s, hw_ectx **ec_out);
+void hw_dec_stream_free(hw_dec_stream *s);
+
+/* Header inspection (no HSM, nothing decrypted or authenticated). */
+typedef struct {
+	char *key, *value;          /* NUL-terminated; a NUL inside shows as U+FFFD */
+} hw_envelope_pair;
+
+typedef struct {
+	char *provider_id;          /* NUL-terminated (NULs shown as U+FFFD) */
+	uint8_t *provider_info;
+	size_t provider_info_len;
+	/* For Raw-AES-style provider info (hsmwrap's): the key name, else NULL. */
+	char *key_name;
+	size_t ciphertext_len;
+} hw_envelope_edk;
+
+typedef struct {
+	unsigned version;           /* 1 or 2 */
+	unsigned suite;             /* e.g. 0x0578 */
+	const char *suite_name;     /* the SDK's name, e.g. "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384" */
+	int committing, signed_;
+	uint8_t message_id[32];
+	size_t message_id_len;      /* 16 (v1) or 32 (v2) */
+	int framed;
+	uint32_t frame_length;      /* 0 when not framed */
+	size_t header_len;          /* bytes, including the authentication tag */
+	hw_envelope_pair *pairs;    /* sorted, including aws-crypto-public-key */
+	size_t npairs;
+	hw_envelope_edk *edks;
+	size_t nedks;
+} hw_envelope_info;
+
+/* in needs only hold the header (e.g. a file's first 64 KiB). */
+HW_NODISCARD hw_err hw_envelope_inspect(const uint8_t *in, size_t inlen,
+                                        hw_envelope_info **out);
+void hw_envelope_info_free(hw_envelope_info *info);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 
