@@ -11,6 +11,7 @@
 
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/crypto.h>
 
@@ -275,9 +276,17 @@ ensure_token_locked(hw_ctx *ctx)
 	e = select_token(ctx);
 	if (e == HW_OK)
 		e = read_mechanisms(ctx);
-	if (e != HW_OK)
+	if (e != HW_OK) {
 		ctx->have_slot = false;
-	return e;
+		/* Say what happened, not only that no token matches now. */
+		if (ctx->token_lost && e == HW_ERR_TOKEN_NOT_FOUND)
+			e = hw_fail(HW_ERR_DEVICE, CKR_TOKEN_NOT_PRESENT,
+			            "the token %s was removed and is not back",
+			            ctx->token_uri_str[0] ? ctx->token_uri_str : "in use");
+		return e;
+	}
+	ctx->token_lost = false;
+	return HW_OK;
 }
 
 /* hw_ctx_ready without the call lock, for callers that hold it. */
@@ -398,30 +407,60 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 		return hw_fail_ck(rv, "login");
 	}
 	ctx->logged_in = true;
+	ctx->key_epoch++;
 	return HW_OK;
 }
 
-/* Borrow a session; opens one when the pool is empty. */
+CK_RV
+hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s)
+{
+	CK_SESSION_INFO si;
+
+	if (!(ctx->tinfo.flags & CKF_LOGIN_REQUIRED) ||
+	    ctx->fl->C_GetSessionInfo(s, &si) != CKR_OK)
+		return CKR_OK;
+	if (si.state == CKS_RO_PUBLIC_SESSION || si.state == CKS_RW_PUBLIC_SESSION)
+		return CKR_USER_NOT_LOGGED_IN;
+	return CKR_OK;
+}
+
+/* Which pool a borrowed session belongs to: fork generation and token epoch. */
+typedef struct {
+	unsigned long gen, epoch;
+} sess_tag;
+
+/*
+ * Borrow a session; opens one when the pool is empty. When C_OpenSession
+ * fails, *open_rv holds its CK_RV so the caller can recover (a removed
+ * token); a failed login leaves it CKR_OK: that is never retried.
+ */
 static hw_err
-session_get(hw_ctx *ctx, bool login, CK_SESSION_HANDLE *out)
+session_get(hw_ctx *ctx, bool login, CK_SESSION_HANDLE *out, sess_tag *tag, CK_RV *open_rv)
 {
 	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
+	CK_SLOT_ID slot;
 	CK_RV rv;
 	hw_err e = HW_OK;
 
 	bool need_login;
 
+	*open_rv = CKR_OK;
 	pthread_mutex_lock(&ctx->lock);
 	if (ctx->nidle > 0)
 		s = ctx->idle[--ctx->nidle];
 	need_login = login && !ctx->logged_in;
+	slot = ctx->slot;
+	tag->gen = ctx->gen;
+	tag->epoch = ctx->epoch;
 	pthread_mutex_unlock(&ctx->lock);
 
 	if (s == CK_INVALID_HANDLE) {
-		rv = ctx->fl->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
+		rv = ctx->fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION,
 		                            NULL, NULL, &s);
-		if (rv != CKR_OK)
+		if (rv != CKR_OK) {
+			*open_rv = rv;
 			return hw_fail_ck(rv, "C_OpenSession");
+		}
 	}
 	if (need_login) {
 		pthread_mutex_lock(&ctx->lock);
@@ -437,15 +476,16 @@ session_get(hw_ctx *ctx, bool login, CK_SESSION_HANDLE *out)
 }
 
 static void
-session_put(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
+session_put(hw_ctx *ctx, CK_SESSION_HANDLE s, sess_tag tag)
 {
 	pthread_mutex_lock(&ctx->lock);
 	/* A session from before a fork is not ours to keep or close. */
-	if (gen != ctx->gen) {
+	if (tag.gen != ctx->gen) {
 		pthread_mutex_unlock(&ctx->lock);
 		return;
 	}
-	if (ctx->nidle < ctx->pool_max) {
+	/* One from before a token removal is dead: close it, do not pool it. */
+	if (tag.epoch == ctx->epoch && ctx->nidle < ctx->pool_max) {
 		if (ctx->nidle == ctx->idle_cap) {
 			size_t cap = ctx->idle_cap ? ctx->idle_cap * 2 : 8;
 			CK_SESSION_HANDLE *n = realloc(ctx->idle, cap * sizeof(*n));
@@ -472,89 +512,214 @@ session_put(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
  * login, which ends with the application's last session, survives.
  */
 static void
-session_replace(hw_ctx *ctx, CK_SESSION_HANDLE s, unsigned long gen)
+session_replace(hw_ctx *ctx, CK_SESSION_HANDLE s, sess_tag tag)
 {
 	CK_SESSION_HANDLE fresh;
+	CK_SLOT_ID slot;
 
-	if (gen != hw_fork_generation())
+	if (tag.gen != hw_fork_generation())
 		return;
-	if (ctx->fl->C_OpenSession(ctx->slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
+	pthread_mutex_lock(&ctx->lock);
+	slot = ctx->slot;
+	pthread_mutex_unlock(&ctx->lock);
+	if (ctx->fl->C_OpenSession(slot, CKF_SERIAL_SESSION | CKF_RW_SESSION, NULL, NULL,
 	                           &fresh) == CKR_OK)
-		session_put(ctx, fresh, gen);
+		session_put(ctx, fresh, tag);
 	ctx->fl->C_CloseSession(s);
 }
 
-static hw_err run_attempts(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login);
+/*
+ * The token went away (or came back as a new one): its sessions and login
+ * are gone and object handles may differ. Drop them all; the next attempt
+ * selects the token again. Sessions other threads hold are closed when
+ * they come back (their epoch is old).
+ */
+static void
+token_lost(hw_ctx *ctx, sess_tag tag)
+{
+	CK_SESSION_HANDLE *idle = NULL;
+	size_t n = 0;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (tag.gen == ctx->gen && tag.epoch == ctx->epoch) {
+		/* First to notice: later reporters of the same loss do nothing. */
+		idle = ctx->idle;
+		n = ctx->nidle;
+		ctx->idle = NULL;
+		ctx->nidle = ctx->idle_cap = 0;
+		ctx->logged_in = false;
+		ctx->have_slot = false;
+		ctx->token_lost = true;
+		ctx->epoch++;
+		ctx->key_epoch++;
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	for (size_t i = 0; i < n; i++)
+		ctx->fl->C_CloseSession(idle[i]);
+	free(idle);
+}
+
+/* The call lock is not held while sleeping, so fork() need not wait. */
+static void
+backoff(unsigned n)
+{
+	static const long ms[] = { 10, 50 };
+	struct timespec ts = { 0, ms[n < 2 ? n : 1] * 1000000L };
+
+	hw_calls_leave();
+	nanosleep(&ts, NULL);
+	hw_calls_enter();
+}
+
+enum { RUN_LOGIN = 1, RUN_ONCE = 2 };
+
+static hw_err run_attempts(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, unsigned flags);
 
 static hw_err
-run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
+run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, unsigned flags)
 {
 	hw_err e;
 
 	hw_clear_error();
 	hw_calls_enter();
-	e = run_attempts(ctx, op, arg, what, login);
+	e = run_attempts(ctx, op, arg, what, flags);
 	hw_calls_leave();
 	return e;
 }
 
-static hw_err
-run_attempts(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, bool login)
+static bool
+is_transient(CK_RV rv)
 {
+	return rv == CKR_DEVICE_ERROR || rv == CKR_FUNCTION_FAILED;
+}
+
+static bool
+is_removal(CK_RV rv)
+{
+	return rv == CKR_DEVICE_REMOVED || rv == CKR_TOKEN_NOT_PRESENT;
+}
+
+bool
+hw_is_stale_handle(CK_RV rv)
+{
+	return rv == CKR_OBJECT_HANDLE_INVALID || rv == CKR_KEY_HANDLE_INVALID ||
+	       rv == CKR_WRAPPING_KEY_HANDLE_INVALID || rv == CKR_UNWRAPPING_KEY_HANDLE_INVALID;
+}
+
+static hw_err
+removed_error(CK_RV rv, const char *what)
+{
+	return hw_fail(HW_ERR_DEVICE, rv, "%s: the token was removed (%s, CK_RV 0x%lx)", what,
+	               p11_kit_strerror(rv), (unsigned long)rv);
+}
+
+/* Retry budgets per kind of failure; see hw_ctx_run in internal.h. */
+#define MAX_SESSION_RECOVERIES 2
+#define MAX_LOGIN_RECOVERIES 1
+#define MAX_TRANSIENT_RETRIES 2
+#define MAX_REMOVAL_RETRIES 1
+
+static hw_err
+run_attempts(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what, unsigned flags)
+{
+	bool login = flags & RUN_LOGIN, once = flags & RUN_ONCE;
+	unsigned sess = 0, relogin = 0, transient = 0, removal = 0, stale = 0;
 	CK_SESSION_HANDLE s = CK_INVALID_HANDLE;
-	unsigned long gen;
+	sess_tag tag;
 	CK_RV rv = CKR_OK;
 	hw_err e;
 
-	/* Two recoveries at most: a lost session, then a lost login. */
-	for (int attempt = 0; attempt < 3; attempt++) {
+	for (;;) {
 		e = ready_locked(ctx);
 		if (e != HW_OK)
 			return e;
-		gen = ctx->gen;
-		e = session_get(ctx, login, &s);
-		if (e != HW_OK)
+		e = session_get(ctx, login, &s, &tag, &rv);
+		if (e != HW_OK) {
+			/* Opening a session did nothing on the token: safe to retry. */
+			if (is_removal(rv) && removal++ < MAX_REMOVAL_RETRIES) {
+				token_lost(ctx, tag);
+				continue;
+			}
+			if (is_removal(rv))
+				return removed_error(rv, "C_OpenSession");
+			if (is_transient(rv) && transient < MAX_TRANSIENT_RETRIES) {
+				backoff(transient++);
+				continue;
+			}
 			return e;
+		}
 		rv = op(ctx, s, arg);
-		switch (rv) {
-		case CKR_SESSION_HANDLE_INVALID:
-		case CKR_SESSION_CLOSED:
-			/* The token dropped it (restart, timeout): open another. */
+		if (rv == CKR_OK || rv == HW_CKR_HWERR) {
+			session_put(ctx, s, tag);
+			return rv == CKR_OK ? HW_OK : op_err;
+		}
+		if (hw_is_stale_handle(rv) && stale++ == 0) {
+			/* A cached key handle went stale: the token logged us out
+			 * (which invalidates private handles on some tokens) or
+			 * was replaced. Find the key again, logging in if needed. */
+			pthread_mutex_lock(&ctx->lock);
+			if (login && hw_session_check_login(ctx, s) != CKR_OK)
+				ctx->logged_in = false;
+			ctx->key_epoch++;
+			pthread_mutex_unlock(&ctx->lock);
+			session_put(ctx, s, tag);
 			continue;
-		case CKR_USER_NOT_LOGGED_IN:
-			if (!login)
-				break;
+		}
+		if (rv == CKR_SESSION_HANDLE_INVALID || rv == CKR_SESSION_CLOSED) {
+			/* The token dropped it (restart, timeout): open another. */
+			if (sess++ < MAX_SESSION_RECOVERIES)
+				continue;
+		} else if (rv == CKR_OPERATION_ACTIVE) {
+			/* Left busy by an earlier failure: a fresh session. */
+			session_replace(ctx, s, tag);
+			if (sess++ < MAX_SESSION_RECOVERIES)
+				continue;
+			return hw_fail_ck(rv, what);
+		} else if (rv == CKR_USER_NOT_LOGGED_IN && login) {
 			pthread_mutex_lock(&ctx->lock);
 			ctx->logged_in = false;
 			pthread_mutex_unlock(&ctx->lock);
-			session_put(ctx, s, gen);
-			continue;
-		default:
-			break;
-		}
-		if (rv == CKR_OK || rv == HW_CKR_HWERR)
-			session_put(ctx, s, gen);
-		else
-			session_replace(ctx, s, gen);
-		if (rv == HW_CKR_HWERR)
-			return op_err;
-		if (rv != CKR_OK)
+			session_put(ctx, s, tag);
+			if (relogin++ < MAX_LOGIN_RECOVERIES)
+				continue;
 			return hw_fail_ck(rv, what);
-		return HW_OK;
+		} else if (is_removal(rv)) {
+			token_lost(ctx, tag);
+			ctx->fl->C_CloseSession(s);
+			if (!once && removal++ < MAX_REMOVAL_RETRIES)
+				continue;
+			return removed_error(rv, what);
+		} else if (is_transient(rv)) {
+			session_replace(ctx, s, tag);
+			if (!once && transient < MAX_TRANSIENT_RETRIES) {
+				backoff(transient++);
+				continue;
+			}
+			return hw_fail_ck(rv, what);
+		} else {
+			session_replace(ctx, s, tag);
+			return hw_fail_ck(rv, what);
+		}
+		return hw_fail_ck(rv, what);
 	}
-	return hw_fail_ck(rv, what);
 }
 
 hw_err
 hw_ctx_run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what)
 {
-	return run(ctx, op, arg, what, true);
+	return run(ctx, op, arg, what, RUN_LOGIN);
 }
 
 hw_err
 hw_ctx_run_nologin(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what)
 {
-	return run(ctx, op, arg, what, false);
+	return run(ctx, op, arg, what, 0);
+}
+
+hw_err
+hw_ctx_run_once(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what)
+{
+	return run(ctx, op, arg, what, RUN_LOGIN | RUN_ONCE);
 }
 
 static CK_RV

@@ -217,11 +217,11 @@ op_kr_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_OBJECT_HANDLE h;
 	CK_ULONG outlen = a->outcap;
 	CK_RV rv;
-	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV krv = hw_key_handle_ck(a->key, s, &h);
 	static const uint8_t none;
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (krv != CKR_OK)
+		return krv;
 	/* A fresh IV per attempt; a token that picks its own writes it back. */
 	if (a->encrypt && RAND_bytes(a->iv, sizeof(a->iv)) != 1)
 		return hw_op_fail(hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes"));

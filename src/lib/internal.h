@@ -115,6 +115,14 @@ struct hw_ctx {
 	bool have_pin;
 
 	unsigned long gen;          /* fork generation sessions belong to */
+	/* Bumped when the token was removed (or failed so that its sessions
+	 * are gone): sessions and object handles of an older epoch are stale. */
+	unsigned long epoch;
+	/* Bumped with epoch and at every C_Login: some tokens (SoftHSMv2)
+	 * invalidate private object handles at logout, so handles found
+	 * before a re-login are stale too. */
+	unsigned long key_epoch;
+	bool token_lost;            /* re-selecting after a removal */
 	bool logged_in;
 	CK_SESSION_HANDLE *idle;
 	size_t nidle, idle_cap;
@@ -129,15 +137,38 @@ struct hw_ctx {
 typedef CK_RV (*hw_op_fn)(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg);
 
 /*
- * Runs op on a pooled, logged-in session. A lost session is replaced and
- * a lost login re-established, each once; a fork is handled first.
+ * Runs op on a pooled, logged-in session, retrying a bounded number of
+ * times (a fork is handled first):
+ *  - a lost session (CKR_SESSION_HANDLE_INVALID/CLOSED) or one left busy
+ *    (CKR_OPERATION_ACTIVE) is replaced, twice at most;
+ *  - a lost login (CKR_USER_NOT_LOGGED_IN) is re-established once;
+ *  - plausibly transient failures (CKR_DEVICE_ERROR, CKR_FUNCTION_FAILED)
+ *    are retried twice, after 10 and 50 ms;
+ *  - a removed token (CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT) drops
+ *    every session and login, selects the token again and retries once;
+ *    if it is still gone the result is HW_ERR_DEVICE.
+ * A failed C_Login is never retried (each try counts towards lockout).
  */
 hw_err hw_ctx_run(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
 /* Same as hw_ctx_run without requiring login (public objects, token info). */
 hw_err hw_ctx_run_nologin(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
+/*
+ * For ops that are not idempotent (creating or destroying token objects):
+ * after an error that may have come once the op took effect (transient
+ * errors, removal) it is not run again, so a key is never created twice.
+ * Session and login losses are still recovered: the token refuses those
+ * calls before doing anything.
+ */
+hw_err hw_ctx_run_once(hw_ctx *ctx, hw_op_fn op, void *arg, const char *what);
 bool hw_ctx_has_mech(hw_ctx *ctx, CK_MECHANISM_TYPE m);
 /* Re-initialises after fork and selects the token (takes the call lock). */
 hw_err hw_ctx_ready(hw_ctx *ctx);
+/* CKR_USER_NOT_LOGGED_IN if the session is public though a login was
+ * expected, else CKR_OK: a logged-out token does not fail searches, it
+ * just finds no private objects. */
+CK_RV hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s);
+/* An object or key handle the token no longer knows. */
+bool hw_is_stale_handle(CK_RV rv);
 
 /* ---- key.c ---- */
 struct hw_key {
@@ -149,14 +180,22 @@ struct hw_key {
 	CK_KEY_TYPE ktype;
 	/* Object handles are only valid in the process generation that found them. */
 	pthread_mutex_t lock;
-	unsigned long gen;
+	unsigned long gen, epoch;   /* ctx->gen, ctx->key_epoch when handle was found */
 	CK_OBJECT_HANDLE handle;
 	CK_OBJECT_HANDLE pub_handle; /* pairs only; CK_INVALID_HANDLE if none */
 	/* Usage flags as read from the token. */
 	bool can_encrypt, can_decrypt, can_wrap, can_unwrap, can_sign;
 };
 
-/* Current handle of key in this process (re-found after fork). */
+/*
+ * Current handle of key in this process (re-found after fork, token
+ * removal or re-login). Returns CKR_OK, the module's CK_RV, or
+ * HW_CKR_HWERR after hw_op_fail(): ops return it as is, so the op runner
+ * can recover (a lost session or login, a transient failure).
+ */
+CK_RV hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
+/* Older form: a module error becomes an hw_err the runner cannot recover
+ * from. Prefer hw_key_handle_ck in new ops. */
 hw_err hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
 /* Find a secret/private key by CKA_ID, for blobs that name their key. */
 hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);

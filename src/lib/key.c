@@ -145,7 +145,7 @@ find_on(hw_ctx *ctx, CK_SESSION_HANDLE s, find_arg *a)
 {
 	CK_OBJECT_HANDLE chunk[FIND_CHUNK];
 	CK_ULONG got = 0, want;
-	CK_RV rv;
+	CK_RV rv, final;
 
 	a->nfound = 0;
 	rv = ctx->fl->C_FindObjectsInit(s, a->tmpl, a->ntmpl);
@@ -173,7 +173,13 @@ find_on(hw_ctx *ctx, CK_SESSION_HANDLE s, find_arg *a)
 		memcpy(a->found + a->nfound, chunk, got * sizeof(*chunk));
 		a->nfound += got;
 	}
-	ctx->fl->C_FindObjectsFinal(s);
+	/* A search left open would fail the session's next borrower. */
+	final = ctx->fl->C_FindObjectsFinal(s);
+	if (rv == CKR_OK)
+		rv = final;
+	/* Nothing found may only mean the token logged us out. */
+	if (rv == CKR_OK && a->nfound == 0 && ctx->logged_in)
+		rv = hw_session_check_login(ctx, s);
 	return rv;
 }
 
@@ -278,7 +284,10 @@ load_key(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out)
 		free(k);
 		return e;
 	}
+	pthread_mutex_lock(&ctx->lock);
 	k->gen = ctx->gen;
+	k->epoch = ctx->key_epoch;
+	pthread_mutex_unlock(&ctx->lock);
 	*out = k;
 	return HW_OK;
 }
@@ -337,15 +346,24 @@ find_one(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLAS
 	CK_OBJECT_HANDLE *h = NULL;
 	size_t n = 0;
 	/* Two per class are enough to tell "one" from "ambiguous". */
-	hw_err e = find_keys(ctx, extra, nextra, only, 2, &h, &n);
+	hw_err e;
 
-	if (e == HW_OK && n == 0)
-		e = hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "%s", what);
-	else if (e == HW_OK && n > 1)
-		e = hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "more than one key matches %s", what);
-	else if (e == HW_OK)
-		e = load_key(ctx, h[0], out);
-	free(h);
+	/* Twice at most: a handle found in one run goes stale if the token
+	 * logs us out before the next reads it (SoftHSMv2 drops private
+	 * handles at logout); the search is then made again. */
+	for (int attempt = 0; attempt < 2; attempt++) {
+		e = find_keys(ctx, extra, nextra, only, 2, &h, &n);
+		if (e == HW_OK && n == 0)
+			e = hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "%s", what);
+		else if (e == HW_OK && n > 1)
+			e = hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "more than one key matches %s", what);
+		else if (e == HW_OK)
+			e = load_key(ctx, h[0], out);
+		free(h);
+		h = NULL;
+		if (e == HW_OK || !hw_is_stale_handle(hw_last_ckrv()))
+			break;
+	}
 	return e;
 }
 
@@ -514,31 +532,47 @@ op_refind(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	return rv;
 }
 
-hw_err
-hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+CK_RV
+hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
 {
 	hw_ctx *ctx = key->ctx;
 	handle_arg a = { key, CK_INVALID_HANDLE, CK_INVALID_HANDLE };
+	unsigned long gen, epoch;
 	CK_RV rv;
 
 	pthread_mutex_lock(&ctx->lock);
-	if (key->gen == ctx->gen) {
+	if (key->gen == ctx->gen && key->epoch == ctx->key_epoch) {
 		*h = key->handle;
 		pthread_mutex_unlock(&ctx->lock);
-		return HW_OK;
+		return CKR_OK;
 	}
+	gen = ctx->gen;
+	epoch = ctx->key_epoch;
 	pthread_mutex_unlock(&ctx->lock);
+	/* A module error goes back to the op runner, which may recover from
+	 * it (a lost session, a transient failure) and run the op again. */
 	rv = op_refind(ctx, s, &a);
+	if (rv != CKR_OK)
+		return rv;
+	pthread_mutex_lock(&ctx->lock);
+	key->handle = a.h;
+	key->pub_handle = a.pub;
+	key->gen = gen;
+	key->epoch = epoch;
+	pthread_mutex_unlock(&ctx->lock);
+	*h = a.h;
+	return CKR_OK;
+}
+
+hw_err
+hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+{
+	CK_RV rv = hw_key_handle_ck(key, s, h);
+
 	if (rv == HW_CKR_HWERR)
 		return HW_ERR_KEY_NOT_FOUND;
 	if (rv != CKR_OK)
 		return hw_fail_ck(rv, "finding the key again");
-	pthread_mutex_lock(&ctx->lock);
-	key->handle = a.h;
-	key->pub_handle = a.pub;
-	key->gen = ctx->gen;
-	pthread_mutex_unlock(&ctx->lock);
-	*h = a.h;
 	return HW_OK;
 }
 
@@ -678,7 +712,8 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	/* CKA_ID only needs to be unique, not secret. */
 	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
 		return e;
-	e = hw_ctx_run(ctx, op_generate, &a, aes ? "C_GenerateKey" : "C_GenerateKeyPair");
+	/* Not idempotent: a retry after a device error could make a second key. */
+	e = hw_ctx_run_once(ctx, op_generate, &a, aes ? "C_GenerateKey" : "C_GenerateKeyPair");
 	if (e != HW_OK)
 		return e;
 	if (!out)
@@ -694,11 +729,10 @@ op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	hw_key *key = arg;
 	CK_OBJECT_HANDLE h;
-	CK_RV rv;
-	hw_err e = hw_key_handle(key, s, &h);
+	CK_RV rv = hw_key_handle_ck(key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (rv != CKR_OK)
+		return rv;
 	rv = ctx->fl->C_DestroyObject(s, h);
 	if (rv == CKR_OK && key->pub_handle != CK_INVALID_HANDLE)
 		rv = ctx->fl->C_DestroyObject(s, key->pub_handle);
@@ -710,7 +744,7 @@ hw_key_destroy(hw_key *key)
 {
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
-	return hw_ctx_run(key->ctx, op_destroy, key, "C_DestroyObject");
+	return hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
 }
 
 /* ---------------------------------------------------------------- */
@@ -751,11 +785,10 @@ op_pub(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	pub_arg *a = arg;
 	CK_OBJECT_HANDLE h;
-	hw_err e = hw_key_handle(a->key, s, &h);
-	CK_RV rv;
+	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (rv != CKR_OK)
+		return rv;
 	/* Public attributes are readable from the private object too, but
 	 * CKA_EC_POINT only lives on the public one. */
 	if (a->key->pub_handle != CK_INVALID_HANDLE)
@@ -916,11 +949,10 @@ op_info(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		&in->decrypt, &in->wrap, &in->unwrap, &in->sign, &in->verify, &in->derive,
 	};
 	CK_ATTRIBUTE t[16];
-	hw_err e = hw_key_handle(a->key, s, &h);
-	CK_RV rv;
+	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (rv != CKR_OK)
+		return rv;
 	for (int i = 0; i < 14; i++)
 		t[i] = (CK_ATTRIBUTE){ bool_types[i], &b[i], sizeof(b[i]) };
 	t[14] = (CK_ATTRIBUTE){ CKA_VALUE_LEN, &value_len, sizeof(value_len) };

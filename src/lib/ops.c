@@ -106,11 +106,10 @@ op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_MECHANISM m = { CKM_AES_GCM, &p, sizeof(p) };
 	CK_OBJECT_HANDLE h;
 	CK_ULONG outlen = a->outlen;
-	CK_RV rv;
-	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (rv != CKR_OK)
+		return rv;
 	if (a->gen_datakey) {
 		rv = ctx->fl->C_GenerateRandom(s, a->in, a->inlen);
 		if (rv != CKR_OK)
@@ -379,11 +378,10 @@ op_wrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_MECHANISM m = { ctx->kwp_mech, NULL, 0 };
 	CK_OBJECT_HANDLE h, obj;
 	CK_ULONG outlen = a->outlen;
-	CK_RV rv;
-	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (rv != CKR_OK)
+		return rv;
 	rv = ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &obj);
 	if (rv != CKR_OK)
 		return rv;
@@ -410,11 +408,10 @@ op_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_MECHANISM m = { ctx->kwp_mech, NULL, 0 };
 	CK_OBJECT_HANDLE h, obj;
 	CK_ATTRIBUTE v = { CKA_VALUE, a->out, a->outlen };
-	CK_RV rv;
-	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (rv != CKR_OK)
+		return rv;
 	rv = ctx->fl->C_UnwrapKey(s, &m, h, (CK_BYTE *)a->in, a->inlen, t,
 	                          sizeof(t) / sizeof(t[0]), &obj);
 	if (rv != CKR_OK)

@@ -62,10 +62,10 @@ op_pk(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_OBJECT_HANDLE h;
 	CK_ULONG outlen = sizeof(a->out);
 	CK_RV rv;
-	hw_err e = hw_key_handle(a->key, s, &h);
+	CK_RV krv = hw_key_handle_ck(a->key, s, &h);
 
-	if (e != HW_OK)
-		return hw_op_fail(e);
+	if (krv != CKR_OK)
+		return krv;
 	if (a->decrypt) {
 		rv = ctx->fl->C_DecryptInit(s, &a->mech, h);
 		if (rv == CKR_OK)
