@@ -16,6 +16,7 @@
 #define DEFAULT_NAMESPACE "hsmwrap"
 #define DEFAULT_MAX_BUFFER ((size_t)64 << 20)
 #define WRAP_TAG_BITS 128u
+_Static_assert(ESDK_IV_LEN == sizeof(((hw_gcm_arg *)0)->iv), "hw_op_gcm uses 96-bit IVs");
 #define PINFO_TRAILER (4 + 4 + ESDK_IV_LEN)
 
 struct hw_envelope_cfg {
@@ -196,58 +197,6 @@ ec_export(const esdk_ec *ec, hw_ectx **out)
 /* HSM keyring                                                       */
 
 typedef struct {
-	hw_key *key;
-	bool encrypt;
-	uint8_t iv[ESDK_IV_LEN];
-	const uint8_t *aad;
-	size_t aadlen;
-	const uint8_t *in;
-	size_t inlen;
-	uint8_t *out;
-	CK_ULONG outlen;
-	size_t outcap;
-} kr_gcm;
-
-static CK_RV
-op_kr_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
-{
-	kr_gcm *a = arg;
-	CK_GCM_PARAMS p;
-	CK_MECHANISM m = { CKM_AES_GCM, &p, sizeof(p) };
-	CK_OBJECT_HANDLE h;
-	CK_ULONG outlen = a->outcap;
-	CK_RV rv;
-	CK_RV krv = hw_key_handle_ck(a->key, s, &h);
-	static const uint8_t none;
-
-	if (krv != CKR_OK)
-		return krv;
-	/* A fresh IV per attempt; a token that picks its own writes it back. */
-	if (a->encrypt && RAND_bytes(a->iv, sizeof(a->iv)) != 1)
-		return hw_op_fail(hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes"));
-	memset(&p, 0, sizeof(p));
-	p.pIv = a->iv;
-	p.ulIvLen = ESDK_IV_LEN;
-	p.ulIvBits = ESDK_IV_LEN * 8;
-	/* Some tokens reject a NULL AAD pointer even with length 0. */
-	p.pAAD = (CK_BYTE *)(a->aadlen ? a->aad : &none);
-	p.ulAADLen = a->aadlen;
-	p.ulTagBits = WRAP_TAG_BITS;
-	if (a->encrypt) {
-		rv = ctx->fl->C_EncryptInit(s, &m, h);
-		if (rv == CKR_OK)
-			rv = ctx->fl->C_Encrypt(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
-	} else {
-		rv = ctx->fl->C_DecryptInit(s, &m, h);
-		if (rv == CKR_OK)
-			rv = ctx->fl->C_Decrypt(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
-	}
-	if (rv == CKR_OK)
-		a->outlen = outlen;
-	return rv;
-}
-
-typedef struct {
 	hw_key *const *keys;
 	size_t nkeys;
 	const char *ns;
@@ -265,7 +214,7 @@ kr_wrap(void *arg, const esdk_suite *s, const uint8_t *aad, size_t aadlen, const
 	for (size_t i = 0; i < w->nkeys && e == HW_OK; i++) {
 		hw_key *key = w->keys[i];
 		size_t nl = strlen(key->label);
-		kr_gcm a;
+		hw_gcm_arg a;
 
 		if (key->cls != CKO_SECRET_KEY || key->ktype != CKK_AES || !key->can_encrypt)
 			return hw_fail(HW_ERR_KEY_PURPOSE, 0, "key '%s' may not wrap data keys (it is "
@@ -278,11 +227,11 @@ kr_wrap(void *arg, const esdk_suite *s, const uint8_t *aad, size_t aadlen, const
 		a.encrypt = true;
 		a.aad = aad;
 		a.aadlen = aadlen;
-		a.in = dk;
+		a.in = (uint8_t *)dk;
 		a.inlen = dklen;
 		a.out = ct;
-		a.outcap = sizeof(ct);
-		e = hw_ctx_run(key->ctx, op_kr_gcm, &a, "AES-GCM wrapping of the data key in the HSM");
+		a.outlen = sizeof(ct);
+		e = hw_ctx_run(key->ctx, hw_op_gcm, &a, "AES-GCM wrapping of the data key in the HSM");
 		if (e == HW_OK && a.outlen != dklen + ESDK_TAG_LEN)
 			e = hw_fail(HW_ERR_HSM, 0, "the token returned %lu bytes of AES-GCM output",
 			            (unsigned long)a.outlen);
@@ -382,7 +331,7 @@ kr_unwrap(void *arg, const esdk_header *h, const uint8_t *aad, size_t aadlen, ui
 		const esdk_edk *k = &h->edks[i];
 		hw_key *key = NULL, *owned = NULL;
 		size_t nl;
-		kr_gcm a;
+		hw_gcm_arg a;
 		hw_rbuf r;
 		uint32_t tagbits, ivlen;
 		const uint8_t *iv;
@@ -415,12 +364,12 @@ kr_unwrap(void *arg, const esdk_header *h, const uint8_t *aad, size_t aadlen, ui
 			memcpy(a.iv, iv, ESDK_IV_LEN);
 			a.aad = aad;
 			a.aadlen = aadlen;
-			a.in = k->ct;
+			a.in = (uint8_t *)k->ct;
 			a.inlen = k->ct_len;
 			a.out = out;
-			a.outcap = sizeof(out);
+			a.outlen = sizeof(out);
 			tried++;
-			e = hw_ctx_run(key->ctx, op_kr_gcm, &a, "AES-GCM unwrapping of the data "
+			e = hw_ctx_run(key->ctx, hw_op_gcm, &a, "AES-GCM unwrapping of the data "
 			               "key in the HSM");
 			if (e == HW_OK && a.outlen != dklen)
 				e = hw_fail(HW_ERR_HSM, 0, "the token returned a data key of %lu bytes",

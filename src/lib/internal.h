@@ -201,6 +201,28 @@ hw_err hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
 hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);
 void hw_hex(const uint8_t *in, size_t len, char *out);
 
+/* ---- ops.c ---- */
+/*
+ * One AES-GCM operation (96-bit IV, 128-bit tag) with a key in the HSM,
+ * shared by the blob format and the ESDK keyring. On encrypt a fresh IV
+ * is drawn per attempt and the one the token used is left in iv. outlen
+ * is the capacity of out on entry, the bytes written on success.
+ */
+typedef struct {
+	hw_key *key;
+	bool encrypt;
+	bool gen_datakey;           /* draw the plaintext from the token RNG first */
+	uint8_t iv[12];
+	const uint8_t *aad;
+	size_t aadlen;
+	uint8_t *in;                /* plaintext (encrypt) or ct||tag (decrypt) */
+	size_t inlen;
+	uint8_t *out;
+	CK_ULONG outlen;
+} hw_gcm_arg;
+
+CK_RV hw_op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg);
+
 /* ---- blob.c ---- */
 typedef struct {
 	hw_blob_kind kind;

@@ -85,23 +85,13 @@ concat(const uint8_t *a, size_t alen, const uint8_t *b, size_t blen, size_t *len
 /* ---------------------------------------------------------------- */
 /* AES-GCM in the HSM                                                */
 
-typedef struct {
-	hw_key *key;
-	bool encrypt;
-	bool gen_datakey;           /* draw the plaintext from the token RNG first */
-	uint8_t iv[GCM_IV_LEN];
-	const uint8_t *aad;
-	size_t aadlen;
-	uint8_t *in;                /* plaintext (encrypt) or ct||tag (decrypt) */
-	size_t inlen;
-	uint8_t *out;
-	CK_ULONG outlen;
-} gcm_arg;
+typedef hw_gcm_arg gcm_arg;
 
-static CK_RV
-op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+CK_RV
+hw_op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	gcm_arg *a = arg;
+	static const uint8_t none;
 	CK_GCM_PARAMS p;
 	CK_MECHANISM m = { CKM_AES_GCM, &p, sizeof(p) };
 	CK_OBJECT_HANDLE h;
@@ -123,7 +113,8 @@ op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	p.pIv = a->iv;
 	p.ulIvLen = GCM_IV_LEN;
 	p.ulIvBits = GCM_IV_LEN * 8;
-	p.pAAD = (CK_BYTE *)a->aad;
+	/* Some tokens reject a NULL AAD pointer even with length 0. */
+	p.pAAD = (CK_BYTE *)(a->aadlen ? a->aad : &none);
 	p.ulAADLen = a->aadlen;
 	p.ulTagBits = GCM_TAG_LEN * 8;
 	if (a->encrypt) {
@@ -179,7 +170,7 @@ gcm_seal(hw_key *key, hw_blob_kind kind, gcm_arg *a, const uint8_t *aad, size_t 
 	a->key = key;
 	a->encrypt = true;
 	a->outlen = a->inlen + GCM_TAG_LEN;
-	e = hw_ctx_run(key->ctx, op_gcm, a, "AES-GCM encryption in the HSM");
+	e = hw_ctx_run(key->ctx, hw_op_gcm, a, "AES-GCM encryption in the HSM");
 	if (e == HW_OK && a->outlen != a->inlen + GCM_TAG_LEN)
 		e = hw_fail(HW_ERR_HSM, 0, "the token returned %lu bytes of AES-GCM output, expected %zu",
 		            (unsigned long)a->outlen, a->inlen + GCM_TAG_LEN);
@@ -239,7 +230,7 @@ gcm_open(hw_ctx *ctx, hw_key *given, hw_blob_kind kind, const uint8_t *blob, siz
 	a.in = (uint8_t *)b.payload;
 	a.inlen = b.payload_len;
 	a.outlen = b.payload_len;
-	e = hw_ctx_run(ctx, op_gcm, &a, "AES-GCM decryption in the HSM");
+	e = hw_ctx_run(ctx, hw_op_gcm, &a, "AES-GCM decryption in the HSM");
 	if (e == HW_OK && a.outlen != b.payload_len - GCM_TAG_LEN)
 		e = hw_fail(HW_ERR_HSM, 0, "the token returned a plaintext of unexpected length");
 	if (e == HW_ERR_HSM && hw_last_ckrv() == CKR_GENERAL_ERROR)
