@@ -238,6 +238,16 @@ hw_err util_pin_prompt(const char *what, char *buf, size_t max, size_t *len, voi
 void util_wrap(FILE *f, const char *text, unsigned indent, unsigned first_col, unsigned width);
 
 /* ------------------------------------------------------------------ */
+/* transcript.c: ceremony transcripts for witnesses. Between begin and */
+/* end, nothing else may be written to cli->out (--json).              */
+
+void cli_transcript_begin(struct cli *cli, const char *ceremony);
+/* One line of the transcript, e.g. ("Key URI:", "%s", uri). */
+void cli_transcript_line(struct cli *cli, const char *field, const char *fmt, ...)
+	__attribute__((format(printf, 3, 4)));
+void cli_transcript_end(struct cli *cli);
+
+/* ------------------------------------------------------------------ */
 /* Commands (cmd-*.c).                                                 */
 
 int cmd_token_list(struct cli *cli, const struct cli_args *a);
