@@ -33,6 +33,8 @@ if [ -x "$bdir/.libs/hsmwrap" ] && [ -d "$bdir/.libs" ]; then
 	export LD_LIBRARY_PATH
 fi
 
+# The source tree, absolute, before we move to the work directory.
+SRCDIR=$(cd "${srcdir:-$(dirname "$0")/..}" && pwd)
 umask 022
 W=$HW_TEST_DIR/envelope-cli
 mkdir "$W" "$W/tmp" || exit 99
@@ -395,6 +397,50 @@ cat small.s small.s >twice
 refused "bytes after the end of the message" 5 twice.dec decrypt -i twice -o twice.dec
 refused "not a message at all" 5 junk.dec decrypt -i pt5 -o junk.dec
 refused "an empty input" 5 empty.dec2 decrypt -i empty -o empty.dec2
+
+# ---------------------------------------------------------------------
+# A legacy (v1, no key commitment) message from the SDK's public test
+# vectors: refused by default, decrypted with --allow-legacy. Its key is
+# imported with pkcs11-tool as the vectors name it (namespace
+# aws-raw-vectors-persistant, key aes-256); its context is reproduced, not
+# stored, so --context supplies it.
+
+vecdir=${ESDK_VECTORS_DIR:-$SRCDIR/../shared/vectors/esdk}
+PKCS11_TOOL=${PKCS11_TOOL:-$(command -v pkcs11-tool 2>/dev/null || :)}
+vec=0014-ec_len_2-cmm_RequiredEncryptionContext-98c06395-2ff4-4610-9e20-650c1d8d9544
+if [ -f "$vecdir/valid-Net-4.0.0.zip" ] && [ -n "$PYTHON" ] && [ -n "$PKCS11_TOOL" ] &&
+	[ -n "${SOFTHSM_MODULE:-}" ]; then
+	mkdir vec
+	"$PYTHON" -c '
+import sys, zipfile
+z = zipfile.ZipFile(sys.argv[1])
+open("vec/msg", "wb").write(z.read("ciphertexts/" + sys.argv[2]))
+open("vec/plain", "wb").write(z.read("plaintexts/small"))' "$vecdir/valid-Net-4.0.0.zip" "$vec"
+	echo AAECAwQFBgcICRAREhMUFRYXGBkgISIjJCUmJygpMDE= | base64 -d >vec/key
+	# --token-label would also match hsmwrap-test2: pick the slot by exact label.
+	slot=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
+		/^Slot / { s = $3; gsub(/[():]/, "", s) }
+		/^ *token label *: hsmwrap-test$/ { print s }')
+	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
+		--slot "${slot:-none}" --login --pin env:HW_P11_PIN --write-object vec/key \
+		--type secrkey --key-type AES:32 --label aes-256 --usage-decrypt --sensitive \
+		>"$W/err" 2>&1 || bad "importing the vector key with pkcs11-tool: $(tail -n 1 "$W/err")"
+	rm -f vec/key
+	expect "inspect a v1 vector" 0 inspect vec/msg
+	check "inspect says legacy, suite 0x0014" grep -q '^Key commitment: *no (legacy' "$W/out"
+	refused "a legacy message without --allow-legacy" 5 vec/out \
+		decrypt --namespace aws-raw-vectors-persistant --context key1=val1 --context key2=val2 \
+		-i vec/msg -o vec/out
+	check "the refusal names --allow-legacy" grep -q -- '--allow-legacy' "$W/err"
+	expect "the legacy message with --allow-legacy" 0 decrypt --allow-legacy \
+		--namespace aws-raw-vectors-persistant --context key1=val1 --context key2=val2 \
+		-i vec/msg -o vec/out
+	check "its plaintext is the vector's" cmp -s vec/out vec/plain
+	refused "the legacy message without its reproduced context" 5 vec/out2 \
+		decrypt --allow-legacy --namespace aws-raw-vectors-persistant -i vec/msg -o vec/out2
+else
+	echo "skip: legacy vector (needs $vecdir, python3 and pkcs11-tool)"
+fi
 
 # ---------------------------------------------------------------------
 # inspect: no token, no PIN.

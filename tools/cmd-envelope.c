@@ -879,6 +879,12 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	if ((rc = source_open(cli, in_path, &src)) ||
 	    (rc = prefetch_header(cli, &src, &hdr, &info)))
 		goto done;
+	if (info && !info->committing && !cli_flag(a, "allow-legacy")) {
+		rc = cli_failf(cli, HW_ERR_FORMAT, "decrypting", "%s is a legacy message (suite "
+		               "0x%04x, no key commitment); --allow-legacy decrypts it", src.name,
+		               info->suite);
+		goto done;
+	}
 	hw_envelope_info_free(info);
 	info = NULL;
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
