@@ -156,9 +156,9 @@ roundtrip() {
 	fi
 }
 for suite in 0x0478 0x0578; do
-	for n in 0 1 2 1000; do roundtrip $suite 1 $n; done
-	for n in 0 1 4095 4096 4097 12289; do roundtrip $suite 4096 $n; done
-	for n in 0 99999 100000 100001 250001; do roundtrip $suite 100000 $n; done
+	for n in 0 1 2 1000; do roundtrip "$suite" 1 $n; done
+	for n in 0 1 4095 4096 4097 12289; do roundtrip "$suite" 4096 $n; done
+	for n in 0 99999 100000 100001 250001; do roundtrip "$suite" 100000 $n; done
 done
 roundtrip AES_256_GCM_HKDF_SHA512_COMMIT_KEY 512 3000
 roundtrip aes_256_gcm_hkdf_sha512_commit_key_ecdsa_p384 512 3000
@@ -300,8 +300,8 @@ expect "small unsigned message (frames of 16)" 0 encrypt --key env1 --context t=
 len=$(size small.s)
 i=0 nbad=0
 while [ $i -lt "$len" ]; do
-	head -c $i small.s >cut
-	"$HW_BIN" decrypt -i cut -o cut.dec >/dev/null 2>"$W/err"
+	head -c $i small.s >cut.msg
+	"$HW_BIN" decrypt -i cut.msg -o cut.dec >/dev/null 2>"$W/err"
 	st=$?
 	if [ $st -ne 5 ] || [ -e cut.dec ] || ! no_leftovers "$W"; then
 		nbad=$((nbad + 1))
@@ -317,8 +317,8 @@ done
 len=$(size small.u)
 i=0 nbad=0
 while [ $i -lt "$len" ]; do
-	head -c $i small.u >cut
-	"$HW_BIN" decrypt -i cut -o - >cut.out 2>"$W/err"
+	head -c $i small.u >cut.msg
+	"$HW_BIN" decrypt -i cut.msg -o - >cut.out 2>"$W/err"
 	st=$?
 	n=$(size cut.out)
 	head -c "$n" small >prefix
@@ -335,8 +335,8 @@ done
 len=$(size small.s)
 i=0 nbad=0 nrun=0
 while [ $i -lt "$len" ]; do
-	head -c $i small.s >cut
-	"$HW_BIN" decrypt -i cut -o - >cut.out 2>"$W/err"
+	head -c $i small.s >cut.msg
+	"$HW_BIN" decrypt -i cut.msg -o - >cut.out 2>"$W/err"
 	st=$?
 	nrun=$((nrun + 1))
 	if [ $st -ne 5 ] || [ -s cut.out ] || ! no_leftovers "$W"; then
@@ -452,8 +452,8 @@ check "inspect shows the frame length" grep -q '16-byte frames' "$W/out"
 expect "inspect from stdin" 0 inspect - <small.u
 check "inspect of the unsigned message" grep -q '^Signed: *no' "$W/out"
 refused "inspect of a non-message" 5 "$W/none" inspect pt5
-head -c 100 small.s >cut
-refused "inspect of a truncated header" 5 "$W/none" inspect cut
+head -c 100 small.s >cut.msg
+refused "inspect of a truncated header" 5 "$W/none" inspect cut.msg
 refused "inspect of an empty file" 5 "$W/none" inspect empty
 refused "inspect of a missing file" 1 "$W/none" inspect nosuchfile
 
