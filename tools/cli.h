@@ -262,6 +262,9 @@ int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a);
 int cmd_wrap(struct cli *cli, const struct cli_args *a);
 int cmd_unwrap(struct cli *cli, const struct cli_args *a);
 int cmd_help(struct cli *cli, const struct cli_args *a);
+int cmd_ca_init(struct cli *cli, const struct cli_args *a);
+int cmd_ca_sign(struct cli *cli, const struct cli_args *a);
+int cmd_ca_crl(struct cli *cli, const struct cli_args *a);
 
 /* Shared by the key commands and those that print a key (cmd-key.c). */
 void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);
