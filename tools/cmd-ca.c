@@ -710,12 +710,17 @@ out:
 	return rc;
 }
 
-/* A failed ceremony leaves no key (and no certificate) behind. */
-static void init_rollback(hw_key *key, int stored)
+/*
+ * A failed ceremony leaves no key (and no certificate) behind. The
+ * certificate is looked for even when storing it seemed to fail: a token
+ * may have created it and then reported an error. Only objects with the
+ * new key's random CKA_ID are touched.
+ */
+static void init_rollback(hw_key *key)
 {
 	hw_err err;
 
-	if (stored && (err = hw_cert_destroy(key)))
+	if ((err = hw_cert_destroy(key)))
 		cli_warn_err("removing the new certificate from the token again", err);
 	if ((err = hw_key_destroy(key)))
 		cli_warn_err("destroying the new key again (remove it by hand)", err);
@@ -735,7 +740,7 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	X509 *x = NULL;
 	char why[256], *pem = NULL;
 	size_t pemlen = 0;
-	int rc, stored = 0;
+	int rc;
 	long days;
 	hw_err err;
 
@@ -761,7 +766,6 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 		rc = cli_fail(cli, err, "storing the certificate on the token");
 		goto rollback;
 	}
-	stored = 1;
 	if ((rc = pem_of(cli, x, NULL, &pem, &pemlen)) ||
 	    (rc = write_pem(cli, out, pem, pemlen, "writing the CA certificate")))
 		goto rollback;
@@ -791,7 +795,7 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	}
 	goto out;
 rollback:
-	init_rollback(key, stored);
+	init_rollback(key);
 out:
 	free(pem);
 	der_free(&der);
