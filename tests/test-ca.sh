@@ -558,6 +558,42 @@ if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 		[ $fails -eq 0 ] && ok "ca init with $rv at each of $((k - 1)) PKCS#11 calls: complete or nothing left"
 	done
 	echo "    ($runs faulted ca init runs; $known left a key inside hw_key_generate)"
+
+	# ca sign and ca crl: the output is complete and verifies, or absent.
+	for cmd in sign crl; do
+		for rv in CKR_DEVICE_ERROR CKR_SESSION_HANDLE_INVALID CKR_GENERAL_ERROR; do
+			k=1
+			fails=0
+			while [ $k -le 80 ]; do
+				rm -f fault.out fault.stats
+				if [ $cmd = sign ]; then
+					set -- ca sign --key root-ec-p384 --csr srv-ec-p384.csr --san DNS:f -o fault.out
+				else
+					set -- ca crl --key root-ec-p384 --revoke 0A -o fault.out
+				fi
+				FAULTMOD_TARGET=$SOFTHSM_MODULE FAULTMOD_STATS=$W/fault.stats \
+					FAULTMOD_SPEC="*:nth=$k:rv=$rv" "$HSMWRAP" --module "$FAULTMOD" "$@" \
+					>/dev/null 2>>faults.log
+				st=$?
+				n=$(sed -n 's/^injected //p' fault.stats 2>/dev/null)
+				[ "${n:-0}" -eq 0 ] && break
+				if [ $st -eq 0 ]; then
+					if [ $cmd = sign ]; then
+						"$OPENSSL" verify -CAfile root-ec-p384.pem fault.out >/dev/null 2>&1
+					else
+						"$OPENSSL" crl -in fault.out -CAfile root-ec-p384.pem -noout 2>&1 |
+							grep -q 'verify OK'
+					fi || { bad "ca $cmd, $rv at call $k: exit 0 but the output does not verify"; fails=$((fails + 1)); }
+				elif [ -e fault.out ] || ls .hsmwrap.* >/dev/null 2>&1; then
+					bad "ca $cmd, $rv at call $k: exit $st but a file was left"
+					fails=$((fails + 1))
+				fi
+				k=$((k + 1))
+			done
+			[ $k -le 80 ] || bad "ca $cmd, $rv: still faulting at call 80"
+			[ $fails -eq 0 ] && ok "ca $cmd with $rv at each of $((k - 1)) PKCS#11 calls: verified output or none"
+		done
+	done
 else
 	echo "SKIP: fault module not built"
 fi

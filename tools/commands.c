@@ -291,7 +291,7 @@ const struct cli_cmd cli_commands[] = {
 	  "Generates the CA key pair inside the token (sensitive, not extractable, sign only), "
 	  "makes a self-signed X.509 v3 certificate for it (basicConstraints CA:TRUE and "
 	  "keyUsage keyCertSign, cRLSign, both critical; subject and authority key identifiers; "
-	  "a random 128-bit serial) signed inside the HSM, checks the signature, stores the "
+	  "a random 16-byte serial) signed inside the HSM, checks the signature, stores the "
 	  "certificate on the token next to the key (same label and ID) and writes it as PEM. "
 	  "Prints a transcript for the ceremony records: key URI and ID, public-key and "
 	  "certificate SHA-256 fingerprints, subject, serial, validity. On any failure the new "
@@ -301,7 +301,7 @@ const struct cli_cmd cli_commands[] = {
 	  "Issue a certificate from a request with a CA key in the HSM",
 	  "Checks the request's signature, then issues a certificate for its subject and public "
 	  "key with the extensions of the profile (never those the request asks for), a random "
-	  "128-bit serial and the CA's key identifier, signed inside the HSM. The CA certificate "
+	  "16-byte serial and the CA's key identifier, signed inside the HSM. The CA certificate "
 	  "must hold the key's public half. Prints a transcript.",
 	  ca_sign_opts, ex_ca_sign, cmd_ca_sign },
 	{ "ca crl", NULL, 0, 0, 0,
