@@ -34,6 +34,7 @@
 #include <openssl/x509v3.h>
 
 #include "cli.h"
+#include "ca-parse.h"
 
 /* Longest validity accepted: 100 years, far beyond any sensible CA. */
 #define CA_MAX_DAYS 36500L
@@ -210,69 +211,6 @@ static int parse_days(struct cli *cli, const struct cli_args *a, long def, long 
 		return cli_usage(cli, a->cmd, "--days must be a whole number from 1 to %ld, not '%s'",
 		                 CA_MAX_DAYS, s);
 	return 0;
-}
-
-/*
- * "/CN=Example Root CA/O=Example" as openssl -subj takes it: '/' separates
- * attributes, a backslash takes the next character literally. Values are
- * UTF-8. Returns NULL with a reason in why.
- */
-static X509_NAME *parse_subject(const char *s, char *why, size_t whysz)
-{
-	X509_NAME *n = X509_NAME_new();
-	char *buf = malloc(strlen(s) + 1);
-	const char *p = s;
-
-	if (!n || !buf) {
-		snprintf(why, whysz, "out of memory");
-		goto fail;
-	}
-	if (*p != '/') {
-		snprintf(why, whysz, "it must start with '/', e.g. /CN=Example Root CA");
-		goto fail;
-	}
-	while (*p == '/') {
-		size_t k = 0;
-		char *eq;
-		int nid;
-
-		for (p++; *p && *p != '/'; p++) {
-			if (*p == '\\' && p[1])
-				p++;
-			buf[k++] = *p;
-		}
-		buf[k] = '\0';
-		if (k == 0 && !*p)
-			break;                      /* a trailing '/' */
-		eq = strchr(buf, '=');
-		if (!eq || eq == buf || !eq[1]) {
-			snprintf(why, whysz, "'%s' is not TYPE=VALUE", buf);
-			goto fail;
-		}
-		*eq = '\0';
-		nid = OBJ_txt2nid(buf);
-		if (nid == NID_undef) {
-			snprintf(why, whysz, "unknown attribute type '%s'", buf);
-			goto fail;
-		}
-		if (!X509_NAME_add_entry_by_NID(n, nid, MBSTRING_UTF8,
-		                                (const unsigned char *)(eq + 1), -1, -1, 0)) {
-			snprintf(why, whysz, "value '%s' is not valid for %s", eq + 1, buf);
-			goto fail;
-		}
-	}
-	if (X509_NAME_entry_count(n) == 0) {
-		snprintf(why, whysz, "it names no attribute");
-		goto fail;
-	}
-	free(buf);
-	ERR_clear_error();
-	return n;
-fail:
-	free(buf);
-	X509_NAME_free(n);
-	ERR_clear_error();
-	return NULL;
 }
 
 static void name_text(const X509_NAME *n, char *out, size_t outsz)
@@ -746,7 +684,7 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 
 	if ((rc = init_type(cli, a, &type)) || (rc = parse_days(cli, a, 3650, &days)))
 		return rc;
-	if (!(subject = parse_subject(cli_opt(a, "subject"), why, sizeof(why))))
+	if (!(subject = ca_parse_subject(cli_opt(a, "subject"), why, sizeof(why))))
 		return cli_usage(cli, a->cmd, "bad --subject: %s", why);
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)))
 		goto out;
@@ -814,35 +752,6 @@ enum profile { PROF_INTERMEDIATE, PROF_TLS_SERVER, PROF_TLS_CLIENT };
 
 static const char *const profile_names[] = { "intermediate", "tls-server", "tls-client" };
 
-/* Only the name forms a certificate for a host or person needs; the
- * others (dirName, otherName, RID) are refused. */
-static int san_ok(const char *san, int *has_host)
-{
-	static const char *const kinds[] = { "DNS:", "IP:", "email:", "URI:" };
-	const char *p = san;
-
-	*has_host = 0;
-	while (*p) {
-		size_t n = strcspn(p, ","), k;
-
-		while (*p == ' ' && n) {
-			p++;
-			n--;
-		}
-		for (k = 0; k < 4; k++)
-			if (strncmp(p, kinds[k], strlen(kinds[k])) == 0 && n > strlen(kinds[k]))
-				break;
-		if (k == 4)
-			return -1;
-		if (k < 2)
-			*has_host = 1;
-		p += n;
-		if (*p == ',')
-			p++;
-	}
-	return 0;
-}
-
 static int parse_profile(struct cli *cli, const struct cli_args *a, enum profile *pr,
                          char **san)
 {
@@ -882,7 +791,7 @@ static int parse_profile(struct cli *cli, const struct cli_args *a, enum profile
 			strcat(*san, ",");
 		strcat(*san, sans[i]);
 	}
-	if (san_ok(*san, &host) || (*pr == PROF_TLS_SERVER && !host)) {
+	if (ca_san_ok(*san, &host) || (*pr == PROF_TLS_SERVER && !host)) {
 		int rc = cli_usage(cli, a->cmd, "bad --san '%s': a comma-separated list of DNS:, IP:, "
 		                   "email: or URI: names%s", *san,
 		                   *pr == PROF_TLS_SERVER ? ", with at least one DNS: or IP:" : "");
@@ -1099,33 +1008,6 @@ out:
 /* ------------------------------------------------------------------ */
 /* ca crl                                                              */
 
-/* A serial as `openssl x509 -serial` prints it: hex, optional 0x and colons. */
-static ASN1_INTEGER *parse_serial(const char *s)
-{
-	char hex[2 * 20 + 1];
-	size_t k = 0;
-	BIGNUM *bn = NULL;
-	ASN1_INTEGER *i = NULL;
-
-	if (strncmp(s, "0x", 2) == 0 || strncmp(s, "0X", 2) == 0)
-		s += 2;
-	for (; *s; s++) {
-		if (*s == ':')
-			continue;
-		if (!strchr("0123456789abcdefABCDEF", *s) || k + 1 >= sizeof(hex))
-			return NULL;
-		hex[k++] = *s;
-	}
-	hex[k] = '\0';
-	if (k == 0 || !BN_hex2bn(&bn, hex) || BN_is_zero(bn)) {
-		BN_free(bn);
-		return NULL;
-	}
-	i = BN_to_ASN1_INTEGER(bn, NULL);
-	BN_free(bn);
-	return i;
-}
-
 static int parse_crl_number(struct cli *cli, const struct cli_args *a, uint64_t *num)
 {
 	const char *s = cli_opt(a, "crl-number");
@@ -1170,7 +1052,7 @@ static int parse_revoked(struct cli *cli, const struct cli_args *a, struct revok
 	if (!(r->serial = calloc(n, sizeof(*r->serial))))
 		return cli_failf(cli, HW_ERR_NOMEM, "reading --revoke", "out of memory");
 	for (size_t i = 0; i < n; i++) {
-		if (!(r->serial[r->n] = parse_serial(v[i])))
+		if (!(r->serial[r->n] = ca_parse_serial(v[i])))
 			return cli_usage(cli, a->cmd, "--revoke takes a certificate serial in hex "
 			                 "(as openssl x509 -serial prints it), not '%s'", v[i]);
 		for (size_t j = 0; j < r->n; j++)

@@ -23,4 +23,4 @@ hsmwrap.1: hsmwrap$(EXEEXT)
 	|| { rm -f $@.tmp; exit 1; }
 
 # Root-CA ceremony: ca init, ca sign, ca crl.
-hsmwrap_SOURCES += tools/cmd-ca.c
+hsmwrap_SOURCES += tools/cmd-ca.c tools/ca-parse.h tools/ca-parse.c
