@@ -341,6 +341,21 @@ text evil.pem
 check "requested CA:TRUE is not granted" sh -c "! grep -q 'CA:TRUE' evil.pem.txt"
 check "requested SAN is not copied" sh -c "! grep -q 'evil.example' evil.pem.txt && grep -q 'DNS:good.example' evil.pem.txt"
 check "the subject comes from the CSR" has evil.pem "Subject: CN = evil"
+# An empty subject: the names are all in the SAN, which becomes critical.
+ossl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out empty.key
+ossl req -new -key empty.key -subj / -out empty.csr
+expect "ca sign of a CSR with an empty subject and --san" 0 ca sign --key root-ec-p384 \
+	--csr empty.csr --san DNS:anon.example -o empty.pem
+text empty.pem
+check "empty subject: the SAN is critical" has empty.pem "X509v3 Subject Alternative Name: critical"
+check "empty subject: openssl verify -x509_strict" sh -c \
+	"'$OPENSSL' verify -x509_strict -CAfile root-ec-p384.pem empty.pem >/dev/null 2>&1"
+newout
+refused "an intermediate with an empty subject" 5 ca sign --key root-ec-p384 --csr empty.csr \
+	--profile intermediate -o "$O/c.pem"
+refused "a client certificate with an empty subject and no --san" 5 ca sign --key root-ec-p384 \
+	--csr empty.csr --profile tls-client -o "$O/c.pem"
+
 s1=$(serial_of srv-ec-p384.pem)
 s2=$(serial_of cli-ec-p384.pem)
 check "serials differ between certificates" test -n "$s1" -a "$s1" != "$s2"
@@ -600,6 +615,11 @@ fi
 
 # ---------------------------------------------------------------------
 
+if grep -q 'Sanitizer\|runtime error' "$ALL" faults.log 2>/dev/null; then
+	bad "sanitizer reports: $(grep -h -m3 'Sanitizer\|runtime error' "$ALL" faults.log 2>/dev/null)"
+else
+	ok "no sanitizer report in any run (faulted runs included)"
+fi
 if grep -q -- "$PIN" "$ALL"; then
 	bad "the PIN appears in hsmwrap's output"
 else

@@ -823,7 +823,24 @@ static int check_csr(struct cli *cli, X509_REQ *req)
 	return 0;
 }
 
-static int leaf_exts(STACK_OF(X509_EXTENSION) *sk, enum profile pr, int rsa, const char *san)
+/* RFC 5280 4.2.1.6: with an empty subject the names are all in the SAN,
+ * which must then be critical. */
+static int ext_san(STACK_OF(X509_EXTENSION) *sk, const char *san, int critical)
+{
+	size_t n = strlen(san) + sizeof("critical,");
+	char *v = malloc(n);
+	int r = -1;
+
+	if (v) {
+		snprintf(v, n, "%s%s", critical ? "critical," : "", san);
+		r = ext_conf(sk, NID_subject_alt_name, v);
+	}
+	free(v);
+	return r;
+}
+
+static int leaf_exts(STACK_OF(X509_EXTENSION) *sk, enum profile pr, int rsa, const char *san,
+                     int empty_subject)
 {
 	switch (pr) {
 	case PROF_INTERMEDIATE:
@@ -835,12 +852,12 @@ static int leaf_exts(STACK_OF(X509_EXTENSION) *sk, enum profile pr, int rsa, con
 		       ext_conf(sk, NID_key_usage, rsa ? "critical,digitalSignature,keyEncipherment"
 		                                     : "critical,digitalSignature") ||
 		       ext_conf(sk, NID_ext_key_usage, "serverAuth") ||
-		       ext_conf(sk, NID_subject_alt_name, san);
+		       ext_san(sk, san, empty_subject);
 	case PROF_TLS_CLIENT:
 		return ext_conf(sk, NID_basic_constraints, "critical,CA:FALSE") ||
 		       ext_conf(sk, NID_key_usage, "critical,digitalSignature") ||
 		       ext_conf(sk, NID_ext_key_usage, "clientAuth") ||
-		       (san && ext_conf(sk, NID_subject_alt_name, san));
+		       (san && ext_san(sk, san, empty_subject));
 	}
 	return -1;
 }
@@ -874,7 +891,8 @@ static int build_leaf(struct cli *cli, const struct signer *s, X509 *ca, X509_RE
 		               until);
 		goto out;
 	}
-	if (leaf_exts(exts, pr, EVP_PKEY_is_a(X509_REQ_get0_pubkey(req), "RSA"), san)) {
+	if (leaf_exts(exts, pr, EVP_PKEY_is_a(X509_REQ_get0_pubkey(req), "RSA"), san,
+	              X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0)) {
 		rc = cli_failf(cli, HW_ERR_INVALID_ARG, "building the extensions",
 		               "OpenSSL refused them (a malformed --san name?)");
 		goto out;
@@ -956,6 +974,12 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a)
 	    (rc = cli_distinct_paths(cli, a, "csr", "output")) ||
 	    (rc = read_csr_file(cli, cli_opt(a, "csr"), &req)) || (rc = check_csr(cli, req)))
 		goto out;
+	if (X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0 &&
+	    (pr == PROF_INTERMEDIATE || !san)) {
+		rc = cli_failf(cli, HW_ERR_FORMAT, "checking the certificate request",
+		               "its subject is empty: a CA needs a subject, a leaf at least --san");
+		goto out;
+	}
 	if (cli_opt(a, "ca-cert") && (rc = cli_distinct_paths(cli, a, "ca-cert", "output")))
 		goto out;
 	if ((rc = cli_open_key(cli, cli_opt(a, "key"), &ctx, &key)) ||
