@@ -480,11 +480,19 @@ refused "ca sign with a wrong PIN" 3 --pin-source "file:$W/wrong.pin" ca sign --
 	--csr srv-ec-p384.csr --san DNS:x -o "$O/c.pem"
 check "nothing named 'wp' on the token" test "$(p11_count wp)" -eq 0
 
-# A failure after the key was generated (the output directory does not
-# exist) destroys the new key and certificate again.
 newout
+refused "ca init into a directory that does not exist (checked first)" 1 ca init --key doomed \
+	--type ec-p384 --subject /CN=doomed -o "$O/no/such/dir/root.pem"
+check "the refused ceremony created nothing" test "$(p11_count doomed)" -eq 0
+# A failure after the key was generated (the output name is taken by a
+# directory, so the final rename fails) destroys the new key and
+# certificate again.
+newout
+mkdir "$O/taken"
 refused "ca init that cannot write its output" 1 ca init --key doomed --type ec-p384 \
-	--subject /CN=doomed -o "$O/no/such/dir/root.pem"
+	--subject /CN=doomed -o "$O/taken"
+check "it failed after the key generation, at writing the certificate" \
+	grep -q '^hsmwrap: writing the CA certificate' "$W/err"
 check "the failed ceremony left no key and no certificate" test "$(p11_count doomed)" -eq 0
 check "the label is free again" sh -c "'$HSMWRAP' ca init --key doomed --type ec-p384 --subject /CN=d -o '$W/doomed.pem' >/dev/null 2>&1"
 

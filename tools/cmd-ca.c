@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/asn1.h>
 #include <openssl/bio.h>
@@ -648,6 +649,23 @@ out:
 	return rc;
 }
 
+/* The directory of an output file exists and is writable. */
+static int output_dir_ok(struct cli *cli, const char *path)
+{
+	const char *slash = strrchr(path, '/');
+	char *dir = slash ? strndup(path, slash == path ? 1 : (size_t)(slash - path)) : strdup(".");
+	int ok;
+
+	if (!dir)
+		return cli_failf(cli, HW_ERR_NOMEM, "checking the output directory", "out of memory");
+	ok = access(dir, W_OK | X_OK) == 0;
+	if (!ok)
+		cli_failf(cli, HW_ERR_IO, "checking the output directory", "%s: %s", dir,
+		          strerror(errno));
+	free(dir);
+	return ok ? 0 : EXIT_FAILURE_OTHER;
+}
+
 /*
  * A failed ceremony leaves no key (and no certificate) behind. The
  * certificate is looked for even when storing it seemed to fail: a token
@@ -686,6 +704,9 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 		return rc;
 	if (!(subject = ca_parse_subject(cli_opt(a, "subject"), why, sizeof(why))))
 		return cli_usage(cli, a->cmd, "bad --subject: %s", why);
+	/* A mistyped -o should not cost a key generation and its rollback. */
+	if ((rc = output_dir_ok(cli, out)))
+		goto out;
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)))
 		goto out;
 	err = hw_key_generate(ctx, label, type, HW_PURPOSE_SIGN, &key);
