@@ -596,6 +596,23 @@ HW_NODISCARD hw_err hw_cluster_envelope_decrypt(hw_cluster *cl, const hw_envelop
                                                 uint8_t **out, size_t *outlen,
                                                 hw_ectx **ec_out);
 
+/* ------------------------------------------------------------------ */
+/* Certificates stored on the token next to a key pair (CKO_CERTIFICATE */
+/* with the key's CKA_ID and CKA_LABEL, CKA_TOKEN, not CKA_PRIVATE).    */
+
+/*
+ * Stores a DER X.509 certificate next to the key pair. The certificate's
+ * public key must be the key's (else HW_ERR_WRONG_KEY); HW_ERR_KEY_EXISTS
+ * if the key already has a certificate on the token; HW_ERR_FORMAT if der
+ * is not exactly one certificate.
+ */
+HW_NODISCARD hw_err hw_cert_store(hw_key *key, const uint8_t *der, size_t len);
+/* The certificate stored next to the key (HW_ERR_KEY_NOT_FOUND if none).
+ * Free *der with hw_free(). */
+HW_NODISCARD hw_err hw_cert_get(hw_key *key, uint8_t **der, size_t *len);
+/* Destroys the certificates stored next to the key; none is not an error. */
+HW_NODISCARD hw_err hw_cert_destroy(hw_key *key);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 

@@ -265,6 +265,9 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a);
 int cmd_decrypt(struct cli *cli, const struct cli_args *a);
 int cmd_inspect(struct cli *cli, const struct cli_args *a);
 int cmd_help(struct cli *cli, const struct cli_args *a);
+int cmd_ca_init(struct cli *cli, const struct cli_args *a);
+int cmd_ca_sign(struct cli *cli, const struct cli_args *a);
+int cmd_ca_crl(struct cli *cli, const struct cli_args *a);
 
 /* Shared by the key commands and those that print a key (cmd-key.c). */
 void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);

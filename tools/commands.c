@@ -211,6 +211,75 @@ static const char *const ex_inspect[] = {
 	NULL
 };
 
+static const struct cli_opt_spec ca_init_opts[] = {
+	{ "key", 0, "L", CLI_OPT_REQUIRED,
+	  "Label of the new CA key; it must not exist on the token yet." },
+	{ "type", 0, "TYPE", CLI_OPT_REQUIRED,
+	  "rsa3072, rsa4096 or ec-p384. RSA keys sign with PKCS#1 v1.5 and SHA-256, "
+	  "P-384 keys with ECDSA and SHA-384." },
+	{ "subject", 0, "DN", CLI_OPT_REQUIRED,
+	  "Subject (and issuer) name as openssl -subj takes it, e.g. "
+	  "\"/C=DE/O=Example/CN=Example Root CA\"; a backslash escapes the next character." },
+	{ "days", 0, "N", 0, "Validity in days from now (default 3650)." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED, "Where to write the certificate (PEM)." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec ca_sign_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED, KEY_HELP " It must be the CA's key." },
+	{ "ca-cert", 0, "FILE", 0,
+	  "The CA certificate (PEM or DER); it must hold the key's public half and allow "
+	  "certificate signing. Default: the certificate stored on the token next to the key." },
+	{ "csr", 0, "FILE", CLI_OPT_REQUIRED,
+	  "The certificate request (PKCS#10, PEM or DER). Its signature is checked; only its "
+	  "subject and public key are used, never the extensions it asks for." },
+	{ "profile", 0, "P", 0,
+	  "intermediate (CA:TRUE, pathlen:0, keyCertSign and cRLSign), tls-server "
+	  "(serverAuth, needs --san) or tls-client (clientAuth). Default: tls-server." },
+	{ "san", 0, "NAMES", CLI_OPT_REPEAT,
+	  "Subject alternative names, comma-separated: DNS:NAME, IP:ADDRESS, email:ADDRESS, "
+	  "URI:URI. At least one DNS: or IP: name for tls-server." },
+	{ "days", 0, "N", 0,
+	  "Validity in days from now (default 365); it may not end after the CA certificate." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED, "Where to write the certificate (PEM)." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec ca_crl_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED, KEY_HELP " It must be the CA's key." },
+	{ "ca-cert", 0, "FILE", 0,
+	  "The CA certificate (PEM or DER); it must hold the key's public half and allow CRL "
+	  "signing. Default: the certificate stored on the token next to the key." },
+	{ "revoke", 0, "SERIAL", CLI_OPT_REPEAT,
+	  "Serial number of a revoked certificate, in hex as openssl x509 -serial prints it. "
+	  "Give it once per certificate. Each CRL lists every revoked certificate: repeat "
+	  "earlier revocations too." },
+	{ "days", 0, "N", 0, "Days until the next update (default 30)." },
+	{ "crl-number", 0, "N", 0,
+	  "The CRL number (default: the current UNIX time, so that later CRLs have larger "
+	  "numbers without any state kept)." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED, "Where to write the CRL (PEM)." },
+	{ 0 }
+};
+
+static const char *const ex_ca_init[] = {
+	"hsmwrap ca init --key root-ca --type ec-p384 --subject \"/O=Example/CN=Example Root CA\" "
+	"--days 7300 -o root.pem",
+	NULL
+};
+static const char *const ex_ca_sign[] = {
+	"hsmwrap ca sign --key root-ca --ca-cert root.pem --csr sub.csr --profile intermediate "
+	"--days 1825 -o sub.pem",
+	"hsmwrap ca sign --key root-ca --csr www.csr --san DNS:www.example.com,DNS:example.com "
+	"-o www.pem",
+	NULL
+};
+static const char *const ex_ca_crl[] = {
+	"hsmwrap ca crl --key root-ca --ca-cert root.pem --revoke 5A1B2C3D4E5F60718293A4B5C6D7E8F9 "
+	"-o root.crl",
+	NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -318,6 +387,29 @@ const struct cli_cmd cli_commands[] = {
 	  "decrypted or authenticated, so no HSM and no PIN are needed: the header may have "
 	  "been altered, and only decrypt can tell.",
 	  no_opts, ex_inspect, cmd_inspect },
+	{ "ca init", NULL, 0, 0, 0,
+	  "Root-CA ceremony: CA key in the HSM and its self-signed certificate",
+	  "Generates the CA key pair inside the token (sensitive, not extractable, sign only), "
+	  "makes a self-signed X.509 v3 certificate for it (basicConstraints CA:TRUE and "
+	  "keyUsage keyCertSign, cRLSign, both critical; subject and authority key identifiers; "
+	  "a random 16-byte serial) signed inside the HSM, checks the signature, stores the "
+	  "certificate on the token next to the key (same label and ID) and writes it as PEM. "
+	  "Prints a transcript for the ceremony records: key URI and ID, public-key and "
+	  "certificate SHA-256 fingerprints, subject, serial, validity. On any failure the new "
+	  "key is destroyed again.",
+	  ca_init_opts, ex_ca_init, cmd_ca_init },
+	{ "ca sign", NULL, 0, 0, 0,
+	  "Issue a certificate from a request with a CA key in the HSM",
+	  "Checks the request's signature, then issues a certificate for its subject and public "
+	  "key with the extensions of the profile (never those the request asks for), a random "
+	  "16-byte serial and the CA's key identifier, signed inside the HSM. The CA certificate "
+	  "must hold the key's public half. Prints a transcript.",
+	  ca_sign_opts, ex_ca_sign, cmd_ca_sign },
+	{ "ca crl", NULL, 0, 0, 0,
+	  "Issue a certificate revocation list with a CA key in the HSM",
+	  "Writes a version 2 CRL listing the given serials as revoked now, with a CRL number "
+	  "and the CA's key identifier, signed inside the HSM. Prints a transcript.",
+	  ca_crl_opts, ex_ca_crl, cmd_ca_crl },
 	{ "help", "[COMMAND]", 0, 2, CLI_CMD_NO_SETTINGS,
 	  "Show help for hsmwrap or one command",
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "

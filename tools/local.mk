@@ -24,3 +24,5 @@ hsmwrap.1: hsmwrap$(EXEEXT)
 
 # Envelope encryption commands (issue 3).
 hsmwrap_SOURCES += tools/cmd-envelope.c
+# Root-CA ceremony: ca init, ca sign, ca crl.
+hsmwrap_SOURCES += tools/cmd-ca.c tools/ca-parse.h tools/ca-parse.c
