@@ -56,3 +56,6 @@ FUZZ_NAMES += esdk
 FUZZ_BINS += tests/fuzz-esdk-fuzzer$(EXEEXT)
 
 CLEANFILES += tests/fuzz-esdk-fuzzer$(EXEEXT)
+
+# test-esdk counts HSM calls through the fault module (data-key cache tests).
+EXTRA_tests_test_esdk_DEPENDENCIES = tests/faultmod/libfaultmod.la

@@ -862,6 +862,10 @@ rsa_unwrap(hw_key *key, hw_rsa_padding pad, const uint8_t *ct, size_t ctlen, uin
 		a->oaep.source = CKZ_DATA_SPECIFIED;
 	}
 	e = hw_ctx_run(key->ctx, op_rsa_decrypt, a, "RSA decryption of the data key in the HSM");
+	/* SoftHSMv2 reports bad OAEP padding as a general error. */
+	if (e == HW_ERR_HSM && hw_last_ckrv() == CKR_GENERAL_ERROR)
+		e = hw_fail(HW_ERR_INTEGRITY, CKR_GENERAL_ERROR, "RSA decryption of the data key "
+		            "failed in the HSM (another key or padding)");
 	if (e == HW_OK && a->outlen != dklen)
 		e = hw_fail(HW_ERR_INTEGRITY, 0, "RSA decryption gave %zu bytes, not a data key",
 		            a->outlen);
