@@ -532,6 +532,117 @@ HW_NODISCARD hw_err hw_envelope_inspect(const uint8_t *in, size_t inlen,
                                         hw_envelope_info **out);
 void hw_envelope_info_free(hw_envelope_info *info);
 
+/* ------------------------------------------------------------------ */
+/* Tamper-evident audit log: one JSON object per line, each carrying   */
+/* the SHA-256 of the previous line's exact bytes ("prev"), and from   */
+/* time to time a digest record whose chain hash is signed by an EC    */
+/* audit key in the HSM. Appends from several processes are chained   */
+/* correctly (flock, fsync). Format: README, "Audit log".              */
+
+typedef struct hw_audit hw_audit;
+
+/* What is logged about one action. Never put secrets in it: the
+ * encryption context is written in plaintext, by design. */
+typedef struct {
+	const char *action;         /* e.g. "key create", "decrypt"; required */
+	hw_ctx *ctx;                /* token used (label, serial, URI), or NULL */
+	const char *token;          /* token URI to log when ctx is NULL, or NULL */
+	hw_key *key;                /* key used (label and id), or NULL */
+	const char *key_label;      /* when key is NULL; NULL: no key */
+	const char *key_id_hex;     /* when key is NULL; NULL: unknown */
+	const char *key_version;    /* NULL: none (logged as null) */
+	const hw_ectx *context;     /* NULL: no pairs */
+	hw_err result;              /* HW_OK, or the failure (logged by hw_errname) */
+} hw_audit_event;
+
+/* Default number of records between two periodic signed digests. */
+#define HW_AUDIT_DIGEST_EVERY 100u
+
+/*
+ * Starts a new log at path (which must not exist, HW_ERR_IO otherwise):
+ * a genesis record with a random log id and the signer's public key
+ * fingerprint, written and fsync'd. signer is an EC P-256 or P-384 sign
+ * key; it becomes the log's signer (see hw_audit_set_signer).
+ */
+HW_NODISCARD hw_err hw_audit_create(const char *path, hw_key *signer, hw_audit **out);
+/*
+ * Opens an existing log for appending and checks now that it can be
+ * written and is not damaged at its ends (a genesis first, a complete
+ * last record), so that an application can refuse to work un-audited
+ * before it does anything.
+ */
+HW_NODISCARD hw_err hw_audit_open(const char *path, hw_audit **out);
+/* Label of the audit key the log's genesis record names (borrowed). */
+const char *hw_audit_key_label(const hw_audit *log);
+/* The log's random id (32 hex digits, borrowed). */
+const char *hw_audit_log_id(const hw_audit *log);
+/*
+ * The key that signs digests (its public key must be the one the genesis
+ * names: HW_ERR_WRONG_KEY otherwise). It must outlive the log handle.
+ */
+HW_NODISCARD hw_err hw_audit_set_signer(hw_audit *log, hw_key *signer);
+/* Records between periodic digests (0: HW_AUDIT_DIGEST_EVERY). */
+void hw_audit_set_digest_every(hw_audit *log, unsigned every);
+/*
+ * Appends one record. When it reaches a periodic digest point, a signed
+ * digest follows at once if a signer is set; else hw_audit_digest_due()
+ * says so and the caller should set one and call hw_audit_digest().
+ */
+HW_NODISCARD hw_err hw_audit_append(hw_audit *log, const hw_audit_event *ev);
+int hw_audit_digest_due(const hw_audit *log);
+/* Appends a digest record signed by the signer now; reason e.g. "ceremony". */
+HW_NODISCARD hw_err hw_audit_digest(hw_audit *log, const char *reason);
+void hw_audit_close(hw_audit *log);
+
+typedef struct {
+	uint64_t records;           /* lines read */
+	uint64_t digests;           /* signed digests that verified */
+	uint64_t last_digest_line;  /* 0: none */
+	uint64_t uncovered;         /* records after the last signed digest */
+	uint64_t bad_line;          /* first bad record (1-based line), 0: none */
+	uint64_t bad_seq;           /* its seq, when bad_seq_known */
+	int bad_seq_known;
+	char reason[256];           /* what is wrong with it */
+	char log_id[33];
+	char key_label[129];        /* audit key named by the genesis */
+	char key_fingerprint[65];   /* SHA-256 of its SubjectPublicKeyInfo, hex */
+	char head[65];              /* SHA-256 of the last line: keep it elsewhere */
+	uint64_t head_seq;
+} hw_audit_report;
+
+/*
+ * Checks a whole log: the genesis, every link of the chain, the sequence
+ * numbers, and each digest signature with the public key spki (DER
+ * SubjectPublicKeyInfo; its fingerprint must be the genesis's, else
+ * HW_ERR_WRONG_KEY). HW_OK: intact (rep->uncovered may still be > 0:
+ * such records could have been cut or changed without trace).
+ * HW_ERR_INTEGRITY: rep names the first bad record and why.
+ */
+HW_NODISCARD hw_err hw_audit_verify(const uint8_t *log, size_t len,
+                                    const uint8_t *spki, size_t spki_len,
+                                    hw_audit_report *rep);
+/* The same, reading the file line by line (bounded memory). */
+HW_NODISCARD hw_err hw_audit_verify_file(const char *path, const uint8_t *spki,
+                                         size_t spki_len, hw_audit_report *rep);
+
+/* One record, parsed (no integrity check: that is hw_audit_verify's). */
+typedef struct {
+	uint64_t seq;
+	char type[16];              /* "genesis", "event" or "digest" */
+	char *time;                 /* UTC, e.g. "2026-11-29T22:30:01.123Z" */
+	char *user, *host, *token;  /* who; NULL when absent */
+	char *action, *key_label, *key_id, *key_version, *result;
+	char *reason;               /* digests */
+	hw_envelope_pair *context;
+	size_t ncontext;
+	char *prev;
+} hw_audit_entry;
+
+/* line without its newline; at most 64 KiB. */
+HW_NODISCARD hw_err hw_audit_entry_parse(const uint8_t *line, size_t len,
+                                         hw_audit_entry **out);
+void hw_audit_entry_free(hw_audit_entry *e);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 

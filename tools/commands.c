@@ -144,6 +144,58 @@ static const char *const ex_help[] = {
 	NULL
 };
 
+static const struct cli_opt_spec audit_init_opts[] = {
+	{ "key", 0, "L", CLI_OPT_REQUIRED,
+	  "Label of the audit signing key to create in the token (EC, sign only, not "
+	  "extractable)." },
+	{ "curve", 0, "C", 0, "p256 (default) or p384." },
+	{ "existing", 0, NULL, 0, "Use the existing sign key L instead of creating it." },
+	{ "pubkey-out", 0, "PEM", 0,
+	  "Also write the audit key's public key here, for auditors without HSM access." },
+	{ 0 }
+};
+static const struct cli_opt_spec audit_verify_opts[] = {
+	{ "key", 0, "L", 0,
+	  "Audit key in the token whose public key checks the digests. Default: "
+	  "--audit-key, else the key the log names." },
+	{ "pubkey", 0, "PEM", 0,
+	  "Check the digests with this public key file instead (no HSM needed)." },
+	{ "strict", 0, NULL, 0,
+	  "Fail (exit 5) when records follow the last signed digest." },
+	{ 0 }
+};
+static const struct cli_opt_spec audit_show_opts[] = {
+	{ "key", 0, "L", 0, "Only records about this key (label or id:HEX)." },
+	{ "since", 0, "TIME", 0, "Only records at or after TIME (UTC, e.g. 2026-11-29 or "
+	  "2026-11-29T22:00)." },
+	{ "until", 0, "TIME", 0, "Only records up to TIME (UTC, inclusive as a prefix)." },
+	{ "action", 0, "A", 0, "Only records of this action, e.g. \"key create\"." },
+	{ 0 }
+};
+static const struct cli_opt_spec audit_digest_opts[] = {
+	{ "key", 0, "L", 0, "Audit key. Default: --audit-key, else the key the log names." },
+	{ 0 }
+};
+static const char *const ex_audit_init[] = {
+	"hsmwrap audit init --key audit-2026 --pubkey-out audit-2026.pub.pem /var/log/hsmwrap/audit.jsonl",
+	"# then in hsmwrap.conf: audit_log = /var/log/hsmwrap/audit.jsonl",
+	NULL
+};
+static const char *const ex_audit_verify[] = {
+	"hsmwrap audit verify /var/log/hsmwrap/audit.jsonl",
+	"hsmwrap audit verify --pubkey audit-2026.pub.pem --strict audit.jsonl",
+	NULL
+};
+static const char *const ex_audit_show[] = {
+	"hsmwrap audit show --key app-kek --since 2026-11-01 audit.jsonl",
+	"hsmwrap --json audit show --action \"key destroy\" audit.jsonl",
+	NULL
+};
+static const char *const ex_audit_digest[] = {
+	"hsmwrap audit digest /var/log/hsmwrap/audit.jsonl",
+	NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -222,6 +274,33 @@ const struct cli_cmd cli_commands[] = {
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "
 	  "does the same.",
 	  help_opts, ex_help, cmd_help },
+	{ "audit init", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Create the audit signing key and start an audit log",
+	  "Generates an EC sign key in the token (not extractable) and starts a new audit "
+	  "log at LOG (default: the configured --audit-log): a genesis record with a random "
+	  "log id and the key's public key fingerprint, a record of this ceremony and a "
+	  "signed digest. Prints a transcript. LOG must not exist yet.",
+	  audit_init_opts, ex_audit_init, cmd_audit_init },
+	{ "audit verify", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Check an audit log's hash chain and digest signatures",
+	  "Checks every record of the log: the genesis, the hash chain, the sequence numbers "
+	  "and each signed digest. Edited, removed, reordered or inserted records are found "
+	  "and the first bad record is named by line and seq (exit 5). Records after the last "
+	  "signed digest are reported: they could have been cut or changed without trace "
+	  "(--strict makes that an error). Keep the printed head hash elsewhere to detect a "
+	  "log cut back later.",
+	  audit_verify_opts, ex_audit_verify, cmd_audit_verify },
+	{ "audit show", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Show audit records, filtered by key, time or action",
+	  "Prints the records of the log, one per line (or as JSON with --json), filtered by "
+	  "key, time and action. It does not check integrity: use `audit verify` for that.",
+	  audit_show_opts, ex_audit_show, cmd_audit_show },
+	{ "audit digest", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Append a signed digest to the audit log now",
+	  "Signs the current chain hash with the audit key and appends it as a digest record, "
+	  "so that every record so far is covered by a signature (e.g. before rotating or "
+	  "archiving the log).",
+	  audit_digest_opts, ex_audit_digest, cmd_audit_digest },
 };
 
 const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
@@ -243,6 +322,12 @@ const struct cli_global_opt cli_global_opts[] = {
 	  "Print exactly one JSON document on standard output, also on failure." },
 	{ "help", NULL, NULL, "Show this help." },
 	{ "version", NULL, NULL, "Show the version." },
+	{ "audit-log", "FILE", "HSMWRAP_AUDIT_LOG",
+	  "Append a record of every command to this audit log (see `audit init`). When set, "
+	  "a command whose record cannot be written is not run. Config: audit_log." },
+	{ "audit-key", "L", "HSMWRAP_AUDIT_KEY",
+	  "Audit signing key for digests. Default: the key the log's genesis names. "
+	  "Config: audit_key." },
 	{ 0 }
 };
 

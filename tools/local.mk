@@ -21,3 +21,6 @@ CLEANFILES += hsmwrap.1
 hsmwrap.1: hsmwrap$(EXEEXT)
 	$(AM_V_GEN)./hsmwrap$(EXEEXT) help --man > $@.tmp && mv -f $@.tmp $@ \
 	|| { rm -f $@.tmp; exit 1; }
+
+# Audit log and TDE keyrings (issue 5).
+hsmwrap_SOURCES += tools/cmd-audit.c tools/cmd-tde.c

@@ -22,3 +22,6 @@ libhsmwrap_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(HW_LT_VERSION) \
 	-Wl,--version-script=$(top_srcdir)/src/lib/hsmwrap.sym -no-undefined
 EXTRA_libhsmwrap_la_DEPENDENCIES = src/lib/hsmwrap.sym
 EXTRA_DIST += src/lib/hsmwrap.sym
+
+# Audit log and TDE keyrings (issue 5).
+libhsmwrap_la_SOURCES += src/lib/audit.c src/lib/tde.c
