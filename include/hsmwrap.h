@@ -643,6 +643,69 @@ HW_NODISCARD hw_err hw_audit_entry_parse(const uint8_t *line, size_t len,
                                          hw_audit_entry **out);
 void hw_audit_entry_free(hw_audit_entry *e);
 
+/* ------------------------------------------------------------------ */
+/* TDE keyrings: the table keys of a database (id -> versions of       */
+/* 32-byte keys), each wrapped by a master key (an AES-256 envelope    */
+/* key) with AES-GCM inside the HSM. What a database's key-management  */
+/* plugin calls. Format and guarantees: README, "TDE master keys".     */
+
+typedef struct hw_tde_keyring hw_tde_keyring;
+
+#define HW_TDE_KEY_LEN 32
+
+/*
+ * Reads a keyring file and checks it with the master key it names (which
+ * must be on ctx's token): an altered, truncated or re-ordered file, or
+ * one whose entries were swapped between slots, fails (HW_ERR_INTEGRITY
+ * or HW_ERR_FORMAT). ctx must outlive the keyring.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_open(hw_ctx *ctx, const char *path, hw_tde_keyring **out);
+/*
+ * Table key `id`, version `version` (0: the latest), unwrapped in the
+ * HSM, in plaintext: the caller wipes `out` after use (OPENSSL_cleanse).
+ * HW_ERR_KEY_NOT_FOUND for an unknown id or version.
+ */
+HW_NODISCARD hw_err hw_tde_key_get(hw_tde_keyring *kr, uint32_t id, uint32_t version,
+                                   uint8_t out[HW_TDE_KEY_LEN], uint32_t *version_out);
+void hw_tde_keyring_close(hw_tde_keyring *kr);
+
+/* Administration: a new, empty keyring in memory for `master`. */
+HW_NODISCARD hw_err hw_tde_keyring_create(hw_key *master, hw_tde_keyring **out);
+/* A new table key `id` (version 1), or a new version of an existing one. */
+HW_NODISCARD hw_err hw_tde_keyring_add(hw_tde_keyring *kr, uint32_t id, uint32_t *version_out);
+/* Re-wraps every table key under new_master (an AES-256 envelope key);
+ * the plaintext keys stay the same. All or nothing, in memory. */
+HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master);
+/*
+ * Writes the keyring atomically: a temporary file in the same directory,
+ * fsync, rename, fsync of the directory. A crash at any point leaves the
+ * old file or the new one. Concurrent writers must be serialised by the
+ * caller (the CLI locks PATH.lock).
+ */
+HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
+
+typedef struct {
+	uint32_t id, version;
+	uint64_t created;           /* Unix time */
+} hw_tde_entry;
+
+typedef struct {
+	char keyring_id[33];
+	char master_label[129];
+	char master_id[129];        /* CKA_ID, hex */
+	char master_kcv[7];         /* AES-ECB of a zero block, 3 bytes hex; "" if unknown */
+	uint32_t generation;        /* incremented by every save */
+	uint64_t created;
+	hw_tde_entry *entries;      /* sorted by id, then version */
+	size_t nentries;
+} hw_tde_keyring_info;
+
+HW_NODISCARD hw_err hw_tde_keyring_info_get(const hw_tde_keyring *kr, hw_tde_keyring_info **out);
+/* Parses a keyring file without the HSM: structure only, no integrity. */
+HW_NODISCARD hw_err hw_tde_keyring_inspect(const uint8_t *buf, size_t len,
+                                           hw_tde_keyring_info **out);
+void hw_tde_keyring_info_free(hw_tde_keyring_info *info);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 

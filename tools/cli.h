@@ -118,6 +118,7 @@ extern const struct cli_global_opt cli_global_opts[];
 extern const struct cli_exit_class cli_exit_classes[];
 
 const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words);
+const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words);
 /* True if some command's name starts with the family word `w`. */
 int cli_is_family(const char *w);
 void cli_help_overview(FILE *f);

@@ -196,6 +196,64 @@ static const char *const ex_audit_digest[] = {
 	NULL
 };
 
+#define KEYRING_HELP "The keyring file of table keys. Changes replace it atomically " \
+	"(temporary file, fsync, rename), under a lock on KEYRING.lock."
+static const struct cli_opt_spec tde_init_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED,
+	  "Label of the new master key (AES-256, envelope purpose, not extractable), e.g. "
+	  "ORACLE.TDE.HSM.MK.1." },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_add_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ "key", 0, "L", 0, "The master key. Needed to create a new keyring; for an existing "
+	  "one it must be the keyring's master key." },
+	{ "id", 0, "N", CLI_OPT_REQUIRED,
+	  "Table key id (0 to 4294967295). A new id gets version 1; an existing one a new "
+	  "version, and older versions stay readable." },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_list_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_rekey_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ "new-key", 0, "L", CLI_OPT_REQUIRED,
+	  "The new master key (an AES-256 envelope key, e.g. made by `tde init`)." },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_get_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ "id", 0, "N", CLI_OPT_REQUIRED, "Table key id." },
+	{ "version", 0, "V", 0, "Version (default: the latest)." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED,
+	  "Where to write the 32-byte table key in plaintext, mode 0600." },
+	{ 0 }
+};
+static const char *const ex_tde_init[] = {
+	"hsmwrap tde init --label ORACLE.TDE.HSM.MK.1",
+	NULL
+};
+static const char *const ex_tde_add[] = {
+	"hsmwrap tde keyring add -f /var/lib/db/tde.keyring --key ORACLE.TDE.HSM.MK.1 --id 1",
+	"hsmwrap tde keyring add -f /var/lib/db/tde.keyring --id 1   # version 2 of table key 1",
+	NULL
+};
+static const char *const ex_tde_list[] = {
+	"hsmwrap tde keyring list -f /var/lib/db/tde.keyring",
+	NULL
+};
+static const char *const ex_tde_rekey[] = {
+	"hsmwrap tde init --label ORACLE.TDE.HSM.MK.2",
+	"hsmwrap tde keyring rekey -f /var/lib/db/tde.keyring --new-key ORACLE.TDE.HSM.MK.2",
+	NULL
+};
+static const char *const ex_tde_get[] = {
+	"hsmwrap tde keyring get -f /var/lib/db/tde.keyring --id 1 -o table1.key",
+	NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -301,6 +359,36 @@ const struct cli_cmd cli_commands[] = {
 	  "so that every record so far is covered by a signature (e.g. before rotating or "
 	  "archiving the log).",
 	  audit_digest_opts, ex_audit_digest, cmd_audit_digest },
+	{ "tde init", NULL, 0, 0, CLI_CMD_CEREMONY,
+	  "Create a database (TDE) master key",
+	  "Generates an AES-256 master key inside the token (sensitive, not extractable, "
+	  "envelope purpose: it wraps table keys with AES-GCM in the HSM) and prints a "
+	  "transcript with its ID, URI and key check value.",
+	  tde_init_opts, ex_tde_init, cmd_tde_init },
+	{ "tde keyring add", NULL, 0, 0, 0,
+	  "Add a table key (or a new version of one) to a keyring",
+	  "Creates a 32-byte table key from the token's random number generator, wraps it "
+	  "inside the token under the keyring's master key with AES-256-GCM (the keyring id, "
+	  "table key id and version are the authenticated data) and stores it in the keyring "
+	  "file, which is created when it does not exist (then --key is needed).",
+	  tde_add_opts, ex_tde_add, cmd_tde_keyring_add },
+	{ "tde keyring list", NULL, 0, 0, 0,
+	  "List the table keys of a keyring (no secrets)",
+	  "Checks the keyring's integrity with its master key in the token and lists the "
+	  "keyring id, the master key (label, ID, KCV) and every table key id and version.",
+	  tde_list_opts, ex_tde_list, cmd_tde_keyring_list },
+	{ "tde keyring rekey", NULL, 0, 0, CLI_CMD_CEREMONY,
+	  "Re-wrap every table key under a new master key",
+	  "Unwraps every table key in the token and wraps it again under the new master key; "
+	  "the table keys themselves do not change, so no data needs re-encrypting. The file "
+	  "is replaced atomically: a crash at any point leaves the old keyring (still usable "
+	  "with the old master key) or the new one, never a broken one. Prints a transcript.",
+	  tde_rekey_opts, ex_tde_rekey, cmd_tde_keyring_rekey },
+	{ "tde keyring get", NULL, 0, 0, 0,
+	  "Write one table key in plaintext (for the database)",
+	  "Unwraps one table key in the token and writes the 32 plaintext bytes with mode "
+	  "0600. A database plugin calls hw_tde_key_get() instead.",
+	  tde_get_opts, ex_tde_get, cmd_tde_keyring_get },
 };
 
 const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
@@ -760,4 +848,23 @@ void cli_man_page(FILE *f)
 	man_security(f);
 	fputs(".SH SEE ALSO\n.BR p11\\-kit (8),\n.BR pkcs11\\-tool (1),\n"
 	      ".BR softhsm2\\-util (1)\n", f);
+}
+
+/* Three-word commands ("tde keyring add"): tried before the two-word lookup. */
+const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words)
+{
+	if (argc < 3)
+		return NULL;
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		const char *n = cli_commands[i].name;
+		size_t l1 = strlen(argv[0]), l2 = strlen(argv[1]);
+
+		if (strncmp(n, argv[0], l1) == 0 && n[l1] == ' ' &&
+		    strncmp(n + l1 + 1, argv[1], l2) == 0 && n[l1 + 1 + l2] == ' ' &&
+		    strcmp(n + l1 + l2 + 2, argv[2]) == 0) {
+			*words = 3;
+			return &cli_commands[i];
+		}
+	}
+	return NULL;
 }

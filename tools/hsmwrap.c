@@ -757,7 +757,9 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 	hw_audit *audit = NULL;
 	int words = 0, rc;
 
-	c = cli_find_command(argv[0], argc > 1 ? argv[1] : NULL, &words);
+	c = cli_find_command3(argc, argv, &words);
+	if (!c)
+		c = cli_find_command(argv[0], argc > 1 ? argv[1] : NULL, &words);
 	if (!c)
 		return unknown_command(cli, argc, argv);
 	/* getopt starts after argv[0], so hand it the last word of the name. */
