@@ -1215,6 +1215,7 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
 	const char *type, *prev;
 	char h[65];
 	uint64_t seq;
+	bool is_digest;
 	hw_err e;
 
 	st->line++;
@@ -1251,10 +1252,11 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
 	} else if (strcmp(type, "event") != 0) {
 		e = vbad(st, st->line, &seq, "unknown record type");
 	}
+	is_digest = strcmp(type, "digest") == 0;
 	jv_free(&root);
 	if (e != HW_OK)
 		return e;
-	if (st->line > 1 && strcmp(type, "digest") != 0)
+	if (st->line > 1 && !is_digest)
 		rep->uncovered++;
 	else if (st->line == 1)
 		rep->uncovered = 1;
