@@ -8,6 +8,11 @@
  * that append fails anyway (disk full between the two), the command's
  * action has happened: the exit status says the run failed, and the
  * message says that the action was done but not recorded.
+ *
+ * The lock is not held while the command runs: a ceremony waits for
+ * custodians and witnesses, and every other audited command on the host
+ * would wait with it. Holding the open descriptor is enough to know the
+ * log is writable; the chain is read again under the lock at append time.
  */
 #include "config.h"
 
@@ -238,6 +243,8 @@ int cmd_audit_init(struct cli *cli, const struct cli_args *a)
 	}
 	rc = 0;
 out:
+	if (rc && pub_out && pem && !log)
+		(void)unlink(pub_out);
 	if (rc && key && !cli_flag(a, "existing") && !log) {
 		/* No half-made ceremony: a key nobody can use as audit key is removed. */
 		if (hw_key_destroy(key))
