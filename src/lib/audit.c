@@ -1013,12 +1013,12 @@ hw_audit_create(const char *path, hw_key *signer, hw_audit **out)
 	hw_wbuf_free(&w);
 	if (e == HW_OK) {
 		/* The new name must survive a crash too. */
-		char *dir = strdup(path), *slash;
+		char *dir = strdup(path), *slash = dir ? strrchr(dir, '/') : NULL;
 		int dfd;
 
-		if (dir && (slash = strrchr(dir, '/')))
+		if (slash)
 			*(slash == dir ? slash + 1 : slash) = '\0';
-		dfd = open(dir && strchr(dir, '/') ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+		dfd = open(slash ? dir : ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
 		if (dfd >= 0) {
 			(void)fsync(dfd);
 			close(dfd);

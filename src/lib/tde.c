@@ -689,6 +689,7 @@ hw_tde_keyring_save(hw_tde_keyring *kr, const char *path)
 	const char *base;
 	hw_wbuf w;
 	int fd = -1, dfd;
+	bool renamed = false;
 	hw_err e;
 
 	if (!kr || !path)
@@ -744,6 +745,7 @@ hw_tde_keyring_save(hw_tde_keyring *kr, const char *path)
 	}
 	free(tmp);
 	tmp = NULL;
+	renamed = true;
 	crash_point();
 	/* The rename is durable only once the directory is. */
 	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -758,7 +760,8 @@ out:
 		(void)unlink(tmp);
 		free(tmp);
 	}
-	if (e != HW_OK && e != HW_ERR_IO)
+	/* Once renamed, the file on disk is the new generation. */
+	if (e != HW_OK && !renamed)
 		kr->generation--;
 	free(dir);
 	hw_wbuf_free(&w);
