@@ -116,6 +116,8 @@ check "a failure is recorded with its error name" \
 	grep -q '"action":"datakey decrypt".*"result":"HW_ERR_INTEGRITY"' "$LOG"
 check "who: OS user and token" \
 	grep -q "\"who\":{\"user\":\"$(id -un)\",\"uid\":$(id -u)," "$LOG"
+check "who: the token the command used, by label and serial" \
+	grep -q '"token":"hsmwrap-test","serial":"[^"][^"]*","uri":"pkcs11:[^"]*"},"action":"key create"' "$LOG"
 check "a periodic digest was signed at seq 6" \
 	grep -q '^{"seq":6,"time":"[^"]*","type":"digest","reason":"periodic"' "$LOG"
 check "times are UTC with milliseconds" \

@@ -280,6 +280,8 @@ int cmd_help(struct cli *cli, const struct cli_args *a);
 int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out);
 int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int rc);
 int cli_audit_is_ceremony(const struct cli_cmd *c);
+/* Called by cli_ctx() after a login: the token the audit record names. */
+void cli_audit_note_ctx(hw_ctx *ctx);
 int cmd_audit_init(struct cli *cli, const struct cli_args *a);
 int cmd_audit_verify(struct cli *cli, const struct cli_args *a);
 int cmd_audit_show(struct cli *cli, const struct cli_args *a);

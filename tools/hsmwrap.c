@@ -356,6 +356,8 @@ int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out)
 		              "selecting token" : "logging in");
 		goto fail;
 	}
+	if (flags & CLI_CTX_LOGIN)
+		cli_audit_note_ctx(ctx);
 	*out = ctx;
 	return 0;
 fail:

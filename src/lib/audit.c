@@ -692,6 +692,15 @@ static hw_err append_line(hw_audit *a, hw_wbuf *w)
 	return e;
 }
 
+/* Blank-padded PKCS#11 field to a C string. */
+static void unpad(char *out, const unsigned char *in, size_t n)
+{
+	memcpy(out, in, n);
+	while (n && (out[n - 1] == ' ' || out[n - 1] == '\0'))
+		n--;
+	out[n] = '\0';
+}
+
 static void who(hw_wbuf *w, hw_ctx *ctx, const char *token)
 {
 	const struct passwd *pw = getpwuid(geteuid());
@@ -704,22 +713,24 @@ static void who(hw_wbuf *w, hw_ctx *ctx, const char *token)
 	if (ctx) {
 		pthread_mutex_lock(&ctx->lock);
 		if (ctx->have_slot) {
-			/* Blank-padded fixed fields. */
-			size_t l = sizeof(ctx->tinfo.label);
-
-			memcpy(tlabel, ctx->tinfo.label, l);
-			while (l && tlabel[l - 1] == ' ')
-				l--;
-			tlabel[l] = '\0';
-			l = sizeof(ctx->tinfo.serialNumber);
-			memcpy(serial, ctx->tinfo.serialNumber, l);
-			while (l && serial[l - 1] == ' ')
-				l--;
-			serial[l] = '\0';
+			unpad(tlabel, ctx->tinfo.label, sizeof(ctx->tinfo.label));
+			unpad(serial, ctx->tinfo.serialNumber, sizeof(ctx->tinfo.serialNumber));
 			if (ctx->token_uri_str[0])
 				uri = ctx->token_uri_str;
 		}
 		pthread_mutex_unlock(&ctx->lock);
+	} else if (token) {
+		/* Only a URI: its token= and serial= are what is known. */
+		P11KitUri *pu = p11_kit_uri_new();
+
+		if (pu && p11_kit_uri_parse(token, P11_KIT_URI_FOR_TOKEN, pu) == P11_KIT_URI_OK) {
+			CK_TOKEN_INFO *ti = p11_kit_uri_get_token_info(pu);
+
+			unpad(tlabel, ti->label, sizeof(ti->label));
+			unpad(serial, ti->serialNumber, sizeof(ti->serialNumber));
+		}
+		if (pu)
+			p11_kit_uri_free(pu);
 	}
 	w_member(w, "who", false);
 	hw_wbuf_u8(w, '{');
