@@ -293,19 +293,32 @@ expect "the next rekey succeeds" 0 tde keyring rekey -f "$CK" --new-key CR.MK.B
 check "... and removes the dead writer's temporary file" \
 	[ "$(ls -A "$W" | grep -c '^\.crash\.keyring\.tmp\.')" -eq 0 ]
 
-# Killed from outside, at random moments.
+# Killed from outside, at random moments. SoftHSM rewrites its token file
+# in place at every login, so a kill landing there truncates it and the
+# whole test token is gone (a SoftHSM limitation; a real HSM keeps its
+# state itself): the token directory is restored then, and the keyring is
+# checked all the same.
 broken=0
+softhsm_hit=0
+tokdir=$(sed -n 's/^directories.tokendir = //p' "$SOFTHSM2_CONF")
 for i in 1 2 3 4 5 6; do
 	cp crash.orig "$CK"
+	rm -rf tokens.saved && cp -a "$tokdir" tokens.saved
 	"$HSMWRAP" tde keyring rekey -f "$CK" --new-key CR.MK.B >/dev/null 2>&1 &
 	pid=$!
 	sleep "0.0$(od -An -tu1 -N1 /dev/urandom | tr -d ' ' | cut -c1)$i"
 	kill -9 "$pid" 2>/dev/null
 	wait "$pid" 2>/dev/null
+	if find "$tokdir" -name token.object -size 0 | grep -q .; then
+		softhsm_hit=$((softhsm_hit + 1))
+		rm -rf "$tokdir" && cp -a tokens.saved "$tokdir"
+	fi
 	"$HSMWRAP" tde keyring get -f "$CK" --id 3 --version 2 -o got >/dev/null 2>&1 &&
 		cmp -s got base/3.2 || broken=$((broken + 1))
 	rm -f got
 done
+[ "$softhsm_hit" -eq 0 ] ||
+	echo "note: $softhsm_hit kill(s) hit SoftHSM's own token file; token restored"
 check "rekey killed at 6 random moments: table key 3/2 still intact" [ "$broken" -eq 0 ]
 
 check "no PIN in any output" sh -c "! grep -qF '$PIN' '$ALL'"
