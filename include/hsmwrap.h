@@ -663,6 +663,180 @@ HW_NODISCARD hw_err hw_cert_get(hw_key *key, uint8_t **der, size_t *len);
 /* Destroys the certificates stored next to the key; none is not an error. */
 HW_NODISCARD hw_err hw_cert_destroy(hw_key *key);
 
+/* ------------------------------------------------------------------ */
+/* Tamper-evident audit log: one JSON object per line, each carrying   */
+/* the SHA-256 of the previous line's exact bytes ("prev"), and from   */
+/* time to time a digest record whose chain hash is signed by an EC    */
+/* audit key in the HSM. Appends from several processes are chained   */
+/* correctly (flock, fsync). Format: README, "Audit log".              */
+
+typedef struct hw_audit hw_audit;
+
+/* What is logged about one action. Never put secrets in it: the
+ * encryption context is written in plaintext, by design. */
+typedef struct {
+	const char *action;         /* e.g. "key create", "decrypt"; required */
+	hw_ctx *ctx;                /* token used (label, serial, URI), or NULL */
+	const char *token;          /* token URI to log when ctx is NULL, or NULL */
+	hw_key *key;                /* key used (label and id), or NULL */
+	const char *key_label;      /* when key is NULL; NULL: no key */
+	const char *key_id_hex;     /* when key is NULL; NULL: unknown */
+	const char *key_version;    /* NULL: none (logged as null) */
+	const hw_ectx *context;     /* NULL: no pairs */
+	hw_err result;              /* HW_OK, or the failure (logged by hw_errname) */
+} hw_audit_event;
+
+/* Default number of records between two periodic signed digests. */
+#define HW_AUDIT_DIGEST_EVERY 100u
+
+/*
+ * Starts a new log at path (which must not exist, HW_ERR_IO otherwise):
+ * a genesis record with a random log id and the signer's public key
+ * fingerprint, written and fsync'd. signer is an EC P-256 or P-384 sign
+ * key; it becomes the log's signer (see hw_audit_set_signer).
+ */
+HW_NODISCARD hw_err hw_audit_create(const char *path, hw_key *signer, hw_audit **out);
+/*
+ * Opens an existing log for appending and checks now that it can be
+ * written and is not damaged at its ends (a genesis first, a complete
+ * last record), so that an application can refuse to work un-audited
+ * before it does anything.
+ */
+HW_NODISCARD hw_err hw_audit_open(const char *path, hw_audit **out);
+/* Label of the audit key the log's genesis record names (borrowed). */
+const char *hw_audit_key_label(const hw_audit *log);
+/* The log's random id (32 hex digits, borrowed). */
+const char *hw_audit_log_id(const hw_audit *log);
+/*
+ * The key that signs digests (its public key must be the one the genesis
+ * names: HW_ERR_WRONG_KEY otherwise). It must outlive the log handle.
+ */
+HW_NODISCARD hw_err hw_audit_set_signer(hw_audit *log, hw_key *signer);
+/* Records between periodic digests (0: HW_AUDIT_DIGEST_EVERY). */
+void hw_audit_set_digest_every(hw_audit *log, unsigned every);
+/*
+ * Appends one record. When it reaches a periodic digest point, a signed
+ * digest follows at once if a signer is set; else hw_audit_digest_due()
+ * says so and the caller should set one and call hw_audit_digest().
+ */
+HW_NODISCARD hw_err hw_audit_append(hw_audit *log, const hw_audit_event *ev);
+int hw_audit_digest_due(const hw_audit *log);
+/* Appends a digest record signed by the signer now; reason e.g. "ceremony". */
+HW_NODISCARD hw_err hw_audit_digest(hw_audit *log, const char *reason);
+void hw_audit_close(hw_audit *log);
+
+typedef struct {
+	uint64_t records;           /* lines read */
+	uint64_t digests;           /* signed digests that verified */
+	uint64_t last_digest_line;  /* 0: none */
+	uint64_t uncovered;         /* records after the last signed digest */
+	uint64_t bad_line;          /* first bad record (1-based line), 0: none */
+	uint64_t bad_seq;           /* its seq, when bad_seq_known */
+	int bad_seq_known;
+	char reason[256];           /* what is wrong with it */
+	char log_id[33];
+	char key_label[129];        /* audit key named by the genesis */
+	char key_fingerprint[65];   /* SHA-256 of its SubjectPublicKeyInfo, hex */
+	char head[65];              /* SHA-256 of the last line: keep it elsewhere */
+	uint64_t head_seq;
+} hw_audit_report;
+
+/*
+ * Checks a whole log: the genesis, every link of the chain, the sequence
+ * numbers, and each digest signature with the public key spki (DER
+ * SubjectPublicKeyInfo; its fingerprint must be the genesis's, else
+ * HW_ERR_WRONG_KEY). HW_OK: intact (rep->uncovered may still be > 0:
+ * such records could have been cut or changed without trace).
+ * HW_ERR_INTEGRITY: rep names the first bad record and why.
+ */
+HW_NODISCARD hw_err hw_audit_verify(const uint8_t *log, size_t len,
+                                    const uint8_t *spki, size_t spki_len,
+                                    hw_audit_report *rep);
+/* The same, reading the file line by line (bounded memory). */
+HW_NODISCARD hw_err hw_audit_verify_file(const char *path, const uint8_t *spki,
+                                         size_t spki_len, hw_audit_report *rep);
+
+/* One record, parsed (no integrity check: that is hw_audit_verify's). */
+typedef struct {
+	uint64_t seq;
+	char type[16];              /* "genesis", "event" or "digest" */
+	char *time;                 /* UTC, e.g. "2026-11-29T22:30:01.123Z" */
+	char *user, *host, *token;  /* who; NULL when absent */
+	char *action, *key_label, *key_id, *key_version, *result;
+	char *reason;               /* digests */
+	hw_envelope_pair *context;
+	size_t ncontext;
+	char *prev;
+} hw_audit_entry;
+
+/* line without its newline; at most 64 KiB. */
+HW_NODISCARD hw_err hw_audit_entry_parse(const uint8_t *line, size_t len,
+                                         hw_audit_entry **out);
+void hw_audit_entry_free(hw_audit_entry *e);
+
+/* ------------------------------------------------------------------ */
+/* TDE keyrings: the table keys of a database (id -> versions of       */
+/* 32-byte keys), each wrapped by a master key (an AES-256 envelope    */
+/* key) with AES-GCM inside the HSM. What a database's key-management  */
+/* plugin calls. Format and guarantees: README, "TDE master keys".     */
+
+typedef struct hw_tde_keyring hw_tde_keyring;
+
+#define HW_TDE_KEY_LEN 32
+
+/*
+ * Reads a keyring file and checks it with the master key it names (which
+ * must be on ctx's token): an altered, truncated or re-ordered file, or
+ * one whose entries were swapped between slots, fails (HW_ERR_INTEGRITY
+ * or HW_ERR_FORMAT). ctx must outlive the keyring.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_open(hw_ctx *ctx, const char *path, hw_tde_keyring **out);
+/*
+ * Table key `id`, version `version` (0: the latest), unwrapped in the
+ * HSM, in plaintext: the caller wipes `out` after use (OPENSSL_cleanse).
+ * HW_ERR_KEY_NOT_FOUND for an unknown id or version.
+ */
+HW_NODISCARD hw_err hw_tde_key_get(hw_tde_keyring *kr, uint32_t id, uint32_t version,
+                                   uint8_t out[HW_TDE_KEY_LEN], uint32_t *version_out);
+void hw_tde_keyring_close(hw_tde_keyring *kr);
+
+/* Administration: a new, empty keyring in memory for `master`. */
+HW_NODISCARD hw_err hw_tde_keyring_create(hw_key *master, hw_tde_keyring **out);
+/* A new table key `id` (version 1), or a new version of an existing one. */
+HW_NODISCARD hw_err hw_tde_keyring_add(hw_tde_keyring *kr, uint32_t id, uint32_t *version_out);
+/* Re-wraps every table key under new_master (an AES-256 envelope key);
+ * the plaintext keys stay the same. All or nothing, in memory. */
+HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master);
+/*
+ * Writes the keyring atomically: a temporary file in the same directory,
+ * fsync, rename, fsync of the directory. A crash at any point leaves the
+ * old file or the new one. Concurrent writers must be serialised by the
+ * caller (the CLI locks PATH.lock).
+ */
+HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
+
+typedef struct {
+	uint32_t id, version;
+	uint64_t created;           /* Unix time */
+} hw_tde_entry;
+
+typedef struct {
+	char keyring_id[33];
+	char master_label[129];
+	char master_id[129];        /* CKA_ID, hex */
+	char master_kcv[7];         /* AES-ECB of a zero block, 3 bytes hex; "" if unknown */
+	uint32_t generation;        /* incremented by every save */
+	uint64_t created;
+	hw_tde_entry *entries;      /* sorted by id, then version */
+	size_t nentries;
+} hw_tde_keyring_info;
+
+HW_NODISCARD hw_err hw_tde_keyring_info_get(const hw_tde_keyring *kr, hw_tde_keyring_info **out);
+/* Parses a keyring file without the HSM: structure only, no integrity. */
+HW_NODISCARD hw_err hw_tde_keyring_inspect(const uint8_t *buf, size_t len,
+                                           hw_tde_keyring_info **out);
+void hw_tde_keyring_info_free(hw_tde_keyring_info *info);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 

@@ -81,6 +81,10 @@ struct cli_opt_spec {
 
 enum {
 	CLI_CMD_NO_SETTINGS = 1u << 0, /* runs without config/environment */
+	/* Ends with a signed audit digest (key ceremonies): see cmd-audit.c. */
+	CLI_CMD_CEREMONY = 1u << 1,
+	/* Never recorded in the audit log (audit commands write it themselves). */
+	CLI_CMD_NO_AUDIT = 1u << 2,
 };
 
 struct cli_cmd {
@@ -114,6 +118,7 @@ extern const struct cli_global_opt cli_global_opts[];
 extern const struct cli_exit_class cli_exit_classes[];
 
 const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words);
+const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words);
 /* True if some command's name starts with the family word `w`. */
 int cli_is_family(const char *w);
 void cli_help_overview(FILE *f);
@@ -160,6 +165,11 @@ struct cli {
 	struct jw out;              /* success document, printed at the end */
 	struct pin_prompt prompt;
 	char detail[1024];          /* detail of a CLI-side failure */
+	/* Audit log settings (option > environment > config file). */
+	const char *audit_log;
+	const char *audit_key;      /* NULL: the key the log's genesis names */
+	unsigned audit_every;       /* records between periodic digests, 0: default */
+	hw_err last_err;            /* of the last failure reported, for the audit record */
 };
 
 int cli_exit_code(hw_err err);
@@ -268,6 +278,25 @@ int cmd_help(struct cli *cli, const struct cli_args *a);
 int cmd_ca_init(struct cli *cli, const struct cli_args *a);
 int cmd_ca_sign(struct cli *cli, const struct cli_args *a);
 int cmd_ca_crl(struct cli *cli, const struct cli_args *a);
+
+/* cmd-audit.c: the audit hook of main's dispatch. Before a command runs,
+ * the configured log must open for appending (else the command is not run:
+ * exit status returned); afterwards one record is appended, and ceremonies
+ * get a signed digest. Returns the final exit status. */
+int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out);
+int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int rc);
+int cli_audit_is_ceremony(const struct cli_cmd *c);
+/* Called by cli_ctx() after a login: the token the audit record names. */
+void cli_audit_note_ctx(hw_ctx *ctx);
+int cmd_audit_init(struct cli *cli, const struct cli_args *a);
+int cmd_audit_verify(struct cli *cli, const struct cli_args *a);
+int cmd_audit_show(struct cli *cli, const struct cli_args *a);
+int cmd_audit_digest(struct cli *cli, const struct cli_args *a);
+int cmd_tde_init(struct cli *cli, const struct cli_args *a);
+int cmd_tde_keyring_add(struct cli *cli, const struct cli_args *a);
+int cmd_tde_keyring_list(struct cli *cli, const struct cli_args *a);
+int cmd_tde_keyring_rekey(struct cli *cli, const struct cli_args *a);
+int cmd_tde_keyring_get(struct cli *cli, const struct cli_args *a);
 
 /* Shared by the key commands and those that print a key (cmd-key.c). */
 void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);

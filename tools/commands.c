@@ -280,6 +280,116 @@ static const char *const ex_ca_crl[] = {
 	NULL
 };
 
+static const struct cli_opt_spec audit_init_opts[] = {
+	{ "key", 0, "L", CLI_OPT_REQUIRED,
+	  "Label of the audit signing key to create in the token (EC, sign only, not "
+	  "extractable)." },
+	{ "curve", 0, "C", 0, "p256 (default) or p384." },
+	{ "existing", 0, NULL, 0, "Use the existing sign key L instead of creating it." },
+	{ "pubkey-out", 0, "PEM", 0,
+	  "Also write the audit key's public key here, for auditors without HSM access." },
+	{ 0 }
+};
+static const struct cli_opt_spec audit_verify_opts[] = {
+	{ "key", 0, "L", 0,
+	  "Audit key in the token whose public key checks the digests. Default: "
+	  "--audit-key, else the key the log names." },
+	{ "pubkey", 0, "PEM", 0,
+	  "Check the digests with this public key file instead (no HSM needed)." },
+	{ "strict", 0, NULL, 0,
+	  "Fail (exit 5) when records follow the last signed digest." },
+	{ 0 }
+};
+static const struct cli_opt_spec audit_show_opts[] = {
+	{ "key", 0, "L", 0, "Only records about this key (label or id:HEX)." },
+	{ "since", 0, "TIME", 0, "Only records at or after TIME (UTC, e.g. 2026-11-29 or "
+	  "2026-11-29T22:00)." },
+	{ "until", 0, "TIME", 0, "Only records up to TIME (UTC, inclusive as a prefix)." },
+	{ "action", 0, "A", 0, "Only records of this action, e.g. \"key create\"." },
+	{ 0 }
+};
+static const struct cli_opt_spec audit_digest_opts[] = {
+	{ "key", 0, "L", 0, "Audit key. Default: --audit-key, else the key the log names." },
+	{ 0 }
+};
+static const char *const ex_audit_init[] = {
+	"hsmwrap audit init --key audit-2026 --pubkey-out audit-2026.pub.pem /var/log/hsmwrap/audit.jsonl",
+	"# then in hsmwrap.conf: audit_log = /var/log/hsmwrap/audit.jsonl",
+	NULL
+};
+static const char *const ex_audit_verify[] = {
+	"hsmwrap audit verify /var/log/hsmwrap/audit.jsonl",
+	"hsmwrap audit verify --pubkey audit-2026.pub.pem --strict audit.jsonl",
+	NULL
+};
+static const char *const ex_audit_show[] = {
+	"hsmwrap audit show --key app-kek --since 2026-11-01 audit.jsonl",
+	"hsmwrap --json audit show --action \"key destroy\" audit.jsonl",
+	NULL
+};
+static const char *const ex_audit_digest[] = {
+	"hsmwrap audit digest /var/log/hsmwrap/audit.jsonl",
+	NULL
+};
+
+#define KEYRING_HELP "The keyring file of table keys. Changes replace it atomically " \
+	"(temporary file, fsync, rename), under a lock on KEYRING.lock."
+static const struct cli_opt_spec tde_init_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED,
+	  "Label of the new master key (AES-256, envelope purpose, not extractable), e.g. "
+	  "ORACLE.TDE.HSM.MK.1." },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_add_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ "key", 0, "L", 0, "The master key. Needed to create a new keyring; for an existing "
+	  "one it must be the keyring's master key." },
+	{ "id", 0, "N", CLI_OPT_REQUIRED,
+	  "Table key id (0 to 4294967295). A new id gets version 1; an existing one a new "
+	  "version, and older versions stay readable." },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_list_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_rekey_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ "new-key", 0, "L", CLI_OPT_REQUIRED,
+	  "The new master key (an AES-256 envelope key, e.g. made by `tde init`)." },
+	{ 0 }
+};
+static const struct cli_opt_spec tde_get_opts[] = {
+	{ "keyring", 'f', "KEYRING", CLI_OPT_REQUIRED, KEYRING_HELP },
+	{ "id", 0, "N", CLI_OPT_REQUIRED, "Table key id." },
+	{ "version", 0, "V", 0, "Version (default: the latest)." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED,
+	  "Where to write the 32-byte table key in plaintext, mode 0600." },
+	{ 0 }
+};
+static const char *const ex_tde_init[] = {
+	"hsmwrap tde init --label ORACLE.TDE.HSM.MK.1",
+	NULL
+};
+static const char *const ex_tde_add[] = {
+	"hsmwrap tde keyring add -f /var/lib/db/tde.keyring --key ORACLE.TDE.HSM.MK.1 --id 1",
+	"hsmwrap tde keyring add -f /var/lib/db/tde.keyring --id 1   # version 2 of table key 1",
+	NULL
+};
+static const char *const ex_tde_list[] = {
+	"hsmwrap tde keyring list -f /var/lib/db/tde.keyring",
+	NULL
+};
+static const char *const ex_tde_rekey[] = {
+	"hsmwrap tde init --label ORACLE.TDE.HSM.MK.2",
+	"hsmwrap tde keyring rekey -f /var/lib/db/tde.keyring --new-key ORACLE.TDE.HSM.MK.2",
+	NULL
+};
+static const char *const ex_tde_get[] = {
+	"hsmwrap tde keyring get -f /var/lib/db/tde.keyring --id 1 -o table1.key",
+	NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -415,6 +525,63 @@ const struct cli_cmd cli_commands[] = {
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "
 	  "does the same.",
 	  help_opts, ex_help, cmd_help },
+	{ "audit init", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Create the audit signing key and start an audit log",
+	  "Generates an EC sign key in the token (not extractable) and starts a new audit "
+	  "log at LOG (default: the configured --audit-log): a genesis record with a random "
+	  "log id and the key's public key fingerprint, a record of this ceremony and a "
+	  "signed digest. Prints a transcript. LOG must not exist yet.",
+	  audit_init_opts, ex_audit_init, cmd_audit_init },
+	{ "audit verify", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Check an audit log's hash chain and digest signatures",
+	  "Checks every record of the log: the genesis, the hash chain, the sequence numbers "
+	  "and each signed digest. Edited, removed, reordered or inserted records are found "
+	  "and the first bad record is named by line and seq (exit 5). Records after the last "
+	  "signed digest are reported: they could have been cut or changed without trace "
+	  "(--strict makes that an error). Keep the printed head hash elsewhere to detect a "
+	  "log cut back later.",
+	  audit_verify_opts, ex_audit_verify, cmd_audit_verify },
+	{ "audit show", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Show audit records, filtered by key, time or action",
+	  "Prints the records of the log, one per line (or as JSON with --json), filtered by "
+	  "key, time and action. It does not check integrity: use `audit verify` for that.",
+	  audit_show_opts, ex_audit_show, cmd_audit_show },
+	{ "audit digest", "[LOG]", 0, 1, CLI_CMD_NO_AUDIT,
+	  "Append a signed digest to the audit log now",
+	  "Signs the current chain hash with the audit key and appends it as a digest record, "
+	  "so that every record so far is covered by a signature (e.g. before rotating or "
+	  "archiving the log).",
+	  audit_digest_opts, ex_audit_digest, cmd_audit_digest },
+	{ "tde init", NULL, 0, 0, CLI_CMD_CEREMONY,
+	  "Create a database (TDE) master key",
+	  "Generates an AES-256 master key inside the token (sensitive, not extractable, "
+	  "envelope purpose: it wraps table keys with AES-GCM in the HSM) and prints a "
+	  "transcript with its ID, URI and key check value.",
+	  tde_init_opts, ex_tde_init, cmd_tde_init },
+	{ "tde keyring add", NULL, 0, 0, 0,
+	  "Add a table key (or a new version of one) to a keyring",
+	  "Creates a 32-byte table key from the token's random number generator, wraps it "
+	  "inside the token under the keyring's master key with AES-256-GCM (the keyring id, "
+	  "table key id and version are the authenticated data) and stores it in the keyring "
+	  "file, which is created when it does not exist (then --key is needed).",
+	  tde_add_opts, ex_tde_add, cmd_tde_keyring_add },
+	{ "tde keyring list", NULL, 0, 0, 0,
+	  "List the table keys of a keyring (no secrets)",
+	  "Checks the keyring's integrity with its master key in the token and lists the "
+	  "keyring id, the master key (label, ID, KCV) and every table key id and version.",
+	  tde_list_opts, ex_tde_list, cmd_tde_keyring_list },
+	{ "tde keyring rekey", NULL, 0, 0, CLI_CMD_CEREMONY,
+	  "Re-wrap every table key under a new master key",
+	  "Unwraps every table key in the token and wraps it again under the new master key; "
+	  "the table keys themselves do not change, so no data needs re-encrypting. The file "
+	  "is replaced atomically: a crash at any point leaves the old keyring (still usable "
+	  "with the old master key) or the new one, never a broken one. Prints a transcript.",
+	  tde_rekey_opts, ex_tde_rekey, cmd_tde_keyring_rekey },
+	{ "tde keyring get", NULL, 0, 0, 0,
+	  "Write one table key in plaintext (for the database)",
+	  "Unwraps one table key in the token and writes the 32 plaintext bytes with mode "
+	  "0600. A database plugin calls hw_tde_key_get() instead.",
+	  tde_get_opts, ex_tde_get, cmd_tde_keyring_get },
 };
 
 const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
@@ -436,6 +603,12 @@ const struct cli_global_opt cli_global_opts[] = {
 	  "Print exactly one JSON document on standard output, also on failure." },
 	{ "help", NULL, NULL, "Show this help." },
 	{ "version", NULL, NULL, "Show the version." },
+	{ "audit-log", "FILE", "HSMWRAP_AUDIT_LOG",
+	  "Append a record of every command to this audit log (see `audit init`). When set, "
+	  "a command whose record cannot be written is not run. Config: audit_log." },
+	{ "audit-key", "L", "HSMWRAP_AUDIT_KEY",
+	  "Audit signing key for digests. Default: the key the log's genesis names. "
+	  "Config: audit_key." },
 	{ 0 }
 };
 
@@ -868,4 +1041,23 @@ void cli_man_page(FILE *f)
 	man_security(f);
 	fputs(".SH SEE ALSO\n.BR p11\\-kit (8),\n.BR pkcs11\\-tool (1),\n"
 	      ".BR softhsm2\\-util (1)\n", f);
+}
+
+/* Three-word commands ("tde keyring add"): tried before the two-word lookup. */
+const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words)
+{
+	if (argc < 3)
+		return NULL;
+	for (size_t i = 0; i < cli_ncommands; i++) {
+		const char *n = cli_commands[i].name;
+		size_t l1 = strlen(argv[0]), l2 = strlen(argv[1]);
+
+		if (strncmp(n, argv[0], l1) == 0 && n[l1] == ' ' &&
+		    strncmp(n + l1 + 1, argv[1], l2) == 0 && n[l1 + 1 + l2] == ' ' &&
+		    strcmp(n + l1 + l2 + 2, argv[2]) == 0) {
+			*words = 3;
+			return &cli_commands[i];
+		}
+	}
+	return NULL;
 }

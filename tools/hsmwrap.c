@@ -62,6 +62,7 @@ static int report(struct cli *cli, hw_err err, const char *what,
 	/* A failed prompt knows better than the library why it failed. */
 	if (cli->prompt.note[0] && cli_exit_code(err) == EXIT_AUTH)
 		detail = cli->prompt.note;
+	cli->last_err = err;
 	if (detail[0])
 		fprintf(stderr, "%s: %s: %s (%s)\n", PROG, what, hw_strerror(err), detail);
 	else
@@ -98,6 +99,7 @@ int cli_usage(struct cli *cli, const struct cli_cmd *c, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(cli->detail, sizeof(cli->detail), fmt, ap);
 	va_end(ap);
+	cli->last_err = HW_ERR_INVALID_ARG;
 	fprintf(stderr, "%s: %s: %s\n", PROG, c ? c->name : "usage", cli->detail);
 	cli_usage_hint(stderr, c);
 	if (cli->json && !cli->json_sent)
@@ -120,6 +122,7 @@ void cli_warn_err(const char *what, hw_err err)
 
 struct conf_values {
 	char *module, *token, *pin_source;
+	char *audit_log, *audit_key, *audit_every;
 };
 
 static struct conf_values conf;
@@ -129,6 +132,9 @@ static void conf_free(void)
 	free(conf.module);
 	free(conf.token);
 	free(conf.pin_source);
+	free(conf.audit_log);
+	free(conf.audit_key);
+	free(conf.audit_every);
 	memset(&conf, 0, sizeof(conf));
 }
 
@@ -165,6 +171,12 @@ static int conf_line(struct cli *cli, const char *path, unsigned lineno, char *l
 		slot = &conf.token;
 	else if (strcmp(name, "pin-source") == 0)
 		slot = &conf.pin_source;
+	else if (strcmp(name, "audit_log") == 0 || strcmp(name, "audit-log") == 0)
+		slot = &conf.audit_log;
+	else if (strcmp(name, "audit_key") == 0 || strcmp(name, "audit-key") == 0)
+		slot = &conf.audit_key;
+	else if (strcmp(name, "audit_digest_every") == 0 || strcmp(name, "audit-digest-every") == 0)
+		slot = &conf.audit_every;
 	else
 		return cli_failf(cli, HW_ERR_INVALID_ARG, "reading configuration",
 		                 "%s:%u: unknown setting '%s' (known: module, token, pin-source)",
@@ -253,6 +265,26 @@ static int resolve_settings(struct cli *cli)
 	if (!cli_pin_source_ok(cli->pin_source))
 		return cli_failf(cli, HW_ERR_INVALID_ARG, "PIN source",
 		                 "not file:PATH, env:NAME or prompt");
+	if (!cli->audit_log && !(cli->audit_log = env_value("HSMWRAP_AUDIT_LOG")))
+		cli->audit_log = conf.audit_log;
+	if (!cli->audit_key && !(cli->audit_key = env_value("HSMWRAP_AUDIT_KEY")))
+		cli->audit_key = conf.audit_key;
+	{
+		const char *ev = env_value("HSMWRAP_AUDIT_DIGEST_EVERY");
+		char *end = NULL;
+		unsigned long n;
+
+		if (!ev)
+			ev = conf.audit_every;
+		if (ev) {
+			errno = 0;
+			n = strtoul(ev, &end, 10);
+			if (errno || !*ev || *end || n == 0 || n > 1000000)
+				return cli_failf(cli, HW_ERR_INVALID_ARG, "audit digest interval",
+				                 "'%s' is not a number of records from 1 to 1000000", ev);
+			cli->audit_every = (unsigned)n;
+		}
+	}
 	return 0;
 }
 
@@ -324,6 +356,8 @@ int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out)
 		              "selecting token" : "logging in");
 		goto fail;
 	}
+	if (flags & CLI_CTX_LOGIN)
+		cli_audit_note_ctx(ctx);
 	*out = ctx;
 	return 0;
 fail:
@@ -645,6 +679,7 @@ int cmd_help(struct cli *cli, const struct cli_args *a)
 /* main                                                                */
 
 enum { G_MODULE = 256, G_TOKEN, G_PIN_SOURCE, G_CONFIG, G_JSON, G_VERSION };
+enum { G_AUDIT_LOG = 300, G_AUDIT_KEY };
 
 static const struct option global_long[] = {
 	{ "module", required_argument, NULL, G_MODULE },
@@ -654,6 +689,8 @@ static const struct option global_long[] = {
 	{ "json", no_argument, NULL, G_JSON },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, G_VERSION },
+	{ "audit-log", required_argument, NULL, G_AUDIT_LOG },
+	{ "audit-key", required_argument, NULL, G_AUDIT_KEY },
 	{ 0, 0, 0, 0 }
 };
 
@@ -674,6 +711,8 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 			break;
 		case G_CONFIG: cli->config = optarg; cli->config_explicit = 1; break;
 		case G_JSON: cli->json = 1; break;
+		case G_AUDIT_LOG: cli->audit_log = optarg; break;
+		case G_AUDIT_KEY: cli->audit_key = optarg; break;
 		case 'h':
 			print_text(cli, text_overview, NULL);
 			return -1;
@@ -717,9 +756,12 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 {
 	const struct cli_cmd *c;
 	struct cli_args a;
+	hw_audit *audit = NULL;
 	int words = 0, rc;
 
-	c = cli_find_command(argv[0], argc > 1 ? argv[1] : NULL, &words);
+	c = cli_find_command3(argc, argv, &words);
+	if (!c)
+		c = cli_find_command(argv[0], argc > 1 ? argv[1] : NULL, &words);
 	if (!c)
 		return unknown_command(cli, argc, argv);
 	/* getopt starts after argv[0], so hand it the last word of the name. */
@@ -728,8 +770,13 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 		rc = print_text(cli, text_command, c) ? EXIT_FAILURE_OTHER : -1;
 	else if (rc == 0 && !(c->flags & CLI_CMD_NO_SETTINGS))
 		rc = resolve_settings(cli);
-	if (rc == 0)
+	/* A configured audit log must be writable before anything is done. */
+	if (rc == 0 && !(c->flags & CLI_CMD_NO_SETTINGS))
+		rc = cli_audit_begin(cli, c, &audit);
+	if (rc == 0) {
 		rc = c->run(cli, &a);
+		rc = cli_audit_end(cli, &a, audit, rc);
+	}
 	args_free(&a);
 	return rc;
 }

@@ -26,3 +26,5 @@ hsmwrap.1: hsmwrap$(EXEEXT)
 hsmwrap_SOURCES += tools/cmd-envelope.c
 # Root-CA ceremony: ca init, ca sign, ca crl.
 hsmwrap_SOURCES += tools/cmd-ca.c tools/ca-parse.h tools/ca-parse.c
+# Audit log and TDE keyrings (issue 5).
+hsmwrap_SOURCES += tools/cmd-audit.c tools/cmd-tde.c

@@ -26,3 +26,6 @@ EXTRA_DIST += src/lib/hsmwrap.sym
 
 # Certificates stored next to their key pair (root-CA ceremony).
 libhsmwrap_la_SOURCES += src/lib/cert.c
+
+# Audit log and TDE keyrings (issue 5).
+libhsmwrap_la_SOURCES += src/lib/audit.c src/lib/tde.c
