@@ -497,7 +497,7 @@ const struct cli_cmd cli_commands[] = {
 	  "decrypted or authenticated, so no HSM and no PIN are needed: the header may have "
 	  "been altered, and only decrypt can tell.",
 	  no_opts, ex_inspect, cmd_inspect },
-	{ "ca init", NULL, 0, 0, 0,
+	{ "ca init", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Root-CA ceremony: CA key in the HSM and its self-signed certificate",
 	  "Generates the CA key pair inside the token (sensitive, not extractable, sign only), "
 	  "makes a self-signed X.509 v3 certificate for it (basicConstraints CA:TRUE and "
@@ -508,14 +508,14 @@ const struct cli_cmd cli_commands[] = {
 	  "certificate SHA-256 fingerprints, subject, serial, validity. On any failure the new "
 	  "key is destroyed again.",
 	  ca_init_opts, ex_ca_init, cmd_ca_init },
-	{ "ca sign", NULL, 0, 0, 0,
+	{ "ca sign", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Issue a certificate from a request with a CA key in the HSM",
 	  "Checks the request's signature, then issues a certificate for its subject and public "
 	  "key with the extensions of the profile (never those the request asks for), a random "
 	  "16-byte serial and the CA's key identifier, signed inside the HSM. The CA certificate "
 	  "must hold the key's public half. Prints a transcript.",
 	  ca_sign_opts, ex_ca_sign, cmd_ca_sign },
-	{ "ca crl", NULL, 0, 0, 0,
+	{ "ca crl", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Issue a certificate revocation list with a CA key in the HSM",
 	  "Writes a version 2 CRL listing the given serials as revoked now, with a CRL number "
 	  "and the CA's key identifier, signed inside the HSM. Prints a transcript.",
