@@ -596,6 +596,9 @@ typedef struct {
 	hw_key_tag *tags;           /* sorted by key, keys unique */
 	size_t ntags;
 	char *description;          /* "" if none */
+	/* Bumped at every change: the token keeps the newest object if an
+	 * update was interrupted between writing the new and removing the old. */
+	uint32_t serial;
 } hw_key_meta;
 
 /* The logical key's label, and the version this key object is (1..). */

@@ -4,7 +4,7 @@
  * logical key, CKA_APPLICATION "hsmwrap-key-meta", CKA_LABEL = the key's
  * label, CKA_VALUE =
  *
- *   "HWM" | format u8 (1) | state u8 | deletion date u64 | purpose u8
+ *   "HWM" | format u8 (1) | serial u32 | state u8 | deletion date u64 | purpose u8
  *   | created u64 | current version u32
  *   | nversions u16 | (number u32 | key id str16 | created u64) * nversions
  *   | ntags u16 | (key str16 | value str16) * ntags
@@ -15,6 +15,11 @@
  * current version among the versions, a deletion date exactly when the
  * key is pending deletion, no trailing bytes. So a value either means
  * one thing or is refused, and encode(decode(x)) == x.
+ *
+ * Tokens may refuse to change CKA_VALUE of a data object (SoftHSMv2 does),
+ * so an update writes a new object, then destroys the old one; the serial
+ * says which is newer if an update stops in between, and the older one is
+ * removed at the next read.
  *
  * Versions are separate key objects: version 1 keeps the label L, version
  * n >= 2 is "L#n". Blobs and ESDK messages name the key object they used,
@@ -188,7 +193,7 @@ hw_key_meta_decode(const uint8_t *in, size_t len, hw_key_meta **out)
 	size_t n;
 	uint8_t fmt, state, purpose;
 	uint64_t deletion, created;
-	uint32_t current;
+	uint32_t current, serial;
 	uint16_t nv, nt;
 	hw_key_meta *m;
 	hw_err e = HW_ERR_FORMAT;
@@ -200,7 +205,8 @@ hw_key_meta_decode(const uint8_t *in, size_t len, hw_key_meta **out)
 		return bad("not a metadata value");
 	if (hw_rbuf_u8(&r, &fmt) != HW_OK || fmt != META_FORMAT)
 		return bad("unsupported format version");
-	if (hw_rbuf_u8(&r, &state) != HW_OK || hw_rbuf_u64(&r, &deletion) != HW_OK ||
+	if (hw_rbuf_u32(&r, &serial) != HW_OK ||
+	    hw_rbuf_u8(&r, &state) != HW_OK || hw_rbuf_u64(&r, &deletion) != HW_OK ||
 	    hw_rbuf_u8(&r, &purpose) != HW_OK || hw_rbuf_u64(&r, &created) != HW_OK ||
 	    hw_rbuf_u32(&r, &current) != HW_OK || hw_rbuf_u16(&r, &nv) != HW_OK)
 		return bad("truncated");
@@ -217,6 +223,7 @@ hw_key_meta_decode(const uint8_t *in, size_t len, hw_key_meta **out)
 	if (!m)
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
 	m->stored = 1;
+	m->serial = serial;
 	m->state = (hw_key_state)state;
 	m->deletion_date = (int64_t)deletion;
 	m->purpose = (hw_purpose)purpose;
@@ -350,6 +357,7 @@ hw_key_meta_encode(const hw_key_meta *m, uint8_t **out, size_t *len)
 	hw_wbuf_init(&w, META_VALUE_MAX);
 	hw_wbuf_put(&w, META_MAGIC, 3);
 	hw_wbuf_u8(&w, META_FORMAT);
+	hw_wbuf_u32(&w, m->serial);
 	hw_wbuf_u8(&w, (uint8_t)m->state);
 	hw_wbuf_u64(&w, (uint64_t)m->deletion_date);
 	hw_wbuf_u8(&w, (uint8_t)m->purpose);
@@ -507,13 +515,18 @@ meta_load_s(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, hw_key_meta **
 	return rv;
 }
 
-/* The metadata of `label`: *out NULL (and *h invalid) if there is none. */
+/*
+ * The metadata of `label`: *out NULL (and *h invalid) if there is none.
+ * Of several objects (an update interrupted) the newest counts; the
+ * others are removed.
+ */
 static CK_RV
 meta_read_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label, hw_key_meta **out,
             CK_OBJECT_HANDLE *h)
 {
 	CK_OBJECT_HANDLE *found = NULL;
-	size_t n = 0;
+	size_t n = 0, best = 0;
+	hw_key_meta **all = NULL;
 	bool logged_in = ctx->logged_in;
 	CK_RV rv;
 
@@ -521,50 +534,71 @@ meta_read_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label, hw_key_meta **o
 	*h = CK_INVALID_HANDLE;
 	/* "None found" is an answer here, not a lost login: check it once. */
 	ctx->logged_in = false;
-	rv = meta_find_s(ctx, s, label, 2, &found, &n);
+	rv = meta_find_s(ctx, s, label, 0, &found, &n);
 	ctx->logged_in = logged_in;
 	if (rv == CKR_OK && n == 0 && logged_in)
 		rv = hw_session_check_login(ctx, s);
-	if (rv == CKR_OK && n > 1)
-		rv = hw_op_fail(hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "more than one metadata object "
-		                        "for key '%s'", label));
-	if (rv == CKR_OK && n == 1) {
-		rv = meta_load_s(ctx, s, found[0], out);
-		if (rv == CKR_OK)
-			*h = found[0];
+	if (rv != CKR_OK || n == 0) {
+		free(found);
+		return rv;
 	}
+	all = calloc(n, sizeof(*all));
+	if (!all) {
+		free(found);
+		return CKR_HOST_MEMORY;
+	}
+	for (size_t i = 0; i < n && rv == CKR_OK; i++) {
+		rv = meta_load_s(ctx, s, found[i], &all[i]);
+		if (rv == CKR_OK && all[i]->serial > all[best]->serial)
+			best = i;
+	}
+	if (rv == CKR_OK) {
+		for (size_t i = 0; i < n; i++)
+			if (i != best)
+				(void)ctx->fl->C_DestroyObject(s, found[i]);
+		*out = all[best];
+		*h = found[best];
+		all[best] = NULL;
+	}
+	for (size_t i = 0; i < n; i++)
+		hw_key_meta_free(all[i]);
+	free(all);
 	free(found);
 	return rv;
 }
 
 static CK_RV
-meta_write_s(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, const hw_key_meta *m)
+meta_write_s(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, hw_key_meta *m)
 {
 	static const CK_BBOOL yes = CK_TRUE;
 	uint8_t *val = NULL;
 	size_t len = 0;
-	hw_err e = hw_key_meta_encode(m, &val, &len);
+	CK_OBJECT_HANDLE nh = CK_INVALID_HANDLE;
+	hw_err e;
 	CK_RV rv;
 
+	m->serial++;
+	e = hw_key_meta_encode(m, &val, &len);
 	if (e != HW_OK)
 		return hw_op_fail(e);
-	if (*h != CK_INVALID_HANDLE) {
-		CK_ATTRIBUTE t = { CKA_VALUE, val, len };
-		rv = ctx->fl->C_SetAttributeValue(s, *h, &t, 1);
-	} else {
-		CK_ATTRIBUTE t[] = {
-			{ CKA_CLASS, (void *)&data_class, sizeof(data_class) },
-			{ CKA_TOKEN, (void *)&yes, sizeof(yes) },
-			{ CKA_PRIVATE, (void *)&yes, sizeof(yes) },
-			{ CKA_MODIFIABLE, (void *)&yes, sizeof(yes) },
-			{ CKA_APPLICATION, (void *)HW_META_APP, sizeof(HW_META_APP) - 1 },
-			{ CKA_LABEL, (void *)m->label, strlen(m->label) },
-			{ CKA_VALUE, val, len },
-		};
-		rv = ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), h);
-	}
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, (void *)&data_class, sizeof(data_class) },
+		{ CKA_TOKEN, (void *)&yes, sizeof(yes) },
+		{ CKA_PRIVATE, (void *)&yes, sizeof(yes) },
+		{ CKA_MODIFIABLE, (void *)&yes, sizeof(yes) },
+		{ CKA_APPLICATION, (void *)HW_META_APP, sizeof(HW_META_APP) - 1 },
+		{ CKA_LABEL, (void *)m->label, strlen(m->label) },
+		{ CKA_VALUE, val, len },
+	};
+	rv = ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &nh);
 	free(val);
-	return rv;
+	if (rv != CKR_OK)
+		return rv;
+	/* If this fails the newer serial still wins at the next read. */
+	if (*h != CK_INVALID_HANDLE)
+		(void)ctx->fl->C_DestroyObject(s, *h);
+	*h = nh;
+	return CKR_OK;
 }
 
 /* Destroys every key object of every version, then the metadata object. */
@@ -603,8 +637,16 @@ purge_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const hw_key_meta *m, CK_OBJECT_HANDLE
 			}
 		}
 	}
-	if (rv == CKR_OK && mh != CK_INVALID_HANDLE)
-		rv = ctx->fl->C_DestroyObject(s, mh);
+	(void)mh;
+	/* Every metadata object of the key, an older one left by an interrupted update too. */
+	if (rv == CKR_OK) {
+		CK_OBJECT_HANDLE *found = NULL;
+		size_t n = 0;
+		rv = meta_find_s(ctx, s, m->label, 0, &found, &n);
+		for (size_t i = 0; i < n && rv == CKR_OK; i++)
+			rv = ctx->fl->C_DestroyObject(s, found[i]);
+		free(found);
+	}
 	return rv;
 }
 
@@ -965,9 +1007,17 @@ op_update(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	if (rv != CKR_OK)
 		return rv;
 	if (a->create) {
-		/* Left over from a key of that label destroyed outside hsmwrap. */
+		/* Left over from a key of that label destroyed outside hsmwrap:
+		 * replaced, with a newer serial in case removing it fails. */
+		uint32_t serial = m ? m->serial : 0;
 		hw_key_meta_free(m);
-		m = NULL;
+		m = meta_defaults(a->key);
+		if (!m)
+			return CKR_HOST_MEMORY;
+		m->serial = serial;
+		m->purpose = a->purpose;
+		m->created = now;
+		m->versions[0].created = now;
 	} else if (m && !meta_version_by_id(m, a->key)) {
 		hw_key_meta_free(m);
 		return hw_op_fail(hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "the metadata object labelled "
@@ -977,11 +1027,6 @@ op_update(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		m = meta_defaults(a->key);
 		if (!m)
 			return CKR_HOST_MEMORY;
-		if (a->create) {
-			m->purpose = a->purpose;
-			m->created = now;
-			m->versions[0].created = now;
-		}
 	}
 	if (!a->create && m->state == HW_KEY_STATE_PENDING_DELETION && now >= m->deletion_date) {
 		rv = judge_s(ctx, s, a->key->base, m, mh, m->state, m->deletion_date);
@@ -1339,12 +1384,28 @@ op_list(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		free(found);
 		return CKR_HOST_MEMORY;
 	}
-	a->h = found;
+	a->h = found;              /* compacted in place below */
 	for (size_t i = 0; i < n; i++) {
-		rv = meta_load_s(ctx, s, found[i], &a->v[i]);
+		rv = meta_load_s(ctx, s, found[i], &a->v[a->n]);
 		if (rv != CKR_OK)
 			break;
-		a->n = i + 1;
+		a->h[a->n] = found[i];
+		a->n++;
+		/* Two of one key (an interrupted update): the newer counts. */
+		for (size_t j = 0; j + 1 < a->n; j++) {
+			if (strcmp(a->v[j]->label, a->v[a->n - 1]->label) != 0)
+				continue;
+			if (a->v[a->n - 1]->serial > a->v[j]->serial) {
+				hw_key_meta *t = a->v[j];
+				a->v[j] = a->v[a->n - 1];
+				a->h[j] = a->h[a->n - 1];
+				a->v[a->n - 1] = t;
+			}
+			hw_key_meta_free(a->v[a->n - 1]);
+			a->v[a->n - 1] = NULL;
+			a->n--;
+			break;
+		}
 	}
 	return rv;
 }
