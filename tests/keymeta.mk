@@ -16,3 +16,10 @@ FUZZ_BINS += tests/fuzz-meta-fuzzer$(EXEEXT)
 tests/fuzz-meta-fuzzer$(EXEEXT): tests/fuzz-meta.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-meta.c \
 	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+
+# A small library client for what the CLI does not offer (ESDK messages,
+# blob headers, a long-lived process).
+check_PROGRAMS += tests/keymeta-check
+tests_keymeta_check_SOURCES = tests/keymeta-check.c
+tests_keymeta_check_LDADD = libhsmwrap.la
+AM_TESTS_ENVIRONMENT += KEYMETA_CHECK='$(abs_top_builddir)/tests/keymeta-check'; export KEYMETA_CHECK;
