@@ -641,6 +641,12 @@ HW_NODISCARD hw_err hw_key_cancel_deletion(hw_key *key);
  * destroyed; free with hw_strv_free().
  */
 HW_NODISCARD hw_err hw_key_purge(hw_ctx *ctx, const char *label, char ***purged, size_t *n);
+/*
+ * Destroys the logical key `key` belongs to at once: every version and the
+ * metadata (hw_key_destroy destroys one version object and removes it
+ * from the metadata; if it was the current one, the newest left is).
+ */
+HW_NODISCARD hw_err hw_key_destroy_all(hw_key *key);
 /* Sets tags ("k=v" each) and removes tags (by key); either list may be empty. */
 HW_NODISCARD hw_err hw_key_update_tags(hw_key *key, const char *const *set, size_t nset,
                                        const char *const *remove, size_t nremove);

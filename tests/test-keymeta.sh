@@ -334,6 +334,31 @@ fi
 # another token would ignore it (documented); here it only moves the date.
 
 # ---------------------------------------------------------------------
+# key destroy: a version, or the whole logical key
+
+expect "key create d1" 0 key create --label d1 --type aes256
+expect "rotate d1 (2)" 0 key rotate d1
+expect "rotate d1 (3)" 0 key rotate d1
+expect "destroy version d1#2" 0 key destroy 'd1#2' --yes
+expect "d1 after destroying version 2" 0 --json key show d1
+jcheck "versions 1 and 3 left, 3 current" \
+	'([v["number"] for v in d["lifecycle"]["versions"]], d["version"])' "([1, 3], 3)"
+expect "destroy the current version d1#3" 0 key destroy 'd1#3' --yes
+expect "d1 after destroying the current version" 0 --json key show d1
+jcheck "version 1 is current again" '([v["number"] for v in d["lifecycle"]["versions"]], d["version"])' \
+	"([1], 1)"
+expect "rotate d1 (again)" 0 key rotate d1
+expect "destroy d1 (the logical key)" 0 key destroy d1 --yes
+check "destroy says all versions" grep -q 'all 2 versions' "$W/out"
+expect "d1 is gone" 4 key show d1
+expect "d1#2 is gone" 4 key show 'd1#2'
+if have_p11; then
+	p11_objects
+	check "pkcs11-tool: nothing of d1 left" sh -c "! grep -Eq '\\|d1(#[0-9]+)?\\|' '$W/objects'"
+fi
+expect "the label d1 is free again" 0 key create --label d1 --type aes256
+
+# ---------------------------------------------------------------------
 # Tags, description, list filters
 
 expect "key tag" 0 key tag signer env=prod team=pki

@@ -715,6 +715,9 @@ int cmd_key_show(struct cli *cli, const struct cli_args *a)
 int cmd_key_destroy(struct cli *cli, const struct cli_args *a)
 {
 	const char *spec = a->pos[0];
+	hw_key_meta *m = NULL;
+	size_t nversions = 1;
+	int all;
 	hw_key_info ki;
 	hw_key *key = NULL;
 	hw_ctx *ctx = NULL;
@@ -728,17 +731,32 @@ int cmd_key_destroy(struct cli *cli, const struct cli_args *a)
 		                 "nothing was destroyed", spec);
 	if ((rc = cli_open_key(cli, spec, &ctx, &key)) || (rc = key_info(cli, key, &ki)))
 		goto out;
-	err = hw_key_destroy(key);
+	/* A plain label names the logical key: all its versions go. A version
+	 * label, id: or URI names one version object. */
+	all = strncmp(spec, "pkcs11:", 7) != 0 && strncmp(spec, "id:", 3) != 0 &&
+	      strcmp(spec, hw_key_logical_label(key)) == 0;
+	if (all)
+		nversions = (err = hw_key_meta_get(key, &m)) ? 0 : m->nversions;
+	else
+		err = HW_OK;
+	if (!err)
+		err = all ? hw_key_destroy_all(key) : hw_key_destroy(key);
 	if (err) {
 		snprintf(what, sizeof(what), "destroying key '%s'", ki.label);
 		rc = cli_fail(cli, err, what);
 		goto out;
 	}
-	if (cli->json)
+	if (cli->json) {
 		key_info_json(&cli->out, "destroyed", &ki);
-	else
+		jw_uint(&cli->out, "versions_destroyed", all ? nversions : 1);
+	} else if (all && nversions > 1) {
+		printf("Destroyed key '%s' (%s): all %zu versions and its metadata.\n",
+		       hw_key_logical_label(key), ki.type_name, nversions);
+	} else {
 		printf("Destroyed key '%s' (%s, ID %s).\n", ki.label, ki.type_name, ki.id_hex);
+	}
 out:
+	hw_key_meta_free(m);
 	hw_key_free(key);
 	hw_ctx_free(ctx);
 	return rc;

@@ -805,9 +805,17 @@ op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 HW_EXPORT hw_err
 hw_key_destroy(hw_key *key)
 {
+	hw_err e;
+
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
-	return hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
+	/* Which logical key it belongs to is read while the object is there. */
+	if ((e = hw_key_identify(&key, false)) != HW_OK)
+		return e;
+	e = hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
+	if (e == HW_OK)
+		e = hw_meta_forget(key);
+	return e;
 }
 
 /* ---------------------------------------------------------------- */

@@ -601,6 +601,22 @@ meta_write_s(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, hw_key_meta 
 	return CKR_OK;
 }
 
+/* Every metadata object of the key, an older one left by an interrupted update too. */
+static CK_RV
+meta_destroy_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label)
+{
+	CK_OBJECT_HANDLE *found = NULL;
+	size_t n = 0;
+	CK_RV rv = meta_find_s(ctx, s, label, 0, &found, &n);
+
+	if (rv == CKR_USER_NOT_LOGGED_IN && n == 0)
+		return rv;
+	for (size_t i = 0; i < n && rv == CKR_OK; i++)
+		rv = ctx->fl->C_DestroyObject(s, found[i]);
+	free(found);
+	return rv;
+}
+
 /* Destroys every key object of every version, then the metadata object. */
 static CK_RV
 purge_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const hw_key_meta *m, CK_OBJECT_HANDLE mh)
@@ -638,15 +654,8 @@ purge_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const hw_key_meta *m, CK_OBJECT_HANDLE
 		}
 	}
 	(void)mh;
-	/* Every metadata object of the key, an older one left by an interrupted update too. */
-	if (rv == CKR_OK) {
-		CK_OBJECT_HANDLE *found = NULL;
-		size_t n = 0;
-		rv = meta_find_s(ctx, s, m->label, 0, &found, &n);
-		for (size_t i = 0; i < n && rv == CKR_OK; i++)
-			rv = ctx->fl->C_DestroyObject(s, found[i]);
-		free(found);
-	}
+	if (rv == CKR_OK)
+		rv = meta_destroy_s(ctx, s, m->label);
 	return rv;
 }
 
@@ -1644,5 +1653,84 @@ out:
 	hw_key_free(nk);
 	hw_key_free(cur);
 	hw_key_meta_free(m);
+	return e;
+}
+
+/* ---------------------------------------------------------------- */
+/* Destruction outside the deletion window                           */
+
+/* After hw_key_destroy: the version goes from the metadata too. */
+static CK_RV
+op_forget(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	hw_key *key = arg;
+	hw_key_meta *m = NULL;
+	CK_OBJECT_HANDLE mh = CK_INVALID_HANDLE;
+	const hw_key_version_info *v;
+	CK_RV rv = meta_read_s(ctx, s, key->base, &m, &mh);
+
+	if (rv != CKR_OK || !m)
+		return rv;
+	v = meta_version_by_id(m, key);
+	if (v && m->nversions == 1) {
+		rv = meta_destroy_s(ctx, s, m->label);
+	} else if (v) {
+		size_t i = (size_t)(v - m->versions);
+		unsigned gone = v->number;
+		memmove(&m->versions[i], &m->versions[i + 1],
+		        (m->nversions - i - 1) * sizeof(*m->versions));
+		m->nversions--;
+		/* The newest remaining version takes over. */
+		if (m->current == gone)
+			m->current = m->versions[m->nversions - 1].number;
+		rv = meta_write_s(ctx, s, &mh, m);
+	}
+	hw_key_meta_free(m);
+	return rv;
+}
+
+hw_err
+hw_meta_forget(hw_key *key)
+{
+	hw_err e = ensure_identified(key);
+
+	if (e != HW_OK)
+		return e;
+	return hw_ctx_run(key->ctx, op_forget, key, "removing the version from the key's metadata");
+}
+
+static CK_RV
+op_destroy_all(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	hw_key *key = arg;
+	hw_key_meta *m = NULL;
+	CK_OBJECT_HANDLE mh = CK_INVALID_HANDLE;
+	CK_RV rv = meta_read_s(ctx, s, key->base, &m, &mh);
+
+	if (rv != CKR_OK)
+		return rv;
+	if (!m || !meta_version_by_id(m, key)) {
+		hw_key_meta_free(m);
+		return hw_op_fail(HW_ERR_KEY_NOT_FOUND);
+	}
+	rv = purge_s(ctx, s, m, mh);
+	hw_key_meta_free(m);
+	return rv;
+}
+
+HW_EXPORT hw_err
+hw_key_destroy_all(hw_key *key)
+{
+	hw_err e;
+
+	if (!key)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
+	hw_clear_error();
+	if ((e = ensure_identified(key)) != HW_OK)
+		return e;
+	e = hw_ctx_run_once(key->ctx, op_destroy_all, key, "destroying every version of the key");
+	/* No metadata: the key is its only version. */
+	if (e == HW_ERR_KEY_NOT_FOUND && !hw_last_detail()[0])
+		return hw_key_destroy(key);
 	return e;
 }
