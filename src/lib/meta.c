@@ -792,6 +792,36 @@ judge_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *base, const hw_key_meta *m
 	                          "passed: it was destroyed now)", base, when));
 }
 
+/*
+ * identify_s on a copy of the key's identity, taken and published under
+ * the context lock: other threads may be using the same hw_key.
+ */
+static CK_RV
+identify_copy(hw_key *key, hw_ctx *ctx, CK_SESSION_HANDLE s, hw_key *probe, hw_key_meta **m,
+              CK_OBJECT_HANDLE *mh)
+{
+	CK_RV rv;
+
+	memset(probe, 0, sizeof(*probe));
+	pthread_mutex_lock(&ctx->lock);
+	memcpy(probe->label, key->label, sizeof(probe->label));
+	memcpy(probe->id, key->id, sizeof(probe->id));
+	probe->id_len = key->id_len;
+	probe->cls = key->cls;
+	probe->can_encrypt = key->can_encrypt;
+	probe->can_wrap = key->can_wrap;
+	probe->can_sign = key->can_sign;
+	pthread_mutex_unlock(&ctx->lock);
+	rv = identify_s(ctx, s, probe, m, mh);
+	if (rv != CKR_OK)
+		return rv;
+	pthread_mutex_lock(&ctx->lock);
+	memcpy(key->base, probe->base, sizeof(key->base));
+	key->version = probe->version;
+	pthread_mutex_unlock(&ctx->lock);
+	return CKR_OK;
+}
+
 CK_RV
 hw_key_state_check(hw_key *key, CK_SESSION_HANDLE s)
 {
@@ -819,19 +849,14 @@ hw_key_state_check(hw_key *key, CK_SESSION_HANDLE s)
 	}
 	{
 		hw_key probe;
-		/* identify_s writes base/version: work on a copy, publish under the lock. */
-		memcpy(&probe, key, sizeof(probe));
-		rv = identify_s(ctx, s, &probe, &m, &mh);
+
+		rv = identify_copy(key, ctx, s, &probe, &m, &mh);
 		if (rv != CKR_OK)
 			return rv;
-		pthread_mutex_lock(&ctx->lock);
-		memcpy(key->base, probe.base, sizeof(key->base));
-		key->version = probe.version;
-		pthread_mutex_unlock(&ctx->lock);
+		set_cached_state(key, m);
+		rv = judge_s(ctx, s, probe.base, m, mh, m ? m->state : HW_KEY_STATE_ENABLED,
+		             m ? m->deletion_date : 0);
 	}
-	set_cached_state(key, m);
-	rv = judge_s(ctx, s, key->base, m, mh, m ? m->state : HW_KEY_STATE_ENABLED,
-	             m ? m->deletion_date : 0);
 	hw_key_meta_free(m);
 	return rv;
 }
@@ -852,15 +877,17 @@ op_identify(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_OBJECT_HANDLE mh = CK_INVALID_HANDLE;
 	CK_RV rv;
 
+	hw_key probe;
+
 	hw_key_meta_free(a->m);
 	a->m = NULL;
-	rv = identify_s(ctx, s, a->key, &a->m, &mh);
+	rv = identify_copy(a->key, ctx, s, &probe, &a->m, &mh);
 	if (rv != CKR_OK)
 		return rv;
 	/* Past its deletion date: destroyed now, on this first use. */
 	if (a->m && a->m->state == HW_KEY_STATE_PENDING_DELETION &&
 	    wall_now(ctx) >= a->m->deletion_date) {
-		rv = judge_s(ctx, s, a->key->base, a->m, mh, a->m->state, a->m->deletion_date);
+		rv = judge_s(ctx, s, probe.base, a->m, mh, a->m->state, a->m->deletion_date);
 		a->purged = true;
 	}
 	return rv;
