@@ -527,17 +527,11 @@ meta_read_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label, hw_key_meta **o
 	CK_OBJECT_HANDLE *found = NULL;
 	size_t n = 0, best = 0;
 	hw_key_meta **all = NULL;
-	bool logged_in = ctx->logged_in;
 	CK_RV rv;
 
 	*out = NULL;
 	*h = CK_INVALID_HANDLE;
-	/* "None found" is an answer here, not a lost login: check it once. */
-	ctx->logged_in = false;
 	rv = meta_find_s(ctx, s, label, 0, &found, &n);
-	ctx->logged_in = logged_in;
-	if (rv == CKR_OK && n == 0 && logged_in)
-		rv = hw_session_check_login(ctx, s);
 	if (rv != CKR_OK || n == 0) {
 		free(found);
 		return rv;
@@ -1404,15 +1398,10 @@ op_list(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	list_arg *a = arg;
 	CK_OBJECT_HANDLE *found = NULL;
 	size_t n = 0;
-	bool logged_in = ctx->logged_in;
 	CK_RV rv;
 
 	list_clear(a);
-	ctx->logged_in = false;
 	rv = meta_find_s(ctx, s, a->label, 0, &found, &n);
-	ctx->logged_in = logged_in;
-	if (rv == CKR_OK && n == 0 && logged_in)
-		rv = hw_session_check_login(ctx, s);
 	if (rv != CKR_OK)
 		return rv;
 	a->v = calloc(n ? n : 1, sizeof(*a->v));
