@@ -233,6 +233,8 @@ CK_RV hw_key_state_check(hw_key *key, CK_SESSION_HANDLE s);
 hw_err hw_key_identify(hw_key **key, bool current);
 /* The metadata object of a new key; on failure the key is destroyed. */
 hw_err hw_meta_create(hw_key *key, hw_purpose purpose);
+/* ctx->logged_in read under the context lock (ops run without it). */
+bool hw_ctx_logged_in(hw_ctx *ctx);
 /* After the key object was destroyed: its version leaves the metadata. */
 hw_err hw_meta_forget(hw_key *key);
 /* "L#n" with n >= 2: *baselen = strlen(L). */

@@ -178,7 +178,7 @@ find_on(hw_ctx *ctx, CK_SESSION_HANDLE s, find_arg *a)
 	if (rv == CKR_OK)
 		rv = final;
 	/* Nothing found may only mean the token logged us out. */
-	if (rv == CKR_OK && a->nfound == 0 && ctx->logged_in)
+	if (rv == CKR_OK && a->nfound == 0 && hw_ctx_logged_in(ctx))
 		rv = hw_session_check_login(ctx, s);
 	return rv;
 }

@@ -410,6 +410,18 @@ wall_now(hw_ctx *ctx)
 	return (int64_t)time(NULL);
 }
 
+/* ctx->logged_in changes under the lock when another thread logs in. */
+bool
+hw_ctx_logged_in(hw_ctx *ctx)
+{
+	bool v;
+
+	pthread_mutex_lock(&ctx->lock);
+	v = ctx->logged_in;
+	pthread_mutex_unlock(&ctx->lock);
+	return v;
+}
+
 static uint64_t
 mono_ms(void)
 {
@@ -464,7 +476,7 @@ meta_find_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label, size_t limit,
 	if (rv == CKR_OK)
 		rv = final;
 	/* Private objects: nothing found may only mean we were logged out. */
-	if (rv == CKR_OK && count == 0 && ctx->logged_in)
+	if (rv == CKR_OK && count == 0 && hw_ctx_logged_in(ctx))
 		rv = hw_session_check_login(ctx, s);
 	if (rv != CKR_OK) {
 		free(all);
