@@ -615,8 +615,6 @@ meta_destroy_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label)
 	size_t n = 0;
 	CK_RV rv = meta_find_s(ctx, s, label, 0, &found, &n);
 
-	if (rv == CKR_USER_NOT_LOGGED_IN && n == 0)
-		return rv;
 	for (size_t i = 0; i < n && rv == CKR_OK; i++)
 		rv = ctx->fl->C_DestroyObject(s, found[i]);
 	free(found);
