@@ -58,6 +58,8 @@ typedef enum {
 	HW_ERR_CANCELLED = 23,    /* PIN prompt cancelled */
 	HW_ERR_NOT_LOGGED_IN = 24,
 	HW_ERR_NO_FREE_SLOT = 25,
+	HW_ERR_KEY_DISABLED = 26,          /* the key is disabled (key enable) */
+	HW_ERR_KEY_PENDING_DELETION = 27,  /* the key is scheduled for deletion */
 } hw_err;
 
 const char *hw_strerror(hw_err err);
@@ -836,6 +838,124 @@ HW_NODISCARD hw_err hw_tde_keyring_info_get(const hw_tde_keyring *kr, hw_tde_key
 HW_NODISCARD hw_err hw_tde_keyring_inspect(const uint8_t *buf, size_t len,
                                            hw_tde_keyring_info **out);
 void hw_tde_keyring_info_free(hw_tde_keyring_info *info);
+
+/* ------------------------------------------------------------------ */
+/* Key lifecycle: versions, rotation, states, tags. The metadata lives */
+/* on the token next to the keys (one CKO_DATA object per logical key, */
+/* CKA_APPLICATION "hsmwrap-key-meta", CKA_LABEL = the key's label).   */
+/*                                                                      */
+/* A logical key L has versions 1..N, each its own key object: version */
+/* 1 is labelled L, version n >= 2 "L#n" with its own CKA_ID. Finding  */
+/* a key by its plain label gives the current version (the one that   */
+/* encrypts, wraps, signs); a version label ("L#2"), id:HEX or a       */
+/* pkcs11: URI names exactly that object (how blobs and messages find  */
+/* the version they were made with). A key without a metadata object   */
+/* (made before hsmwrap had them) is version 1, enabled.               */
+/* The state is enforced by the library at every use of a key: a       */
+/* disabled key fails with HW_ERR_KEY_DISABLED, one pending deletion   */
+/* with HW_ERR_KEY_PENDING_DELETION, and one whose deletion window has */
+/* passed is destroyed (all versions and metadata) and not found. A    */
+/* process holding an hw_key sees a state change within a second.      */
+
+typedef enum {
+	HW_KEY_STATE_ENABLED = 1,
+	HW_KEY_STATE_DISABLED = 2,
+	HW_KEY_STATE_PENDING_DELETION = 3,
+} hw_key_state;
+
+#define HW_DELETION_MIN_DAYS 7u
+#define HW_DELETION_MAX_DAYS 30u
+#define HW_DELETION_DEFAULT_DAYS 30u
+/* Limits of the metadata (the same as AWS KMS's where it has one). */
+#define HW_META_MAX_VERSIONS 1000u
+#define HW_META_MAX_TAGS 50u
+#define HW_META_MAX_TAG_KEY 128u
+#define HW_META_MAX_TAG_VALUE 256u
+#define HW_META_MAX_DESCRIPTION 8192u
+
+/* "enabled", "disabled", "pending-deletion". */
+const char *hw_key_state_name(hw_key_state s);
+HW_NODISCARD hw_err hw_key_state_parse(const char *s, hw_key_state *out);
+
+typedef struct {
+	unsigned number;            /* 1, 2, ... */
+	char label[129];            /* CKA_LABEL of the version's key object ("" if unknown) */
+	char id_hex[129];           /* its CKA_ID */
+	int64_t created;            /* Unix time; 0 if unknown */
+} hw_key_version_info;
+
+typedef struct {
+	char *key, *value;          /* NUL-terminated UTF-8 */
+} hw_key_tag;
+
+typedef struct {
+	char label[129];            /* the logical key's label */
+	int stored;                 /* 0: no metadata object, these are the defaults */
+	hw_key_state state;
+	int64_t deletion_date;      /* pending deletion: destroyed from then on; else 0 */
+	hw_purpose purpose;
+	int64_t created;            /* Unix time; 0 if unknown */
+	unsigned current;           /* the version that encrypts, wraps, signs */
+	hw_key_version_info *versions; /* ascending by number */
+	size_t nversions;
+	hw_key_tag *tags;           /* sorted by key, keys unique */
+	size_t ntags;
+	char *description;          /* "" if none */
+	/* Bumped at every change: the token keeps the newest object if an
+	 * update was interrupted between writing the new and removing the old. */
+	uint32_t serial;
+} hw_key_meta;
+
+/* The logical key's label, and the version this key object is (1..). */
+const char *hw_key_logical_label(hw_key *key);
+unsigned hw_key_version(hw_key *key);
+/* Metadata of the logical key `key` belongs to. Free with hw_key_meta_free(). */
+HW_NODISCARD hw_err hw_key_meta_get(hw_key *key, hw_key_meta **out);
+/* Every metadata object on the token (keys without one are not listed). */
+HW_NODISCARD hw_err hw_key_meta_list(hw_ctx *ctx, hw_key_meta ***out, size_t *n);
+void hw_key_meta_free(hw_key_meta *m);
+void hw_key_meta_list_free(hw_key_meta **v, size_t n);
+/*
+ * The CKA_VALUE encoding of the metadata object (no HSM needed):
+ * decode checks every bound and the canonical form (HW_ERR_FORMAT);
+ * labels of versions and of the key are left empty.
+ */
+HW_NODISCARD hw_err hw_key_meta_decode(const uint8_t *in, size_t len, hw_key_meta **out);
+HW_NODISCARD hw_err hw_key_meta_encode(const hw_key_meta *m, uint8_t **out, size_t *len);
+
+/*
+ * New version of the logical key: generated in the HSM with the same
+ * type, purpose and attributes, made current. The key must be enabled.
+ * *new_version (may be NULL) receives the new version's key.
+ */
+HW_NODISCARD hw_err hw_key_rotate(hw_key *key, hw_key **new_version);
+/* HW_KEY_STATE_ENABLED or HW_KEY_STATE_DISABLED (not while pending deletion). */
+HW_NODISCARD hw_err hw_key_set_state(hw_key *key, hw_key_state state);
+/*
+ * Pending deletion for `days` (HW_DELETION_MIN_DAYS..MAX): every use fails,
+ * and from *when (may be NULL) on the key is destroyed by hw_key_purge()
+ * or its next use. Cancelling leaves the key disabled (as in AWS KMS).
+ */
+HW_NODISCARD hw_err hw_key_schedule_deletion(hw_key *key, unsigned days, int64_t *when);
+HW_NODISCARD hw_err hw_key_cancel_deletion(hw_key *key);
+/*
+ * Destroys every logical key whose deletion window has passed (label
+ * NULL), or the one named label (which must be pending deletion, and its
+ * window over: else HW_ERR_INVALID_ARG or HW_ERR_KEY_PENDING_DELETION):
+ * all versions and the metadata. *purged (may be NULL) gets the labels
+ * destroyed; free with hw_strv_free().
+ */
+HW_NODISCARD hw_err hw_key_purge(hw_ctx *ctx, const char *label, char ***purged, size_t *n);
+/*
+ * Destroys the logical key `key` belongs to at once: every version and the
+ * metadata (hw_key_destroy destroys one version object and removes it
+ * from the metadata; if it was the current one, the newest left is).
+ */
+HW_NODISCARD hw_err hw_key_destroy_all(hw_key *key);
+/* Sets tags ("k=v" each) and removes tags (by key); either list may be empty. */
+HW_NODISCARD hw_err hw_key_update_tags(hw_key *key, const char *const *set, size_t nset,
+                                       const char *const *remove, size_t nremove);
+HW_NODISCARD hw_err hw_key_set_description(hw_key *key, const char *text);
 
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);

@@ -297,6 +297,14 @@ int cmd_tde_keyring_add(struct cli *cli, const struct cli_args *a);
 int cmd_tde_keyring_list(struct cli *cli, const struct cli_args *a);
 int cmd_tde_keyring_rekey(struct cli *cli, const struct cli_args *a);
 int cmd_tde_keyring_get(struct cli *cli, const struct cli_args *a);
+int cmd_key_rotate(struct cli *cli, const struct cli_args *a);
+int cmd_key_enable(struct cli *cli, const struct cli_args *a);
+int cmd_key_disable(struct cli *cli, const struct cli_args *a);
+int cmd_key_schedule_deletion(struct cli *cli, const struct cli_args *a);
+int cmd_key_cancel_deletion(struct cli *cli, const struct cli_args *a);
+int cmd_key_purge(struct cli *cli, const struct cli_args *a);
+int cmd_key_tag(struct cli *cli, const struct cli_args *a);
+int cmd_key_describe(struct cli *cli, const struct cli_args *a);
 
 /* Shared by the key commands and those that print a key (cmd-key.c). */
 void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);

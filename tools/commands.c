@@ -390,6 +390,55 @@ static const char *const ex_tde_get[] = {
 	NULL
 };
 
+/* Key lifecycle (issue 5). */
+static const struct cli_opt_spec key_list_opts[] = {
+	{ "tag", 0, "K=V", CLI_OPT_REPEAT,
+	  "Only keys with this tag (K=V), or with tag K whatever its value (K); give it once "
+	  "per tag, all must match." },
+	{ "state", 0, "STATE", 0, "Only keys in this state: enabled, disabled or pending-deletion." },
+	{ "type", 0, "TYPE", 0, "Only keys of this type, e.g. aes256 or ec-p256." },
+	{ 0 }
+};
+static const struct cli_opt_spec key_schedule_deletion_opts[] = {
+	{ "days", 0, "N", 0, "Waiting period in days, 7 to 30 (default 30)." },
+	{ 0 }
+};
+static const struct cli_opt_spec key_tag_opts[] = {
+	{ "remove", 0, "K", CLI_OPT_REPEAT, "Remove tag K; give it once per tag." },
+	{ 0 }
+};
+static const struct cli_opt_spec key_describe_opts[] = {
+	{ "description", 0, "TEXT", CLI_OPT_REQUIRED,
+	  "The key's description (at most 8192 bytes; \"\" clears it). Not secret: do not "
+	  "put secrets in it." },
+	{ 0 }
+};
+static const char *const ex_key_rotate[] = {
+	"hsmwrap key rotate app-kek",
+	"# new data is protected by version 2 (app-kek#2); data made with version 1 still decrypts",
+	NULL
+};
+static const char *const ex_key_disable[] = { "hsmwrap key disable app-kek", NULL };
+static const char *const ex_key_enable[] = { "hsmwrap key enable app-kek", NULL };
+static const char *const ex_key_schedule_deletion[] = {
+	"hsmwrap key schedule-deletion old-kek --days 7", NULL
+};
+static const char *const ex_key_cancel_deletion[] = {
+	"hsmwrap key cancel-deletion old-kek", "hsmwrap key enable old-kek", NULL
+};
+static const char *const ex_key_purge[] = {
+	"hsmwrap key purge", "hsmwrap key purge old-kek", NULL
+};
+static const char *const ex_key_tag[] = {
+	"hsmwrap key tag app-kek env=prod owner=billing",
+	"hsmwrap key tag app-kek --remove owner",
+	"hsmwrap key list --tag env=prod --state enabled",
+	NULL
+};
+static const char *const ex_key_describe[] = {
+	"hsmwrap key describe app-kek --description 'KEK of the billing database'", NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -419,7 +468,7 @@ const struct cli_cmd cli_commands[] = {
 	  "List the keys on the token",
 	  "Lists the secret keys and key pairs on the token with type, purpose, ID and key "
 	  "check value or fingerprint.",
-	  no_opts, ex_key_list, cmd_key_list },
+	  key_list_opts, ex_key_list, cmd_key_list },
 	{ "key show", "KEY", 1, 1, 0,
 	  "Show all attributes of one key",
 	  "Shows one key: label, ID, type, size, purpose, URI, the key check value with the "
@@ -439,6 +488,54 @@ const struct cli_cmd cli_commands[] = {
 	  "through the hsmwrap OpenSSL provider. The key stays in the HSM; the file holds no "
 	  "key material and no PIN. KEY is a label, id:HEX or a pkcs11: URI.",
 	  key_export_ref_opts, ex_key_export_ref, cmd_key_export_ref },
+	{ "key rotate", "KEY", 1, 1, CLI_CMD_CEREMONY,
+	  "Make a new version of a key, used from now on",
+	  "Generates a new version of the key inside the token with the same type, purpose and "
+	  "attributes (sensitive, not extractable), labelled LABEL#N with its own CKA_ID, and "
+	  "makes it the current version: encryption, data keys, wrapping and signing use it "
+	  "from now on. Older versions stay on the token and keep decrypting and unwrapping "
+	  "what they protected (blobs and messages name the version they used). Prints a "
+	  "transcript with the new version's URI and key check value. The key must be enabled.",
+	  no_opts, ex_key_rotate, cmd_key_rotate },
+	{ "key disable", "KEY", 1, 1, 0,
+	  "Disable a key: every use fails until it is enabled",
+	  "Marks the logical key (all its versions) disabled in its metadata on the token. Every "
+	  "operation with it then fails with \"key disabled\" (exit status 7), in this tool and "
+	  "in every application using libhsmwrap.",
+	  no_opts, ex_key_disable, cmd_key_disable },
+	{ "key enable", "KEY", 1, 1, 0,
+	  "Enable a disabled key again",
+	  "Marks a disabled key enabled. A key pending deletion must have its deletion "
+	  "cancelled first.",
+	  no_opts, ex_key_enable, cmd_key_enable },
+	{ "key schedule-deletion", "KEY", 1, 1, 0,
+	  "Schedule the destruction of a key after a waiting period",
+	  "Puts the key in the pending-deletion state for --days days (7 to 30, default 30). "
+	  "Every use fails meanwhile; `key cancel-deletion` keeps the key. After the period the "
+	  "key (all its versions and its metadata) is destroyed by `key purge` or at its next "
+	  "use.",
+	  key_schedule_deletion_opts, ex_key_schedule_deletion, cmd_key_schedule_deletion },
+	{ "key cancel-deletion", "KEY", 1, 1, 0,
+	  "Cancel a scheduled deletion (the key stays disabled)",
+	  "Takes a key out of the pending-deletion state. As in AWS KMS the key is then "
+	  "disabled: enable it with `key enable` to use it again.",
+	  no_opts, ex_key_cancel_deletion, cmd_key_cancel_deletion },
+	{ "key purge", "[KEY]", 0, 1, 0,
+	  "Destroy keys whose deletion date has passed",
+	  "Destroys every key whose deletion waiting period is over, with all its versions and "
+	  "its metadata, or only KEY (a label), which must be pending deletion with its period "
+	  "over.",
+	  no_opts, ex_key_purge, cmd_key_purge },
+	{ "key tag", "KEY [K=V...]", 1, 51, 0,
+	  "Set or remove tags of a key",
+	  "Sets the tags K=V (replacing the value of a tag K already there) and removes the tags "
+	  "named by --remove. A key has at most 50 tags; keys are 1 to 128 bytes without '=', "
+	  "values at most 256 bytes. Tags are not secret.",
+	  key_tag_opts, ex_key_tag, cmd_key_tag },
+	{ "key describe", "KEY", 1, 1, 0,
+	  "Set the description of a key",
+	  "Stores a description of the key in its metadata on the token.",
+	  key_describe_opts, ex_key_describe, cmd_key_describe },
 	{ "datakey generate", NULL, 0, 0, 0,
 	  "Create a data key, plaintext and wrapped by an envelope key",
 	  "Creates a 256-bit data key from the token's random number generator and writes it "
@@ -626,7 +723,8 @@ static const hw_err exit_integrity[] = {
 	HW_ERR_FORMAT, HW_ERR_INTEGRITY, HW_ERR_WRONG_KEY, HW_ERR_TOO_LARGE, HW_OK
 };
 static const hw_err exit_hsm[] = { HW_ERR_HSM, HW_ERR_DEVICE, HW_ERR_UNSUPPORTED, HW_OK };
-static const hw_err exit_policy[] = { HW_ERR_KEY_PURPOSE, HW_ERR_KEY_EXISTS, HW_OK };
+static const hw_err exit_policy[] = { HW_ERR_KEY_PURPOSE, HW_ERR_KEY_EXISTS,
+	HW_ERR_KEY_DISABLED, HW_ERR_KEY_PENDING_DELETION, HW_OK };
 static const hw_err exit_none[] = { HW_OK };
 
 const struct cli_exit_class cli_exit_classes[] = {
@@ -643,7 +741,7 @@ const struct cli_exit_class cli_exit_classes[] = {
 	{ EXIT_HSM, "HSM failure: the token failed, was removed, or lacks a needed mechanism.",
 	  exit_hsm },
 	{ EXIT_POLICY, "Refused by policy: the key's purpose does not allow the operation, or "
-	  "a key with that label exists.", exit_policy },
+	  "a key with that label exists, or the key is disabled or pending deletion.", exit_policy },
 	{ -1, NULL, NULL }
 };
 

@@ -1112,6 +1112,12 @@ find_named(unwrap_arg *u, const uint8_t *name, size_t nl, hw_key **use, hw_key *
 				*use = u->allowed[i];
 				return HW_OK;
 			}
+		/* Another version of an allowed key (made before a rotation). */
+		for (size_t i = 0; i < u->nallowed; i++)
+			if (hw_key_find_sibling(u->allowed[i], name, nl, owned) == HW_OK) {
+				*use = *owned;
+				return HW_OK;
+			}
 		return HW_ERR_KEY_NOT_FOUND;
 	}
 	if (nl == 0 || nl > 128 || memchr(name, 0, nl))

@@ -40,6 +40,8 @@ static const struct {
 	[HW_ERR_CANCELLED] = { "HW_ERR_CANCELLED", "PIN entry cancelled" },
 	[HW_ERR_NOT_LOGGED_IN] = { "HW_ERR_NOT_LOGGED_IN", "not logged in to the token" },
 	[HW_ERR_NO_FREE_SLOT] = { "HW_ERR_NO_FREE_SLOT", "no slot with an uninitialised token is free" },
+	[HW_ERR_KEY_DISABLED] = { "HW_ERR_KEY_DISABLED", "key disabled: it may not be used until it is enabled again" },
+	[HW_ERR_KEY_PENDING_DELETION] = { "HW_ERR_KEY_PENDING_DELETION", "the key is pending deletion: it may not be used (cancel the deletion to keep it)" },
 };
 
 #define NERRS (sizeof(errs) / sizeof(errs[0]))

@@ -186,6 +186,14 @@ struct hw_key {
 	CK_OBJECT_HANDLE pub_handle; /* pairs only; CK_INVALID_HANDLE if none */
 	/* Usage flags as read from the token. */
 	bool can_encrypt, can_decrypt, can_wrap, can_unwrap, can_sign;
+	/* Lifecycle (meta.c), under ctx->lock: the logical key this object
+	 * is a version of, and its state as last read from the token
+	 * (state_ms: monotonic ms of that read, 0 = not read yet). */
+	char base[129];
+	unsigned version;
+	hw_key_state state;
+	int64_t deletion_date;
+	uint64_t state_ms;
 };
 
 /*
@@ -201,6 +209,42 @@ hw_err hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
 /* Find a secret/private key by CKA_ID, for blobs that name their key. */
 hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);
 void hw_hex(const uint8_t *in, size_t len, char *out);
+
+/*
+ * Key object generation without the label checks of hw_key_generate (key
+ * versions, meta.c). id gets the fresh CKA_ID.
+ */
+hw_err hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                         uint8_t id[HW_ID_LEN], hw_key **out);
+/* A key object by its exact CKA_LABEL (no current-version redirect), identified. */
+hw_err hw_key_find_label_exact(hw_ctx *ctx, const char *label, hw_key **out);
+/* Builds a hw_key for a key object without reading its metadata. */
+hw_err hw_key_load(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out);
+
+/* ---- meta.c ---- */
+#define HW_META_APP "hsmwrap-key-meta"
+/* Before each use of a key (hw_key_handle_ck): its lifecycle state. */
+CK_RV hw_key_state_check(hw_key *key, CK_SESSION_HANDLE s);
+/*
+ * After a key object was found: which logical key and version it is,
+ * its state; a key past its deletion window is destroyed here
+ * (HW_ERR_KEY_NOT_FOUND). With `current`, a version-1 object found by
+ * its plain label is replaced by the current version (*key changes).
+ */
+hw_err hw_key_identify(hw_key **key, bool current);
+/* The metadata object of a new key; on failure the key is destroyed. */
+hw_err hw_meta_create(hw_key *key, hw_purpose purpose);
+/* ctx->logged_in read under the context lock (ops run without it). */
+bool hw_ctx_logged_in(hw_ctx *ctx);
+/* After the key object was destroyed: its version leaves the metadata. */
+hw_err hw_meta_forget(hw_key *key);
+/* "L#n" with n >= 2: *baselen = strlen(L). */
+bool hw_label_is_version(const char *label, size_t *baselen, unsigned *n);
+/*
+ * hw_envelope_decrypt with allowed keys: the EDK names `name`, which is
+ * another version of allowed key `key`'s logical key: that version.
+ */
+hw_err hw_key_find_sibling(hw_key *key, const uint8_t *name, size_t nl, hw_key **out);
 
 /* ---- ops.c ---- */
 /*

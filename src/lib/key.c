@@ -179,7 +179,7 @@ find_on(hw_ctx *ctx, CK_SESSION_HANDLE s, find_arg *a)
 	if (rv == CKR_OK)
 		rv = final;
 	/* Nothing found may only mean the token logged us out. */
-	if (rv == CKR_OK && a->nfound == 0 && ctx->logged_in)
+	if (rv == CKR_OK && a->nfound == 0 && hw_ctx_logged_in(ctx))
 		rv = hw_session_check_login(ctx, s);
 	return rv;
 }
@@ -268,8 +268,8 @@ op_load(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	return CKR_OK;
 }
 
-static hw_err
-load_key(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out)
+hw_err
+hw_key_load(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out)
 {
 	load_arg a;
 	hw_key *k = calloc(1, sizeof(*k));
@@ -359,7 +359,7 @@ find_one(hw_ctx *ctx, const CK_ATTRIBUTE *extra, CK_ULONG nextra, CK_OBJECT_CLAS
 		else if (e == HW_OK && n > 1)
 			e = hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "more than one key matches %s", what);
 		else if (e == HW_OK)
-			e = load_key(ctx, h[0], out);
+			e = hw_key_load(ctx, h[0], out);
 		free(h);
 		h = NULL;
 		if (e == HW_OK || !hw_is_stale_handle(hw_last_ckrv()))
@@ -435,15 +435,40 @@ hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (strncmp(spec, "pkcs11:", 7) == 0)
-		return find_by_uri(ctx, spec, out);
-	if (strncmp(spec, "id:", 3) == 0) {
+	if (strncmp(spec, "pkcs11:", 7) == 0) {
+		e = find_by_uri(ctx, spec, out);
+	} else if (strncmp(spec, "id:", 3) == 0) {
 		if (unhex(spec + 3, id, sizeof(id), &id_len) != 0)
 			return hw_fail(HW_ERR_INVALID_ARG, 0, "id: wants an even number of hex digits");
-		return hw_key_find_by_id(ctx, id, id_len, out);
+		e = hw_key_find_by_id(ctx, id, id_len, out);
+	} else {
+		CK_ATTRIBUTE a = { CKA_LABEL, (void *)spec, strlen(spec) };
+		e = find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, spec, out);
 	}
-	CK_ATTRIBUTE a = { CKA_LABEL, (void *)spec, strlen(spec) };
-	return find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, spec, out);
+	if (e != HW_OK)
+		return e;
+	/* A URI or id names one object exactly (how blobs and messages find the
+	 * version they were made with); a plain label names the logical key,
+	 * that is its current version. */
+	e = hw_key_identify(out, strncmp(spec, "pkcs11:", 7) != 0 && strncmp(spec, "id:", 3) != 0);
+	if (e != HW_OK) {
+		hw_key_free(*out);
+		*out = NULL;
+	}
+	return e;
+}
+
+hw_err
+hw_key_find_label_exact(hw_ctx *ctx, const char *label, hw_key **out)
+{
+	CK_ATTRIBUTE a = { CKA_LABEL, (void *)label, strlen(label) };
+	hw_err e = find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, label, out);
+
+	if (e == HW_OK && (e = hw_key_identify(out, false)) != HW_OK) {
+		hw_key_free(*out);
+		*out = NULL;
+	}
+	return e;
 }
 
 HW_EXPORT hw_err
@@ -465,7 +490,7 @@ hw_key_list(hw_ctx *ctx, hw_key ***keys, size_t *count)
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
 	}
 	for (size_t i = 0; i < n; i++) {
-		e = load_key(ctx, h[i], &v[i]);
+		e = hw_key_load(ctx, h[i], &v[i]);
 		if (e != HW_OK) {
 			hw_key_list_free(v, i);
 			free(h);
@@ -533,8 +558,9 @@ op_refind(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	return rv;
 }
 
-CK_RV
-hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+/* The handle without the lifecycle check: for reading attributes and destroying. */
+static CK_RV
+key_handle_raw(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
 {
 	hw_ctx *ctx = key->ctx;
 	handle_arg a = { key, CK_INVALID_HANDLE, CK_INVALID_HANDLE };
@@ -563,6 +589,17 @@ hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
 	pthread_mutex_unlock(&ctx->lock);
 	*h = a.h;
 	return CKR_OK;
+}
+
+/* Every use of a key comes here: a disabled or deleted key does nothing. */
+CK_RV
+hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+{
+	CK_RV rv = hw_key_state_check(key, s);
+
+	if (rv != CKR_OK)
+		return rv;
+	return key_handle_raw(key, s, h);
 }
 
 hw_err
@@ -679,17 +716,45 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	                                  &a->h);
 }
 
+hw_err
+hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                  uint8_t id[HW_ID_LEN], hw_key **out)
+{
+	gen_arg a;
+	bool aes = type == HW_KEY_AES256;
+	hw_err e;
+
+	memset(&a, 0, sizeof(a));
+	a.label = label;
+	a.label_len = strlen(label);
+	a.type = type;
+	a.purpose = purpose;
+	/* CKA_ID only needs to be unique, not secret. */
+	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
+		return e;
+	/* Not idempotent: a retry after a device error could make a second key. */
+	e = hw_ctx_run_once(ctx, op_generate, &a, aes ? "C_GenerateKey" : "C_GenerateKeyPair");
+	if (e != HW_OK)
+		return e;
+	memcpy(id, a.id, sizeof(a.id));
+	return hw_key_load(ctx, a.h, out);
+}
+
 HW_EXPORT hw_err
 hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                 hw_key **out)
 {
-	gen_arg a;
-	hw_key *existing = NULL;
+	uint8_t id[HW_ID_LEN];
+	hw_key *existing = NULL, *key = NULL;
 	bool aes = type == HW_KEY_AES256;
 	hw_err e;
 
 	if (!ctx || !label || !*label || strlen(label) > 128)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "a key label of 1 to 128 bytes is required");
+	if (hw_label_is_version(label, NULL, NULL))
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "labels ending in '#' and a number of 2 or more "
+		               "name key versions (as made by key rotate): '%s' cannot be a new key's "
+		               "label", label);
 	if (type < HW_KEY_AES256 || type > HW_KEY_EC_P384)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key type");
 	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
@@ -714,21 +779,19 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 		return e;
 	hw_clear_error();
 
-	memset(&a, 0, sizeof(a));
-	a.label = label;
-	a.label_len = strlen(label);
-	a.type = type;
-	a.purpose = purpose;
-	/* CKA_ID only needs to be unique, not secret. */
-	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
+	e = hw_key_gen_object(ctx, label, type, purpose, id, &key);
+	/* The lifecycle metadata goes with the key, or the key goes. */
+	if (e == HW_OK)
+		e = hw_meta_create(key, purpose);
+	if (e != HW_OK) {
+		hw_key_free(key);
 		return e;
-	/* Not idempotent: a retry after a device error could make a second key. */
-	e = hw_ctx_run_once(ctx, op_generate, &a, aes ? "C_GenerateKey" : "C_GenerateKeyPair");
-	if (e != HW_OK)
-		return e;
-	if (!out)
-		return HW_OK;
-	return load_key(ctx, a.h, out);
+	}
+	if (out)
+		*out = key;
+	else
+		hw_key_free(key);
+	return HW_OK;
 }
 
 /* ---------------------------------------------------------------- */
@@ -739,7 +802,7 @@ op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	hw_key *key = arg;
 	CK_OBJECT_HANDLE h;
-	CK_RV rv = hw_key_handle_ck(key, s, &h);
+	CK_RV rv = key_handle_raw(key, s, &h);
 
 	if (rv != CKR_OK)
 		return rv;
@@ -752,9 +815,17 @@ op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 HW_EXPORT hw_err
 hw_key_destroy(hw_key *key)
 {
+	hw_err e;
+
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
-	return hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
+	/* Which logical key it belongs to is read while the object is there. */
+	if ((e = hw_key_identify(&key, false)) != HW_OK)
+		return e;
+	e = hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
+	if (e == HW_OK)
+		e = hw_meta_forget(key);
+	return e;
 }
 
 /* ---------------------------------------------------------------- */
@@ -795,7 +866,7 @@ op_pub(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	pub_arg *a = arg;
 	CK_OBJECT_HANDLE h;
-	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
+	CK_RV rv = key_handle_raw(a->key, s, &h);
 
 	if (rv != CKR_OK)
 		return rv;
@@ -959,7 +1030,7 @@ op_info(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		&in->decrypt, &in->wrap, &in->unwrap, &in->sign, &in->verify, &in->derive,
 	};
 	CK_ATTRIBUTE t[16];
-	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
+	CK_RV rv = key_handle_raw(a->key, s, &h);
 
 	if (rv != CKR_OK)
 		return rv;

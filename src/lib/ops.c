@@ -44,12 +44,22 @@ blob_key(hw_ctx *ctx, hw_key *given, const hw_blob *b, hw_key **use, hw_key **ow
 	hw_err e;
 
 	*owned = NULL;
-	if (given) {
-		if (!names_key(b, given))
-			return hw_fail(HW_ERR_WRONG_KEY, 0, "made with key '%.*s', not '%s'",
-			               (int)b->label_len, (const char *)b->label, given->label);
+	if (given && names_key(b, given)) {
 		*use = given;
 		return HW_OK;
+	}
+	/* Another version of the given logical key (made before a rotation)
+	 * is the same key to the caller. */
+	if (given) {
+		if (hw_key_find_sibling(given, b->label, b->label_len, owned) == HW_OK &&
+		    names_key(b, *owned)) {
+			*use = *owned;
+			return HW_OK;
+		}
+		hw_key_free(*owned);
+		*owned = NULL;
+		return hw_fail(HW_ERR_WRONG_KEY, 0, "made with key '%.*s', not '%s'",
+		               (int)b->label_len, (const char *)b->label, given->label);
 	}
 	e = hw_key_find_by_id(ctx, b->key_id, b->key_id_len, owned);
 	if (e == HW_ERR_KEY_NOT_FOUND)
