@@ -737,7 +737,15 @@ hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose p
 	if (e != HW_OK)
 		return e;
 	memcpy(id, a.id, sizeof(a.id));
-	return hw_key_load(ctx, a.h, out);
+	e = hw_key_load(ctx, a.h, out);
+	if (e != HW_OK && e != HW_ERR_NOMEM) {
+		/* The key exists; its handle may have gone stale (a session lost
+		 * and a re-login in between). Its fresh CKA_ID finds it again, so
+		 * the caller can use it, or destroy it on a later failure. */
+		hw_clear_error();
+		e = hw_key_find_by_id(ctx, a.id, sizeof(a.id), out);
+	}
+	return e;
 }
 
 HW_EXPORT hw_err
