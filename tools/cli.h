@@ -261,6 +261,9 @@ int cmd_datakey_generate(struct cli *cli, const struct cli_args *a);
 int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a);
 int cmd_wrap(struct cli *cli, const struct cli_args *a);
 int cmd_unwrap(struct cli *cli, const struct cli_args *a);
+int cmd_encrypt(struct cli *cli, const struct cli_args *a);
+int cmd_decrypt(struct cli *cli, const struct cli_args *a);
+int cmd_inspect(struct cli *cli, const struct cli_args *a);
 int cmd_help(struct cli *cli, const struct cli_args *a);
 
 /* Shared by the key commands and those that print a key (cmd-key.c). */

@@ -144,6 +144,73 @@ static const char *const ex_help[] = {
 	NULL
 };
 
+/* Envelope encryption of files and streams (cmd-envelope.c). */
+static const struct cli_opt_spec encrypt_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REQUIRED | CLI_OPT_REPEAT,
+	  KEY_HELP " It must be an envelope key. Give it once per key: the data key is wrapped "
+	  "by each, and any one of them can decrypt (e.g. a second key kept for disaster "
+	  "recovery)." },
+	{ "context", 0, "K=V", CLI_OPT_REPEAT,
+	  "Encryption context pair, stored in the message header and authenticated with it; give "
+	  "it once per pair. Keys starting with aws-crypto- are reserved. The context is not "
+	  "secret: `hsmwrap inspect` shows it without a key." },
+	{ "suite", 0, "SUITE", 0,
+	  "0x0578 (AES-256-GCM, HKDF-SHA512, key commitment, ECDSA P-384 signature; the "
+	  "default) or 0x0478 (the same without the signature), or their SDK names "
+	  "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384 and AES_256_GCM_HKDF_SHA512_COMMIT_KEY." },
+	{ "frame-length", 0, "N", 0,
+	  "Plaintext bytes per frame, 1 to 4294967295 (default 4096). Decryption holds one "
+	  "frame in memory." },
+	{ "namespace", 0, "NS", 0,
+	  "Key namespace stored as the provider id of the wrapped data keys (default "
+	  "hsmwrap). Other SDKs name the same key by this namespace and the key's label." },
+	{ "input", 'i', "FILE", 0, "The plaintext; - (the default) reads standard input." },
+	{ "output", 'o', "FILE", 0,
+	  "Where to write the message; - (the default) writes standard output, which must not be "
+	  "a terminal. A file appears only when the whole message is written." },
+	{ 0 }
+};
+
+static const struct cli_opt_spec decrypt_opts[] = {
+	{ "key", 0, "KEY", CLI_OPT_REPEAT,
+	  KEY_HELP " Only these keys may decrypt (repeatable). Default: the key the message "
+	  "names, if it is on the token." },
+	{ "context", 0, "K=V", CLI_OPT_REPEAT,
+	  "A pair the message's encryption context must hold with this value (repeatable); "
+	  "other pairs may be present too. Without it any context is accepted: check the one "
+	  "printed." },
+	{ "namespace", 0, "NS", 0, "Key namespace of the HSM's wrapped data keys (default hsmwrap)." },
+	{ "allow-legacy", 0, NULL, 0,
+	  "Also decrypt messages without key commitment (version 1, suites 0x0014 to 0x0378): "
+	  "the commitment policy require-encrypt-allow-decrypt. Default: refused." },
+	{ "max-edks", 0, "N", 0,
+	  "Refuse messages with more than N wrapped data keys before unwrapping any (default "
+	  "16; 0 means no limit)." },
+	{ "input", 'i', "FILE", 0, "The message; - (the default) reads standard input." },
+	{ "output", 'o', "FILE", 0,
+	  "Where to write the plaintext (mode 0600); - (the default) writes standard output. A "
+	  "file appears only after the whole message authenticated, signature included." },
+	{ 0 }
+};
+
+static const char *const ex_encrypt[] = {
+	"hsmwrap encrypt --key app-kek --context app=billing -i report.pdf -o report.pdf.enc",
+	"# two keys: either one decrypts; a smaller, unsigned message",
+	"hsmwrap encrypt --key app-kek --key dr-kek --suite 0x0478 -i db.dump -o db.dump.enc",
+	"tar c data/ | hsmwrap encrypt --key app-kek > data.tar.enc",
+	NULL
+};
+static const char *const ex_decrypt[] = {
+	"hsmwrap decrypt --context app=billing -i report.pdf.enc -o report.pdf",
+	"hsmwrap decrypt --key app-kek < data.tar.enc | tar x",
+	NULL
+};
+static const char *const ex_inspect[] = {
+	"hsmwrap inspect report.pdf.enc",
+	"hsmwrap --json inspect - < data.tar.enc",
+	NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -217,6 +284,40 @@ const struct cli_cmd cli_commands[] = {
 	  "Unwraps key material wrapped by `hsmwrap wrap` and writes it with mode 0600. It "
 	  "fails when the input was altered or wrapped by another key.",
 	  unwrap_opts, ex_unwrap, cmd_unwrap },
+	{ "encrypt", NULL, 0, 0, 0,
+	  "Encrypt a file or stream for one or more HSM keys (AWS Encryption SDK format)",
+	  "Encrypts a file or stream of any size, in bounded memory, into an AWS Encryption SDK "
+	  "message (version 2, key commitment) that the SDK's Java, Python, JavaScript, C, .NET "
+	  "and CLI implementations can also decrypt given the same key. A fresh data key is "
+	  "drawn for each message and wrapped inside the HSM with AES-256-GCM by every --key. "
+	  "The output file is written to a temporary file in its directory and renamed into "
+	  "place only when the message is complete; on any failure it is removed. Written to "
+	  "standard output, the message streams out as it is made, and a failure leaves a "
+	  "truncated message that decryption rejects.",
+	  encrypt_opts, ex_encrypt, cmd_encrypt },
+	{ "decrypt", NULL, 0, 0, 0,
+	  "Decrypt an AWS Encryption SDK message with a key on the token",
+	  "Decrypts a message made by `hsmwrap encrypt` or an AWS Encryption SDK with a Raw AES "
+	  "keyring of the same key. The data key is unwrapped in the HSM by the key the "
+	  "message names, which must be on the token (and among --key, if given). No plaintext "
+	  "is released before it is authenticated: an output file is written under a temporary "
+	  "name and renamed only after the whole message, footer signature included, verified; "
+	  "on any failure nothing is left. On standard output, an unsigned message (0x0478) is "
+	  "written frame by frame as each frame authenticates, so a message cut short gives a "
+	  "failure after a correct prefix; a signed message (0x0578) is first spooled to an "
+	  "unlinked mode-0600 file in $TMPDIR and written out only after its signature "
+	  "verified. Exit 5 for a malformed, truncated or altered message, a wrong context, a "
+	  "message for none of the --key keys, or more wrapped keys than --max-edks; exit 4 "
+	  "when the message's keys are not on the token.",
+	  decrypt_opts, ex_decrypt, cmd_decrypt },
+	{ "inspect", "FILE", 1, 1, CLI_CMD_NO_SETTINGS,
+	  "Show the header of an encrypted message without decrypting it",
+	  "Prints the header of an AWS Encryption SDK message: format version, suite, key "
+	  "commitment, signature, message ID, frame length, encryption context and the wrapped "
+	  "data keys (provider id, key name, length). FILE - reads standard input. Nothing is "
+	  "decrypted or authenticated, so no HSM and no PIN are needed: the header may have "
+	  "been altered, and only decrypt can tell.",
+	  no_opts, ex_inspect, cmd_inspect },
 	{ "help", "[COMMAND]", 0, 2, CLI_CMD_NO_SETTINGS,
 	  "Show help for hsmwrap or one command",
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "

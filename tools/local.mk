@@ -21,3 +21,6 @@ CLEANFILES += hsmwrap.1
 hsmwrap.1: hsmwrap$(EXEEXT)
 	$(AM_V_GEN)./hsmwrap$(EXEEXT) help --man > $@.tmp && mv -f $@.tmp $@ \
 	|| { rm -f $@.tmp; exit 1; }
+
+# Envelope encryption commands (issue 3).
+hsmwrap_SOURCES += tools/cmd-envelope.c

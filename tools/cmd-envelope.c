@@ -1,0 +1,1056 @@
+/*
+ * cmd-envelope.c - `encrypt`, `decrypt` and `inspect`: files and streams of
+ * any size in the AWS Encryption SDK message format, through libhsmwrap's
+ * hw_enc_stream / hw_dec_stream, in memory bounded by the frame length.
+ *
+ * Output rules (the "no partial output" promise of every hsmwrap command):
+ *  - -o FILE: a temporary file in FILE's directory, fsync'd and renamed
+ *    only when the stream finished (for decryption: after
+ *    hw_dec_stream_final(), i.e. after the footer signature verified);
+ *    removed on any failure or termination signal.
+ *  - -o - (standard output): ciphertext streams straight out. Plaintext of
+ *    an unsigned message streams out frame by frame as each frame
+ *    authenticates; plaintext of a signed message is spooled to an
+ *    unlinked mode-0600 file in $TMPDIR and copied out only after the
+ *    signature verified, because its frames are not final until then.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <openssl/crypto.h>
+
+#include "cli.h"
+
+/* Read and write granularity; also the size of the write buffer. */
+#define IO_CHUNK (64u * 1024u)
+/* Ciphertext bytes kept to describe the header afterwards (--json, text). */
+#define HDR_KEEP (1024u * 1024u)
+/* `inspect` reads at most this much looking for the end of the header. */
+#define INSPECT_MAX (64u * 1024u * 1024u)
+
+/* ------------------------------------------------------------------ */
+/* Termination signals: the stream stops at the next chunk, the        */
+/* temporary file is removed, then the signal takes its default effect. */
+
+static volatile sig_atomic_t stop_signal;
+static const int stop_sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGQUIT, SIGPIPE };
+#define NSTOP (sizeof(stop_sigs) / sizeof(stop_sigs[0]))
+
+static void on_stop(int sig)
+{
+	stop_signal = sig;
+}
+
+static void signals_catch(struct sigaction *old)
+{
+	struct sigaction sa;
+
+	memset(&sa, 0, sizeof(sa));
+	sa.sa_handler = on_stop;
+	sigemptyset(&sa.sa_mask);
+	/* No SA_RESTART: a blocking read of standard input must notice. */
+	for (size_t i = 0; i < NSTOP; i++)
+		sigaction(stop_sigs[i], &sa, &old[i]);
+}
+
+/* SIGPIPE is only reported (EPIPE); the others are re-raised after cleanup. */
+static void signals_restore(const struct sigaction *old)
+{
+	for (size_t i = 0; i < NSTOP; i++)
+		sigaction(stop_sigs[i], &old[i], NULL);
+	if (stop_signal && stop_signal != SIGPIPE) {
+		signal(stop_signal, SIG_DFL);
+		raise(stop_signal);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Small helpers                                                       */
+
+static int is_stdio(const char *path)
+{
+	return strcmp(path, "-") == 0;
+}
+
+static mode_t plain_mode(void)
+{
+	mode_t m = umask(077);
+
+	umask(m);
+	return 0666 & ~m;
+}
+
+static char *dir_of(const char *path)
+{
+	const char *slash = strrchr(path, '/');
+
+	if (!slash)
+		return strdup(".");
+	if (slash == path)
+		return strdup("/");
+	return strndup(path, (size_t)(slash - path));
+}
+
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+	while (n) {
+		ssize_t w = write(fd, p, n);
+
+		if (w < 0 && errno == EINTR && !stop_signal)
+			continue;
+		if (w < 0)
+			return -1;
+		p += w;
+		n -= (size_t)w;
+	}
+	return 0;
+}
+
+/* Strict decimal in [lo, hi]; no sign, no spaces, no suffix. */
+static int parse_uint(const char *s, unsigned long long lo, unsigned long long hi,
+                      unsigned long long *out)
+{
+	unsigned long long v;
+	char *end;
+
+	if (!s[0] || s[0] < '0' || s[0] > '9')
+		return -1;
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (errno || *end || v < lo || v > hi)
+		return -1;
+	*out = v;
+	return 0;
+}
+
+/* Header strings come from the input: show control characters escaped. */
+static void put_safe(FILE *f, const char *s)
+{
+	for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+		if (*p < 0x20 || *p == 0x7f || *p == '\\')
+			fprintf(f, "\\x%02x", *p);
+		/* UTF-8 of U+0080..U+009F: C1 controls some terminals obey. */
+		else if (*p == 0xc2 && p[1] >= 0x80 && p[1] <= 0x9f) {
+			fprintf(f, "\\u%04x", p[1]);
+			p++;
+		} else {
+			fputc(*p, f);
+		}
+	}
+}
+
+
+/* ------------------------------------------------------------------ */
+/* The first bytes of a message, kept to describe its header.          */
+
+struct keep {
+	uint8_t *p;
+	size_t len;
+};
+
+static void keep_add(struct keep *k, const uint8_t *data, size_t n)
+{
+	size_t room;
+
+	if (k->len >= HDR_KEEP || n == 0)
+		return;
+	if (!k->p && !(k->p = malloc(HDR_KEEP)))
+		return;                 /* only the report loses detail */
+	room = HDR_KEEP - k->len;
+	if (n > room)
+		n = room;
+	memcpy(k->p + k->len, data, n);
+	k->len += n;
+}
+
+static hw_envelope_info *keep_info(const struct keep *k)
+{
+	hw_envelope_info *info = NULL;
+
+	if (!k->p || hw_envelope_inspect(k->p, k->len, &info) != HW_OK)
+		return NULL;
+	return info;
+}
+
+/* ------------------------------------------------------------------ */
+/* Input                                                               */
+
+struct source {
+	const char *name;           /* for messages */
+	int fd;
+	int owned;
+	unsigned long long total;
+};
+
+static int source_open(struct cli *cli, const char *path, struct source *s)
+{
+	struct stat st;
+
+	memset(s, 0, sizeof(*s));
+	if (is_stdio(path)) {
+		s->name = "standard input";
+		s->fd = STDIN_FILENO;
+		return 0;
+	}
+	s->name = path;
+	s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NOCTTY);
+	if (s->fd < 0)
+		return cli_failf(cli, errno == ENOMEM ? HW_ERR_NOMEM : HW_ERR_IO, "reading input",
+		                 "%s: %s", path, strerror(errno));
+	s->owned = 1;
+	if (fstat(s->fd, &st) == 0 && S_ISDIR(st.st_mode)) {
+		close(s->fd);
+		s->owned = 0;
+		return cli_failf(cli, HW_ERR_IO, "reading input", "%s: %s", path, strerror(EISDIR));
+	}
+	return 0;
+}
+
+static void source_close(struct source *s)
+{
+	if (s->owned)
+		close(s->fd);
+	s->owned = 0;
+}
+
+/* Bytes read (0 at the end) or -1 with errno set (EINTR after a signal). */
+static ssize_t source_read(struct source *s, uint8_t *buf, size_t cap)
+{
+	for (;;) {
+		ssize_t r;
+
+		if (stop_signal) {
+			errno = EINTR;
+			return -1;
+		}
+		r = read(s->fd, buf, cap);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r > 0)
+			s->total += (unsigned long long)r;
+		return r;
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Output                                                              */
+
+enum sink_mode {
+	SINK_FILE,                  /* temp file in the target's directory, renamed */
+	SINK_STDOUT,                /* straight to standard output */
+	SINK_SPOOL,                 /* unlinked temp file, copied to stdout at the end */
+	SINK_UNDECIDED,             /* stdout, plaintext: decided by the suite */
+};
+
+struct sink {
+	enum sink_mode mode;
+	const char *path;           /* SINK_FILE: the final name */
+	char *tmp;                  /* SINK_FILE: the temporary name until renamed */
+	int fd;
+	int secret;                 /* plaintext: mode 0600, buffers wiped */
+	uint8_t *buf;
+	size_t used;
+	unsigned long long total;
+	struct keep *keep;          /* encryption: the ciphertext's first bytes */
+	const struct keep *hdr;     /* decryption, SINK_UNDECIDED: the input's */
+	int failed;                 /* a write failed: detail[] says why */
+	char detail[512];
+};
+
+static void sink_fail(struct sink *k, const char *what, int e)
+{
+	k->failed = 1;
+	snprintf(k->detail, sizeof(k->detail), "%s: %s", what, strerror(e));
+}
+
+static int sink_init(struct cli *cli, struct sink *k, const char *path, int secret)
+{
+	memset(k, 0, sizeof(*k));
+	k->fd = -1;
+	k->secret = secret;
+	k->buf = malloc(IO_CHUNK);
+	if (!k->buf)
+		return cli_failf(cli, HW_ERR_NOMEM, "output", "out of memory");
+	if (is_stdio(path)) {
+		k->mode = secret ? SINK_UNDECIDED : SINK_STDOUT;
+		k->fd = STDOUT_FILENO;
+		return 0;
+	}
+	k->mode = SINK_FILE;
+	k->path = path;
+	return 0;
+}
+
+/* The temporary file next to the output, created only once there is work. */
+static int sink_create(struct cli *cli, struct sink *k)
+{
+	char *dir;
+	int e;
+
+	if (k->mode != SINK_FILE)
+		return 0;
+	dir = dir_of(k->path);
+	if (!dir || asprintf(&k->tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
+		free(dir);
+		k->tmp = NULL;
+		return cli_failf(cli, HW_ERR_NOMEM, "output", "out of memory");
+	}
+	free(dir);
+	k->fd = mkostemp(k->tmp, O_CLOEXEC);
+	if (k->fd < 0) {
+		e = errno;
+		free(k->tmp);
+		k->tmp = NULL;
+		return cli_failf(cli, HW_ERR_IO, "writing output",
+		                 "%s: cannot create a file in its directory: %s", k->path,
+		                 strerror(e));
+	}
+	/* mkstemp gives 0600, which plaintext keeps. */
+	if (!k->secret && fchmod(k->fd, plain_mode()) < 0) {
+		e = errno;
+		unlink(k->tmp);
+		close(k->fd);
+		k->fd = -1;
+		free(k->tmp);
+		k->tmp = NULL;
+		return cli_failf(cli, HW_ERR_IO, "writing output", "%s: %s", k->path, strerror(e));
+	}
+	return 0;
+}
+
+/* Plaintext spooled until a signature verifies: nobody else may open it. */
+static int spool_open(struct sink *k)
+{
+	const char *dir = getenv("TMPDIR");
+	char *tmp = NULL;
+	int fd;
+
+	if (!dir || !*dir)
+		dir = "/tmp";
+	if (asprintf(&tmp, "%s/hsmwrap-spool.XXXXXX", dir) < 0) {
+		sink_fail(k, "spool file", ENOMEM);
+		return -1;
+	}
+	fd = mkostemp(tmp, O_CLOEXEC);
+	if (fd < 0) {
+		sink_fail(k, tmp, errno);
+		free(tmp);
+		return -1;
+	}
+	unlink(tmp);
+	free(tmp);
+	k->fd = fd;
+	k->mode = SINK_SPOOL;
+	return 0;
+}
+
+static int sink_flush(struct sink *k)
+{
+	if (!k->used || k->failed)
+		return k->failed ? -1 : 0;
+	if (write_all(k->fd, k->buf, k->used) < 0) {
+		sink_fail(k, k->mode == SINK_FILE ? k->path :
+		          k->mode == SINK_SPOOL ? "spool file" : "standard output", errno);
+		return -1;
+	}
+	if (k->secret)
+		OPENSSL_cleanse(k->buf, k->used);
+	k->used = 0;
+	return 0;
+}
+
+/* hw_write_cb for both streams. */
+static hw_err sink_write(void *arg, const uint8_t *data, size_t len)
+{
+	struct sink *k = arg;
+
+	if (k->failed)
+		return HW_ERR_IO;
+	if (stop_signal) {
+		sink_fail(k, "interrupted", EINTR);
+		return HW_ERR_IO;
+	}
+	if (k->mode == SINK_UNDECIDED) {
+		/* The header has been read in full before any plaintext comes. */
+		hw_envelope_info *info = keep_info(k->hdr);
+		int sign = !info || info->signed_;
+
+		hw_envelope_info_free(info);
+		if (sign ? spool_open(k) < 0 : (k->mode = SINK_STDOUT, 0))
+			return HW_ERR_IO;
+	}
+	if (k->keep)
+		keep_add(k->keep, data, len);
+	k->total += len;
+	while (len) {
+		size_t n = IO_CHUNK - k->used;
+
+		if (n > len)
+			n = len;
+		memcpy(k->buf + k->used, data, n);
+		k->used += n;
+		data += n;
+		len -= n;
+		if (k->used == IO_CHUNK && sink_flush(k) < 0)
+			return HW_ERR_IO;
+	}
+	return HW_OK;
+}
+
+static void sync_dir(const char *path)
+{
+	char *dir = dir_of(path);
+	int fd;
+
+	if (!dir)
+		return;
+	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	free(dir);
+	if (fd >= 0) {
+		/* Some file systems refuse fsync on directories; the rename stands. */
+		(void)fsync(fd);
+		close(fd);
+	}
+}
+
+static int spool_copy_out(struct sink *k)
+{
+	ssize_t r;
+
+	if (lseek(k->fd, 0, SEEK_SET) < 0) {
+		sink_fail(k, "spool file", errno);
+		return -1;
+	}
+	while ((r = read(k->fd, k->buf, IO_CHUNK)) != 0) {
+		if (r < 0 && errno == EINTR && !stop_signal)
+			continue;
+		if (r < 0) {
+			sink_fail(k, "spool file", errno);
+			return -1;
+		}
+		if (write_all(STDOUT_FILENO, k->buf, (size_t)r) < 0) {
+			OPENSSL_cleanse(k->buf, (size_t)r);
+			sink_fail(k, "standard output", errno);
+			return -1;
+		}
+		OPENSSL_cleanse(k->buf, (size_t)r);
+	}
+	return 0;
+}
+
+/* Everything is final: make the output visible. 0 or -1 (detail set). */
+static int sink_commit(struct sink *k)
+{
+	if (sink_flush(k) < 0)
+		return -1;
+	if (stop_signal) {
+		sink_fail(k, "interrupted", EINTR);
+		return -1;
+	}
+	switch (k->mode) {
+	case SINK_FILE:
+		if (k->fd < 0)
+			return 0;
+		if (fsync(k->fd) < 0 || close(k->fd) < 0) {
+			k->fd = -1;
+			sink_fail(k, k->path, errno);
+			return -1;
+		}
+		k->fd = -1;
+		if (rename(k->tmp, k->path) < 0) {
+			sink_fail(k, k->path, errno);
+			return -1;
+		}
+		free(k->tmp);
+		k->tmp = NULL;
+		sync_dir(k->path);
+		return 0;
+	case SINK_SPOOL:
+		return spool_copy_out(k);
+	case SINK_STDOUT:
+	case SINK_UNDECIDED:
+		return 0;
+	}
+	return 0;
+}
+
+/* Removes whatever was not committed and wipes the buffer. */
+static void sink_free(struct sink *k)
+{
+	if (k->buf) {
+		if (k->secret)
+			OPENSSL_cleanse(k->buf, IO_CHUNK);
+		free(k->buf);
+	}
+	if (k->tmp)
+		unlink(k->tmp);
+	free(k->tmp);
+	if (k->fd >= 0 && k->mode != SINK_STDOUT && k->mode != SINK_UNDECIDED)
+		close(k->fd);
+	memset(k, 0, sizeof(*k));
+	k->fd = -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* Options shared by the commands                                      */
+
+struct suite_name {
+	unsigned id;
+	const char *name;
+};
+
+static const struct suite_name suite_names[] = {
+	{ HW_SUITE_AES256_HKDF_SHA512_COMMIT, "AES_256_GCM_HKDF_SHA512_COMMIT_KEY" },
+	{ HW_SUITE_AES256_HKDF_SHA512_COMMIT_ECDSA_P384,
+	  "AES_256_GCM_HKDF_SHA512_COMMIT_KEY_ECDSA_P384" },
+};
+
+static int parse_suite(const char *s, unsigned *out)
+{
+	for (size_t i = 0; i < sizeof(suite_names) / sizeof(suite_names[0]); i++) {
+		char hex[8];
+
+		snprintf(hex, sizeof(hex), "0x%04x", suite_names[i].id);
+		if (strcasecmp(s, hex) == 0 || strcasecmp(s, hex + 2) == 0 ||
+		    strcasecmp(s, suite_names[i].name) == 0) {
+			*out = suite_names[i].id;
+			return 0;
+		}
+	}
+	return -1;
+}
+
+/*
+ * --json's document goes to standard output, which then cannot also carry
+ * the data: refuse rather than interleave them.
+ */
+static int check_paths(struct cli *cli, const struct cli_args *a, const char *in,
+                       const char *out)
+{
+	if (cli->json && is_stdio(out))
+		return cli_usage(cli, a->cmd, "--json prints its document on standard output; "
+		                 "give -o FILE");
+	if (!is_stdio(in) && !is_stdio(out))
+		return cli_distinct_paths(cli, a, "input", "output");
+	return 0;
+}
+
+/* The context as the message stores it (inspect, --json). */
+static void pairs_json(struct jw *w, const char *name, const hw_envelope_info *info)
+{
+	jw_obj_begin(w, name);
+	for (size_t i = 0; info && i < info->npairs; i++)
+		jw_str(w, info->pairs[i].key, info->pairs[i].value);
+	jw_obj_end(w);
+}
+
+static void header_json(struct jw *w, const hw_envelope_info *info)
+{
+	char hex[2 * 32 + 1], suite[8];
+
+	if (!info) {
+		jw_null(w, "suite");
+		jw_null(w, "message_id");
+		return;
+	}
+	util_hex(info->message_id, info->message_id_len, hex);
+	snprintf(suite, sizeof(suite), "0x%04x", info->suite);
+	jw_str(w, "suite", suite);
+	jw_str(w, "suite_name", info->suite_name);
+	jw_bool(w, "signed", info->signed_);
+	jw_str(w, "message_id", hex);
+	jw_uint(w, "frame_length", info->frame_length);
+}
+
+/* The context on one line, "k=v, k2=v2", for the text reports. */
+static void print_pairs_line(FILE *f, const hw_envelope_info *info)
+{
+	size_t shown = 0;
+
+	for (size_t i = 0; info && i < info->npairs; i++) {
+		/* The signing key's public half is long and says nothing to a reader. */
+		if (strcmp(info->pairs[i].key, "aws-crypto-public-key") == 0)
+			continue;
+		fputs(shown++ ? ", " : "", f);
+		put_safe(f, info->pairs[i].key);
+		fputc('=', f);
+		put_safe(f, info->pairs[i].value);
+	}
+	if (!shown)
+		fputs("(none)", f);
+	fputc('\n', f);
+}
+
+/* Reports a stream failure, preferring the output's own reason. */
+static int stream_fail(struct cli *cli, const struct sink *k, hw_err err, const char *what)
+{
+	if (k->failed)
+		return cli_failf(cli, HW_ERR_IO, what, "%s", k->detail);
+	return cli_fail(cli, err, what);
+}
+
+/* ------------------------------------------------------------------ */
+/* encrypt                                                             */
+
+static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out)
+{
+	const char *s;
+	unsigned long long v;
+	unsigned suite;
+	hw_envelope_cfg *cfg = NULL;
+	hw_err err;
+
+	if ((err = hw_envelope_cfg_new(&cfg)))
+		return cli_fail(cli, err, "encrypt");
+	*out = cfg;
+	if ((s = cli_opt(a, "suite"))) {
+		if (parse_suite(s, &suite) < 0)
+			return cli_usage(cli, a->cmd, "unknown --suite '%s' (0x0478, 0x0578, or their "
+			                 "SDK names)", s);
+		if ((err = hw_envelope_cfg_set_suite(cfg, suite)))
+			return cli_fail(cli, err, "encrypt");
+	}
+	if ((s = cli_opt(a, "frame-length"))) {
+		if (parse_uint(s, 1, UINT32_MAX, &v) < 0)
+			return cli_usage(cli, a->cmd, "--frame-length must be 1 to 4294967295 bytes");
+		if ((err = hw_envelope_cfg_set_frame_length(cfg, (uint32_t)v)))
+			return cli_fail(cli, err, "encrypt");
+	}
+	if ((s = cli_opt(a, "namespace")) &&
+	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
+		return cli_fail(cli, err, "--namespace");
+	return 0;
+}
+
+/* All --key options, found on the token; *keys has n entries to free. */
+static int find_keys(struct cli *cli, const struct cli_args *a, hw_ctx *ctx,
+                     hw_key ***keys, size_t *n)
+{
+	const char *const *specs = cli_opt_all(a, "key", n);
+	char what[300];
+
+	*keys = calloc(*n ? *n : 1, sizeof(**keys));
+	if (!*keys)
+		return cli_failf(cli, HW_ERR_NOMEM, "finding keys", "out of memory");
+	for (size_t i = 0; i < *n; i++) {
+		hw_err err = hw_key_find(ctx, specs[i], &(*keys)[i]);
+
+		if (err) {
+			snprintf(what, sizeof(what), "finding key '%s'", specs[i]);
+			return cli_fail(cli, err, what);
+		}
+	}
+	return 0;
+}
+
+static void free_keys(hw_key **keys, size_t n)
+{
+	for (size_t i = 0; keys && i < n; i++)
+		hw_key_free(keys[i]);
+	free(keys);
+}
+
+int cmd_encrypt(struct cli *cli, const struct cli_args *a)
+{
+	const char *in_path = cli_opt(a, "input"), *out_path = cli_opt(a, "output");
+	struct sigaction old[NSTOP];
+	hw_envelope_cfg *cfg = NULL;
+	hw_enc_stream *enc = NULL;
+	hw_envelope_info *info = NULL;
+	hw_ectx *ec = NULL;
+	hw_ctx *ctx = NULL;
+	hw_key **keys = NULL;
+	size_t nkeys = 0;
+	struct source src = { .fd = -1 };
+	struct sink out;
+	struct keep hdr = { 0 };
+	uint8_t *chunk = NULL;
+	hw_err err;
+	int rc;
+
+	if (!in_path)
+		in_path = "-";
+	if (!out_path)
+		out_path = "-";
+	memset(&out, 0, sizeof(out));
+	out.fd = -1;
+	stop_signal = 0;
+	signals_catch(old);
+	if ((rc = check_paths(cli, a, in_path, out_path)))
+		goto done;
+	if (is_stdio(out_path) && isatty(STDOUT_FILENO)) {
+		rc = cli_usage(cli, a->cmd, "refusing to write ciphertext to a terminal; give -o "
+		               "FILE or redirect standard output");
+		goto done;
+	}
+	if ((rc = enc_config(cli, a, &cfg)) || (rc = cli_ectx(cli, a, &ec)))
+		goto done;
+	if ((rc = source_open(cli, in_path, &src)))
+		goto done;
+	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
+	    (rc = find_keys(cli, a, ctx, &keys, &nkeys)))
+		goto done;
+	if ((rc = sink_init(cli, &out, out_path, 0)) || (rc = sink_create(cli, &out)))
+		goto done;
+	out.keep = &hdr;
+	if (!(chunk = malloc(IO_CHUNK))) {
+		rc = cli_failf(cli, HW_ERR_NOMEM, "encrypt", "out of memory");
+		goto done;
+	}
+	err = hw_enc_stream_new(cfg, keys, nkeys, ec, sink_write, &out, &enc);
+	if (err) {
+		rc = stream_fail(cli, &out, err, "encrypting");
+		goto done;
+	}
+	for (;;) {
+		ssize_t r = source_read(&src, chunk, IO_CHUNK);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (stop_signal)
+				sink_fail(&out, "interrupted", EINTR);
+			else
+				sink_fail(&out, src.name, errno);
+			rc = stream_fail(cli, &out, HW_ERR_IO, "reading input");
+			goto done;
+		}
+		if ((err = hw_enc_stream_update(enc, chunk, (size_t)r))) {
+			rc = stream_fail(cli, &out, err, "encrypting");
+			goto done;
+		}
+	}
+	if ((err = hw_enc_stream_final(enc))) {
+		rc = stream_fail(cli, &out, err, "encrypting");
+		goto done;
+	}
+	if (sink_commit(&out) < 0) {
+		rc = stream_fail(cli, &out, HW_ERR_IO, "writing output");
+		goto done;
+	}
+	info = keep_info(&hdr);
+	if (cli->json) {
+		header_json(&cli->out, info);
+		jw_arr_begin(&cli->out, "keys");
+		for (size_t i = 0; i < nkeys; i++)
+			jw_str(&cli->out, NULL, hw_key_label(keys[i]));
+		jw_arr_end(&cli->out);
+		pairs_json(&cli->out, "context", info);
+		jw_str(&cli->out, "input", in_path);
+		jw_str(&cli->out, "output", out_path);
+		jw_uint(&cli->out, "bytes_in", src.total);
+		jw_uint(&cli->out, "bytes_out", out.total);
+	} else if (!is_stdio(out_path)) {
+		char hex[2 * 32 + 1] = "?";
+
+		if (info)
+			util_hex(info->message_id, info->message_id_len, hex);
+		printf("Encrypted %llu bytes into %s (%llu bytes), suite 0x%04x, message ID %s.\n",
+		       src.total, out_path, out.total, info ? info->suite : 0u, hex);
+		printf("Data key wrapped by:");
+		for (size_t i = 0; i < nkeys; i++)
+			printf("%s '%s'", i ? "," : "", hw_key_label(keys[i]));
+		printf("\nContext: ");
+		print_pairs_line(stdout, info);
+	}
+done:
+	hw_enc_stream_free(enc);
+	sink_free(&out);
+	source_close(&src);
+	free(chunk);
+	free(hdr.p);
+	hw_envelope_info_free(info);
+	free_keys(keys, nkeys);
+	hw_ctx_free(ctx);
+	hw_ectx_free(ec);
+	hw_envelope_cfg_free(cfg);
+	signals_restore(old);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* decrypt                                                             */
+
+static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out)
+{
+	const char *s;
+	unsigned long long v;
+	hw_envelope_cfg *cfg = NULL;
+	hw_err err;
+
+	if ((err = hw_envelope_cfg_new(&cfg)))
+		return cli_fail(cli, err, "decrypt");
+	*out = cfg;
+	if (cli_flag(a, "allow-legacy") &&
+	    (err = hw_envelope_cfg_set_commitment_policy(cfg,
+	                                                 HW_COMMIT_REQUIRE_ENCRYPT_ALLOW_DECRYPT)))
+		return cli_fail(cli, err, "decrypt");
+	if ((s = cli_opt(a, "max-edks"))) {
+		if (parse_uint(s, 0, 65535, &v) < 0)
+			return cli_usage(cli, a->cmd, "--max-edks must be 0 (no limit) to 65535");
+		if ((err = hw_envelope_cfg_set_max_edks(cfg, (unsigned)v)))
+			return cli_fail(cli, err, "decrypt");
+	}
+	if ((s = cli_opt(a, "namespace")) &&
+	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
+		return cli_fail(cli, err, "--namespace");
+	return 0;
+}
+
+int cmd_decrypt(struct cli *cli, const struct cli_args *a)
+{
+	const char *in_path = cli_opt(a, "input"), *out_path = cli_opt(a, "output");
+	struct sigaction old[NSTOP];
+	hw_envelope_cfg *cfg = NULL;
+	hw_dec_stream *dec = NULL;
+	hw_envelope_info *info = NULL;
+	hw_ectx *req = NULL;
+	hw_ctx *ctx = NULL;
+	hw_key **keys = NULL;
+	size_t nkeys = 0;
+	struct source src = { .fd = -1 };
+	struct sink out;
+	struct keep hdr = { 0 };
+	uint8_t *chunk = NULL;
+	hw_err err;
+	int rc;
+
+	if (!in_path)
+		in_path = "-";
+	if (!out_path)
+		out_path = "-";
+	memset(&out, 0, sizeof(out));
+	out.fd = -1;
+	stop_signal = 0;
+	signals_catch(old);
+	if ((rc = check_paths(cli, a, in_path, out_path)))
+		goto done;
+	if ((rc = dec_config(cli, a, &cfg)) || (rc = cli_ectx(cli, a, &req)))
+		goto done;
+	if ((rc = source_open(cli, in_path, &src)))
+		goto done;
+	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
+	    (rc = find_keys(cli, a, ctx, &keys, &nkeys)))
+		goto done;
+	if ((rc = sink_init(cli, &out, out_path, 1)) || (rc = sink_create(cli, &out)))
+		goto done;
+	out.hdr = &hdr;
+	if (!(chunk = malloc(IO_CHUNK))) {
+		rc = cli_failf(cli, HW_ERR_NOMEM, "decrypt", "out of memory");
+		goto done;
+	}
+	/* Without --key, the message names its key and any key on the token may serve. */
+	err = hw_dec_stream_new(ctx, cfg, nkeys ? keys : NULL, nkeys, req, sink_write, &out,
+	                        &dec);
+	if (err) {
+		rc = stream_fail(cli, &out, err, "decrypting");
+		goto done;
+	}
+	for (;;) {
+		ssize_t r = source_read(&src, chunk, IO_CHUNK);
+
+		if (r == 0)
+			break;
+		if (r < 0) {
+			if (stop_signal)
+				sink_fail(&out, "interrupted", EINTR);
+			else
+				sink_fail(&out, src.name, errno);
+			rc = stream_fail(cli, &out, HW_ERR_IO, "reading input");
+			goto done;
+		}
+		keep_add(&hdr, chunk, (size_t)r);
+		if ((err = hw_dec_stream_update(dec, chunk, (size_t)r))) {
+			rc = stream_fail(cli, &out, err, "decrypting");
+			goto done;
+		}
+	}
+	/* Only now is the message authenticated as a whole (signature included). */
+	if ((err = hw_dec_stream_final(dec, NULL))) {
+		rc = stream_fail(cli, &out, err, "decrypting");
+		goto done;
+	}
+	if (sink_commit(&out) < 0) {
+		rc = stream_fail(cli, &out, HW_ERR_IO, "writing output");
+		goto done;
+	}
+	info = keep_info(&hdr);
+	if (cli->json) {
+		header_json(&cli->out, info);
+		pairs_json(&cli->out, "context", info);
+		jw_str(&cli->out, "input", in_path);
+		jw_str(&cli->out, "output", out_path);
+		jw_uint(&cli->out, "bytes_in", src.total);
+		jw_uint(&cli->out, "bytes_out", out.total);
+	} else if (!is_stdio(out_path)) {
+		printf("Decrypted %llu bytes into %s (suite 0x%04x, authenticated%s).\n",
+		       out.total, out_path, info ? info->suite : 0u,
+		       info && info->signed_ ? ", signature verified" : "");
+		printf("Context: ");
+		print_pairs_line(stdout, info);
+	}
+done:
+	hw_dec_stream_free(dec);
+	sink_free(&out);
+	source_close(&src);
+	if (chunk) {
+		OPENSSL_cleanse(chunk, IO_CHUNK);
+		free(chunk);
+	}
+	free(hdr.p);
+	hw_envelope_info_free(info);
+	free_keys(keys, nkeys);
+	hw_ctx_free(ctx);
+	hw_ectx_free(req);
+	hw_envelope_cfg_free(cfg);
+	signals_restore(old);
+	return rc;
+}
+
+/* ------------------------------------------------------------------ */
+/* inspect                                                             */
+
+/*
+ * Reads until the header parses: 64 KiB first, doubling, at most
+ * INSPECT_MAX. The header is parsed by the library's parser only.
+ */
+static int read_header(struct cli *cli, const char *path, hw_envelope_info **info)
+{
+	struct source src;
+	uint8_t *buf = NULL;
+	size_t len = 0, cap = 0, want = IO_CHUNK;
+	int eof = 0, rc;
+	hw_err err = HW_ERR_FORMAT;
+
+	if ((rc = source_open(cli, path, &src)))
+		return rc;
+	for (;;) {
+		while (!eof && len < want) {
+			ssize_t r;
+
+			if (cap < want) {
+				uint8_t *n = realloc(buf, want);
+
+				if (!n) {
+					rc = cli_failf(cli, HW_ERR_NOMEM, "reading input", "out of memory");
+					goto out;
+				}
+				buf = n;
+				cap = want;
+			}
+			r = source_read(&src, buf + len, want - len);
+			if (r < 0) {
+				rc = cli_failf(cli, HW_ERR_IO, "reading input", "%s: %s", src.name,
+				               strerror(errno));
+				goto out;
+			}
+			if (r == 0)
+				eof = 1;
+			len += (size_t)r;
+		}
+		err = len ? hw_envelope_inspect(buf, len, info) : HW_ERR_FORMAT;
+		/* Too short might only mean the header is longer than what was read. */
+		if (err != HW_ERR_FORMAT || eof || want >= INSPECT_MAX)
+			break;
+		want *= 2;
+	}
+	if (err == HW_ERR_FORMAT && len == 0)
+		rc = cli_failf(cli, err, "reading header", "%s is empty", src.name);
+	else if (err)
+		rc = cli_fail(cli, err, "reading header");
+out:
+	free(buf);
+	source_close(&src);
+	return rc;
+}
+
+static void inspect_text(const hw_envelope_info *info)
+{
+	char hex[2 * 32 + 1];
+
+	util_hex(info->message_id, info->message_id_len, hex);
+	printf("Format:          AWS Encryption SDK message, version %u\n", info->version);
+	printf("Suite:           0x%04x %s\n", info->suite, info->suite_name);
+	printf("Key commitment:  %s\n", info->committing ? "yes" : "no (legacy; decrypt needs "
+	       "--allow-legacy)");
+	printf("Signed:          %s\n", info->signed_ ? "yes (ECDSA footer)" : "no");
+	printf("Message ID:      %s\n", hex);
+	if (info->framed)
+		printf("Body:            framed, %lu-byte frames\n",
+		       (unsigned long)info->frame_length);
+	else
+		printf("Body:            not framed (one block)\n");
+	printf("Header:          %zu bytes\n", info->header_len);
+	printf("Context:         %zu pair%s\n", info->npairs, info->npairs == 1 ? "" : "s");
+	for (size_t i = 0; i < info->npairs; i++) {
+		fputs("  ", stdout);
+		put_safe(stdout, info->pairs[i].key);
+		fputs(" = ", stdout);
+		put_safe(stdout, info->pairs[i].value);
+		fputc('\n', stdout);
+	}
+	printf("Wrapped data keys: %zu\n", info->nedks);
+	for (size_t i = 0; i < info->nedks; i++) {
+		const hw_envelope_edk *k = &info->edks[i];
+
+		printf("  %zu. provider ", i + 1);
+		put_safe(stdout, k->provider_id);
+		if (k->key_name) {
+			fputs(", key '", stdout);
+			put_safe(stdout, k->key_name);
+			fputc('\'', stdout);
+		} else {
+			printf(", provider info %zu bytes", k->provider_info_len);
+		}
+		printf(", %zu bytes\n", k->ciphertext_len);
+	}
+}
+
+int cmd_inspect(struct cli *cli, const struct cli_args *a)
+{
+	hw_envelope_info *info = NULL;
+	int rc = read_header(cli, a->pos[0], &info);
+
+	if (rc)
+		return rc;
+	if (cli->json) {
+		struct jw *w = &cli->out;
+
+		jw_uint(w, "version", info->version);
+		header_json(w, info);
+		jw_bool(w, "committing", info->committing);
+		jw_bool(w, "framed", info->framed);
+		jw_uint(w, "header_length", info->header_len);
+		pairs_json(w, "context", info);
+		jw_arr_begin(w, "data_keys");
+		for (size_t i = 0; i < info->nedks; i++) {
+			const hw_envelope_edk *k = &info->edks[i];
+			char *pi = malloc(2 * k->provider_info_len + 1);
+
+			jw_obj_begin(w, NULL);
+			jw_str(w, "provider_id", k->provider_id);
+			jw_str(w, "key_name", k->key_name);
+			if (pi)
+				util_hex(k->provider_info, k->provider_info_len, pi);
+			jw_str(w, "provider_info", pi);
+			free(pi);
+			jw_uint(w, "length", k->ciphertext_len);
+			jw_obj_end(w);
+		}
+		jw_arr_end(w);
+	} else {
+		inspect_text(info);
+	}
+	hw_envelope_info_free(info);
+	return 0;
+}
