@@ -188,6 +188,7 @@ typedef enum {
 	HW_PURPOSE_ENVELOPE = 1,  /* AES-GCM encrypt/decrypt (data keys, envelopes) */
 	HW_PURPOSE_KEYWRAP = 2,   /* AES-KWP wrap/unwrap only */
 	HW_PURPOSE_SIGN = 3,      /* RSA/EC sign only */
+	HW_PURPOSE_DECRYPT = 4,   /* RSA decrypt only (e.g. Raw RSA envelope recipients) */
 } hw_purpose;
 
 /* "aes256" <-> HW_KEY_AES256 ...; "envelope" <-> HW_PURPOSE_ENVELOPE ... */
@@ -346,6 +347,8 @@ typedef enum {
 	HW_RSA_PAD_PKCS1 = 1,       /* RSAES-PKCS1-v1_5 (legacy TLS 1.2 RSA key exchange) */
 	HW_RSA_PAD_OAEP_SHA1,       /* RSAES-OAEP, SHA-1 and MGF1-SHA-1, empty label */
 	HW_RSA_PAD_OAEP_SHA256,     /* RSAES-OAEP, SHA-256 and MGF1-SHA-256, empty label */
+	HW_RSA_PAD_OAEP_SHA384,     /* RSAES-OAEP, SHA-384 and MGF1-SHA-384, empty label */
+	HW_RSA_PAD_OAEP_SHA512,     /* RSAES-OAEP, SHA-512 and MGF1-SHA-512, empty label */
 } hw_rsa_padding;
 
 /*
@@ -531,6 +534,53 @@ typedef struct {
 HW_NODISCARD hw_err hw_envelope_inspect(const uint8_t *in, size_t inlen,
                                         hw_envelope_info **out);
 void hw_envelope_info_free(hw_envelope_info *info);
+
+/*
+ * Raw RSA recipients (offline escrow). Adds a recipient whose RSA public
+ * key the host holds: spki_der is a DER SubjectPublicKeyInfo of an RSA
+ * key of at least 2048 bits. Each message's data key is encrypted to it
+ * with OpenSSL, and stored as the SDK's Raw RSA keyring stores it:
+ * provider id = provider_id (the Raw RSA keyring's key namespace),
+ * provider info = key_name, ciphertext = the RSA output. Any SDK with the
+ * private key in a Raw RSA keyring of that namespace, name and padding
+ * decrypts the message, and so does hsmwrap with the private key in the
+ * HSM (label = key_name, cfg key namespace = provider_id). With at least
+ * one RSA recipient, hw_envelope_encrypt / hw_enc_stream_new accept
+ * nkeys == 0 (escrow only).
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_add_rsa_recipient(hw_envelope_cfg *cfg,
+                                                      const char *provider_id,
+                                                      const char *key_name,
+                                                      const uint8_t *spki_der, size_t len);
+/*
+ * RSA padding for RSA recipients (encrypt) and for unwrapping with RSA
+ * private keys in the HSM (decrypt): HW_RSA_PAD_OAEP_SHA256 by default
+ * (MGF1 uses the same hash). On decrypt, an RSA HSM key unwraps an EDK
+ * whose provider id is the key namespace and whose provider info is the
+ * key's label. Tokens that lack OAEP with that hash (SoftHSMv2 has only
+ * SHA-1) are served by a raw RSA decryption in the HSM and an OAEP check
+ * on the host, if the key allows CKM_RSA_X_509.
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_rsa_padding(hw_envelope_cfg *cfg, hw_rsa_padding p);
+
+/*
+ * Data-key cache, the SDK's caching CMM: thread-safe, shareable between
+ * configurations and threads; secrets are wiped on eviction and free.
+ * max_entries >= 1; max_age_ms > 0; max_messages per data key (0 = 2^32);
+ * max_bytes encrypted per data key (0 = 2^63 - 1).
+ * Decrypt: a message whose suite, encrypted data keys and context (and
+ * the keys allowed) match a cached entry gets its data key without an
+ * HSM call. Encrypt (one-shot only: the SDK caches only when the whole
+ * plaintext length is known; streams bypass the cache): a data key with
+ * its encrypted data keys and, for signed suites, its signing key is
+ * reused for the same keys, suite and context while within the limits.
+ */
+typedef struct hw_cache hw_cache;
+HW_NODISCARD hw_err hw_cache_new(size_t max_entries, uint64_t max_age_ms,
+                                 uint64_t max_messages, uint64_t max_bytes, hw_cache **out);
+void hw_cache_free(hw_cache *c);
+/* NULL: no cache (the default). The cache must outlive cfg's use. */
+HW_NODISCARD hw_err hw_envelope_cfg_set_cache(hw_envelope_cfg *cfg, hw_cache *c);
 
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
