@@ -7,6 +7,12 @@
  *     non-extractable, label = key name) and the message is decrypted by
  *     hw_envelope_decrypt with the key namespace = provider id and the
  *     manifest's context as required (reproduced) pairs.
+ *     kind "rsa:PAD:first|extra": key-hex is the DER private key, imported
+ *     (sensitive, non-extractable, decrypt only, label = key name);
+ *     PAD = pkcs1 | oaep-sha1 | oaep-sha256 | oaep-sha384 | oaep-sha512 is
+ *     the configured RSA padding. "first": the library finds the key on
+ *     the token; "extra" (another EDK of the same message): only that key
+ *     is allowed, so that EDK and its padding are the ones used.
  *     Other kinds are counted as skipped, with the reason.
  *   KAT name ok|fail dek msgid commit cek ct-hex pt-hex context
  *     key-commitment known answers: the format engine (esdk.h) with a
@@ -22,12 +28,16 @@
 #include <string.h>
 
 #include <p11-kit/p11-kit.h>
+#include <openssl/core_names.h>
+#include <openssl/evp.h>
+#include <openssl/x509.h>
 
 #include "hsmwrap.h"
 #include "internal.h"
 #include "esdk.h"
 
 static unsigned dec_ok, rej_ok, failures, skipped_rsa, skipped_kms, skipped_other;
+static unsigned dec_aes, dec_rsa, dec_rsa_extra;
 static unsigned kat_pass, kat_rej, kat_fail, v1_refused;
 
 static void
@@ -207,6 +217,96 @@ import_aes(const char *label, const uint8_t *key, size_t keylen)
 	strcpy(done[ndone++], label);
 }
 
+/* The RSA private key of a vector, as a token object: n, e, d and the CRT values. */
+static void
+import_rsa(const char *label, const uint8_t *der, size_t derlen)
+{
+	static char done[16][129];
+	static unsigned ndone;
+	static const char *names[8] = {
+		OSSL_PKEY_PARAM_RSA_N, OSSL_PKEY_PARAM_RSA_E, OSSL_PKEY_PARAM_RSA_D,
+		OSSL_PKEY_PARAM_RSA_FACTOR1, OSSL_PKEY_PARAM_RSA_FACTOR2,
+		OSSL_PKEY_PARAM_RSA_EXPONENT1, OSSL_PKEY_PARAM_RSA_EXPONENT2,
+		OSSL_PKEY_PARAM_RSA_COEFFICIENT1,
+	};
+	static const CK_ATTRIBUTE_TYPE types[8] = {
+		CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2,
+		CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT,
+	};
+	CK_OBJECT_CLASS cls = CKO_PRIVATE_KEY;
+	CK_KEY_TYPE kt = CKK_RSA;
+	CK_BBOOL t = CK_TRUE, f = CK_FALSE;
+	CK_BYTE id[4] = { 0xe5, 0xd5, 0, (CK_BYTE)ndone };
+	uint8_t *val[8] = { NULL };
+	CK_ATTRIBUTE a[12 + 8] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, &t, sizeof(t) },
+		{ CKA_PRIVATE, &t, sizeof(t) },
+		{ CKA_SENSITIVE, &t, sizeof(t) },
+		{ CKA_EXTRACTABLE, &f, sizeof(f) },
+		{ CKA_DECRYPT, &t, sizeof(t) },
+		{ CKA_SIGN, &f, sizeof(f) },
+		{ CKA_UNWRAP, &f, sizeof(f) },
+		{ CKA_DERIVE, &f, sizeof(f) },
+		{ CKA_LABEL, (void *)label, strlen(label) },
+		{ CKA_ID, id, sizeof(id) },
+	};
+	const unsigned char *p = der;
+	EVP_PKEY *pk;
+	CK_OBJECT_HANDLE h;
+
+	for (unsigned i = 0; i < ndone; i++)
+		if (strcmp(done[i], label) == 0)
+			return;
+	if (ndone == 16 || strlen(label) >= sizeof(done[0]))
+		die("too many vector keys");
+	pk = d2i_AutoPrivateKey(NULL, &p, (long)derlen);
+	if (!pk || !EVP_PKEY_is_a(pk, "RSA"))
+		die("vector RSA key");
+	for (int i = 0; i < 8; i++) {
+		BIGNUM *bn = NULL;
+		int n;
+
+		if (EVP_PKEY_get_bn_param(pk, names[i], &bn) != 1)
+			die("vector RSA key component");
+		n = BN_num_bytes(bn);
+		val[i] = malloc((size_t)n + 1);
+		if (!val[i] || BN_bn2bin(bn, val[i]) != n)
+			die("BN_bn2bin");
+		BN_clear_free(bn);
+		a[12 + i] = (CK_ATTRIBUTE){ types[i], val[i], (CK_ULONG)n };
+	}
+	EVP_PKEY_free(pk);
+	if (!p11)
+		p11_open();
+	if (p11->C_CreateObject(p11s, a, sizeof(a) / sizeof(a[0]), &h) != CKR_OK)
+		die("C_CreateObject (RSA)");
+	for (int i = 0; i < 8; i++) {
+		OPENSSL_cleanse(val[i], a[12 + i].ulValueLen);
+		free(val[i]);
+	}
+	strcpy(done[ndone++], label);
+}
+
+static hw_err
+parse_pad(const char *s, hw_rsa_padding *pad)
+{
+	static const struct { const char *n; hw_rsa_padding p; } t[] = {
+		{ "pkcs1", HW_RSA_PAD_PKCS1 },
+		{ "oaep-sha1", HW_RSA_PAD_OAEP_SHA1 },
+		{ "oaep-sha256", HW_RSA_PAD_OAEP_SHA256 },
+		{ "oaep-sha384", HW_RSA_PAD_OAEP_SHA384 },
+		{ "oaep-sha512", HW_RSA_PAD_OAEP_SHA512 },
+	};
+	for (size_t i = 0; i < sizeof(t) / sizeof(t[0]); i++)
+		if (strcmp(s, t[i].n) == 0) {
+			*pad = t[i].p;
+			return HW_OK;
+		}
+	return HW_ERR_INVALID_ARG;
+}
+
 /* ---------------------------------------------------------------- */
 
 static hw_ctx *ctx;
@@ -232,10 +332,23 @@ run_vec(char **f)
 	hw_ectx *req;
 	uint8_t *ct, *pt = NULL, *key, *out = NULL;
 	size_t ctlen, ptlen = 0, keylen, outlen = 0;
-	char *ns, *kname;
+	char *ns, *kname, padname[32] = "";
+	hw_rsa_padding pad = HW_RSA_PAD_OAEP_SHA256;
+	hw_key *only = NULL;
+	bool rsa = strncmp(kind, "rsa:", 4) == 0, extra = false;
 	hw_err e;
 
-	if (strcmp(kind, "aes") != 0) {
+	if (rsa) {
+		const char *c = strchr(kind + 4, ':');
+
+		if (!c || (size_t)(c - kind - 4) >= sizeof(padname))
+			die("bad rsa kind");
+		memcpy(padname, kind + 4, (size_t)(c - kind - 4));
+		if (parse_pad(padname, &pad) != HW_OK)
+			die("unknown RSA padding in the manifest");
+		extra = strcmp(c + 1, "extra") == 0;
+	}
+	if (strcmp(kind, "aes") != 0 && !rsa) {
 		if (strcmp(kind, "rsa") == 0)
 			skipped_rsa++;
 		else if (strcmp(kind, "kms") == 0)
@@ -248,25 +361,41 @@ run_vec(char **f)
 	ns = unhex_str(f[4]);
 	kname = unhex_str(f[5]);
 	key = unhex(f[6], &keylen);
-	import_aes(kname, key, keylen);
+	if (rsa)
+		import_rsa(kname, key, keylen);
+	else
+		import_aes(kname, key, keylen);
 	ct = slurp(f[7], &ctlen);
 	if (want_ok)
 		pt = slurp(f[8], &ptlen);
 	req = parse_ectx(f[9]);
 	if (hw_envelope_cfg_new(&cfg) || hw_envelope_cfg_set_key_namespace(cfg, ns) ||
-	    hw_envelope_cfg_set_commitment_policy(cfg, HW_COMMIT_REQUIRE_ENCRYPT_ALLOW_DECRYPT))
+	    hw_envelope_cfg_set_commitment_policy(cfg, HW_COMMIT_REQUIRE_ENCRYPT_ALLOW_DECRYPT) ||
+	    hw_envelope_cfg_set_rsa_padding(cfg, pad))
 		die("cfg");
+	if (extra && hw_key_find(ctx, kname, &only) != HW_OK)
+		die("the imported RSA key is not found by its label");
 	/* allowed == NULL: the library finds the key named by the message. */
-	e = hw_envelope_decrypt(ctx, cfg, NULL, 0, req, ct, ctlen, &out, &outlen, NULL);
+	e = hw_envelope_decrypt(ctx, cfg, only ? &only : NULL, only ? 1 : 0, req, ct, ctlen, &out,
+	                        &outlen, NULL);
 	if (want_ok && e == HW_OK && outlen == ptlen && memcmp(out, pt, ptlen) == 0) {
+		if (extra) {
+			dec_rsa_extra++;
+			goto done;
+		}
 		dec_ok++;
+		if (rsa)
+			dec_rsa++;
+		else
+			dec_aes++;
 		/* Without key commitment, the default policy must refuse it. */
 		if (ctlen > 0 && ct[0] == 1) {
 			uint8_t *o2 = NULL;
 			size_t o2len = 0;
 			hw_envelope_cfg *strict;
 
-			if (hw_envelope_cfg_new(&strict) || hw_envelope_cfg_set_key_namespace(strict, ns))
+			if (hw_envelope_cfg_new(&strict) || hw_envelope_cfg_set_key_namespace(strict, ns) ||
+			    hw_envelope_cfg_set_rsa_padding(strict, pad))
 				die("cfg");
 			if (hw_envelope_decrypt(ctx, strict, NULL, 0, req, ct, ctlen, &o2, &o2len,
 			                        NULL) == HW_OK) {
@@ -284,9 +413,11 @@ run_vec(char **f)
 			printf("rejected %s: %s (%s)\n", name, hw_errname(e), hw_last_detail());
 	} else {
 		failures++;
-		printf("FAIL %s: expected %s, got %s (%s)\n", name, want_ok ? "plaintext" : "an error",
-		       hw_errname(e), hw_last_detail());
+		printf("FAIL %s%s: expected %s, got %s (%s)\n", name, extra ? " (second EDK)" : "",
+		       want_ok ? "plaintext" : "an error", hw_errname(e), hw_last_detail());
 	}
+done:
+	hw_key_free(only);
 	if (out)
 		hw_free_secret(out, outlen);
 	hw_envelope_cfg_free(cfg);
@@ -423,7 +554,10 @@ main(int argc, char **argv)
 	       rej_ok, failures);
 	printf("vectors: %u v1 messages refused under the default commitment policy\n",
 	       v1_refused);
-	printf("vectors skipped: %u Raw RSA (no RSA keyring yet), %u AWS KMS (no KMS here), "
+	printf("vectors decrypted: %u Raw AES, %u Raw RSA (with the key found on the token); "
+	       "%u Raw RSA messages also through their second EDK (another padding)\n", dec_aes,
+	       dec_rsa, dec_rsa_extra);
+	printf("vectors skipped: %u Raw RSA (no private key), %u AWS KMS (no KMS here), "
 	       "%u other\n", skipped_rsa, skipped_kms, skipped_other);
 	printf("commitment KATs: %u decrypted, %u rejected as expected, %u wrong\n", kat_pass,
 	       kat_rej, kat_fail);

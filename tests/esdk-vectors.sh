@@ -6,9 +6,11 @@
 # commitment_known_answer_tests.json are read from $ESDK_VECTORS_DIR
 # (default: ../shared/vectors/esdk next to the source tree). python3 turns
 # the JSON manifests into a flat list that tests/esdk-vectors (C) runs:
-# every Raw AES vector is decrypted with its key imported into the test
-# token, every vector of an invalid-* set must fail, and vectors for
-# keyrings hsmwrap does not have yet are counted as skipped.
+# every Raw AES and Raw RSA vector is decrypted with its key imported into
+# the test token (RSA: the private key, sensitive and non-extractable, once
+# per EDK the vector holds, with the padding the manifest names), every
+# vector of an invalid-* set must fail, and vectors for keyrings hsmwrap
+# cannot have (AWS KMS) are counted as skipped.
 #
 # Exit: 0 pass, 1 fail, 77 skipped (no vectors or no python3), 99 setup error.
 
@@ -79,6 +81,29 @@ for z in sorted(os.listdir(vecdir)):
                 kind, pid, kname = "aes", mk["provider-id"], k["key-id"]
                 kmat = base64.b64decode(k["material"]).hex()
                 break
+        if kind is None and t["master-keys"][0].get("encryption-algorithm") == "rsa":
+            # One line per RSA master key: the first is decrypted by searching
+            # the token, the others (e.g. a public key's EDK) with only that
+            # key allowed, so each padding the manifest names is exercised.
+            for n, mk in enumerate(t["master-keys"]):
+                if mk["type"] != "raw" or mk.get("encryption-algorithm") != "rsa":
+                    continue
+                k = keys[mk["key"]]
+                if k["type"] == "public":
+                    # The vectors' public keys are halves of the same-named private key.
+                    k = keys.get(mk["key"].replace("public", "private"))
+                    if k is None or k["type"] != "private":
+                        continue
+                pad = mk["padding-algorithm"]
+                if pad == "oaep-mgf1":
+                    pad = "oaep-" + mk["padding-hash"]
+                body = "".join(l for l in k["material"].splitlines() if l and not l.startswith("-----"))
+                print("VEC", name + "/" + tid, "ok" if ok else "fail",
+                      "rsa:%s:%s" % (pad, "first" if n == 0 else "extra"),
+                      hx(mk["provider-id"].encode()), hx(mk["key"].encode()),
+                      base64.b64decode(body).hex(), ct, pt,
+                      ec_field(t.get("encryption-context")), sep="\t")
+            continue
         if kind is None:
             mk = t["master-keys"][0]
             if mk["type"] == "raw" and mk.get("encryption-algorithm") == "rsa":

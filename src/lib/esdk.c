@@ -594,12 +594,16 @@ pubkey_from_ctx(const esdk_suite *s, const esdk_pair *pk, EVP_PKEY **out)
  * generated key, so the point is compressed here: 02|03 by y's parity, x.
  */
 static hw_err
-sign_key_new(const esdk_suite *s, EVP_PKEY **key, char *b64, size_t b64max)
+sign_key_new(const esdk_suite *s, EVP_PKEY *given, EVP_PKEY **key, char *b64, size_t b64max)
 {
 	uint8_t pt[1 + 2 * 66];
 	size_t ptlen = 0, clen = curve_point_len(s->sig_curve), flen = clen - 1;
 
-	*key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", s->sig_curve);
+	/* A given key (cached) passes the same point-size check as a new one. */
+	if (given)
+		*key = EVP_PKEY_up_ref(given) == 1 ? given : NULL;
+	else
+		*key = EVP_PKEY_Q_keygen(NULL, NULL, "EC", s->sig_curve);
 	if (!*key || EVP_PKEY_get_octet_string_param(*key, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY,
 	                                             pt, sizeof(pt), &ptlen) != 1 ||
 	    ptlen != 1 + 2 * flen || pt[0] != 4 || (clen + 2) / 3 * 4 + 1 > b64max) {
@@ -804,7 +808,7 @@ esdk_enc_new(const esdk_enc_params *p, const esdk_ec *user_ec, esdk_enc **out)
 		r = esdk_ec_put(&ec, user_ec->p[i].k, user_ec->p[i].klen, user_ec->p[i].v,
 		                user_ec->p[i].vlen);
 	if (r == HW_OK && e->s->sig_curve) {
-		r = sign_key_new(e->s, &sk, pub, sizeof(pub));
+		r = sign_key_new(e->s, p->sign_key, &sk, pub, sizeof(pub));
 		if (r == HW_OK)
 			r = esdk_ec_put(&ec, (const uint8_t *)ESDK_PUBKEY_CTX_KEY,
 			                strlen(ESDK_PUBKEY_CTX_KEY), (const uint8_t *)pub,
@@ -820,7 +824,9 @@ esdk_enc_new(const esdk_enc_params *p, const esdk_ec *user_ec, esdk_enc **out)
 		goto fail;
 	if (RAND_bytes(e->msgid, 32) != 1)
 		r = hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
-	if (r == HW_OK && RAND_bytes(dk, (int)e->s->key_len) != 1)
+	if (r == HW_OK && p->dk)
+		memcpy(dk, p->dk, e->s->key_len);
+	else if (r == HW_OK && RAND_bytes(dk, (int)e->s->key_len) != 1)
 		r = hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
 	if (r == HW_OK)
 		r = enc_header(e, &ec, dk);

@@ -130,6 +130,11 @@ typedef struct {
 	void *wrap_arg;
 	esdk_write_fn out;
 	void *out_arg;
+	/* Optional (the data-key cache, envelope.c): this data key (suite
+	 * key_len bytes) and, for signed suites, this signing key (not taken
+	 * over) instead of fresh ones. NULL: fresh. */
+	const uint8_t *dk;
+	struct evp_pkey_st *sign_key;
 } esdk_enc_params;
 
 typedef struct esdk_enc esdk_enc;

@@ -252,4 +252,8 @@ void hw_blob_put_body(hw_wbuf *w, size_t iv_len, size_t payload_len, uint8_t **i
 /* Largest blob hsmwrap writes or reads. */
 #define HW_BLOB_MAX (HW_DIRECT_MAX + 1024)
 
+/* ---- pkey.c (issue 3) ---- */
+/* OAEP hash and MGF of an HW_RSA_PAD_OAEP_* padding (SHA-256 otherwise). */
+void hw_rsa_oaep_params(hw_rsa_padding p, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf);
+
 #endif

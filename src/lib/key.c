@@ -43,6 +43,7 @@ static const char *purposes[] = {
 	[HW_PURPOSE_ENVELOPE] = "envelope",
 	[HW_PURPOSE_KEYWRAP] = "keywrap",
 	[HW_PURPOSE_SIGN] = "sign",
+	[HW_PURPOSE_DECRYPT] = "decrypt",
 };
 
 HW_EXPORT const char *
@@ -75,7 +76,7 @@ hw_purpose_name(hw_purpose p)
 HW_EXPORT hw_err
 hw_purpose_parse(const char *s, hw_purpose *p)
 {
-	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_SIGN; i++) {
+	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DECRYPT; i++) {
 		if (strcmp(purposes[i], s) == 0) {
 			*p = (hw_purpose)i;
 			return HW_OK;
@@ -603,6 +604,10 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_MECHANISM mech = { 0, NULL, 0 };
 	bool envelope = a->purpose == HW_PURPOSE_ENVELOPE;
 	bool keywrap = a->purpose == HW_PURPOSE_KEYWRAP;
+	bool decrypt = a->purpose == HW_PURPOSE_DECRYPT;
+	/* OAEP, and raw RSA for tokens whose OAEP lacks the SHA-2 hashes
+	 * (SoftHSMv2): the OAEP check is then done on the host. */
+	static const CK_MECHANISM_TYPE dec_mechs[] = { CKM_RSA_PKCS_OAEP, CKM_RSA_X_509 };
 
 	if (a->type == HW_KEY_AES256) {
 		kt = CKK_AES;
@@ -644,8 +649,8 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		{ CKA_ID, a->id, sizeof(a->id) },
 		BOOL_ATTR(CKA_TOKEN, &yes),
 		BOOL_ATTR(CKA_PRIVATE, &no),
-		BOOL_ATTR(CKA_VERIFY, &yes),
-		BOOL_ATTR(CKA_ENCRYPT, &no),
+		BOOL_ATTR(CKA_VERIFY, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_ENCRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP, &no),
 		rsa ? (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) }
 		    : (CK_ATTRIBUTE){ CKA_EC_PARAMS, (void *)oid, oid_len },
@@ -661,14 +666,17 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_PRIVATE, &yes),
 		BOOL_ATTR(CKA_SENSITIVE, &yes),
 		BOOL_ATTR(CKA_EXTRACTABLE, &no),
-		BOOL_ATTR(CKA_SIGN, &yes),
-		BOOL_ATTR(CKA_DECRYPT, &no),
+		BOOL_ATTR(CKA_SIGN, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_DECRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_UNWRAP, &no),
 		BOOL_ATTR(CKA_DERIVE, &no),
+		/* Last: only decrypt keys get it. */
+		{ CKA_ALLOWED_MECHANISMS, (void *)dec_mechs, sizeof(dec_mechs) },
 	};
 	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
 	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
-	                                  sizeof(priv) / sizeof(priv[0]), &a->pub, &a->h);
+	                                  sizeof(priv) / sizeof(priv[0]) - !decrypt, &a->pub,
+	                                  &a->h);
 }
 
 HW_EXPORT hw_err
@@ -685,7 +693,9 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	if (type < HW_KEY_AES256 || type > HW_KEY_EC_P384)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key type");
 	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
-	        : purpose != HW_PURPOSE_SIGN)
+	        : purpose != HW_PURPOSE_SIGN &&
+	          !(purpose == HW_PURPOSE_DECRYPT && type >= HW_KEY_RSA2048 &&
+	            type <= HW_KEY_RSA4096))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "purpose %s does not fit a %s key",
 		               hw_purpose_name(purpose), hw_key_type_name(type));
 	hw_clear_error();
@@ -1037,6 +1047,9 @@ derive_type(hw_key *key, hw_key_info *in)
 	else if (key->cls == CKO_PRIVATE_KEY && in->sign == 1 && in->decrypt != 1 &&
 	         in->unwrap != 1)
 		in->purpose = HW_PURPOSE_SIGN;
+	else if (key->cls == CKO_PRIVATE_KEY && in->decrypt == 1 && in->sign != 1 &&
+	         in->unwrap != 1)
+		in->purpose = HW_PURPOSE_DECRYPT;
 }
 
 HW_EXPORT hw_err

@@ -172,6 +172,25 @@ hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
 	return e;
 }
 
+void
+hw_rsa_oaep_params(hw_rsa_padding p, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf)
+{
+	switch (p) {
+	case HW_RSA_PAD_OAEP_SHA1:
+		*hash = CKM_SHA_1, *mgf = CKG_MGF1_SHA1;
+		break;
+	case HW_RSA_PAD_OAEP_SHA384:
+		*hash = CKM_SHA384, *mgf = CKG_MGF1_SHA384;
+		break;
+	case HW_RSA_PAD_OAEP_SHA512:
+		*hash = CKM_SHA512, *mgf = CKG_MGF1_SHA512;
+		break;
+	default:
+		*hash = CKM_SHA256, *mgf = CKG_MGF1_SHA256;
+		break;
+	}
+}
+
 HW_EXPORT hw_err
 hw_rsa_decrypt(hw_key *key, hw_rsa_padding padding, const uint8_t *ct, size_t ctlen,
                uint8_t **pt, size_t *ptlen)
@@ -199,8 +218,9 @@ hw_rsa_decrypt(hw_key *key, hw_rsa_padding padding, const uint8_t *ct, size_t ct
 		break;
 	case HW_RSA_PAD_OAEP_SHA1:
 	case HW_RSA_PAD_OAEP_SHA256:
-		oaep.hashAlg = padding == HW_RSA_PAD_OAEP_SHA1 ? CKM_SHA_1 : CKM_SHA256;
-		oaep.mgf = padding == HW_RSA_PAD_OAEP_SHA1 ? CKG_MGF1_SHA1 : CKG_MGF1_SHA256;
+	case HW_RSA_PAD_OAEP_SHA384:
+	case HW_RSA_PAD_OAEP_SHA512:
+		hw_rsa_oaep_params(padding, &oaep.hashAlg, &oaep.mgf);
 		oaep.source = CKZ_DATA_SPECIFIED;
 		a->mech.mechanism = CKM_RSA_PKCS_OAEP;
 		a->mech.pParameter = &oaep;
