@@ -107,7 +107,11 @@ head -c 32 /dev/urandom >other.bin
 PKCS11_TOOL=${PKCS11_TOOL:-$(command -v pkcs11-tool 2>/dev/null || :)}
 if [ -n "$PKCS11_TOOL" ]; then
 	PIN=$(cat "$HW_TEST_USER_PIN_FILE")
-	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --token-label hsmwrap-test \
+	# --token-label would also match hsmwrap-test2: the slot by exact label.
+	P11_SLOT=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
+		/^Slot / { s = $3; gsub(/[():]/, "", s) }
+		/^ *token label *: hsmwrap-test$/ { print s }')
+	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "${P11_SLOT:-none}" \
 		--login --pin env:HW_P11_PIN --list-objects --type secrkey --label "$LABEL" \
 		>p11.txt 2>&1
 	if grep -q "Access:.*sensitive" p11.txt && ! grep -q "extractable" p11.txt &&
@@ -116,10 +120,15 @@ if [ -n "$PKCS11_TOOL" ]; then
 	else
 		bad "imported key attributes (pkcs11-tool)"; cat p11.txt
 	fi
-	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --token-label hsmwrap-test \
+	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "${P11_SLOT:-none}" \
 		--login --pin env:HW_P11_PIN --read-object --type secrkey --label "$LABEL" \
-		-o leaked.bin >/dev/null 2>&1
-	if [ -s leaked.bin ]; then bad "the key value can be read out"; else ok "the key value cannot be read out"; fi
+		-o leaked.bin >read.txt 2>&1
+	# Refused for the right reason, not because the login or lookup failed.
+	if [ -s leaked.bin ] || ! grep -q CKR_ATTRIBUTE_SENSITIVE read.txt; then
+		bad "reading the key value out"; cat read.txt
+	else
+		ok "the key value cannot be read out (CKR_ATTRIBUTE_SENSITIVE)"
+	fi
 fi
 if "$HSMWRAP" key list 2>&1 | grep -q "^$LABEL  *aes256  *envelope"; then
 	ok "hsmwrap key list: $LABEL is an aes256 envelope key"
