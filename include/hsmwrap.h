@@ -582,6 +582,70 @@ void hw_cache_free(hw_cache *c);
 /* NULL: no cache (the default). The cache must outlive cfg's use. */
 HW_NODISCARD hw_err hw_envelope_cfg_set_cache(hw_envelope_cfg *cfg, hw_cache *c);
 
+/* ------------------------------------------------------------------ */
+/* Clusters: several tokens holding the same keys (same labels and     */
+/* CKA_IDs), e.g. HSMs of a CloudHSM cluster or a Luna HA group, in    */
+/* one or several modules (p11-kit remoting included). Operations are  */
+/* spread over the healthy members; a member that fails (device,       */
+/* module, session or login trouble) is taken out for a back-off       */
+/* period and the operation runs again on the next member, so nothing  */
+/* is lost while one member is up. Thread-safe like hw_ctx.            */
+
+typedef struct hw_cluster hw_cluster;
+
+typedef struct {
+	char token_uri[512];        /* "" until the member was first reached */
+	int healthy;
+	unsigned long retry_in_ms;  /* back-off left when not healthy */
+	unsigned long ops, failures;
+	hw_err last_error;
+	unsigned long last_ckrv;
+	char last_detail[256];
+} hw_cluster_member;
+
+HW_NODISCARD hw_err hw_cluster_new(hw_cluster **out);
+/*
+ * Adds a configured (module, token URI, PIN source) context and takes
+ * ownership of it. It is opened at first use, so a member that is down
+ * when the application starts joins when it comes up.
+ */
+HW_NODISCARD hw_err hw_cluster_add(hw_cluster *cl, hw_ctx *member);
+/* Back-off of a failed member: min_ms, doubling per failure up to max_ms
+ * (default 1 s .. 30 s). */
+void hw_cluster_set_retry(hw_cluster *cl, unsigned min_ms, unsigned max_ms);
+size_t hw_cluster_size(const hw_cluster *cl);
+HW_NODISCARD hw_err hw_cluster_member_status(hw_cluster *cl, size_t i, hw_cluster_member *st);
+void hw_cluster_free(hw_cluster *cl);
+
+/* As the single-token calls; keys are named by label, and decryption
+ * uses the key the input names, on whichever member answers. */
+HW_NODISCARD hw_err hw_cluster_datakey_generate(hw_cluster *cl, const char *label,
+                                                const hw_ectx *ec,
+                                                uint8_t plaintext[HW_DATAKEY_LEN],
+                                                uint8_t **wrapped, size_t *wrappedlen);
+HW_NODISCARD hw_err hw_cluster_datakey_decrypt(hw_cluster *cl, const hw_ectx *ec,
+                                               const uint8_t *wrapped, size_t wrappedlen,
+                                               uint8_t plaintext[HW_DATAKEY_LEN]);
+HW_NODISCARD hw_err hw_cluster_encrypt(hw_cluster *cl, const char *label,
+                                       const uint8_t *pt, size_t ptlen,
+                                       const uint8_t *aad, size_t aadlen,
+                                       uint8_t **blob, size_t *bloblen);
+HW_NODISCARD hw_err hw_cluster_decrypt(hw_cluster *cl, const uint8_t *blob, size_t bloblen,
+                                       const uint8_t *aad, size_t aadlen,
+                                       uint8_t **pt, size_t *ptlen);
+HW_NODISCARD hw_err hw_cluster_sign(hw_cluster *cl, const char *label, hw_sig_alg alg,
+                                    const uint8_t *msg, size_t len,
+                                    uint8_t **sig, size_t *siglen);
+HW_NODISCARD hw_err hw_cluster_envelope_encrypt(hw_cluster *cl, const hw_envelope_cfg *cfg,
+                                                const char *label, const hw_ectx *ec,
+                                                const uint8_t *in, size_t inlen,
+                                                uint8_t **out, size_t *outlen);
+HW_NODISCARD hw_err hw_cluster_envelope_decrypt(hw_cluster *cl, const hw_envelope_cfg *cfg,
+                                                const hw_ectx *required,
+                                                const uint8_t *in, size_t inlen,
+                                                uint8_t **out, size_t *outlen,
+                                                hw_ectx **ec_out);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 

@@ -56,3 +56,30 @@ FUZZ_NAMES += esdk
 FUZZ_BINS += tests/fuzz-esdk-fuzzer$(EXEEXT)
 
 CLEANFILES += tests/fuzz-esdk-fuzzer$(EXEEXT)
+
+# test-esdk counts HSM calls through the fault module (data-key cache tests).
+EXTRA_tests_test_esdk_DEPENDENCIES = tests/faultmod/libfaultmod.la
+
+# The data-key cache shared by threads, under ThreadSanitizer:
+# make tsan-esdk (the whole of test-esdk, built like tsan-stress in faults.mk).
+TSAN_ESDK = tests/test-esdk-tsan$(EXEEXT)
+CLEANFILES += $(TSAN_ESDK)
+
+$(TSAN_ESDK): tests/test-esdk.c $(libhsmwrap_la_SOURCES) config.h
+	@srcs=; for f in $(libhsmwrap_la_SOURCES); do \
+	  case $$f in *.c) srcs="$$srcs $(top_srcdir)/$$f";; esac; \
+	done; \
+	mkdir -p tests; \
+	echo "  TSANCC   $@"; \
+	$(TSAN_CC) $(TSAN_CFLAGS) -D_GNU_SOURCE -DSYSCONFDIR='"$(sysconfdir)"' \
+	  -I$(top_srcdir)/include -I$(top_srcdir)/src/lib -I$(top_builddir) \
+	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 cunit` \
+	  -o $@ $$srcs $(top_srcdir)/tests/test-esdk.c \
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 cunit` -lpthread -ldl
+
+.PHONY: tsan-esdk
+tsan-esdk: $(TSAN_ESDK) tests/faultmod/libfaultmod.la
+	FAULTMOD='$(FAULTMOD)' SOFTHSM_MODULE='$(SOFTHSM_MODULE)' \
+	SOFTHSM2_UTIL='$(SOFTHSM2_UTIL)' \
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $${TSAN_OPTIONS:-}" \
+	  $(SHELL) $(top_srcdir)/tests/with-token.sh ./$(TSAN_ESDK)

@@ -19,7 +19,7 @@ if HAVE_CUNIT
 check_PROGRAMS += tests/test-faults tests/test-stress
 TESTS += tests/test-faults tests/test-stress
 
-tests_test_faults_SOURCES = tests/test-faults.c
+tests_test_faults_SOURCES = tests/test-faults.c tests/test-common.h
 tests_test_faults_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(P11KIT_CFLAGS) $(OPENSSL_CFLAGS)
 tests_test_faults_LDADD = libhsmwrap.la $(CUNIT_LIBS) $(P11KIT_LIBS) $(OPENSSL_LIBS)
 EXTRA_tests_test_faults_DEPENDENCIES = tests/faultmod/libfaultmod.la

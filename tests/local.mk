@@ -27,11 +27,11 @@ if HAVE_CUNIT
 check_PROGRAMS += tests/test-lib tests/test-threads
 TESTS += tests/test-lib tests/test-threads
 
-tests_test_lib_SOURCES = tests/test-lib.c
+tests_test_lib_SOURCES = tests/test-lib.c tests/test-common.h
 tests_test_lib_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS) $(P11KIT_CFLAGS) $(OPENSSL_CFLAGS)
 tests_test_lib_LDADD = libhsmwrap.la $(CUNIT_LIBS) $(P11KIT_LIBS) $(OPENSSL_LIBS)
 
-tests_test_threads_SOURCES = tests/test-threads.c
+tests_test_threads_SOURCES = tests/test-threads.c tests/test-common.h
 tests_test_threads_CFLAGS = $(AM_CFLAGS) $(CUNIT_CFLAGS)
 tests_test_threads_LDADD = libhsmwrap.la $(CUNIT_LIBS) $(OPENSSL_LIBS)
 else

@@ -23,6 +23,7 @@
 #include <openssl/x509.h>
 
 #include "hsmwrap.h"
+#include "test-common.h"
 
 /* An operation needs fewer PKCS#11 calls than this. */
 #define MAX_CALLS 80
@@ -34,19 +35,6 @@ static struct {
 	unsigned long verified;     /* operations whose output was checked */
 	unsigned long faults;       /* faults injected, over all tests */
 } G;
-
-static void fmt(char *buf, size_t max, const char *format, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void fmt(char *buf, size_t max, const char *format, ...)
-{
-	va_list ap;
-
-	va_start(ap, format);
-	if (vsnprintf(buf, max, format, ap) < 0 && max > 0)
-		buf[0] = '\0';
-	va_end(ap);
-}
 
 static void fail_msg(unsigned line, const char *format, ...)
 	__attribute__((format(printf, 2, 3)));
@@ -63,25 +51,6 @@ static void fail_msg(unsigned line, const char *format, ...)
 	CU_assertImplementation(CU_FALSE, line, msg, __FILE__, "", CU_FALSE);
 }
 
-static void check_rc(hw_err got, hw_err want, const char *expr, unsigned line)
-{
-	if (got == want) {
-		CU_assertImplementation(CU_TRUE, line, expr, __FILE__, "", CU_FALSE);
-		return;
-	}
-	fail_msg(line, "%s -> %s, want %s (%s)", expr, hw_errname(got), hw_errname(want),
-	         hw_last_detail());
-}
-#define EXPECT_RC(expr, want) check_rc((expr), (want), #expr, __LINE__)
-#define EXPECT_OK(expr) EXPECT_RC(expr, HW_OK)
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ------------------------------------------------------------------ */
 /* Driving the fault module                                             */

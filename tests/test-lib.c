@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include "hsmwrap.h"
+#include "test-common.h"
 
 #define CKR_PIN_INCORRECT_VALUE 0xA0ul
 
@@ -60,47 +61,6 @@ static int need_fixtures(void)
 	return T.ctx && T.env && T.env2 && T.kw && T.kw2 && T.sign ? 0 : 1;
 }
 
-/*
- * snprintf for messages and names: truncation is acceptable (and, for a
- * path or URI, makes the test fail visibly), so it is not a warning.
- */
-static void fmt(char *buf, size_t max, const char *format, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void fmt(char *buf, size_t max, const char *format, ...)
-{
-	va_list ap;
-
-	va_start(ap, format);
-	if (vsnprintf(buf, max, format, ap) < 0 && max > 0)
-		buf[0] = '\0';
-	va_end(ap);
-}
-
-/* ------------------------------------------------------------------ */
-/* Assertion helpers that say which error came back and why.           */
-
-static void check_rc(hw_err got, hw_err want, const char *expr,
-                     const char *file, unsigned line, CU_BOOL fatal)
-{
-	char msg[768];
-
-	if (got == want) {
-		CU_assertImplementation(CU_TRUE, line, expr, file, "", fatal);
-		return;
-	}
-	fmt(msg, sizeof msg, "%s -> %s, want %s (detail \"%s\", ckrv 0x%lx)",
-	         expr, hw_errname(got), hw_errname(want), hw_last_detail(),
-	         hw_last_ckrv());
-	CU_assertImplementation(CU_FALSE, line, msg, file, "", fatal);
-}
-
-#define EXPECT(expr, want) \
-	check_rc((expr), (want), #expr, __FILE__, __LINE__, CU_FALSE)
-#define REQUIRE(expr, want) \
-	check_rc((expr), (want), #expr, __FILE__, __LINE__, CU_TRUE)
-#define EXPECT_OK(expr) EXPECT(expr, HW_OK)
-#define REQUIRE_OK(expr) REQUIRE(expr, HW_OK)
 
 /* A failed assertion with a formatted explanation. */
 static void fail_msg(const char *file, unsigned line, const char *what,

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "hsmwrap.h"
+#include "test-common.h"
 
 #define NTHREADS 8
 #define NOPS 1000
@@ -32,41 +33,6 @@ static struct {
 	hw_key *kw;
 } G;
 
-static void fmt(char *buf, size_t max, const char *format, ...)
-	__attribute__((format(printf, 3, 4)));
-
-static void fmt(char *buf, size_t max, const char *format, ...)
-{
-	va_list ap;
-
-	va_start(ap, format);
-	if (vsnprintf(buf, max, format, ap) < 0 && max > 0)
-		buf[0] = '\0';
-	va_end(ap);
-}
-
-static void check_rc(hw_err got, hw_err want, const char *expr,
-                     const char *file, unsigned line)
-{
-	char msg[512];
-
-	if (got == want) {
-		CU_assertImplementation(CU_TRUE, line, expr, file, "", CU_FALSE);
-		return;
-	}
-	fmt(msg, sizeof msg, "%s -> %s, want %s (%s)", expr, hw_errname(got),
-	    hw_errname(want), hw_last_detail());
-	CU_assertImplementation(CU_FALSE, line, msg, file, "", CU_FALSE);
-}
-#define EXPECT_OK(expr) check_rc((expr), HW_OK, #expr, __FILE__, __LINE__)
-
-static double now(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ------------------------------------------------------------------ */
 /* The unit of work: a data key generated, decrypted and compared.      */

@@ -187,10 +187,17 @@ read_mechanisms(hw_ctx *ctx)
 	ctx->nmechs = 0;
 	rv = ctx->fl->C_GetMechanismList(ctx->slot, NULL, &n);
 	if (rv == CKR_OK && n > 0) {
-		ctx->mechs = calloc(n, sizeof(*ctx->mechs));
+		/* Room to spare: p11-kit 0.24's remoting client counts only the
+		 * mechanisms it can carry, then writes the server's whole list. */
+		CK_ULONG cap = n * 2 + 64;
+
+		ctx->mechs = calloc(cap, sizeof(*ctx->mechs));
 		if (!ctx->mechs)
 			return hw_fail(HW_ERR_NOMEM, 0, NULL);
+		n = cap;
 		rv = ctx->fl->C_GetMechanismList(ctx->slot, ctx->mechs, &n);
+		if (rv == CKR_OK && n > cap)
+			rv = CKR_GENERAL_ERROR;
 	}
 	if (rv != CKR_OK)
 		return hw_fail_ck(rv, "C_GetMechanismList");

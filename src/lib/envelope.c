@@ -254,10 +254,11 @@ typedef struct cache_ent {
 	size_t dklen;
 	uint8_t dk[ESDK_MAX_KEY_LEN];
 	/* Encrypt entries: what the keyring made for dk, the signing key of
-	 * signed suites, and the context the EDKs were made under. */
-	uint8_t *edks, *ec;
-	size_t edkslen, nedks, eclen;
-	EVP_PKEY *sk;
+	 * signed suites (DER: each user decodes its own, so no OpenSSL object
+	 * is shared between threads, and the bytes are wiped here), and the
+	 * context the EDKs were made under. */
+	uint8_t *edks, *ec, *sk;
+	size_t edkslen, nedks, eclen, sklen;
 } cache_ent;
 
 struct hw_cache {
@@ -326,7 +327,9 @@ ent_free(cache_ent *e)
 	OPENSSL_cleanse(e->dk, sizeof(e->dk));
 	free(e->edks);
 	free(e->ec);
-	EVP_PKEY_free(e->sk);
+	if (e->sk)
+		OPENSSL_cleanse(e->sk, e->sklen);
+	free(e->sk);
 	OPENSSL_cleanse(e, sizeof(*e));
 	free(e);
 }
@@ -390,6 +393,8 @@ cache_get(hw_cache *c, ent_kind kind, const uint8_t id[CACHE_ID_LEN], uint64_t b
           cache_mat *m)
 {
 	cache_ent *e;
+	uint8_t *sk = NULL;
+	size_t sklen = 0;
 	bool hit = false;
 
 	memset(m, 0, sizeof(*m));
@@ -408,15 +413,17 @@ cache_get(hw_cache *c, ent_kind kind, const uint8_t id[CACHE_ID_LEN], uint64_t b
 		m->eclen = e->eclen;
 		m->edks = e->edkslen ? malloc(e->edkslen) : NULL;
 		m->ec = e->eclen ? malloc(e->eclen) : NULL;
-		if ((e->edkslen && !m->edks) || (e->eclen && !m->ec) ||
-		    (e->sk && EVP_PKEY_up_ref(e->sk) != 1)) {
+		sk = e->sklen ? malloc(e->sklen) : NULL;
+		if ((e->edkslen && !m->edks) || (e->eclen && !m->ec) || (e->sklen && !sk)) {
 			mat_clear(m);
 		} else {
 			if (e->edkslen)
 				memcpy(m->edks, e->edks, e->edkslen);
 			if (e->eclen)
 				memcpy(m->ec, e->ec, e->eclen);
-			m->sk = e->sk;
+			if (e->sklen)
+				memcpy(sk, e->sk, e->sklen);
+			sklen = e->sklen;
 			e->messages++;
 			e->bytes += bytes;
 			hit = true;
@@ -433,6 +440,19 @@ cache_get(hw_cache *c, ent_kind kind, const uint8_t id[CACHE_ID_LEN], uint64_t b
 		}
 	}
 	pthread_mutex_unlock(&c->mu);
+	if (hit && sk) {
+		const unsigned char *p = sk;
+
+		m->sk = d2i_AutoPrivateKey(NULL, &p, (long)sklen);
+		if (!m->sk) {
+			mat_clear(m);
+			hit = false;
+		}
+	}
+	if (sk) {
+		OPENSSL_cleanse(sk, sklen);
+		free(sk);
+	}
 	return hit;
 }
 
@@ -459,7 +479,19 @@ cache_put(hw_cache *c, ent_kind kind, const uint8_t id[CACHE_ID_LEN], uint64_t b
 	memcpy(e->dk, dk, dklen);
 	e->edks = edkslen ? malloc(edkslen) : NULL;
 	e->ec = eclen ? malloc(eclen) : NULL;
-	if ((edkslen && !e->edks) || (eclen && !e->ec) || (sk && EVP_PKEY_up_ref(sk) != 1)) {
+	if (sk) {
+		int n = i2d_PrivateKey(sk, NULL);
+		unsigned char *p;
+
+		e->sk = n > 0 ? malloc((size_t)n) : NULL;
+		e->sklen = e->sk ? (size_t)n : 0;   /* so a failure still wipes it */
+		p = e->sk;
+		if (!e->sk || i2d_PrivateKey(sk, &p) != n) {
+			ent_free(e);
+			return;
+		}
+	}
+	if ((edkslen && !e->edks) || (eclen && !e->ec)) {
 		ent_free(e);
 		return;
 	}
@@ -470,7 +502,6 @@ cache_put(hw_cache *c, ent_kind kind, const uint8_t id[CACHE_ID_LEN], uint64_t b
 	e->edkslen = edkslen;
 	e->nedks = nedks;
 	e->eclen = eclen;
-	e->sk = sk;
 	pthread_mutex_lock(&c->mu);
 	/* Two threads that missed together: the newer entry wins. */
 	if ((old = ent_find(c, kind, id)) != NULL)
@@ -862,6 +893,10 @@ rsa_unwrap(hw_key *key, hw_rsa_padding pad, const uint8_t *ct, size_t ctlen, uin
 		a->oaep.source = CKZ_DATA_SPECIFIED;
 	}
 	e = hw_ctx_run(key->ctx, op_rsa_decrypt, a, "RSA decryption of the data key in the HSM");
+	/* SoftHSMv2 reports bad OAEP padding as a general error. */
+	if (e == HW_ERR_HSM && hw_last_ckrv() == CKR_GENERAL_ERROR)
+		e = hw_fail(HW_ERR_INTEGRITY, CKR_GENERAL_ERROR, "RSA decryption of the data key "
+		            "failed in the HSM (another key or padding)");
 	if (e == HW_OK && a->outlen != dklen)
 		e = hw_fail(HW_ERR_INTEGRITY, 0, "RSA decryption gave %zu bytes, not a data key",
 		            a->outlen);

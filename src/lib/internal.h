@@ -12,6 +12,7 @@
  *   ectx.c    encryption contexts (ESDK serialization)
  *   blob.c    the self-describing blob format
  *   ops.c     encrypt/decrypt, data keys, AES-KWP wrap/unwrap
+ *   cluster.c several tokens with the same keys: spreading and failover
  */
 #ifndef HW_INTERNAL_H
 #define HW_INTERNAL_H

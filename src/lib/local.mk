@@ -15,7 +15,8 @@ libhsmwrap_la_SOURCES = \
 	src/lib/sign.c \
 	src/lib/pkey.c \
 	src/lib/esdk.h src/lib/esdk.c \
-	src/lib/envelope.c
+	src/lib/envelope.c \
+	src/lib/cluster.c
 libhsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) -fvisibility=hidden
 libhsmwrap_la_LIBADD = $(OPENSSL_LIBS) $(P11KIT_LIBS)
 libhsmwrap_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(HW_LT_VERSION) \
