@@ -33,6 +33,9 @@ hw key create --label fkw --type aes256 --purpose keywrap >/dev/null || exit 99
 head -c 32 /dev/urandom >material
 hw datakey generate --key fenv --context app=faults --plaintext-out dk0 -o dkw0 >/dev/null || exit 99
 hw wrap --key fkw -i material -o wrapped0 >/dev/null || exit 99
+# Envelope encryption: a multi-frame message (5 frames of 4096 bytes).
+head -c 20000 /dev/urandom >plain
+hw encrypt --key fenv --context app=faults -i plain -o enc0 >/dev/null || exit 99
 
 # injected: faults the last faulted run saw.
 injected() {
@@ -55,13 +58,17 @@ check_wrap() {
 	hw unwrap --key fkw -i out1 -o check.key >/dev/null && cmp -s check.key material
 }
 check_unwrap() { cmp -s out1 material; }
+check_encrypt() {
+	hw decrypt --context app=faults -i out1 -o check.pt >/dev/null && cmp -s check.pt plain
+}
+check_decrypt() { cmp -s out1 plain; }
 
 run_case() {
 	name=$1 rv=$2 outs=$3
 	shift 3
 	k=1
 	while [ $k -le 80 ]; do
-		rm -f out1 out2 check.dk check.key "$FAULTMOD_STATS"
+		rm -f out1 out2 check.dk check.key check.pt "$FAULTMOD_STATS"
 		FAULTMOD_SPEC="*:nth=$k:rv=$rv" "$HSMWRAP" --module "$FAULTMOD" "$@" \
 			>/dev/null 2>>"$W/stderr.log"
 		st=$?
@@ -90,6 +97,8 @@ for rv in CKR_DEVICE_ERROR CKR_GENERAL_ERROR CKR_SESSION_HANDLE_INVALID; do
 	run_case dk_decrypt $rv "out1" datakey decrypt --key fenv --context app=faults -i dkw0 -o out1
 	run_case wrap $rv "out1" wrap --key fkw -i material -o out1
 	run_case unwrap $rv "out1" unwrap --key fkw -i wrapped0 -o out1
+	run_case encrypt $rv "out1" encrypt --key fenv --context app=faults -i plain -o out1
+	run_case decrypt $rv "out1" decrypt --context app=faults -i enc0 -o out1
 done
 
 echo "test-faults-cli: $runs faulted runs, $faults faults injected"

@@ -807,6 +807,45 @@ static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	return 0;
 }
 
+/*
+ * Reads the input until its header parses (or HDR_KEEP bytes, whatever
+ * the stream decides then), before the token is opened: input that is not
+ * a message needs no PIN, and the token is not touched for it. Nothing is
+ * lost: the bytes stay in *hdr and are fed to the stream first.
+ */
+static int prefetch_header(struct cli *cli, struct source *src, struct keep *hdr,
+                           hw_envelope_info **info)
+{
+	hw_err err = HW_ERR_FORMAT;
+
+	*info = NULL;
+	if (!(hdr->p = malloc(HDR_KEEP)))
+		return cli_failf(cli, HW_ERR_NOMEM, "decrypt", "out of memory");
+	while (hdr->len < HDR_KEEP) {
+		size_t want = HDR_KEEP - hdr->len;
+		ssize_t r = source_read(src, hdr->p + hdr->len, want < IO_CHUNK ? want : IO_CHUNK);
+
+		if (r < 0)
+			return cli_failf(cli, HW_ERR_IO, "reading input", "%s: %s", src->name,
+			                 stop_signal ? "interrupted" : strerror(errno));
+		if (r == 0) {
+			if (hdr->len == 0)
+				return cli_failf(cli, HW_ERR_FORMAT, "decrypting", "%s is empty",
+				                 src->name);
+			return cli_fail(cli, hw_envelope_inspect(hdr->p, hdr->len, info),
+			                "decrypting");
+		}
+		hdr->len += (size_t)r;
+		err = hw_envelope_inspect(hdr->p, hdr->len, info);
+		if (err == HW_OK)
+			return 0;
+		/* Only "too short" can change with more input. */
+		if (err != HW_ERR_FORMAT)
+			return cli_fail(cli, err, "decrypting");
+	}
+	return 0;
+}
+
 int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 {
 	const char *in_path = cli_opt(a, "input"), *out_path = cli_opt(a, "output");
@@ -837,8 +876,17 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 		goto done;
 	if ((rc = dec_config(cli, a, &cfg)) || (rc = cli_ectx(cli, a, &req)))
 		goto done;
-	if ((rc = source_open(cli, in_path, &src)))
+	if ((rc = source_open(cli, in_path, &src)) ||
+	    (rc = prefetch_header(cli, &src, &hdr, &info)))
 		goto done;
+	if (info && !info->committing && !cli_flag(a, "allow-legacy")) {
+		rc = cli_failf(cli, HW_ERR_FORMAT, "decrypting", "%s is a legacy message (suite "
+		               "0x%04x, no key commitment); --allow-legacy decrypts it", src.name,
+		               info->suite);
+		goto done;
+	}
+	hw_envelope_info_free(info);
+	info = NULL;
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
 	    (rc = find_keys(cli, a, ctx, &keys, &nkeys)))
 		goto done;
@@ -856,6 +904,10 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 		rc = stream_fail(cli, &out, err, "decrypting");
 		goto done;
 	}
+	if ((err = hw_dec_stream_update(dec, hdr.p, hdr.len))) {
+		rc = stream_fail(cli, &out, err, "decrypting");
+		goto done;
+	}
 	for (;;) {
 		ssize_t r = source_read(&src, chunk, IO_CHUNK);
 
@@ -869,7 +921,6 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 			rc = stream_fail(cli, &out, HW_ERR_IO, "reading input");
 			goto done;
 		}
-		keep_add(&hdr, chunk, (size_t)r);
 		if ((err = hw_dec_stream_update(dec, chunk, (size_t)r))) {
 			rc = stream_fail(cli, &out, err, "decrypting");
 			goto done;

@@ -1,5 +1,7 @@
 #!/bin/sh
-# demo.sh - a key ceremony on an embedded SoftHSM token, as a transcript.
+# demo.sh - envelope encryption with a key that never leaves an embedded
+# SoftHSM token, as a transcript: create a key, encrypt a file, show the
+# header, decrypt it, and see altered input refused.
 #
 # Run by `make demo` from the build tree, which passes:
 #   HSMWRAP_BIN     the built hsmwrap
@@ -88,39 +90,48 @@ HSMWRAP_PIN_SOURCE=file:$d/user.pin
 export HSMWRAP_TOKEN HSMWRAP_PIN_SOURCE
 run hsmwrap token list
 
-say "Generate an envelope key and a keywrap key inside the HSM"
+say "Generate an envelope key inside the HSM (sensitive, never extractable)"
 run hsmwrap key create --label demo-envelope --type aes256 --purpose envelope
-run hsmwrap key create --label demo-keywrap --type aes256 --purpose keywrap
 
-say "Generate a data key, returned in plaintext and wrapped by demo-envelope"
-run hsmwrap datakey generate --key demo-envelope --context app=demo \
-	--plaintext-out "$d/datakey.bin" -o "$d/datakey.wrapped"
-run ls -l "$d/datakey.bin" "$d/datakey.wrapped"
+say "Encrypt a file (AWS Encryption SDK format, suite 0x0578, 4 KiB frames)"
+i=0
+while [ $i -lt 300 ]; do
+	printf 'Quarterly report, line %d: revenue up, costs down.\n' "$i"
+	i=$((i + 1))
+done >"$d/report.txt"
+run hsmwrap encrypt --key demo-envelope --context dept=finance --context year=2026 \
+	-i "$d/report.txt" -o "$d/report.txt.enc"
+run ls -l "$d/report.txt" "$d/report.txt.enc"
 
-say "Decrypt the wrapped data key in the HSM and compare"
-run hsmwrap datakey decrypt --key demo-envelope --context app=demo \
-	-i "$d/datakey.wrapped" -o "$d/datakey.check"
-run cmp "$d/datakey.bin" "$d/datakey.check"
+say "Show the header: readable without the HSM or a PIN, nothing decrypted"
+run hsmwrap inspect "$d/report.txt.enc"
 
-say "The context is bound to the data key: another context must be refused"
-printf '$ hsmwrap datakey decrypt --key demo-envelope --context app=other -i %s -o %s\n' \
-	"$d/datakey.wrapped" "$d/datakey.other"
-if "$hsmwrap_bin" datakey decrypt --key demo-envelope --context app=other \
-	-i "$d/datakey.wrapped" -o "$d/datakey.other"; then
+say "Decrypt it (the HSM unwraps the data key) and compare"
+run hsmwrap decrypt --context dept=finance -i "$d/report.txt.enc" -o "$d/report.check"
+run cmp "$d/report.txt" "$d/report.check"
+
+say "The context is authenticated: a different one must be refused"
+printf '$ hsmwrap decrypt --context dept=sales -i %s -o %s\n' "$d/report.txt.enc" "$d/report.other"
+if "$hsmwrap_bin" decrypt --context dept=sales -i "$d/report.txt.enc" -o "$d/report.other"; then
 	die "decryption with the wrong context succeeded"
 fi
-[ ! -e "$d/datakey.other" ] || die "a refused decryption left $d/datakey.other behind"
+[ ! -e "$d/report.other" ] || die "a refused decryption left $d/report.other behind"
 echo "(refused, as it must be; no output file was written)"
 
-say "Wrap the data key with demo-keywrap (AES-KWP, RFC 5649) and unwrap it again"
-run hsmwrap wrap --key demo-keywrap -i "$d/datakey.bin" -o "$d/datakey.kwp"
-run hsmwrap unwrap --key demo-keywrap -i "$d/datakey.kwp" -o "$d/datakey.unwrapped"
-run cmp "$d/datakey.bin" "$d/datakey.unwrapped"
+say "One altered byte anywhere is refused too, and releases nothing"
+run cp "$d/report.txt.enc" "$d/report.tampered"
+printf '$ printf X | dd of=%s bs=1 seek=5000 conv=notrunc\n' "$d/report.tampered"
+printf 'X' | dd of="$d/report.tampered" bs=1 seek=5000 conv=notrunc 2>/dev/null
+printf '$ hsmwrap decrypt -i %s -o %s\n' "$d/report.tampered" "$d/report.bad"
+status=0
+"$hsmwrap_bin" decrypt -i "$d/report.tampered" -o "$d/report.bad" || status=$?
+[ $status -eq 5 ] || die "decryption of an altered message gave exit status $status, not 5"
+[ ! -e "$d/report.bad" ] || die "a refused decryption left $d/report.bad behind"
+echo "(refused with exit status 5, integrity; no output file was written)"
 
-say "The keys on the token, their attributes and key check values"
+say "The key on the token, its attributes and key check value"
 run hsmwrap key list
 run hsmwrap key show demo-envelope
-run hsmwrap key show demo-keywrap
 
-printf '\nDEMO OK: token "demo" in %s/tokens holds demo-envelope and demo-keywrap;\n' "$d"
-printf 'the data key survived generate/decrypt and wrap/unwrap unchanged.\n'
+printf '\nDEMO OK: token "demo" in %s/tokens holds demo-envelope; %s/report.txt\n' "$d" "$d"
+printf 'survived encrypt/decrypt unchanged, and altered input was refused.\n'
