@@ -1252,6 +1252,9 @@ static void measure(const struct bench *b, struct cell *c)
 	c->paired_ratio = median(ratios, b->opt.rounds);
 }
 
+/* Sub-benchmarks in their own files: `hsmwrap-bench NAME [OPTION]...`. */
+int bench_envelope_main(int argc, char **argv);
+
 int main(int argc, char **argv)
 {
 	static struct bench b;
@@ -1259,6 +1262,8 @@ int main(int argc, char **argv)
 	unsigned ncells = 0, maxthreads = 0, i;
 	int op;
 
+	if (argc > 1 && strcmp(argv[1], "envelope") == 0)
+		return bench_envelope_main(argc - 1, argv + 1);
 	parse_options(&b.opt, argc, argv);
 	for (i = 0; i < b.opt.nthreads; i++)
 		if (b.opt.threads[i] > maxthreads)

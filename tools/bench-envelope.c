@@ -1,0 +1,657 @@
+/*
+ * hsmwrap-bench envelope - how fast is envelope encryption (the AWS
+ * Encryption SDK message format) next to the AES-GCM ceiling of this CPU?
+ *
+ *  - Throughput (MB/s, 10^6 bytes) of streamed encryption and decryption of
+ *    messages of the given sizes (default 1 MiB and 1 GiB), per suite, from
+ *    memory: the plaintext is one random MiB fed again and again, the
+ *    ciphertext goes to a buffer that was touched beforehand, so neither
+ *    disk nor page faults are measured.
+ *  - In the same run and interleaved with it, `openssl speed -evp
+ *    aes-256-gcm -bytes 16384`: one AES-GCM pass over 16 KiB blocks, the
+ *    ceiling for any GCM format on this machine. Both are CPU-time rates
+ *    (see now()). The ratio to it is the
+ *    figure of merit (the issue's target: >= 0.8 for the unsigned suite).
+ *  - Messages/s for small (1 KiB) one-shot messages, each encrypted and then
+ *    decrypted, without and with the data-key cache: the HSM's wrap and
+ *    unwrap dominate without it.
+ *
+ * Every (size, suite) pair is first run once untimed, and that run's output
+ * is decrypted and compared byte for byte; the timed runs check lengths.
+ * Rounds alternate openssl and hsmwrap; medians are reported.
+ *
+ * The token and the key: as for the other benchmark (HSMWRAP_MODULE,
+ * HSMWRAP_TOKEN, HSMWRAP_PIN_SOURCE); the `envelope` key `bench-envelope`
+ * is created when missing. tools/bench-envelope.sh runs this next to age
+ * and the JavaScript SDK.
+ */
+#include "config.h"
+
+#include <errno.h>
+#include <getopt.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <openssl/crypto.h>
+#include <openssl/rand.h>
+
+#include "hsmwrap.h"
+
+#define PROG "hsmwrap-bench envelope"
+#define BE_KEY "bench-envelope"
+#define BE_CHUNK ((size_t)1 << 20)
+#define BE_MAX 16
+#define BE_ROUNDS_MAX 99
+
+int bench_envelope_main(int argc, char **argv);
+
+struct be_opts {
+	size_t sizes[BE_MAX];
+	unsigned nsizes;
+	unsigned suites[BE_MAX];
+	unsigned nsuites;
+	unsigned rounds;
+	uint32_t frame_len;
+	const char *openssl;
+	double openssl_seconds;
+	double small_seconds;
+	size_t small_size;
+	int json;
+	int verbose;
+};
+
+struct be_state {
+	struct be_opts o;
+	hw_ctx *ctx;
+	hw_key *key;
+	uint8_t *chunk;             /* one random MiB: the plaintext, repeated */
+	uint8_t *ct;                /* ciphertext of the largest message */
+	size_t ctcap, ctlen;
+	size_t got;                 /* bytes seen by the decrypt sink */
+	int verify;
+	int bad;
+};
+
+static void be_die(const char *fmt, ...) __attribute__((format(printf, 1, 2), noreturn));
+
+static void be_die(const char *fmt, ...)
+{
+	va_list ap;
+
+	fputs(PROG ": ", stderr);
+	va_start(ap, fmt);
+	vfprintf(stderr, fmt, ap);
+	va_end(ap);
+	fputc('\n', stderr);
+	exit(1);
+}
+
+static void be_die_hw(const char *what, hw_err e)
+{
+	const char *d = hw_last_detail();
+
+	be_die("%s: %s%s%s", what, hw_strerror(e), d && *d ? ": " : "", d && *d ? d : "");
+}
+
+/*
+ * CPU time of the process, as `openssl speed` counts (its "in 0.39s" is
+ * user time): on a shared machine wall time would charge us for other
+ * processes' slices that openssl's figure does not include. SoftHSM runs
+ * in this process, so the HSM's work is counted.
+ */
+static double now(void)
+{
+	struct timespec t;
+
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t);
+	return (double)t.tv_sec + (double)t.tv_nsec / 1e9;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+	double x = *(const double *)a, y = *(const double *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+static double med(double *v, unsigned n)
+{
+	if (n == 0)
+		return 0;
+	qsort(v, n, sizeof(*v), cmp_d);
+	return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* ------------------------------------------------------------------ */
+/* openssl speed                                                        */
+
+/*
+ * Runs `openssl speed -evp aes-256-gcm -bytes 16384 -seconds S` and returns
+ * MB/s (10^6 bytes/s), or -1. Its last line is the table row:
+ *   AES-256-GCM    3456789.12k
+ * in thousands of bytes per second. With extra = "-aead " every block gets
+ * its own IV, AAD and tag, as every frame of a message does: at the frame
+ * length that is the ceiling of a framed GCM format on this machine.
+ */
+static double openssl_speed(const struct be_opts *o, const char *extra, unsigned bytes)
+{
+	char cmd[512], line[512];
+	double v = -1, k;
+	FILE *p;
+
+	if (o->openssl == NULL)
+		return -1;
+	snprintf(cmd, sizeof(cmd), "'%s' speed %s-evp aes-256-gcm -bytes %u -seconds %d "
+	         "2>/dev/null", o->openssl, extra, bytes, (int)(o->openssl_seconds + 0.5));
+	p = popen(cmd, "r");
+	if (p == NULL)
+		return -1;
+	while (fgets(line, sizeof(line), p) != NULL)
+		if ((strncmp(line, "AES-256-GCM", 11) == 0 || strncmp(line, "aes-256-gcm", 11) == 0)
+		    && sscanf(line + 11, " %lfk", &k) == 1)
+			v = k / 1000.0;
+	if (pclose(p) != 0)
+		return -1;
+	return v;
+}
+
+/* ------------------------------------------------------------------ */
+/* Streams from memory                                                  */
+
+static hw_err sink_ct(void *arg, const uint8_t *p, size_t n)
+{
+	struct be_state *s = arg;
+
+	if (n > s->ctcap - s->ctlen)
+		return HW_ERR_TOO_LARGE;
+	memcpy(s->ct + s->ctlen, p, n);
+	s->ctlen += n;
+	return HW_OK;
+}
+
+/* Decrypted bytes: counted; compared with the plaintext when verifying. */
+static hw_err sink_pt(void *arg, const uint8_t *p, size_t n)
+{
+	struct be_state *s = arg;
+
+	if (s->verify) {
+		size_t done = 0;
+
+		while (done < n) {
+			size_t off = (s->got + done) % BE_CHUNK;
+			size_t k = BE_CHUNK - off < n - done ? BE_CHUNK - off : n - done;
+
+			if (memcmp(p + done, s->chunk + off, k) != 0)
+				s->bad = 1;
+			done += k;
+		}
+	}
+	s->got += n;
+	return HW_OK;
+}
+
+static hw_envelope_cfg *cfg_for(unsigned suite, uint32_t frame_len)
+{
+	hw_envelope_cfg *cfg;
+	hw_err e;
+
+	if ((e = hw_envelope_cfg_new(&cfg)) != HW_OK)
+		be_die_hw("envelope configuration", e);
+	if ((e = hw_envelope_cfg_set_suite(cfg, suite)) != HW_OK ||
+	    (e = hw_envelope_cfg_set_frame_length(cfg, frame_len)) != HW_OK)
+		be_die_hw("envelope configuration", e);
+	return cfg;
+}
+
+/* Seconds to encrypt size bytes into s->ct. */
+static double run_encrypt(struct be_state *s, hw_envelope_cfg *cfg, size_t size)
+{
+	hw_enc_stream *es;
+	double t0, t1;
+	size_t left = size;
+	hw_err e;
+
+	s->ctlen = 0;
+	t0 = now();
+	if ((e = hw_enc_stream_new(cfg, &s->key, 1, NULL, sink_ct, s, &es)) != HW_OK)
+		be_die_hw("encrypt", e);
+	while (left > 0) {
+		size_t n = left < BE_CHUNK ? left : BE_CHUNK;
+
+		if ((e = hw_enc_stream_update(es, s->chunk, n)) != HW_OK)
+			be_die_hw("encrypt", e);
+		left -= n;
+	}
+	if ((e = hw_enc_stream_final(es)) != HW_OK)
+		be_die_hw("encrypt", e);
+	t1 = now();
+	hw_enc_stream_free(es);
+	return t1 - t0;
+}
+
+/* Seconds to decrypt s->ct; dies unless it gives size bytes (and, when
+ * verifying, the right ones). */
+static double run_decrypt(struct be_state *s, hw_envelope_cfg *cfg, size_t size)
+{
+	hw_dec_stream *ds;
+	double t0, t1;
+	size_t off = 0;
+	hw_err e;
+
+	s->got = 0;
+	s->bad = 0;
+	t0 = now();
+	if ((e = hw_dec_stream_new(s->ctx, cfg, &s->key, 1, NULL, sink_pt, s, &ds)) != HW_OK)
+		be_die_hw("decrypt", e);
+	while (off < s->ctlen) {
+		size_t n = s->ctlen - off < BE_CHUNK ? s->ctlen - off : BE_CHUNK;
+
+		if ((e = hw_dec_stream_update(ds, s->ct + off, n)) != HW_OK)
+			be_die_hw("decrypt", e);
+		off += n;
+	}
+	if ((e = hw_dec_stream_final(ds, NULL)) != HW_OK)
+		be_die_hw("decrypt", e);
+	t1 = now();
+	hw_dec_stream_free(ds);
+	if (s->got != size || s->bad)
+		be_die("decrypt gave %zu bytes%s, want %zu", s->got,
+		       s->bad ? " that differ from the plaintext" : "", size);
+	return t1 - t0;
+}
+
+/* ------------------------------------------------------------------ */
+/* Small messages                                                       */
+
+/*
+ * Messages/s of one-shot encryption, then of one-shot decryption, of small
+ * messages, `seconds` each, checking every result. With a cache, both
+ * sides use it (the SDK's caching CMM): encryption reuses a data key and
+ * its wrapped copies; decryption of messages that share a data key finds
+ * it without the HSM. Without it every message costs the HSM a wrap and
+ * an unwrap. Decryption cycles through the messages the encryption made.
+ */
+#define BE_SMALL_KEEP 64
+
+static void run_small(struct be_state *s, unsigned suite, int cached, double out[2])
+{
+	hw_envelope_cfg *cfg = cfg_for(suite, s->o.frame_len);
+	hw_cache *cache = NULL;
+	uint8_t *ct[BE_SMALL_KEEP] = { NULL };
+	size_t ctlen[BE_SMALL_KEEP] = { 0 };
+	unsigned long n = 0, kept = 0;
+	double t0, t;
+	hw_err e;
+
+	if (cached) {
+		if ((e = hw_cache_new(16, 60000, 0, 0, &cache)) != HW_OK ||
+		    (e = hw_envelope_cfg_set_cache(cfg, cache)) != HW_OK)
+			be_die_hw("data-key cache", e);
+	}
+	t0 = now();
+	do {
+		unsigned k = n % BE_SMALL_KEEP;
+
+		hw_free(ct[k]);
+		ct[k] = NULL;
+		if ((e = hw_envelope_encrypt(cfg, &s->key, 1, NULL, s->chunk, s->o.small_size,
+		                             &ct[k], &ctlen[k])) != HW_OK)
+			be_die_hw("one-shot encrypt", e);
+		n++;
+		t = now() - t0;
+	} while (t < s->o.small_seconds);
+	out[0] = (double)n / t;
+	kept = n < BE_SMALL_KEEP ? n : BE_SMALL_KEEP;
+	n = 0;
+	t0 = now();
+	do {
+		uint8_t *pt = NULL;
+		size_t ptlen = 0, k = n % kept;
+
+		if ((e = hw_envelope_decrypt(s->ctx, cfg, &s->key, 1, NULL, ct[k], ctlen[k], &pt,
+		                             &ptlen, NULL)) != HW_OK)
+			be_die_hw("one-shot decrypt", e);
+		if (ptlen != s->o.small_size || memcmp(pt, s->chunk, ptlen) != 0)
+			be_die("one-shot decryption gave other bytes");
+		hw_free_secret(pt, ptlen);
+		n++;
+		t = now() - t0;
+	} while (t < s->o.small_seconds);
+	out[1] = (double)n / t;
+	for (unsigned i = 0; i < BE_SMALL_KEEP; i++)
+		hw_free(ct[i]);
+	hw_envelope_cfg_free(cfg);
+	hw_cache_free(cache);
+}
+
+/* ------------------------------------------------------------------ */
+
+static void be_usage(FILE *fp)
+{
+	fprintf(fp,
+	        "Usage: hsmwrap-bench [GLOBAL OPTIONS] envelope [OPTION]...\n"
+	        "Envelope encryption throughput next to `openssl speed -evp aes-256-gcm`.\n\n"
+	        "  --sizes LIST           message sizes, e.g. 1M,1G (default; K/M/G = 2^10..)\n"
+	        "  --suites LIST          e.g. 0x0478,0x0578 (default)\n"
+	        "  --frame-length N       (default 4096)\n"
+	        "  --rounds N             timed rounds, median reported (default 3)\n"
+	        "  --openssl PATH|none    the openssl binary (default: openssl)\n"
+	        "  --openssl-seconds S    length of each openssl speed run (default 1)\n"
+	        "  --small-seconds S      small-message run length, 0 = skip (default 1)\n"
+	        "  --small-size N         small-message size (default 1K)\n"
+	        "  --json                 one JSON document instead of the table\n"
+	        "  -v, --verbose          each run on stderr\n"
+	        "The token and PIN come from HSMWRAP_MODULE, HSMWRAP_TOKEN, HSMWRAP_PIN_SOURCE;\n"
+	        "the envelope key '" BE_KEY "' is created if missing.\n");
+}
+
+static size_t parse_size(const char *s)
+{
+	char *end;
+	unsigned long long v;
+	int sh = 0;
+
+	errno = 0;
+	v = strtoull(s, &end, 10);
+	if (*end == 'K' || *end == 'k')
+		sh = 10, end++;
+	else if (*end == 'M' || *end == 'm')
+		sh = 20, end++;
+	else if (*end == 'G' || *end == 'g')
+		sh = 30, end++;
+	if (errno || end == s || *end || v == 0 || v > (SIZE_MAX >> 32) >> sh) {
+		fprintf(stderr, PROG ": bad size '%s'\n", s);
+		exit(2);
+	}
+	return (size_t)v << sh;
+}
+
+static unsigned split(const char *arg, char out[BE_MAX][32])
+{
+	unsigned n = 0;
+	const char *p = arg;
+
+	while (*p) {
+		size_t l = strcspn(p, ",");
+
+		if (n == BE_MAX || l == 0 || l >= 32) {
+			fprintf(stderr, PROG ": bad list '%s'\n", arg);
+			exit(2);
+		}
+		memcpy(out[n], p, l);
+		out[n++][l] = '\0';
+		p += l + (p[l] == ',');
+	}
+	return n;
+}
+
+static double parse_secs(const char *s, double lo)
+{
+	char *end;
+	double v;
+
+	errno = 0;
+	v = strtod(s, &end);
+	if (errno || end == s || *end || v < lo || v > 3600) {
+		fprintf(stderr, PROG ": bad number of seconds '%s'\n", s);
+		exit(2);
+	}
+	return v;
+}
+
+static void be_parse(struct be_opts *o, int argc, char **argv)
+{
+	enum { O_SIZES = 256, O_SUITES, O_FRAME, O_ROUNDS, O_OPENSSL, O_OSECS, O_SSECS,
+	       O_SSIZE, O_JSON };
+	static const struct option lo[] = {
+		{ "sizes", required_argument, NULL, O_SIZES },
+		{ "suites", required_argument, NULL, O_SUITES },
+		{ "frame-length", required_argument, NULL, O_FRAME },
+		{ "rounds", required_argument, NULL, O_ROUNDS },
+		{ "openssl", required_argument, NULL, O_OPENSSL },
+		{ "openssl-seconds", required_argument, NULL, O_OSECS },
+		{ "small-seconds", required_argument, NULL, O_SSECS },
+		{ "small-size", required_argument, NULL, O_SSIZE },
+		{ "json", no_argument, NULL, O_JSON },
+		{ "verbose", no_argument, NULL, 'v' },
+		{ "help", no_argument, NULL, 'h' },
+		{ NULL, 0, NULL, 0 },
+	};
+	char items[BE_MAX][32], *end;
+	unsigned long v;
+	int c;
+
+	memset(o, 0, sizeof(*o));
+	o->sizes[0] = (size_t)1 << 20;
+	o->sizes[1] = (size_t)1 << 30;
+	o->nsizes = 2;
+	o->suites[0] = HW_SUITE_AES256_HKDF_SHA512_COMMIT;
+	o->suites[1] = HW_SUITE_AES256_HKDF_SHA512_COMMIT_ECDSA_P384;
+	o->nsuites = 2;
+	o->rounds = 3;
+	o->frame_len = 4096;
+	o->openssl = "openssl";
+	o->openssl_seconds = 1;
+	o->small_seconds = 1;
+	o->small_size = 1024;
+	optind = 1;
+	while ((c = getopt_long(argc, argv, "vh", lo, NULL)) != -1) {
+		switch (c) {
+		case O_SIZES:
+			o->nsizes = split(optarg, items);
+			for (unsigned i = 0; i < o->nsizes; i++)
+				o->sizes[i] = parse_size(items[i]);
+			break;
+		case O_SUITES:
+			o->nsuites = split(optarg, items);
+			for (unsigned i = 0; i < o->nsuites; i++) {
+				errno = 0;
+				v = strtoul(items[i], &end, 16);
+				if (errno || *end || (v != 0x0478 && v != 0x0578)) {
+					fprintf(stderr, PROG ": suite must be 0x0478 or 0x0578\n");
+					exit(2);
+				}
+				o->suites[i] = (unsigned)v;
+			}
+			break;
+		case O_FRAME:
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || v == 0 || v > UINT32_MAX) {
+				fprintf(stderr, PROG ": bad frame length\n");
+				exit(2);
+			}
+			o->frame_len = (uint32_t)v;
+			break;
+		case O_ROUNDS:
+			errno = 0;
+			v = strtoul(optarg, &end, 10);
+			if (errno || *end || v == 0 || v > BE_ROUNDS_MAX) {
+				fprintf(stderr, PROG ": --rounds must be 1 to %d\n", BE_ROUNDS_MAX);
+				exit(2);
+			}
+			o->rounds = (unsigned)v;
+			break;
+		case O_OPENSSL:
+			o->openssl = strcmp(optarg, "none") == 0 ? NULL : optarg;
+			break;
+		case O_OSECS: o->openssl_seconds = parse_secs(optarg, 1); break;
+		case O_SSECS: o->small_seconds = parse_secs(optarg, 0); break;
+		case O_SSIZE:
+			o->small_size = parse_size(optarg);
+			if (o->small_size > BE_CHUNK) {
+				fprintf(stderr, PROG ": --small-size is at most 1M\n");
+				exit(2);
+			}
+			break;
+		case O_JSON: o->json = 1; break;
+		case 'v': o->verbose = 1; break;
+		case 'h': be_usage(stdout); exit(0);
+		default: be_usage(stderr); exit(2);
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, PROG ": unexpected argument '%s'\n", argv[optind]);
+		exit(2);
+	}
+}
+
+static void be_open(struct be_state *s)
+{
+	const char *mod = getenv("HSMWRAP_MODULE"), *tok = getenv("HSMWRAP_TOKEN");
+	const char *pin = getenv("HSMWRAP_PIN_SOURCE");
+	hw_err e;
+
+	if ((e = hw_ctx_new(&s->ctx)) != HW_OK)
+		be_die_hw("context", e);
+	if ((mod && *mod && (e = hw_ctx_set_module(s->ctx, mod)) != HW_OK) ||
+	    (tok && *tok && (e = hw_ctx_set_token(s->ctx, tok)) != HW_OK) ||
+	    (pin && *pin && (e = hw_ctx_set_pin_source(s->ctx, pin)) != HW_OK) ||
+	    (e = hw_ctx_open(s->ctx)) != HW_OK || (e = hw_ctx_login(s->ctx)) != HW_OK)
+		be_die_hw("opening the token", e);
+	e = hw_key_find(s->ctx, BE_KEY, &s->key);
+	if (e == HW_ERR_KEY_NOT_FOUND)
+		e = hw_key_generate(s->ctx, BE_KEY, HW_KEY_AES256, HW_PURPOSE_ENVELOPE, &s->key);
+	if (e != HW_OK)
+		be_die_hw("key " BE_KEY, e);
+}
+
+struct be_row {
+	size_t size;
+	unsigned suite;
+	double enc[BE_ROUNDS_MAX], dec[BE_ROUNDS_MAX];
+	double enc_med, dec_med;
+};
+
+int bench_envelope_main(int argc, char **argv)
+{
+	static struct be_state s;
+	struct be_row rows[BE_MAX * BE_MAX];
+	double ossl[BE_ROUNDS_MAX], ossl_med, aead[BE_ROUNDS_MAX], aead_med, small[BE_MAX][4];
+	unsigned nrows = 0, nossl = 0, naead = 0, r, i;
+	size_t maxsize = 0;
+
+	be_parse(&s.o, argc, argv);
+	memset(rows, 0, sizeof(rows));
+	for (i = 0; i < s.o.nsizes; i++)
+		if (s.o.sizes[i] > maxsize)
+			maxsize = s.o.sizes[i];
+	s.chunk = malloc(BE_CHUNK);
+	/* Frames, header and footer: well under 1% at frame length >= 4096,
+	 * 41 bytes per byte at frame length 1. */
+	s.ctcap = maxsize + (maxsize / s.o.frame_len + 1) * 40 + 65536;
+	s.ct = malloc(s.ctcap);
+	if (!s.chunk || !s.ct)
+		be_die("out of memory (%zu bytes of ciphertext)", s.ctcap);
+	/* Touch every page now (not zeros: malloc + memset 0 may become a
+	 * calloc that maps pages lazily, and the faults would be timed). */
+	memset(s.ct, 0x5a, s.ctcap);
+	if (RAND_bytes(s.chunk, (int)BE_CHUNK) != 1)
+		be_die("RAND_bytes");
+	be_open(&s);
+
+	for (i = 0; i < s.o.nsizes; i++)
+		for (unsigned j = 0; j < s.o.nsuites; j++) {
+			struct be_row *w = &rows[nrows++];
+			hw_envelope_cfg *cfg = cfg_for(s.o.suites[j], s.o.frame_len);
+
+			w->size = s.o.sizes[i];
+			w->suite = s.o.suites[j];
+			/* Untimed: warms up, and checks every byte of the result. */
+			(void)run_encrypt(&s, cfg, w->size);
+			s.verify = 1;
+			(void)run_decrypt(&s, cfg, w->size);
+			s.verify = 0;
+			hw_envelope_cfg_free(cfg);
+		}
+
+	for (r = 0; r < s.o.rounds; r++) {
+		double o = openssl_speed(&s.o, "", 16384);
+		double a = s.o.frame_len <= 1 << 24 ? openssl_speed(&s.o, "-aead ", s.o.frame_len) : -1;
+
+		if (o > 0)
+			ossl[nossl++] = o;
+		if (a > 0)
+			aead[naead++] = a;
+		if (s.o.verbose)
+			fprintf(stderr, PROG ": round %u: openssl speed %.0f MB/s, -aead at the frame "
+			        "length %.0f MB/s\n", r + 1, o, a);
+		for (i = 0; i < nrows; i++) {
+			struct be_row *w = &rows[i];
+			hw_envelope_cfg *cfg = cfg_for(w->suite, s.o.frame_len);
+
+			w->enc[r] = (double)w->size / run_encrypt(&s, cfg, w->size) / 1e6;
+			w->dec[r] = (double)w->size / run_decrypt(&s, cfg, w->size) / 1e6;
+			hw_envelope_cfg_free(cfg);
+			if (s.o.verbose)
+				fprintf(stderr, PROG ": round %u: %zu bytes, suite 0x%04x: encrypt "
+				        "%.0f MB/s, decrypt %.0f MB/s\n", r + 1, w->size, w->suite,
+				        w->enc[r], w->dec[r]);
+		}
+	}
+	ossl_med = med(ossl, nossl);
+	aead_med = med(aead, naead);
+	for (i = 0; i < nrows; i++) {
+		rows[i].enc_med = med(rows[i].enc, s.o.rounds);
+		rows[i].dec_med = med(rows[i].dec, s.o.rounds);
+	}
+	for (i = 0; i < s.o.nsuites && s.o.small_seconds > 0; i++) {
+		run_small(&s, s.o.suites[i], 0, &small[i][0]);
+		run_small(&s, s.o.suites[i], 1, &small[i][2]);
+	}
+
+	if (s.o.json) {
+		printf("{\"openssl_speed_mbps\":%.1f,\"openssl_speed_aead_frame_mbps\":%.1f,"
+		       "\"frame_length\":%u,\"rounds\":%u,\"throughput\":[", ossl_med, aead_med,
+		       (unsigned)s.o.frame_len, s.o.rounds);
+		for (i = 0; i < nrows; i++)
+			printf("%s{\"size\":%zu,\"suite\":\"0x%04x\",\"encrypt_mbps\":%.1f,"
+			       "\"decrypt_mbps\":%.1f,\"encrypt_vs_openssl\":%.3f,"
+			       "\"decrypt_vs_openssl\":%.3f}", i ? "," : "", rows[i].size,
+			       rows[i].suite, rows[i].enc_med, rows[i].dec_med,
+			       ossl_med > 0 ? rows[i].enc_med / ossl_med : 0,
+			       ossl_med > 0 ? rows[i].dec_med / ossl_med : 0);
+		printf("],\"small\":[");
+		for (i = 0; i < s.o.nsuites && s.o.small_seconds > 0; i++)
+			printf("%s{\"size\":%zu,\"suite\":\"0x%04x\",\"encrypt_per_s\":%.1f,"
+			       "\"decrypt_per_s\":%.1f,\"encrypt_per_s_cached\":%.1f,"
+			       "\"decrypt_per_s_cached\":%.1f}", i ? "," : "", s.o.small_size,
+			       s.o.suites[i], small[i][0], small[i][1], small[i][2], small[i][3]);
+		printf("]}\n");
+	} else {
+		printf("openssl speed -evp aes-256-gcm -bytes 16384: %.0f MB/s (median of %u)\n",
+		       ossl_med, nossl);
+		printf("openssl speed -aead -evp aes-256-gcm -bytes %u (frame length): %.0f MB/s\n",
+		       (unsigned)s.o.frame_len, aead_med);
+		printf("(MB/s = 10^6 bytes per CPU second, as openssl speed counts)\n\n");
+		printf("%-12s %-7s %12s %12s %9s %9s %9s %9s\n", "size", "suite", "encrypt MB/s",
+		       "decrypt MB/s", "enc/ossl", "dec/ossl", "enc/aead", "dec/aead");
+		for (i = 0; i < nrows; i++)
+			printf("%-12zu 0x%04x  %12.0f %12.0f %9.2f %9.2f %9.2f %9.2f\n", rows[i].size,
+			       rows[i].suite, rows[i].enc_med, rows[i].dec_med,
+			       ossl_med > 0 ? rows[i].enc_med / ossl_med : 0,
+			       ossl_med > 0 ? rows[i].dec_med / ossl_med : 0,
+			       aead_med > 0 ? rows[i].enc_med / aead_med : 0,
+			       aead_med > 0 ? rows[i].dec_med / aead_med : 0);
+		if (s.o.small_seconds > 0) {
+			printf("\n%zu-byte messages, one-shot, messages per CPU second:\n",
+			       s.o.small_size);
+			printf("%-7s %-8s %12s %12s %7s\n", "suite", "op", "no cache", "cache",
+			       "ratio");
+			for (i = 0; i < s.o.nsuites; i++)
+				for (int k = 0; k < 2; k++)
+					printf("0x%04x  %-8s %12.0f %12.0f %7.1f\n", s.o.suites[i],
+					       k ? "decrypt" : "encrypt", small[i][k], small[i][k + 2],
+					       small[i][k] > 0 ? small[i][k + 2] / small[i][k] : 0);
+		}
+	}
+	hw_key_free(s.key);
+	hw_ctx_free(s.ctx);
+	OPENSSL_cleanse(s.chunk, BE_CHUNK);
+	free(s.chunk);
+	free(s.ct);
+	return fflush(stdout) == 0 ? 0 : 1;
+}
