@@ -70,11 +70,17 @@ hwp_key_open(hwp_prov *p, const char *uri)
 
 	if (!ctx)
 		return NULL;
-	if ((e = hw_key_find(ctx, uri, &key))) {
+	HWP_HSM_BEGIN();
+	e = hw_key_find(ctx, uri, &key);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(p, e, "finding the key");
 		return NULL;
 	}
-	if ((e = hw_key_public_der(key, &der, &len))) {
+	HWP_HSM_BEGIN();
+	e = hw_key_public_der(key, &der, &len);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(p, e, "reading the key's public half");
 		goto out;
 	}

@@ -18,6 +18,7 @@
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "hsmwrap.h"
@@ -62,6 +63,18 @@ enum {
 	HWP_R_WRONG_KEY_TYPE,
 	HWP_R_INTERNAL,
 };
+
+/*
+ * The PKCS#11 module may use OpenSSL itself and leave errors in the
+ * thread's queue: SoftHSMv2 asks for the rdrand engine each time it is
+ * initialised, which libhsmwrap does again in a forked nginx worker at its
+ * first signature. nginx takes any such stale error for a failed
+ * handshake. So every call into the HSM is bracketed by HWP_HSM_BEGIN /
+ * HWP_HSM_END, which drop what the module queued; our own error, if any,
+ * is raised after the END.
+ */
+#define HWP_HSM_BEGIN() ERR_set_mark()
+#define HWP_HSM_END() ERR_pop_to_mark()
 
 /* provider.c */
 void hwp_raise(hwp_prov *p, int reason, const char *fmt, ...)

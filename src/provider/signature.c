@@ -388,7 +388,10 @@ do_sign(sig_ctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,
 	}
 	if (!pick_alg(c, dglen, &alg))
 		return 0;
-	if ((e = hw_sign_digest(c->key->key, alg, dg, dglen, &out, &outlen))) {
+	HWP_HSM_BEGIN();
+	e = hw_sign_digest(c->key->key, alg, dg, dglen, &out, &outlen);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(c->prov, e, "signing with the HSM key");
 		return 0;
 	}
