@@ -205,6 +205,22 @@ for kt in rsa2048 ec-p256; do
 done
 
 # ---------------------------------------------------------------------
+# Several threads signing with one HSM key at once through the provider;
+# every signature is verified with the public key by the default provider.
+
+BENCH_SIGN=$(dirname "$HSMWRAP")/hsmwrap-bench-sign
+if [ -x "$BENCH_SIGN" ]; then
+	if OPENSSL_MODULES=$MODDIR ${PRELOAD:+env LD_PRELOAD=$PRELOAD} "$BENCH_SIGN" -t 8 -n 12 \
+		tls-rsa2048 tls-ec-p256 >"$W/threads.log" 2>&1; then
+		ok "8 threads signing at once: $(tr '\n' ';' <"$W/threads.log")"
+	else
+		bad "8 threads signing at once: $(head -c 400 "$W/threads.log")"
+	fi
+else
+	bad "$BENCH_SIGN not built"
+fi
+
+# ---------------------------------------------------------------------
 # pkcs11-tool, independently: the keys are sensitive and non-extractable.
 
 if [ -n "$PKCS11_TOOL" ]; then

@@ -3,3 +3,10 @@
 # hsmwrap provider, the libp11 engine, raw C_Sign).
 EXTRA_DIST += tests/test-nginx.sh
 TESTS += tests/test-nginx.sh
+
+# Provider signatures/s against raw C_Sign (same key, same run), and the
+# threads test test-provider.sh runs.
+noinst_PROGRAMS += hsmwrap-bench-sign
+hsmwrap_bench_sign_SOURCES = tools/bench-sign.c
+hsmwrap_bench_sign_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
+hsmwrap_bench_sign_LDADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) -ldl -lpthread
