@@ -261,6 +261,7 @@ static const OSSL_DISPATCH prov_dispatch[] = {
 	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))prov_get_params },
 	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))prov_query },
 	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))prov_reasons },
+	{ OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))hwp_get_capabilities },
 	{ 0, NULL }
 };
 
