@@ -91,7 +91,7 @@ hw() {
 # The test root CA. Until `hsmwrap ca init/sign` land, a software root
 # made by openssl; switching is this one function (and sign_csr below).
 make_root() {
-	"$OPENSSL" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
+	run "$OPENSSL" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
 		-keyout "$W/root.key" -subj "/CN=hsmwrap test root" -days 2 \
 		-addext "basicConstraints=critical,CA:TRUE" \
 		-addext "keyUsage=critical,keyCertSign,cRLSign" -out "$W/root.pem"
@@ -101,7 +101,7 @@ sign_csr() {
 	printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
 		"basicConstraints=critical,CA:FALSE" "extendedKeyUsage=serverAuth" \
 		>"$W/ext.cnf"
-	"$OPENSSL" x509 -req -in "$1" -CA "$W/root.pem" -CAkey "$W/root.key" \
+	run "$OPENSSL" x509 -req -in "$1" -CA "$W/root.pem" -CAkey "$W/root.key" \
 		-CAcreateserial -days 2 -extfile "$W/ext.cnf" -out "$2"
 }
 
