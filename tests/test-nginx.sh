@@ -191,7 +191,7 @@ for kt in rsa2048 ec-p256; do
 	if run "$OPENSSL" req -new -key "$W/$kt.key.pem" -subj "/CN=localhost" \
 		-out "$W/$kt.csr" >"$W/req.log" 2>&1 &&
 	   sign_csr "$W/$kt.csr" "$W/$kt.crt" >>"$W/req.log" 2>&1 &&
-	   "$OPENSSL" verify -CAfile "$W/root.pem" "$W/$kt.crt" >"$W/verify.log" 2>&1; then
+	   run "$OPENSSL" verify -CAfile "$W/root.pem" "$W/$kt.crt" >"$W/verify.log" 2>&1; then
 		ok "$kt: CSR signed in the HSM through the key reference; certificate: $(cat "$W/verify.log")"
 	else
 		bad "$kt: CSR/certificate: $(head -c 400 "$W/req.log") $(cat "$W/verify.log" 2>/dev/null)"
