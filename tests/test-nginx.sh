@@ -206,9 +206,10 @@ for kt in rsa2048 ec-p256; do
 
 	for v in 1.2 1.3; do
 		: >"$W/logs/access.log"
-		# Connection: close and --no-sessionid: a new connection and a
+		# curl is the client: no provider. Connection: close and
+		# --no-sessionid: a new connection and a
 		# full handshake for every one of the N_REQ URLs.
-		"$CURL" -sS --fail --no-sessionid -H 'Connection: close' --cacert "$W/root.pem" \
+		env -u OPENSSL_CONF "$CURL" -sS --fail --no-sessionid -H 'Connection: close' --cacert "$W/root.pem" \
 			--tlsv"$v" --tls-max "$v" \
 			"https://127.0.0.1:$PORT/?n=[1-$N_REQ]" >"$W/curl.out" 2>"$W/curl.err"
 		rc=$?
