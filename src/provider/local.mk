@@ -4,9 +4,11 @@
 #
 # The directory comes from configure (PKG_CHECK_VAR of libcrypto's
 # modulesdir, or --with-modulesdir=DIR). make distcheck installs into a
-# staging prefix, so it is pointed there instead of the system directory.
+# staging prefix, so it is pointed below $(libdir) instead of the system
+# directory.
 osslmodulesdir = $(OSSL_MODULESDIR)
-AM_DISTCHECK_CONFIGURE_FLAGS = --with-modulesdir='$${dc_install_base}/lib/ossl-modules'
+# Single quotes: configure gets the literal ${libdir}, which make expands.
+AM_DISTCHECK_CONFIGURE_FLAGS = --with-modulesdir='$${libdir}/ossl-modules'
 osslmodules_LTLIBRARIES = hsmwrap.la
 hsmwrap_la_SOURCES = \
 	src/provider/provider.h \
