@@ -72,6 +72,9 @@ start() {
 		-cert "$W/$kt.crt" "$@" <&3 >"$W/$name.log" 2>&1 &
 	PIDS="$PIDS $!"
 	echo "$port" >"$W/$name.port"
+	# One at a time: SoftHSM processes opening the token file store while
+	# another one rewrites it may see no token at all.
+	sleep 1.5
 }
 
 for kt in rsa2048 ec-p256; do
