@@ -205,6 +205,51 @@ for kt in rsa2048 ec-p256; do
 done
 
 # ---------------------------------------------------------------------
+# Regression: hsmwrap listed BEFORE the default provider. Unqualified
+# fetches of "EC" then land in hsmwrap, and libssl used to drop every NIST
+# group: TLS 1.2 with an EC key failed with "no shared cipher", TLS 1.3
+# with only P-256/P-384 key shares with "no suitable key share". The
+# provider now announces those groups and makes the ephemeral keys.
+
+PROV_SAVED=$PROV
+PROV="-provider hsmwrap -provider default"
+for kt in ec-p256 rsa2048; do
+	key="pkcs11:object=tls-$kt;type=private"
+	if ! start_server "$key" "$W/$kt.crt"; then
+		bad "hsmwrap first, $kt: s_server did not start: $(head -c 400 "$W/server.log")"
+		continue
+	fi
+	for v in "-tls1_2" "-tls1_3 -groups P-256:P-384"; do
+		timeout 20 "$OPENSSL" s_client -connect "127.0.0.1:$PORT" $v \
+			-verify_return_error -CAfile "$W/$kt.crt" </dev/null >"$W/client.log" 2>&1
+		rc=$?
+		if [ $rc -eq 0 ] && grep -q 'Verify return code: 0 (ok)' "$W/client.log"; then
+			ok "hsmwrap first, $kt: s_client $v ($(grep -m1 -o 'Cipher is [^ ]*' "$W/client.log"), $(grep -m1 -o 'Server Temp Key: [^,]*, [^,]*' "$W/client.log"))"
+		else
+			bad "hsmwrap first, $kt: s_client $v exit $rc: $(grep -a -m3 -i 'error\|alert' "$W/client.log" | tr '\n' ' ') server: $(head -c 300 "$W/server.log")"
+		fi
+	done
+	cleanup
+done
+PROV=$PROV_SAVED
+
+# ---------------------------------------------------------------------
+# Several threads signing with one HSM key at once through the provider;
+# every signature is verified with the public key by the default provider.
+
+BENCH_SIGN=$(dirname "$HSMWRAP")/hsmwrap-bench-sign
+if [ -x "$BENCH_SIGN" ]; then
+	if OPENSSL_MODULES=$MODDIR ${PRELOAD:+env LD_PRELOAD=$PRELOAD} "$BENCH_SIGN" -t 8 -n 12 \
+		tls-rsa2048 tls-ec-p256 >"$W/threads.log" 2>&1; then
+		ok "8 threads signing at once: $(tr '\n' ';' <"$W/threads.log")"
+	else
+		bad "8 threads signing at once: $(head -c 400 "$W/threads.log")"
+	fi
+else
+	bad "$BENCH_SIGN not built"
+fi
+
+# ---------------------------------------------------------------------
 # pkcs11-tool, independently: the keys are sensitive and non-extractable.
 
 if [ -n "$PKCS11_TOOL" ]; then

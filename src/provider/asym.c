@@ -168,7 +168,10 @@ as_decrypt(void *vc, unsigned char *out, size_t *outlen, size_t outsize,
 	}
 	if (!pick_padding(c, &pad))
 		return 0;
-	if ((e = hw_rsa_decrypt(c->key->key, pad, in, inlen, &pt, &ptlen))) {
+	HWP_HSM_BEGIN();
+	e = hw_rsa_decrypt(c->key->key, pad, in, inlen, &pt, &ptlen);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(c->prov, e, "decrypting with the HSM key");
 		return 0;
 	}

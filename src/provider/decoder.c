@@ -97,7 +97,11 @@ pem2der_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data
 	}
 	ERR_pop_to_mark();
 	if (!found) {
+		/* Fatal, not "not ours": OpenSSL's decoder drops the errors of a
+		 * decoder that returns 1, and the user would only learn that no
+		 * decoder understood the file. */
 		hwp_raise(p, HWP_R_BAD_REFERENCE, "the " HWP_REF_PEM_LABEL " block is not valid PEM");
+		ok = 0;
 	} else {
 		OSSL_PARAM params[3];
 		params[0] = OSSL_PARAM_construct_octet_string(OSSL_OBJECT_PARAM_DATA, data,
@@ -212,7 +216,10 @@ der2key(hwp_prov *p, int kind, OSSL_CORE_BIO *cin, OSSL_CALLBACK *data_cb, void 
 			hwp_raise(p, HWP_R_BAD_REFERENCE, "key reference %.200s could not be loaded",
 			          uri);
 		free(uri);
-		return 1;               /* the error is queued; other decoders may try */
+		/* Fatal: no other decoder can load a reference, and only a
+		 * failing decoder's errors (key not found, wrong PIN) reach the
+		 * application. */
+		return 0;
 	}
 	free(uri);
 	if (k->kind != kind) {

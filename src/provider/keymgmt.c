@@ -70,11 +70,17 @@ hwp_key_open(hwp_prov *p, const char *uri)
 
 	if (!ctx)
 		return NULL;
-	if ((e = hw_key_find(ctx, uri, &key))) {
+	HWP_HSM_BEGIN();
+	e = hw_key_find(ctx, uri, &key);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(p, e, "finding the key");
 		return NULL;
 	}
-	if ((e = hw_key_public_der(key, &der, &len))) {
+	HWP_HSM_BEGIN();
+	e = hw_key_public_der(key, &der, &len);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(p, e, "reading the key's public half");
 		goto out;
 	}
@@ -174,6 +180,9 @@ km_has(const void *kd, int selection)
 
 	if (!k)
 		return 0;
+	if (k->soft)
+		return !((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && !k->soft_priv) &&
+		       !((selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) && !k->soft_pub);
 	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && !k->key)
 		return 0;
 	if ((selection & (OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_ALL_PARAMETERS)) &&
@@ -243,6 +252,9 @@ km_export(void *kd, int selection, OSSL_CALLBACK *cb, void *cbarg)
 
 	if (!k || !k->pub)
 		return 0;
+	/* A soft key is the default provider's to use: all of it goes. */
+	if (k->soft)
+		return EVP_PKEY_export(k->pub, selection, cb, cbarg);
 	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) && k->key) {
 		hwp_raise(k->prov, HWP_R_PRIVATE_EXPORT, "key '%s'", hw_key_label(k->key));
 		return 0;
@@ -309,7 +321,181 @@ rsa_opname(int op)
 static const char *
 ec_opname(int op)
 {
-	return op == OSSL_OP_SIGNATURE ? "ECDSA" : NULL;
+	/* ECDH: the key exchange of soft keys, done by the default provider. */
+	return op == OSSL_OP_SIGNATURE ? "ECDSA" : op == OSSL_OP_KEYEXCH ? "ECDH" : NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/*
+ * Software EC keys, made for OpenSSL by the default provider.
+ *
+ * An unqualified fetch ("EC", no properties) takes the first provider
+ * that offers the algorithm. With hsmwrap activated before the default
+ * provider that is this key manager, and libssl then dropped every NIST
+ * curve it had learnt from the default provider (it keeps a TLS group
+ * only if the group's key manager comes from the provider that announced
+ * it): TLS 1.2 with an EC certificate failed with "no shared cipher",
+ * TLS 1.3 with P-256 key shares with "no suitable key share". So this
+ * provider announces the NIST groups itself and its EC key manager makes
+ * the ephemeral keys libssl asks for: generation (and the parameters-only
+ * key for a peer's share) is delegated to the default provider, the
+ * result is held as a soft key, exported whole on request, and ECDH runs
+ * in the default provider. HSM keys are unaffected.
+ */
+typedef struct {
+	hwp_prov *prov;
+	EVP_PKEY_CTX *pc;
+	int keypair;
+} gen_ctx;
+
+static void
+ec_gen_cleanup(void *vg)
+{
+	gen_ctx *g = vg;
+
+	if (g) {
+		EVP_PKEY_CTX_free(g->pc);
+		free(g);
+	}
+}
+
+static int
+ec_gen_set_params(void *vg, const OSSL_PARAM params[])
+{
+	gen_ctx *g = vg;
+
+	return !params || EVP_PKEY_CTX_set_params(g->pc, params) == 1;
+}
+
+static const OSSL_PARAM *
+ec_gen_settable(void *vg, void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
+static void *
+ec_gen_init(void *provctx, int selection, const OSSL_PARAM params[])
+{
+	hwp_prov *p = provctx;
+	gen_ctx *g = calloc(1, sizeof(*g));
+
+	if (!g)
+		return NULL;
+	g->prov = p;
+	g->keypair = (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
+	g->pc = EVP_PKEY_CTX_new_from_name(p->libctx, "EC", NOT_US);
+	if (!g->pc || (g->keypair ? EVP_PKEY_keygen_init(g->pc) : EVP_PKEY_paramgen_init(g->pc)) != 1 ||
+	    !ec_gen_set_params(g, params)) {
+		ec_gen_cleanup(g);
+		return NULL;
+	}
+	return g;
+}
+
+/* libssl makes its share in the group of the peer's: a soft key here. */
+static int
+ec_gen_set_template(void *vg, void *templ)
+{
+	gen_ctx *g = vg;
+	hwp_key *t = templ;
+	EVP_PKEY_CTX *pc;
+
+	if (!t || !t->pub)
+		return 0;
+	pc = EVP_PKEY_CTX_new_from_pkey(g->prov->libctx, t->pub, NOT_US);
+	if (!pc || (g->keypair ? EVP_PKEY_keygen_init(pc) : EVP_PKEY_paramgen_init(pc)) != 1) {
+		EVP_PKEY_CTX_free(pc);
+		return 0;
+	}
+	EVP_PKEY_CTX_free(g->pc);
+	g->pc = pc;
+	return 1;
+}
+
+static void *
+ec_gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
+{
+	gen_ctx *g = vg;
+	EVP_PKEY *pk = NULL;
+	hwp_key *k;
+
+	if (EVP_PKEY_generate(g->pc, &pk) != 1 || !(k = key_alloc(g->prov, HWP_EC))) {
+		EVP_PKEY_free(pk);
+		return NULL;
+	}
+	k->pub = pk;
+	k->soft = 1;
+	k->soft_priv = k->soft_pub = g->keypair;
+	return k;
+}
+
+/* The peer's share goes into a parameters-only soft key. */
+static int
+ec_set_params(void *kd, const OSSL_PARAM params[])
+{
+	hwp_key *k = kd;
+
+	if (!k || !k->soft || !k->pub || EVP_PKEY_set_params(k->pub, (OSSL_PARAM *)params) != 1)
+		return 0;
+	if (OSSL_PARAM_locate_const(params, OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY))
+		k->soft_pub = 1;
+	return 1;
+}
+
+static const OSSL_PARAM *
+ec_settable(void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
+/* TLS group ids and security bits of RFC 8422 / RFC 8446. */
+static const struct {
+	const char *tls, *internal;
+	unsigned id, secbits;
+} nist[] = {
+	{ "secp256r1", "prime256v1", 23, 128 }, { "P-256", "prime256v1", 23, 128 },
+	{ "secp384r1", "secp384r1", 24, 192 },  { "P-384", "secp384r1", 24, 192 },
+	{ "secp521r1", "secp521r1", 25, 256 },  { "P-521", "secp521r1", 25, 256 },
+};
+
+int
+hwp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg)
+{
+	if (!capability || strcmp(capability, "TLS-GROUP") != 0)
+		return 0;
+	for (size_t i = 0; i < sizeof(nist) / sizeof(nist[0]); i++) {
+		unsigned id = nist[i].id, bits = nist[i].secbits;
+		int mintls = 0x0301, maxtls = 0, mindtls = 0xfeff, maxdtls = 0;
+		OSSL_PARAM q[] = {
+			OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME, (char *)nist[i].tls, 0),
+			OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_NAME_INTERNAL,
+			                       (char *)nist[i].internal, 0),
+			OSSL_PARAM_utf8_string(OSSL_CAPABILITY_TLS_GROUP_ALG, "EC", 0),
+			OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_ID, &id),
+			OSSL_PARAM_uint(OSSL_CAPABILITY_TLS_GROUP_SECURITY_BITS, &bits),
+			OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_TLS, &mintls),
+			OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_TLS, &maxtls),
+			OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MIN_DTLS, &mindtls),
+			OSSL_PARAM_int(OSSL_CAPABILITY_TLS_GROUP_MAX_DTLS, &maxdtls),
+			OSSL_PARAM_END
+		};
+		q[0].data_size = strlen(nist[i].tls) + 1;
+		q[1].data_size = strlen(nist[i].internal) + 1;
+		q[2].data_size = 3;
+		if (!cb(q, arg))
+			return 0;
+	}
+	return 1;
 }
 
 #define FN(id, f) { OSSL_FUNC_KEYMGMT_##id, (void (*)(void))(f) }
@@ -331,5 +517,8 @@ const OSSL_DISPATCH hwp_ec_keymgmt[] = {
 	FN(IMPORT, km_import), FN(IMPORT_TYPES, ec_types),
 	FN(EXPORT, km_export), FN(EXPORT_TYPES, ec_types),
 	FN(QUERY_OPERATION_NAME, ec_opname),
+	FN(GEN_INIT, ec_gen_init), FN(GEN_SET_PARAMS, ec_gen_set_params),
+	FN(GEN_SETTABLE_PARAMS, ec_gen_settable), FN(GEN_SET_TEMPLATE, ec_gen_set_template), FN(GEN, ec_gen), FN(GEN_CLEANUP, ec_gen_cleanup),
+	FN(SET_PARAMS, ec_set_params), FN(SETTABLE_PARAMS, ec_settable),
 	{ 0, NULL }
 };

@@ -2,13 +2,13 @@
 # into OpenSSL's own modules directory so `-provider hsmwrap` and
 # openssl.cnf find it without a path.
 #
-# The directory is asked of pkg-config when make runs (backquotes, so the
-# install rules' shell expands it: $(shell) would be a GNU make extension,
-# which automake -Werror refuses). Override: make osslmodulesdir=DIR.
-# Better, once configure.ac has it:
-#   PKG_CHECK_VAR([OSSL_MODULESDIR], [libcrypto], [modulesdir])
-# and then osslmodulesdir = $(OSSL_MODULESDIR) here.
-osslmodulesdir = `$(PKG_CONFIG) --variable=modulesdir libcrypto`
+# The directory comes from configure (PKG_CHECK_VAR of libcrypto's
+# modulesdir, or --with-modulesdir=DIR). make distcheck installs into a
+# staging prefix, so it is pointed below $(libdir) instead of the system
+# directory.
+osslmodulesdir = $(OSSL_MODULESDIR)
+# Single quotes: configure gets the literal ${libdir}, which make expands.
+AM_DISTCHECK_CONFIGURE_FLAGS = --with-modulesdir='$${libdir}/ossl-modules'
 osslmodules_LTLIBRARIES = hsmwrap.la
 hsmwrap_la_SOURCES = \
 	src/provider/provider.h \

@@ -104,16 +104,19 @@ hwp_ctx(hwp_prov *p, const char *uri)
 	/* Without a configured token the key URI's token attributes (and its
 	 * module-path or pin-source, if any) select it: a key URI is a valid
 	 * token URI, libhsmwrap ignores the object attributes there. */
+	HWP_HSM_BEGIN();
 	if ((e = hw_ctx_new(&ctx)) ||
 	    (p->module && (e = hw_ctx_set_module(ctx, p->module))) ||
 	    ((p->token || uri) && (e = hw_ctx_set_token(ctx, p->token ? p->token : uri))) ||
 	    (p->pin_source && (e = hw_ctx_set_pin_source(ctx, p->pin_source))) ||
 	    (e = hw_ctx_open(ctx))) {
+		HWP_HSM_END();
 		hwp_raise_hw(p, e, "opening the HSM token");
 		hw_ctx_free(ctx);
 		ctx = NULL;
 		goto out;
 	}
+	HWP_HSM_END();
 	p->ctx = ctx;
 out:
 	pthread_mutex_unlock(&p->lock);
@@ -258,6 +261,7 @@ static const OSSL_DISPATCH prov_dispatch[] = {
 	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))prov_get_params },
 	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))prov_query },
 	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))prov_reasons },
+	{ OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))hwp_get_capabilities },
 	{ 0, NULL }
 };
 

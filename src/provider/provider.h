@@ -18,6 +18,7 @@
 
 #include <openssl/core.h>
 #include <openssl/core_dispatch.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 
 #include "hsmwrap.h"
@@ -50,7 +51,11 @@ typedef struct hwp_key {
 	hwp_prov *prov;
 	int kind;                   /* HWP_RSA or HWP_EC */
 	hw_key *key;                /* private half in the HSM; NULL: public only */
-	EVP_PKEY *pub;              /* public half, host copy */
+	EVP_PKEY *pub;              /* public half, host copy; whole soft key */
+	/* A software key made by gen (see keymgmt.c): ephemeral TLS keys when
+	 * this provider is listed before the default one. */
+	int soft;
+	int soft_priv, soft_pub;    /* what the soft key holds so far */
 } hwp_key;
 
 /* Reason codes beyond the hw_err range. */
@@ -62,6 +67,18 @@ enum {
 	HWP_R_WRONG_KEY_TYPE,
 	HWP_R_INTERNAL,
 };
+
+/*
+ * The PKCS#11 module may use OpenSSL itself and leave errors in the
+ * thread's queue: SoftHSMv2 asks for the rdrand engine each time it is
+ * initialised, which libhsmwrap does again in a forked nginx worker at its
+ * first signature. nginx takes any such stale error for a failed
+ * handshake. So every call into the HSM is bracketed by HWP_HSM_BEGIN /
+ * HWP_HSM_END, which drop what the module queued; our own error, if any,
+ * is raised after the END.
+ */
+#define HWP_HSM_BEGIN() ERR_set_mark()
+#define HWP_HSM_END() ERR_pop_to_mark()
 
 /* provider.c */
 void hwp_raise(hwp_prov *p, int reason, const char *fmt, ...)
@@ -75,6 +92,8 @@ hw_ctx *hwp_ctx(hwp_prov *p, const char *uri);
 /* keymgmt.c */
 extern const OSSL_DISPATCH hwp_rsa_keymgmt[];
 extern const OSSL_DISPATCH hwp_ec_keymgmt[];
+/* TLS-GROUP capabilities: the NIST curves, served by hwp_ec_keymgmt. */
+int hwp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg);
 /* Finds the key `uri` names and builds its object (refs = 1). */
 hwp_key *hwp_key_open(hwp_prov *p, const char *uri);
 void hwp_key_unref(hwp_key *k);

@@ -24,7 +24,8 @@ typedef struct {
 	int saltlen;                /* RSA_PSS_SALTLEN_DIGEST or an exact length */
 	EVP_MD *md;                 /* NULL until set: then inferred from the digest size */
 	char mgf1[64];              /* "" = same as md */
-	EVP_MD_CTX *mdctx;          /* digest_sign_* only */
+	EVP_MD_CTX *mdctx;          /* digest_sign_*: made at the first update */
+	int dsig;                   /* initialised by digest_sign_init */
 } sig_ctx;
 
 static void *
@@ -333,6 +334,7 @@ sig_init(void *vc, void *provkey, const OSSL_PARAM params[])
 	/* A context may be initialised again: forget the last operation. */
 	EVP_MD_CTX_free(c->mdctx);
 	c->mdctx = NULL;
+	c->dsig = 0;
 	return sig_set_params(c, params);
 }
 
@@ -388,7 +390,10 @@ do_sign(sig_ctx *c, unsigned char *sig, size_t *siglen, size_t sigsize,
 	}
 	if (!pick_alg(c, dglen, &alg))
 		return 0;
-	if ((e = hw_sign_digest(c->key->key, alg, dg, dglen, &out, &outlen))) {
+	HWP_HSM_BEGIN();
+	e = hw_sign_digest(c->key->key, alg, dg, dglen, &out, &outlen);
+	HWP_HSM_END();
+	if (e) {
 		hwp_raise_hw(c->prov, e, "signing with the HSM key");
 		return 0;
 	}
@@ -421,9 +426,22 @@ dsig_init(void *vc, const char *mdname, void *provkey, const OSSL_PARAM params[]
 		return 0;
 	if (!set_md(c, mdname && *mdname ? mdname : "SHA256", NULL))
 		return 0;
-	EVP_MD_CTX_free(c->mdctx);
-	if (!(c->mdctx = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(c->mdctx, c->md, NULL)) {
+	/* The digest starts at the first update: libssl initialises a context
+	 * only to ask whether the key can sign with a digest, once per
+	 * candidate signature algorithm of every handshake. */
+	c->dsig = 1;
+	return 1;
+}
+
+static int
+start_digest(sig_ctx *c)
+{
+	if (c->mdctx)
+		return 1;
+	if (!c->dsig || !(c->mdctx = EVP_MD_CTX_new()) || !EVP_DigestInit_ex(c->mdctx, c->md, NULL)) {
 		hwp_raise(c->prov, HWP_R_INTERNAL, "starting the digest");
+		EVP_MD_CTX_free(c->mdctx);
+		c->mdctx = NULL;
 		return 0;
 	}
 	return 1;
@@ -434,7 +452,7 @@ dsig_update(void *vc, const unsigned char *data, size_t len)
 {
 	sig_ctx *c = vc;
 
-	return c->mdctx && EVP_DigestUpdate(c->mdctx, data, len);
+	return start_digest(c) && EVP_DigestUpdate(c->mdctx, data, len);
 }
 
 static int
@@ -444,11 +462,11 @@ dsig_final(void *vc, unsigned char *sig, size_t *siglen, size_t sigsize)
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned mdlen = 0;
 
-	if (!c->mdctx || !c->key)
+	if (!c->dsig || !c->key)
 		return 0;
 	if (!sig)
 		return do_sign(c, NULL, siglen, 0, NULL, 0);
-	if (!EVP_DigestFinal_ex(c->mdctx, md, &mdlen))
+	if (!start_digest(c) || !EVP_DigestFinal_ex(c->mdctx, md, &mdlen))
 		return 0;
 	return do_sign(c, sig, siglen, sigsize, md, mdlen);
 }
