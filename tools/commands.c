@@ -32,6 +32,10 @@ static const struct cli_opt_spec key_create_opts[] = {
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
 	  "aes256 only) or sign (rsa and ec only). Default: envelope for aes256, sign otherwise." },
+	{ "backupable", 0, NULL, 0,
+	  "Allow `backup create` to back the key up: it is made extractable, but only by a "
+	  "wrapping key the security officer marked trusted (CKA_WRAP_WITH_TRUSTED), never in "
+	  "clear. Without it the key can never leave the HSM, not even in a backup." },
 	{ 0 }
 };
 

@@ -586,6 +586,7 @@ typedef struct {
 	hw_purpose purpose;
 	uint8_t id[HW_ID_LEN];
 	CK_OBJECT_HANDLE h, pub;
+	bool backupable;            /* HW_KEYGEN_BACKUPABLE */
 } gen_arg;
 
 #define BOOL_ATTR(t, v) { (t), (void *)(v), sizeof(CK_BBOOL) }
@@ -616,7 +617,10 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			BOOL_ATTR(CKA_TOKEN, &yes),
 			BOOL_ATTR(CKA_PRIVATE, &yes),
 			BOOL_ATTR(CKA_SENSITIVE, &yes),
-			BOOL_ATTR(CKA_EXTRACTABLE, &no),
+			/* Backup-able keys can be wrapped, but only by a key the SO
+			 * marked CKA_TRUSTED; the token never lets that be cleared. */
+			BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
+			BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
 			BOOL_ATTR(CKA_ENCRYPT, envelope ? &yes : &no),
 			BOOL_ATTR(CKA_DECRYPT, envelope ? &yes : &no),
 			BOOL_ATTR(CKA_WRAP, keywrap ? &yes : &no),
@@ -660,7 +664,8 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_TOKEN, &yes),
 		BOOL_ATTR(CKA_PRIVATE, &yes),
 		BOOL_ATTR(CKA_SENSITIVE, &yes),
-		BOOL_ATTR(CKA_EXTRACTABLE, &no),
+		BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
+		BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
 		BOOL_ATTR(CKA_SIGN, &yes),
 		BOOL_ATTR(CKA_DECRYPT, &no),
 		BOOL_ATTR(CKA_UNWRAP, &no),
@@ -674,6 +679,13 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 HW_EXPORT hw_err
 hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                 hw_key **out)
+{
+	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
+}
+
+HW_EXPORT hw_err
+hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                     unsigned flags, hw_key **out)
 {
 	gen_arg a;
 	hw_key *existing = NULL;
@@ -709,6 +721,9 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	a.label_len = strlen(label);
 	a.type = type;
 	a.purpose = purpose;
+	if (flags & ~(unsigned)HW_KEYGEN_BACKUPABLE)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key generation flags");
+	a.backupable = (flags & HW_KEYGEN_BACKUPABLE) != 0;
 	/* CKA_ID only needs to be unique, not secret. */
 	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
 		return e;
