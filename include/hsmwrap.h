@@ -568,6 +568,13 @@ typedef enum {
 	 * followed by the target key wrapped with it by AES-KWP (RFC 5649).
 	 */
 	HW_IMPORT_RSA_AES_KWP = 2,
+	/*
+	 * The same with SHA-1 and MGF1-SHA-1 in OAEP (KMS's RSAES_OAEP_SHA_1,
+	 * RSA_AES_KEY_WRAP_SHA_1), for tokens whose C_UnwrapKey accepts no
+	 * other OAEP hash: SoftHSMv2 among them. OAEP with SHA-1 is not broken.
+	 */
+	HW_IMPORT_OAEP_SHA1 = 3,
+	HW_IMPORT_RSA_AES_KWP_SHA1 = 4,
 } hw_import_padding;
 
 HW_NODISCARD hw_err hw_import_padding_parse(const char *s, hw_import_padding *p);
@@ -576,15 +583,17 @@ const char *hw_import_padding_name(hw_import_padding p);
 /*
  * Unwraps key material wrapped to an import key (see above) into a new
  * token key `label` of the given type (aes256) and purpose, with the same
- * attributes hw_key_generate gives, never extractable. The result's KCV is
- * in hw_key_info_get(). Fails with HW_ERR_INTEGRITY if the wrapping does
- * not decrypt, HW_ERR_KEY_EXISTS if the label is taken.
+ * attributes hw_key_generate gives, never extractable. kcv_hex (may be
+ * NULL) receives its KCV computed inside the token (AES-ECB of a zero
+ * block, 6 hex digits; "" if the token cannot tell). Fails with
+ * HW_ERR_INTEGRITY if the wrapping does not decrypt, HW_ERR_KEY_EXISTS if
+ * the label is taken.
  */
 HW_NODISCARD hw_err hw_key_import_wrapped(hw_ctx *ctx, hw_key *import_key,
                                           const char *label, hw_key_type type,
                                           hw_purpose purpose, hw_import_padding padding,
                                           const uint8_t *wrapped, size_t len,
-                                          hw_key **out);
+                                          hw_key **out, char kcv_hex[7]);
 /*
  * Imports key material held by the caller (e.g. custodian components
  * combined in process memory) as a new non-extractable token key. Weaker
