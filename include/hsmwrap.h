@@ -598,11 +598,12 @@ HW_NODISCARD hw_err hw_key_import_wrapped(hw_ctx *ctx, hw_key *import_key,
  * Imports key material held by the caller (e.g. custodian components
  * combined in process memory) as a new non-extractable token key. Weaker
  * than generation or combination inside the HSM: the caller saw the key.
- * An all-zero value is refused.
+ * An all-zero value is refused. kcv_hex (may be NULL) receives the KCV as
+ * the token computes it ("" if it cannot).
  */
 HW_NODISCARD hw_err hw_key_import_value(hw_ctx *ctx, const char *label, hw_key_type type,
                                         hw_purpose purpose, const uint8_t *value,
-                                        size_t len, hw_key **out);
+                                        size_t len, hw_key **out, char kcv_hex[7]);
 /* KCV of an AES key computed on the host: AES-ECB(key, 0^128), first 3 bytes. */
 HW_NODISCARD hw_err hw_kcv_aes(const uint8_t *key, size_t len, uint8_t kcv[3]);
 

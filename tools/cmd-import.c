@@ -246,7 +246,7 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 	hw_purpose purpose;
 	uint8_t (*comp)[KEY_BYTES] = NULL;
 	uint8_t combined[KEY_BYTES], kcv[3], any;
-	char kcvhex[7], hostkcv[7], *end = NULL, what[300];
+	char kcvhex[7], hostkcv[7], tokkcv[7] = "", *end = NULL, what[300];
 	unsigned long count;
 	hw_key *key = NULL;
 	hw_key_info ki;
@@ -359,9 +359,9 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 				goto out;
 			}
 		}
+		/* Kept (wiped at the end) so later ones can be checked for duplicates. */
 		for (size_t b = 0; b < KEY_BYTES; b++)
 			combined[b] ^= comp[i][b];
-		OPENSSL_cleanse(comp[i], KEY_BYTES);
 	}
 	any = 0;
 	for (size_t b = 0; b < KEY_BYTES; b++)
@@ -376,14 +376,14 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	util_hex(kcv, 3, hostkcv);
-	err = hw_key_import_value(ctx, label, type, purpose, combined, KEY_BYTES, &key);
+	err = hw_key_import_value(ctx, label, type, purpose, combined, KEY_BYTES, &key, tokkcv);
 	OPENSSL_cleanse(combined, sizeof(combined));
 	if (err) {
 		snprintf(what, sizeof(what), "importing key '%s'", label);
 		rc = cli_fail(cli, err, what);
 		goto out;
 	}
-	if ((rc = new_key_lines(cli, key, &ki, "")))
+	if ((rc = new_key_lines(cli, key, &ki, tokkcv)))
 		goto out;
 	cli_transcript_line(cli, "KCV computed on host:", "%s", hostkcv);
 	if (strcmp(ki.kcv, hostkcv) != 0) {

@@ -318,6 +318,23 @@ typedef struct {
 	bool have_kcv;
 } unwrap_arg;
 
+/*
+ * An unwrap that fails on data the owner sent: most tokens say
+ * CKR_WRAPPED_KEY_INVALID or CKR_ENCRYPTED_DATA_INVALID, SoftHSMv2 says
+ * CKR_GENERAL_ERROR when the padding does not check out.
+ */
+static CK_RV
+unwrap_refused(CK_RV rv)
+{
+	if (rv != CKR_GENERAL_ERROR && rv != CKR_WRAPPED_KEY_INVALID &&
+	    rv != CKR_WRAPPED_KEY_LEN_RANGE && rv != CKR_ENCRYPTED_DATA_INVALID &&
+	    rv != CKR_ENCRYPTED_DATA_LEN_RANGE && rv != CKR_DATA_LEN_RANGE)
+		return rv;
+	return hw_op_fail(hw_fail(HW_ERR_INTEGRITY, rv, "the wrapped key does not unwrap with "
+	                          "this import key: altered, truncated, wrapped with another "
+	                          "padding, or for another import key"));
+}
+
 /* Tokens that take OAEP only with SHA-1 (SoftHSMv2) say so with a
  * parameter error; name the way out instead of a bare CK_RV. */
 static CK_RV
@@ -351,8 +368,8 @@ op_import_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		return rv;
 	a->h = CK_INVALID_HANDLE;
 	if (!rsa_aes) {
-		rv = ctx->fl->C_UnwrapKey(s, &m_oaep, ih, (CK_BYTE_PTR)a->wrapped, a->len, a->t,
-		                          a->nt, &a->h);
+		rv = unwrap_refused(ctx->fl->C_UnwrapKey(s, &m_oaep, ih, (CK_BYTE_PTR)a->wrapped,
+		                                         a->len, a->t, a->nt, &a->h));
 		if (rv == CKR_OK)
 			rv = hw_kcv_of_unwrapped(ctx, s, a->h, &m_oaep, ih, a->wrapped, a->len, a->kcv,
 			                         &a->have_kcv);
@@ -386,15 +403,17 @@ op_import_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			BOOL_ATTR(CKA_DECRYPT, &no),
 			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
 		};
-		rv = ctx->fl->C_UnwrapKey(s, &m_oaep, ih, (CK_BYTE_PTR)a->wrapped, mod.ulValueLen, et,
-		                          sizeof(et) / sizeof(et[0]), &eh);
+		rv = unwrap_refused(ctx->fl->C_UnwrapKey(s, &m_oaep, ih, (CK_BYTE_PTR)a->wrapped,
+		                                         mod.ulValueLen, et, sizeof(et) / sizeof(et[0]),
+		                                         &eh));
 		if (!sha1)
 			rv = oaep_hash_refused(rv);
 	}
 	if (rv != CKR_OK)
 		return rv;
-	rv = ctx->fl->C_UnwrapKey(s, &m_kwp, eh, (CK_BYTE_PTR)a->wrapped + mod.ulValueLen,
-	                          a->len - mod.ulValueLen, a->t, a->nt, &a->h);
+	rv = unwrap_refused(ctx->fl->C_UnwrapKey(s, &m_kwp, eh,
+	                                         (CK_BYTE_PTR)a->wrapped + mod.ulValueLen,
+	                                         a->len - mod.ulValueLen, a->t, a->nt, &a->h));
 	if (rv == CKR_OK)
 		rv = hw_kcv_of_unwrapped(ctx, s, a->h, &m_kwp, eh, a->wrapped + mod.ulValueLen,
 		                         a->len - mod.ulValueLen, a->kcv, &a->have_kcv);
@@ -485,19 +504,79 @@ typedef struct {
 	CK_ATTRIBUTE *t;
 	CK_ULONG nt;
 	CK_OBJECT_HANDLE h;
+	const uint8_t *value;
+	size_t len;
+	uint8_t kcv[3];
+	bool have_kcv;
 } create_arg;
+
+/*
+ * The KCV the token computes of the value it was given: CKA_CHECK_VALUE
+ * if it set one, else AES-ECB of the zero block under an ECB-only session
+ * copy of the same value (SoftHSMv2 sets none on C_CreateObject), then
+ * stored in CKA_CHECK_VALUE where the token allows.
+ */
+static CK_RV
+token_kcv_of_value(hw_ctx *ctx, CK_SESSION_HANDLE s, create_arg *a)
+{
+	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
+	CK_KEY_TYPE aes = CKK_AES;
+	CK_MECHANISM_TYPE ecb = CKM_AES_ECB;
+	CK_MECHANISM me = { CKM_AES_ECB, NULL, 0 };
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &sec, sizeof(sec) },
+		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
+		{ CKA_VALUE, (void *)a->value, a->len },
+		BOOL_ATTR(CKA_TOKEN, &no),
+		BOOL_ATTR(CKA_PRIVATE, &yes),
+		BOOL_ATTR(CKA_SENSITIVE, &yes),
+		BOOL_ATTR(CKA_EXTRACTABLE, &no),
+		BOOL_ATTR(CKA_ENCRYPT, &yes),
+		BOOL_ATTR(CKA_DECRYPT, &no),
+		{ CKA_ALLOWED_MECHANISMS, &ecb, sizeof(ecb) },
+	};
+	uint8_t cv[16], zero[16] = { 0 }, out[16];
+	CK_ATTRIBUTE c = { CKA_CHECK_VALUE, cv, sizeof(cv) };
+	CK_ULONG outlen = sizeof(out);
+	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	CK_RV rv = ctx->fl->C_GetAttributeValue(s, a->h, &c, 1);
+
+	a->have_kcv = false;
+	if (rv == CKR_OK && c.ulValueLen >= 3 && c.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
+		memcpy(a->kcv, cv, 3);
+		a->have_kcv = true;
+		return CKR_OK;
+	}
+	if (ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &h) != CKR_OK)
+		return CKR_OK;
+	rv = ctx->fl->C_EncryptInit(s, &me, h);
+	if (rv == CKR_OK)
+		rv = ctx->fl->C_Encrypt(s, zero, sizeof(zero), out, &outlen);
+	(void)ctx->fl->C_DestroyObject(s, h);
+	if (rv == CKR_OK && outlen == sizeof(out)) {
+		memcpy(a->kcv, out, 3);
+		a->have_kcv = true;
+		c.pValue = a->kcv;
+		c.ulValueLen = 3;
+		(void)ctx->fl->C_SetAttributeValue(s, a->h, &c, 1);
+	}
+	OPENSSL_cleanse(out, sizeof(out));
+	return CKR_OK;
+}
 
 static CK_RV
 op_create(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	create_arg *a = arg;
+	CK_RV rv = ctx->fl->C_CreateObject(s, a->t, a->nt, &a->h);
 
-	return ctx->fl->C_CreateObject(s, a->t, a->nt, &a->h);
+	return rv == CKR_OK ? token_kcv_of_value(ctx, s, a) : rv;
 }
 
 HW_EXPORT hw_err
 hw_key_import_value(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
-                    const uint8_t *value, size_t len, hw_key **out)
+                    const uint8_t *value, size_t len, hw_key **out, char kcv_hex[7])
 {
 	hw_tmpl_store st;
 	CK_ATTRIBUTE t[HW_SECRET_TMPL_MAX];
@@ -517,10 +596,20 @@ hw_key_import_value(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose
 	a.t = t;
 	a.nt = hw_secret_key_template(ctx, purpose, label, false, &st, t);
 	t[a.nt++] = (CK_ATTRIBUTE){ CKA_VALUE, (void *)value, len };
+	a.value = value;
+	a.len = len;
 	if ((e = hw_random(st.id, sizeof(st.id))) != HW_OK)
 		return e;
 	e = hw_ctx_run_once(ctx, op_create, &a, "C_CreateObject (import)");
-	if (e != HW_OK || !out)
+	if (e != HW_OK)
 		return e;
+	if (kcv_hex) {
+		if (a.have_kcv)
+			hw_hex(a.kcv, 3, kcv_hex);
+		else
+			kcv_hex[0] = '\0';
+	}
+	if (!out)
+		return HW_OK;
 	return hw_key_find_by_id(ctx, st.id, sizeof(st.id), out);
 }
