@@ -779,6 +779,12 @@ op_wrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		}
 		rv = ctx->fl->C_WrapKey(s, &m, bkh, h, r->wrapped, &len);
 		r->wrapped_len = len;
+		/* Keys that were themselves unwrapped have CKA_VALUE_LEN 0 on
+		 * SoftHSMv2; RFC 5649 output is 8 bytes longer than a 16, 24 or
+		 * 32-byte key, so the length is known anyway. */
+		if (rv == CKR_OK && r->key->cls == CKO_SECRET_KEY &&
+		    (r->value_len == 0 || r->value_len == CK_UNAVAILABLE_INFORMATION))
+			r->value_len = len - 8;
 	}
 	if (bkh != CK_INVALID_HANDLE) {
 		rv2 = ctx->fl->C_DestroyObject(s, bkh);
