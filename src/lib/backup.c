@@ -1052,24 +1052,109 @@ typedef struct {
 	size_t nmade, capmade;
 } restore_arg;
 
+/* Handles that could not be destroyed stay listed for the next try. */
 static CK_RV
 destroy_made(hw_ctx *ctx, CK_SESSION_HANDLE s, restore_arg *a)
 {
-	CK_RV rv = CKR_OK, r;
+	CK_RV r;
 
 	while (a->nmade > 0) {
 		r = ctx->fl->C_DestroyObject(s, a->made[a->nmade - 1]);
-		if (r != CKR_OK && r != CKR_OBJECT_HANDLE_INVALID && rv == CKR_OK)
-			rv = r;
+		if (r != CKR_OK && r != CKR_OBJECT_HANDLE_INVALID)
+			return r;
 		a->nmade--;
 	}
-	return rv;
+	return CKR_OK;
+}
+
+static CK_RV
+find_some(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n,
+          CK_OBJECT_HANDLE *out, CK_ULONG max, CK_ULONG *got)
+{
+	CK_RV rv = ctx->fl->C_FindObjectsInit(s, t, n), r;
+
+	*got = 0;
+	if (rv != CKR_OK)
+		return rv;
+	rv = ctx->fl->C_FindObjects(s, out, max, got);
+	r = ctx->fl->C_FindObjectsFinal(s);
+	return rv != CKR_OK ? rv : r;
+}
+
+/*
+ * Calls fn for every object on the token that a restore of f creates:
+ * keys (any class) with an entry's CKA_ID, data objects with a metadata
+ * object's label and application. Handles are not trusted across
+ * sessions (SoftHSMv2 drops them when the last session closes or at
+ * logout), so cleanup finds the objects again by these identities; the
+ * restore refuses to start while any of them exists, so all are ours.
+ */
+static CK_RV
+each_restored(hw_ctx *ctx, CK_SESSION_HANDLE s, const bk_file *f, bool destroy, bool *any)
+{
+	static const CK_OBJECT_CLASS classes[] = { CKO_SECRET_KEY, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY };
+	CK_OBJECT_CLASS datac = CKO_DATA;
+	CK_OBJECT_HANDLE hs[8];
+	CK_ULONG got;
+	CK_RV rv = hw_session_check_login(ctx, s);
+
+	*any = false;
+	if (rv != CKR_OK)
+		return rv;
+	for (size_t i = 0; i < f->nentries; i++) {
+		const bk_entry *e = &f->entries[i];
+
+		for (size_t c = 0; c < (size_t)e->nmeta + 3; c++) {
+			CK_OBJECT_CLASS cls = c < 3 ? classes[c] : datac;
+			const bk_meta *md = c < 3 ? NULL : &e->meta[c - 3];
+			CK_ATTRIBUTE t[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
+			CK_ULONG n = 1;
+
+			if (c >= 3 && c - 3 >= e->nmeta)
+				break;
+			if (!md) {
+				t[n++] = (CK_ATTRIBUTE){ CKA_ID, (void *)e->id, e->id_len };
+			} else {
+				t[n++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)md->label, md->label_len };
+				t[n++] = (CK_ATTRIBUTE){ CKA_APPLICATION, (void *)md->app, md->app_len };
+			}
+			do {
+				if ((rv = find_some(ctx, s, t, n, hs, 8, &got)) != CKR_OK)
+					return rv;
+				if (got)
+					*any = true;
+				for (CK_ULONG k = 0; destroy && k < got; k++)
+					if ((rv = ctx->fl->C_DestroyObject(s, hs[k])) != CKR_OK)
+						return rv;
+			} while (destroy && got > 0);
+		}
+	}
+	return CKR_OK;
 }
 
 static CK_RV
 op_destroy_made(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
-	return destroy_made(ctx, s, arg);
+	restore_arg *a = arg;
+	bool any;
+	CK_RV rv = each_restored(ctx, s, a->f, true, &any);
+
+	if (rv == CKR_OK)
+		a->nmade = 0;
+	return rv;
+}
+
+typedef struct {
+	const bk_file *f;
+	bool any;
+} precheck_arg;
+
+static CK_RV
+op_precheck(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	precheck_arg *a = arg;
+
+	return each_restored(ctx, s, a->f, false, &a->any);
 }
 
 static CK_RV
@@ -1201,12 +1286,21 @@ op_restore(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	CK_RV rv;
 
 	/* A second run (after a lost session) starts from nothing. */
-	(void)destroy_made(ctx, s, a);
+	if (a->nmade > 0) {
+		bool any;
+		if ((rv = each_restored(ctx, s, a->f, true, &any)) != CKR_OK)
+			return rv;
+		a->nmade = 0;
+	}
+	if ((rv = hw_session_check_login(ctx, s)) != CKR_OK)
+		return rv;
 	rv = ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &bkh);
 	for (size_t i = 0; rv == CKR_OK && i < a->f->nentries; i++)
 		rv = restore_entry(ctx, s, a, &a->f->entries[i], bkh);
 	if (bkh != CK_INVALID_HANDLE)
 		(void)ctx->fl->C_DestroyObject(s, bkh);
+	/* On a lost session the runner runs us again, which cleans up first;
+	 * otherwise what is left here is removed by the caller's rollback. */
 	if (rv != CKR_OK && rv != CKR_SESSION_HANDLE_INVALID && rv != CKR_SESSION_CLOSED)
 		(void)destroy_made(ctx, s, a);
 	return rv;
@@ -1311,6 +1405,17 @@ hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len, const hw_backup_
 		e = HW_OK;
 		nobj += 2 + en->nmeta;
 	}
+	{
+		precheck_arg pa = { &f, false };
+		if ((e = hw_ctx_run(ctx, op_precheck, &pa, "checking the token for the backup's "
+		                    "keys")))
+			goto out;
+		if (pa.any) {
+			e = hw_fail(HW_ERR_KEY_EXISTS, 0, "the token holds objects with the ids of "
+			            "the backup's keys or its metadata objects already");
+			goto out;
+		}
+	}
 	ra.f = &f;
 	ra.bk = bk;
 	ra.backupable = flags & HW_RESTORE_BACKUPABLE;
@@ -1346,12 +1451,12 @@ hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len, const hw_backup_
 		goto rollback;
 	goto out;
 rollback:
-	if (ra.nmade) {
+	{
 		/* Keep the first error for the caller; the rollback's own can only be logged. */
 		char detail[512];
 		unsigned long ck = hw_last_ckrv();
 		snprintf(detail, sizeof(detail), "%s", hw_last_detail());
-		(void)hw_ctx_run_once(ctx, op_destroy_made, &ra, "removing partly restored keys");
+		(void)hw_ctx_run(ctx, op_destroy_made, &ra, "removing partly restored keys");
 		hw_fail(e, ck, "%.120s%s", detail, ra.nmade ? " (and some partly restored objects "
 		        "could not be removed)" : "; nothing was kept");
 	}

@@ -166,6 +166,26 @@ hw_kcv_by_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HA
 	return rv;
 }
 
+bool
+hw_kcv_unsupported(CK_RV rv)
+{
+	switch (rv) {
+	case CKR_MECHANISM_INVALID:
+	case CKR_MECHANISM_PARAM_INVALID:
+	case CKR_FUNCTION_NOT_SUPPORTED:
+	case CKR_KEY_TYPE_INCONSISTENT:
+	case CKR_KEY_FUNCTION_NOT_PERMITTED:
+	case CKR_TEMPLATE_INCONSISTENT:
+	case CKR_TEMPLATE_INCOMPLETE:
+	case CKR_ATTRIBUTE_VALUE_INVALID:
+	case CKR_ATTRIBUTE_TYPE_INVALID:
+	case CKR_ATTRIBUTE_READ_ONLY:
+		return true;
+	default:
+		return false;
+	}
+}
+
 /* The token's CKA_CHECK_VALUE of h, or the KCV computed from the blob
  * (then also stored in CKA_CHECK_VALUE where the token lets us, so that
  * key listings show it). */
@@ -184,9 +204,13 @@ hw_kcv_of_unwrapped(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_MEC
 		*have = true;
 		return CKR_OK;
 	}
-	/* A token without AES-ECB just gives no KCV; the caller says so. */
-	if (hw_kcv_by_unwrap(ctx, s, m, unwrapper, blob, len, kcv) != CKR_OK)
+	rv = hw_kcv_by_unwrap(ctx, s, m, unwrapper, blob, len, kcv);
+	/* A token that will not make the ECB copy just gives no KCV (the
+	 * caller says so); a lost session or a failing device is an error. */
+	if (hw_kcv_unsupported(rv))
 		return CKR_OK;
+	if (rv != CKR_OK)
+		return rv;
 	*have = true;
 	a.pValue = kcv;
 	a.ulValueLen = 3;
@@ -548,12 +572,15 @@ token_kcv_of_value(hw_ctx *ctx, CK_SESSION_HANDLE s, create_arg *a)
 		a->have_kcv = true;
 		return CKR_OK;
 	}
-	if (ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &h) != CKR_OK)
-		return CKR_OK;
+	rv = ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &h);
+	if (rv != CKR_OK)
+		return hw_kcv_unsupported(rv) ? CKR_OK : rv;
 	rv = ctx->fl->C_EncryptInit(s, &me, h);
 	if (rv == CKR_OK)
 		rv = ctx->fl->C_Encrypt(s, zero, sizeof(zero), out, &outlen);
 	(void)ctx->fl->C_DestroyObject(s, h);
+	if (rv != CKR_OK && !hw_kcv_unsupported(rv))
+		return rv;
 	if (rv == CKR_OK && outlen == sizeof(out)) {
 		memcpy(a->kcv, out, 3);
 		a->have_kcv = true;

@@ -293,6 +293,8 @@ CK_ULONG hw_secret_key_template(hw_ctx *ctx, hw_purpose purpose, const char *lab
 CK_RV hw_kcv_of_unwrapped(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
                           CK_MECHANISM *m, CK_OBJECT_HANDLE unwrapper, const uint8_t *blob,
                           size_t len, uint8_t kcv[3], bool *have);
+/* A CK_RV that means "this token cannot compute a KCV that way". */
+bool hw_kcv_unsupported(CK_RV rv);
 CK_RV hw_kcv_by_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_MECHANISM *m,
                        CK_OBJECT_HANDLE unwrapper, const uint8_t *blob, size_t len,
                        uint8_t kcv[3]);
