@@ -308,6 +308,33 @@ if command -v setsid >/dev/null 2>&1; then
 	fi
 fi
 
+# On a terminal (script(1) gives one): each custodian types the component
+# without echo and confirms its KCV; a custodian who does not confirm stops it.
+if command -v script >/dev/null 2>&1; then
+	# on_tty LINE...: runs hsmwrap on a pty, typing one LINE per prompt.
+	on_tty() {
+		cmd=$1
+		shift
+		{ for l in "$@"; do sleep 1; echo "$l"; done; sleep 2; } |
+			script -qec "$cmd; echo \"exit=\$?\"" /dev/null >"$W/tty" 2>&1
+		tr -d '\r' <"$W/tty" >"$W/out"
+		cat "$W/out" >>"$ALL"
+		rc=$(sed -n 's/^exit=//p' "$W/out" | tail -n 1)
+	}
+	on_tty "'$HSMWRAP' key import-components --label tty-key --count 2" "$c1" y "$c2" y
+	check "components typed on a terminal: exit 0" test "$rc" = 0
+	check "... each custodian was asked to confirm the component's KCV" \
+		grep -q "Custodian 2: the component's KCV is $(host_kcv "$c2")" "$W/out"
+	check "... the final KCV is the host's KCV of c1 XOR c2" \
+		test "$(printed_kcv)" = "$(host_kcv "$(xorhex "$c1" "$c2")")"
+	check "... and the components were not echoed" sh -c "! grep -qi -e '$c1' -e '$c2' '$W/out'"
+	on_tty "'$HSMWRAP' key import-components --label tty-no --count 2" "$c1" n
+	check "a custodian who does not confirm the KCV stops the import (exit 3)" test "$rc" = 3
+	check "... and nothing was created" key_absent tty-no
+else
+	echo "skip: script(1) not installed; terminal prompts not tested"
+fi
+
 # ---------------------------------------------------------------------
 # Secrets never printed: PIN, key material, components.
 
