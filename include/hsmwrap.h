@@ -957,6 +957,174 @@ HW_NODISCARD hw_err hw_key_update_tags(hw_key *key, const char *const *set, size
                                        const char *const *remove, size_t nremove);
 HW_NODISCARD hw_err hw_key_set_description(hw_key *key, const char *text);
 
+/* ------------------------------------------------------------------ */
+/* Key generation options, import (BYOK, custodian components), and   */
+/* M-of-N backup and restore.                                          */
+
+enum {
+	/*
+	 * The key may be backed up: CKA_SENSITIVE, CKA_EXTRACTABLE and
+	 * CKA_WRAP_WITH_TRUSTED are set, so only a wrapping key the security
+	 * officer marked CKA_TRUSTED can ever wrap it, and its material never
+	 * leaves the HSM in clear. Without it keys are not extractable at all.
+	 */
+	HW_KEYGEN_BACKUPABLE = 1u << 0,
+};
+
+/* hw_key_generate with HW_KEYGEN_* flags (0 = hw_key_generate). */
+HW_NODISCARD hw_err hw_key_generate_opts(hw_ctx *ctx, const char *label,
+                                         hw_key_type type, hw_purpose purpose,
+                                         unsigned flags, hw_key **out);
+
+/*
+ * BYOK import key: an RSA-3072 pair on the token whose private half can
+ * only unwrap (CKA_UNWRAP, not CKA_DECRYPT, sensitive, not extractable);
+ * the public half (CKA_WRAP) is a public token object. Export its public
+ * key with hw_key_public_der().
+ */
+HW_NODISCARD hw_err hw_import_key_generate(hw_ctx *ctx, const char *label, hw_key **out);
+
+typedef enum {
+	/* RSAES-OAEP, SHA-256, MGF1-SHA-256, empty label, over the key bytes. */
+	HW_IMPORT_OAEP_SHA256 = 1,
+	/*
+	 * RSA-AES key wrap (PKCS#11 CKM_RSA_AES_KEY_WRAP, KMS's
+	 * RSA_AES_KEY_WRAP_SHA_256): RSA-OAEP-SHA-256 of a temporary AES key,
+	 * followed by the target key wrapped with it by AES-KWP (RFC 5649).
+	 */
+	HW_IMPORT_RSA_AES_KWP = 2,
+	/*
+	 * The same with SHA-1 and MGF1-SHA-1 in OAEP (KMS's RSAES_OAEP_SHA_1,
+	 * RSA_AES_KEY_WRAP_SHA_1), for tokens whose C_UnwrapKey accepts no
+	 * other OAEP hash: SoftHSMv2 among them. OAEP with SHA-1 is not broken.
+	 */
+	HW_IMPORT_OAEP_SHA1 = 3,
+	HW_IMPORT_RSA_AES_KWP_SHA1 = 4,
+} hw_import_padding;
+
+HW_NODISCARD hw_err hw_import_padding_parse(const char *s, hw_import_padding *p);
+const char *hw_import_padding_name(hw_import_padding p);
+
+/*
+ * Unwraps key material wrapped to an import key (see above) into a new
+ * token key `label` of the given type (aes256) and purpose, with the same
+ * attributes hw_key_generate gives, never extractable. kcv_hex (may be
+ * NULL) receives its KCV computed inside the token (AES-ECB of a zero
+ * block, 6 hex digits; "" if the token cannot tell). Fails with
+ * HW_ERR_INTEGRITY if the wrapping does not decrypt, HW_ERR_KEY_EXISTS if
+ * the label is taken.
+ */
+HW_NODISCARD hw_err hw_key_import_wrapped(hw_ctx *ctx, hw_key *import_key,
+                                          const char *label, hw_key_type type,
+                                          hw_purpose purpose, hw_import_padding padding,
+                                          const uint8_t *wrapped, size_t len,
+                                          hw_key **out, char kcv_hex[7]);
+/*
+ * Imports key material held by the caller (e.g. custodian components
+ * combined in process memory) as a new non-extractable token key. Weaker
+ * than generation or combination inside the HSM: the caller saw the key.
+ * An all-zero value is refused. kcv_hex (may be NULL) receives the KCV as
+ * the token computes it ("" if it cannot).
+ */
+HW_NODISCARD hw_err hw_key_import_value(hw_ctx *ctx, const char *label, hw_key_type type,
+                                        hw_purpose purpose, const uint8_t *value,
+                                        size_t len, hw_key **out, char kcv_hex[7]);
+/* KCV of an AES key computed on the host: AES-ECB(key, 0^128), first 3 bytes. */
+HW_NODISCARD hw_err hw_kcv_aes(const uint8_t *key, size_t len, uint8_t kcv[3]);
+
+/* Shamir's secret sharing of a 32-byte backup key over GF(2^8). */
+#define HW_BACKUP_ID_LEN 16
+#define HW_SHARE_LEN 32
+#define HW_SHARES_MAX 255
+
+typedef struct {
+	uint8_t backup_id[HW_BACKUP_ID_LEN];
+	unsigned index;             /* x coordinate, 1..255 */
+	unsigned threshold, custodians;
+	uint8_t share[HW_SHARE_LEN];
+} hw_backup_share;
+
+/*
+ * Share files are text:
+ *   hsmwrap-backup-share v1
+ *   backup-id: 32 hex digits
+ *   index: I
+ *   threshold: M
+ *   custodians: N
+ *   share: 64 hex digits
+ *   check: 8 hex digits (truncated SHA-256, catches transcription errors)
+ * Parsing fails with HW_ERR_FORMAT (malformed) or HW_ERR_INTEGRITY (check
+ * value mismatch). *out is wiped by the caller (it is secret).
+ */
+HW_NODISCARD hw_err hw_backup_share_parse(const char *text, size_t len,
+                                          hw_backup_share *out);
+/* Free *text with hw_free_secret(*text, *len). */
+HW_NODISCARD hw_err hw_backup_share_format(const hw_backup_share *s, char **text,
+                                           size_t *len);
+
+typedef struct {
+	char label[129];
+	char id_hex[129];
+	char type_name[16];         /* "aes256", "rsa3072", ... */
+	char kcv[65];               /* as hw_key_info: AES KCV or SPKI fingerprint */
+	char kcv_alg[32];
+	unsigned nmeta;             /* metadata (CKO_DATA) objects carried */
+} hw_backup_entry;
+
+typedef struct {
+	unsigned version;
+	uint8_t backup_id[HW_BACKUP_ID_LEN];
+	unsigned threshold, custodians;
+	uint64_t created;           /* Unix time */
+	size_t nentries;
+	hw_backup_entry *entries;
+} hw_backup_info;
+
+/*
+ * Structure of a backup file, without authenticating it (no shares
+ * needed): for listings and for the fuzzer. Free with hw_backup_info_free.
+ */
+HW_NODISCARD hw_err hw_backup_inspect(const uint8_t *file, size_t len, hw_backup_info **out);
+void hw_backup_info_free(hw_backup_info *info);
+
+/*
+ * Backs up keys (each created with HW_KEYGEN_BACKUPABLE) of ctx's token.
+ * A fresh 256-bit backup key is drawn from the token's RNG; the security
+ * officer (PIN from so_pin_source) imports it as a trusted, wrap-only
+ * session object, the user wraps every key with AES-KWP under it, and it
+ * is destroyed. The file records each key's label, id, attributes,
+ * public half (pairs), KCV and metadata objects, authenticated by
+ * HMAC-SHA-256 under a key derived from the backup key. The backup key is
+ * split into `custodians` shares, any `threshold` of which rebuild it;
+ * shares[0..custodians-1] are written to *shares (wipe and hw_free them).
+ * The user login of ctx is replaced by an SO login for a moment: do not
+ * use the same token from other threads of the process meanwhile.
+ */
+HW_NODISCARD hw_err hw_backup_create(hw_ctx *ctx, const char *so_pin_source,
+                                     hw_key *const *keys, size_t nkeys,
+                                     unsigned custodians, unsigned threshold,
+                                     uint8_t **file, size_t *filelen,
+                                     hw_backup_share **shares, hw_backup_info **info);
+
+enum {
+	/* Restored keys stay backup-able (extractable, wrap-with-trusted). */
+	HW_RESTORE_BACKUPABLE = 1u << 0,
+};
+
+/*
+ * Restores every key of a backup onto ctx's token. Nothing is created
+ * unless all is well: the shares must be from this backup, at least its
+ * threshold, and rebuild its key (HW_ERR_INTEGRITY otherwise); the file
+ * must authenticate (HW_ERR_INTEGRITY); no label may exist on the token
+ * yet (HW_ERR_KEY_EXISTS). Keys are unwrapped sensitive and (without
+ * HW_RESTORE_BACKUPABLE) not extractable, with their labels, ids, usage
+ * attributes and metadata, and their KCVs are compared with the
+ * recorded ones. On any failure whatever was created is destroyed.
+ */
+HW_NODISCARD hw_err hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len,
+                                      const hw_backup_share *shares, size_t nshares,
+                                      unsigned flags, hw_backup_info **info);
+
 /* Library version string, e.g. "0.1.0". */
 const char *hw_version(void);
 

@@ -305,6 +305,12 @@ int cmd_key_cancel_deletion(struct cli *cli, const struct cli_args *a);
 int cmd_key_purge(struct cli *cli, const struct cli_args *a);
 int cmd_key_tag(struct cli *cli, const struct cli_args *a);
 int cmd_key_describe(struct cli *cli, const struct cli_args *a);
+int cmd_key_import_params(struct cli *cli, const struct cli_args *a);
+int cmd_key_import(struct cli *cli, const struct cli_args *a);
+int cmd_key_import_components(struct cli *cli, const struct cli_args *a);
+int cmd_backup_create(struct cli *cli, const struct cli_args *a);
+int cmd_backup_restore(struct cli *cli, const struct cli_args *a);
+int cmd_backup_show(struct cli *cli, const struct cli_args *a);
 
 /* Shared by the key commands and those that print a key (cmd-key.c). */
 void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);

@@ -182,7 +182,8 @@ int cmd_key_create(struct cli *cli, const struct cli_args *a)
 		return rc;
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)))
 		return rc;
-	err = hw_key_generate(ctx, label, type, purpose, &key);
+	err = hw_key_generate_opts(ctx, label, type, purpose,
+	                           cli_flag(a, "backupable") ? HW_KEYGEN_BACKUPABLE : 0, &key);
 	if (err) {
 		snprintf(what, sizeof(what), "creating key '%s'", label);
 		rc = cli_fail(cli, err, what);

@@ -32,6 +32,10 @@ static const struct cli_opt_spec key_create_opts[] = {
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
 	  "aes256 only) or sign (rsa and ec only). Default: envelope for aes256, sign otherwise." },
+	{ "backupable", 0, NULL, 0,
+	  "Allow `backup create` to back the key up: it is made extractable, but only by a "
+	  "wrapping key the security officer marked trusted (CKA_WRAP_WITH_TRUSTED), never in "
+	  "clear. Without it the key can never leave the HSM, not even in a backup." },
 	{ 0 }
 };
 
@@ -439,6 +443,91 @@ static const char *const ex_key_describe[] = {
 	"hsmwrap key describe app-kek --description 'KEK of the billing database'", NULL
 };
 
+/* ---- key import (BYOK, custodian components), backup and restore ---- */
+static const struct cli_opt_spec key_import_params_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new RSA-3072 import key pair." },
+	{ "output", 'o', "PEM", 0,
+	  "Where to write the import public key (PEM SubjectPublicKeyInfo) for the key owner. "
+	  "Default: import-pub.pem." },
+	{ 0 }
+};
+static const struct cli_opt_spec key_import_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the imported key; it must not exist yet." },
+	{ "import-key", 0, "KEY", CLI_OPT_REQUIRED,
+	  "The import key made by `key import-params` (label, id:HEX or pkcs11: URI)." },
+	{ "wrapped", 0, "FILE", CLI_OPT_REQUIRED, "The key material wrapped by the owner." },
+	{ "type", 0, "TYPE", 0, "Type of the imported key: aes256 (the default and only one)." },
+	{ "purpose", 0, "P", 0, "envelope (default) or keywrap." },
+	{ "padding", 0, "PAD", 0,
+	  "oaep-sha256 (default: RSA-OAEP with SHA-256 and MGF1-SHA-256), rsa-aes-kwp "
+	  "(RSA-OAEP-SHA-256 of a temporary AES key followed by the key wrapped with it by "
+	  "AES-KWP, RFC 5649), or oaep-sha1 / rsa-aes-kwp-sha1, the same with SHA-1 in OAEP, "
+	  "for tokens that unwrap with no other OAEP hash (SoftHSMv2)." },
+	{ 0 }
+};
+static const struct cli_opt_spec key_import_components_opts[] = {
+	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the imported key; it must not exist yet." },
+	{ "count", 0, "N", CLI_OPT_REQUIRED, "Number of custodians (components), 2 to 16." },
+	{ "component-file", 0, "FILE", CLI_OPT_REPEAT,
+	  "A custodian's component, 64 hex digits (spaces allowed); once per custodian, in "
+	  "order. Without it each custodian is asked on the terminal without echo and "
+	  "confirms the component's KCV." },
+	{ "type", 0, "TYPE", 0, "Type of the imported key: aes256 (the default and only one)." },
+	{ "purpose", 0, "P", 0, "envelope (default) or keywrap." },
+	{ 0 }
+};
+static const struct cli_opt_spec backup_create_opts[] = {
+	{ "keys", 0, "L1,L2,...", CLI_OPT_REQUIRED,
+	  "Labels of the keys to back up, comma-separated; each must have been created with "
+	  "--backupable." },
+	{ "custodians", 0, "N", CLI_OPT_REQUIRED, "Number of shares (custodians), 2 to 255." },
+	{ "threshold", 0, "M", CLI_OPT_REQUIRED,
+	  "Shares needed to restore, 2 to N. Fewer reveal nothing about the backup key." },
+	{ "output", 'o', "FILE", CLI_OPT_REQUIRED, "Where to write the backup file." },
+	{ "share-dir", 0, "DIR", CLI_OPT_REQUIRED,
+	  "Directory for the share files share-1.txt ... share-N.txt (mode 0600), one to "
+	  "hand to each custodian." },
+	{ "so-pin-source", 0, "SRC", 0,
+	  "Where the Security Officer PIN comes from (file:PATH, env:NAME or prompt; default "
+	  "prompt): only the SO may mark the backup key CKA_TRUSTED." },
+	{ 0 }
+};
+static const struct cli_opt_spec backup_restore_opts[] = {
+	{ "input", 'i', "FILE", CLI_OPT_REQUIRED, "The backup file." },
+	{ "share", 0, "FILE", CLI_OPT_REQUIRED | CLI_OPT_REPEAT,
+	  "A custodian's share file; at least the backup's threshold of them." },
+	{ "backupable", 0, NULL, 0,
+	  "Keep the restored keys backup-able (extractable only by a trusted wrapping key). "
+	  "Default: restored keys are not extractable at all." },
+	{ 0 }
+};
+static const char *const ex_key_import_params[] = {
+	"hsmwrap key import-params --label byok-import -o import-pub.pem",
+	"# the key owner: openssl pkeyutl -encrypt -pubin -inkey import-pub.pem -pkeyopt rsa_padding_mode:oaep -pkeyopt rsa_oaep_md:sha256 -pkeyopt rsa_mgf1_md:sha256 -in key.bin -out key.wrapped",
+	NULL
+};
+static const char *const ex_key_import[] = {
+	"hsmwrap key import --label app-kek --import-key byok-import --wrapped key.wrapped",
+	NULL
+};
+static const char *const ex_key_import_components[] = {
+	"hsmwrap key import-components --label zmk --count 3 --purpose keywrap",
+	"hsmwrap key import-components --label zmk --count 2 --component-file c1.txt --component-file c2.txt",
+	NULL
+};
+static const char *const ex_backup_create[] = {
+	"hsmwrap backup create --keys app-kek,db-kek --custodians 5 --threshold 3 -o keys.hwb --share-dir shares --so-pin-source prompt",
+	NULL
+};
+static const char *const ex_backup_restore[] = {
+	"hsmwrap --token pkcs11:token=dr backup restore -i keys.hwb --share share-1.txt --share share-4.txt --share share-5.txt",
+	NULL
+};
+static const char *const ex_backup_show[] = {
+	"hsmwrap backup show keys.hwb",
+	NULL
+};
+
 const struct cli_cmd cli_commands[] = {
 	{ "token list", NULL, 0, 0, 0,
 	  "List modules, slots and tokens, and what each token can do",
@@ -617,6 +706,48 @@ const struct cli_cmd cli_commands[] = {
 	  "Writes a version 2 CRL listing the given serials as revoked now, with a CRL number "
 	  "and the CA's key identifier, signed inside the HSM. Prints a transcript.",
 	  ca_crl_opts, ex_ca_crl, cmd_ca_crl },
+	{ "key import-params", NULL, 0, 0, 0,
+	  "Create an RSA-3072 import key for bring-your-own-key",
+	  "Creates an RSA-3072 key pair in the token whose private half can only unwrap keys "
+	  "(CKA_UNWRAP, not CKA_DECRYPT; sensitive, not extractable) and writes its public key "
+	  "as PEM for the key owner, who wraps the key material with plain openssl pkeyutl "
+	  "(RSA-OAEP with SHA-256). Prints a transcript.",
+	  key_import_params_opts, ex_key_import_params, cmd_key_import_params },
+	{ "key import", NULL, 0, 0, 0,
+	  "Import key material wrapped to an import key",
+	  "Unwraps key material wrapped by the owner to an import key, inside the token, into "
+	  "a new sensitive, non-extractable key with the attributes of the purpose, and prints "
+	  "a transcript with its KCV (AES-ECB of a zero block) for the owner to compare. A "
+	  "blob that does not decrypt, or is not a 32-byte key, creates nothing.",
+	  key_import_opts, ex_key_import, cmd_key_import },
+	{ "key import-components", NULL, 0, 0, 0,
+	  "Import a key from custodian components (XOR)",
+	  "Reads one hex component per custodian (prompt without echo, or one file each), "
+	  "shows each component's KCV for its custodian to confirm, XORs them in process "
+	  "memory, imports the result as a sensitive, non-extractable key and shows its KCV. "
+	  "Components of the wrong length, not hex, all zeros, duplicated, or combining to "
+	  "zero are refused. Everything is wiped from memory afterwards.",
+	  key_import_components_opts, ex_key_import_components, cmd_key_import_components },
+	{ "backup create", NULL, 0, 0, 0,
+	  "Back up keys under a backup key split among custodians (M of N)",
+	  "Draws a 256-bit backup key, lets the security officer import it into the token as "
+	  "a trusted wrap-only session object, wraps each listed backup-able key with it "
+	  "inside the token (AES-KWP), destroys it, and splits it with Shamir's secret "
+	  "sharing into N share files of which any M restore. The backup file records each "
+	  "key's label, id, attributes, KCV and metadata and is authenticated.",
+	  backup_create_opts, ex_backup_create, cmd_backup_create },
+	{ "backup restore", NULL, 0, 0, 0,
+	  "Restore the keys of a backup onto this token",
+	  "Rebuilds the backup key from at least M shares, checks the backup file, and "
+	  "unwraps every key into the token with its label, id, attributes and metadata, "
+	  "comparing KCVs with the recorded ones. Fewer than M shares, a wrong share, shares of "
+	  "another backup, a tampered file or a label that exists already: nothing is created.",
+	  backup_restore_opts, ex_backup_restore, cmd_backup_restore },
+	{ "backup show", "FILE", 1, 1, 0,
+	  "List what a backup file holds (no shares needed)",
+	  "Shows a backup file's id, threshold, custodians, date and keys (label, id, type, "
+	  "KCV) without authenticating it: shares are needed for that.",
+	  no_opts, ex_backup_show, cmd_backup_show },
 	{ "help", "[COMMAND]", 0, 2, CLI_CMD_NO_SETTINGS,
 	  "Show help for hsmwrap or one command",
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "

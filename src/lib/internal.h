@@ -215,7 +215,7 @@ void hw_hex(const uint8_t *in, size_t len, char *out);
  * versions, meta.c). id gets the fresh CKA_ID.
  */
 hw_err hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
-                         uint8_t id[HW_ID_LEN], hw_key **out);
+                         unsigned flags, uint8_t id[HW_ID_LEN], hw_key **out);
 /* A key object by its exact CKA_LABEL (no current-version redirect), identified. */
 hw_err hw_key_find_label_exact(hw_ctx *ctx, const char *label, hw_key **out);
 /* Builds a hw_key for a key object without reading its metadata. */
@@ -300,5 +300,54 @@ void hw_blob_put_body(hw_wbuf *w, size_t iv_len, size_t payload_len, uint8_t **i
 /* ---- pkey.c (issue 3) ---- */
 /* OAEP hash and MGF of an HW_RSA_PAD_OAEP_* padding (SHA-256 otherwise). */
 void hw_rsa_oaep_params(hw_rsa_padding p, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf);
+
+/* ---- shamir.c (pure: no HSM, no error state) ---- */
+uint8_t hw_gf256_mul(uint8_t a, uint8_t b);
+uint8_t hw_gf256_inv(uint8_t a);
+/*
+ * Splits secret[0..len) into n shares (share i at shares[i*len], for
+ * x = i+1) any m of which rebuild it; coeffs holds len*(m-1) random bytes
+ * (byte b's coefficient of x^k at coeffs[b*(m-1)+k-1]). 0 or -1.
+ */
+int hw_shamir_split(const uint8_t *secret, size_t len, unsigned n, unsigned m,
+                    const uint8_t *coeffs, uint8_t *shares);
+/* f(0) from k points (xs[j], ys[j][0..len)); x distinct and non-zero. 0 or -1. */
+int hw_shamir_combine(const uint8_t *xs, const uint8_t *const *ys, size_t k, size_t len,
+                      uint8_t *secret);
+
+/* ---- import.c ---- */
+/*
+ * Attributes of a new AES secret key of `purpose`, the ones key.c gives
+ * generated keys (usage flags, one allowed mechanism, sensitive, private,
+ * token), so imported and restored keys are indistinguishable in use.
+ * Fills t (capacity HW_SECRET_TMPL_MAX) and returns the count; the
+ * pointers in t point into *store, which must outlive t.
+ */
+#define HW_SECRET_TMPL_MAX 24
+typedef struct {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE kt;
+	CK_BBOOL yes, no;
+	CK_MECHANISM_TYPE allowed;
+	uint8_t id[HW_ID_LEN];
+} hw_tmpl_store;
+CK_ULONG hw_secret_key_template(hw_ctx *ctx, hw_purpose purpose, const char *label,
+                                bool extractable, hw_tmpl_store *store, CK_ATTRIBUTE *t);
+/*
+ * KCV (3 bytes) of a secret key h just unwrapped from blob with mechanism
+ * m under unwrapper: CKA_CHECK_VALUE if the token set it, else computed
+ * by a second, ECB-only session copy (and stored in CKA_CHECK_VALUE if the
+ * token allows). *have is false when neither works.
+ */
+CK_RV hw_kcv_of_unwrapped(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h,
+                          CK_MECHANISM *m, CK_OBJECT_HANDLE unwrapper, const uint8_t *blob,
+                          size_t len, uint8_t kcv[3], bool *have);
+/* A CK_RV that means "this token cannot compute a KCV that way". */
+bool hw_kcv_unsupported(CK_RV rv);
+CK_RV hw_kcv_by_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_MECHANISM *m,
+                       CK_OBJECT_HANDLE unwrapper, const uint8_t *blob, size_t len,
+                       uint8_t kcv[3]);
+/* Fails with HW_ERR_KEY_EXISTS if a key (or pair) with this label exists. */
+hw_err hw_label_free_check(hw_ctx *ctx, const char *label);
 
 #endif

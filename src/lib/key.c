@@ -624,6 +624,7 @@ typedef struct {
 	hw_purpose purpose;
 	uint8_t id[HW_ID_LEN];
 	CK_OBJECT_HANDLE h, pub;
+	bool backupable;            /* HW_KEYGEN_BACKUPABLE */
 } gen_arg;
 
 #define BOOL_ATTR(t, v) { (t), (void *)(v), sizeof(CK_BBOOL) }
@@ -658,7 +659,10 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			BOOL_ATTR(CKA_TOKEN, &yes),
 			BOOL_ATTR(CKA_PRIVATE, &yes),
 			BOOL_ATTR(CKA_SENSITIVE, &yes),
-			BOOL_ATTR(CKA_EXTRACTABLE, &no),
+			/* Backup-able keys can be wrapped, but only by a key the SO
+			 * marked CKA_TRUSTED; the token never lets that be cleared. */
+			BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
+			BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
 			BOOL_ATTR(CKA_ENCRYPT, envelope ? &yes : &no),
 			BOOL_ATTR(CKA_DECRYPT, envelope ? &yes : &no),
 			BOOL_ATTR(CKA_WRAP, keywrap ? &yes : &no),
@@ -702,7 +706,8 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_TOKEN, &yes),
 		BOOL_ATTR(CKA_PRIVATE, &yes),
 		BOOL_ATTR(CKA_SENSITIVE, &yes),
-		BOOL_ATTR(CKA_EXTRACTABLE, &no),
+		BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
+		BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
 		BOOL_ATTR(CKA_SIGN, decrypt ? &no : &yes),
 		BOOL_ATTR(CKA_DECRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_UNWRAP, &no),
@@ -718,7 +723,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 
 hw_err
 hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
-                  uint8_t id[HW_ID_LEN], hw_key **out)
+                  unsigned flags, uint8_t id[HW_ID_LEN], hw_key **out)
 {
 	gen_arg a;
 	bool aes = type == HW_KEY_AES256;
@@ -729,6 +734,7 @@ hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose p
 	a.label_len = strlen(label);
 	a.type = type;
 	a.purpose = purpose;
+	a.backupable = (flags & HW_KEYGEN_BACKUPABLE) != 0;
 	/* CKA_ID only needs to be unique, not secret. */
 	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
 		return e;
@@ -751,6 +757,13 @@ hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose p
 HW_EXPORT hw_err
 hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                 hw_key **out)
+{
+	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
+}
+
+HW_EXPORT hw_err
+hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                     unsigned flags, hw_key **out)
 {
 	uint8_t id[HW_ID_LEN];
 	hw_key *existing = NULL, *key = NULL;
@@ -787,7 +800,9 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 		return e;
 	hw_clear_error();
 
-	e = hw_key_gen_object(ctx, label, type, purpose, id, &key);
+	if (flags & ~(unsigned)HW_KEYGEN_BACKUPABLE)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key generation flags");
+	e = hw_key_gen_object(ctx, label, type, purpose, flags, id, &key);
 	/* The lifecycle metadata goes with the key, or the key goes. */
 	if (e == HW_OK)
 		e = hw_meta_create(key, purpose);

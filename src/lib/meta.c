@@ -1649,7 +1649,9 @@ hw_key_rotate(hw_key *key, hw_key **new_version)
 	if (e != HW_ERR_KEY_NOT_FOUND)
 		goto out;
 	hw_clear_error();
-	e = hw_key_gen_object(key->ctx, label, info.type, info.purpose, id, &nk);
+	/* A new version is as backup-able as the one it replaces. */
+	e = hw_key_gen_object(key->ctx, label, info.type, info.purpose,
+	                      info.extractable == 1 ? HW_KEYGEN_BACKUPABLE : 0, id, &nk);
 	if (e != HW_OK)
 		goto out;
 	hw_hex(id, sizeof(id), v.id_hex);

@@ -1,0 +1,390 @@
+#!/bin/sh
+# test-backup.sh: M-of-N backup and restore as custodians run it, on two
+# real SoftHSM tokens (tests/with-token.sh with HW_TEST_SECOND_TOKEN=1):
+#  - `key create --backupable` and what pkcs11-tool sees of it;
+#  - `backup create` (the SO marks the backup key trusted) and its refusals;
+#  - `backup restore` onto the second token: keys, ids, KCVs, metadata
+#    objects, and that restored keys work with data made on the first;
+#  - every failure path (too few shares, wrong, corrupt, duplicated or
+#    mixed shares, tampered or truncated file, existing label, a PKCS#11
+#    fault at each call) creates nothing on the second token.
+# Prints "ok: ..." / "FAIL: ..." per check and "N passed, N failed".
+set -u
+
+for v in HSMWRAP HW_TEST_DIR HW_TEST_USER_PIN_FILE HW_TEST_SO_PIN_FILE SOFTHSM_MODULE; do
+	eval "val=\${$v:-}"
+	if [ -z "$val" ]; then
+		echo "test-backup.sh: $v is not set; run me under tests/with-token.sh" >&2
+		exit 99
+	fi
+done
+if [ -z "${HW_TEST_TOKEN2:-}" ]; then
+	echo "test-backup.sh: needs the second token (HW_TEST_SECOND_TOKEN=1)" >&2
+	exit 77
+fi
+OPENSSL_BIN=${OPENSSL_BIN:-$(command -v openssl 2>/dev/null || :)}
+PKCS11_TOOL=${PKCS11_TOOL:-$(command -v pkcs11-tool 2>/dev/null || :)}
+PYTHON=$(command -v python3 2>/dev/null || :)
+
+umask 022
+W=$HW_TEST_DIR/backup
+mkdir "$W" && cd "$W" || exit 99
+PIN=$(cat "$HW_TEST_USER_PIN_FILE")
+PIN2=$(cat "$HW_TEST_USER_PIN_FILE2")
+SO_PIN=$(cat "$HW_TEST_SO_PIN_FILE")
+SO=file:$HW_TEST_SO_PIN_FILE
+T2="--token pkcs11:token=$HW_TEST_TOKEN2 --pin-source file:$HW_TEST_USER_PIN_FILE2"
+ALL=$W/all-output
+: >"$ALL"
+
+npass=0
+nfail=0
+ok() { npass=$((npass + 1)); echo "ok: $*"; }
+bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
+check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
+hw() {
+	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
+	rc=$?
+	cat "$W/out" "$W/err" >>"$ALL"
+}
+first_err() { head -n 1 "$W/err"; }
+expect() {
+	d=$1 code=$2
+	shift 2
+	hw "$@"
+	if [ "$rc" -eq "$code" ]; then ok "$d (exit $code)"; else bad "$d: exit $rc, want $code: $(first_err)"; fi
+}
+
+slot_of() {
+	"$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v l="$1" '
+		/^Slot / { s = $3; gsub(/[():]/, "", s) }
+		$0 ~ "^ *token label *: " l "$" { print s }'
+}
+if [ -z "$PKCS11_TOOL" ]; then
+	echo "test-backup.sh: pkcs11-tool is needed as the independent reader" >&2
+	exit 77
+fi
+SLOT1=$(slot_of hsmwrap-test)
+SLOT2=$(slot_of "$HW_TEST_TOKEN2")
+p11_1() { HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "$SLOT1" --login --pin env:HW_P11_PIN "$@"; }
+p11_2() { HW_P11_PIN=$PIN2 "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "$SLOT2" --login --pin env:HW_P11_PIN "$@"; }
+# CLASS|LABEL|USAGE|ACCESS per object.
+objects() {
+	"$@" --list-objects 2>/dev/null | awk '
+		function flush() { if (cls != "") print cls "|" label "|" usage "|" access }
+		/^[^ \t]/ { flush(); cls = $1; label = ""; usage = ""; access = ""; next }
+		/^[ \t]+label:/ { sub(/^[ \t]+label:[ \t]*/, ""); label = $0 }
+		/^[ \t]+Usage:/ { sub(/^[ \t]+Usage:[ \t]*/, ""); usage = $0 }
+		/^[ \t]+Access:/ { sub(/^[ \t]+Access:[ \t]*/, ""); access = $0 }
+		END { flush() }'
+}
+token2_empty() { [ -z "$(objects p11_2)" ]; }
+# refused2 DESC CODE ARG...: a restore onto token 2 that must fail with
+# CODE, say why, and leave token 2 empty.
+refused2() {
+	d=$1 code=$2
+	shift 2
+	hw $T2 "$@"
+	why=
+	[ "$rc" -eq "$code" ] || why="exit $rc, want $code"
+	grep -q '^hsmwrap: ..*' "$W/err" || why="$why${why:+; }no message"
+	token2_empty || why="$why${why:+; }token 2 is not empty: $(objects p11_2 | tr '\n' ' ')"
+	if [ -z "$why" ]; then ok "$d (exit $code, message, nothing created)"; else bad "$d: $why: $(first_err)"; fi
+}
+# access_of P11FN CLASS LABEL
+access_of() { objects "$1" | grep "^$2|$3|" | head -n 1 | cut -d'|' -f4; }
+usage_of() { objects "$1" | grep "^$2|$3|" | head -n 1 | cut -d'|' -f3; }
+not_extractable() { echo "$1" | grep -q sensitive && ! echo "$1" | sed 's/never extractable//' | grep -q extractable; }
+is_backupable() { echo "$1" | grep -q sensitive && echo "$1" | sed 's/never extractable//' | grep -q extractable; }
+
+# ---------------------------------------------------------------------
+# Backup-able keys on token 1
+
+expect "key create --backupable (envelope)" 0 key create --label bk-env --type aes256 --backupable
+expect "key create --backupable (keywrap)" 0 key create --label bk-kw --type aes256 --purpose keywrap --backupable
+expect "key create --backupable (ec-p256)" 0 key create --label bk-ec --type ec-p256 --backupable
+expect "key create --backupable (rsa2048)" 0 key create --label bk-rsa --type rsa2048 --backupable
+expect "key create without --backupable" 0 key create --label nb --type aes256
+a=$(access_of p11_1 Secret bk-env)
+check "pkcs11-tool: a --backupable key is sensitive and extractable ($a)" is_backupable "$a"
+a=$(access_of p11_1 Secret nb)
+check "pkcs11-tool: a key without it is never extractable ($a)" sh -c "echo '$a' | grep -q 'never extractable'"
+expect "key show --backupable key" 0 key show bk-env
+check "key show says it is extractable" grep -q 'Extractable *yes' "$W/out"
+
+# Metadata objects of the application travel with their key; others do not.
+printf '{"state":"enabled","versions":1}' >meta.json
+printf 'not ours' >foreign.bin
+p11_1 --write-object meta.json --type data --label bk-env --application-label hsmwrap-meta --private >/dev/null 2>&1 ||
+	bad "setup: pkcs11-tool could not write a metadata object"
+p11_1 --write-object foreign.bin --type data --label bk-env --application-label other-app --private >/dev/null 2>&1 ||
+	bad "setup: pkcs11-tool could not write a foreign data object"
+
+# Data made with the keys on token 1, to be opened on token 2 after restore.
+expect "a data key under bk-env (token 1)" 0 datakey generate --key bk-env --context app=backup --plaintext-out dk.bin -o dk.wrapped
+printf 'material of exactly 32 bytes!!!!' >m.bin
+expect "key material wrapped under bk-kw (token 1)" 0 wrap --key bk-kw -i m.bin -o m.wrapped
+
+"$HSMWRAP" key list >list1 2>&1
+
+# ---------------------------------------------------------------------
+# backup create: refusals (nothing written)
+
+mkdir shares other
+expect "backup create of a key that is not backup-able" 7 backup create --keys bk-env,nb \
+	--custodians 3 --threshold 2 -o refused.hwb --share-dir other --so-pin-source "$SO"
+check "... names the key and --backupable" grep -q "'nb' is not backup-able.*--backupable" "$W/err"
+check "... writes nothing" sh -c "[ ! -e refused.hwb ] && [ -z \"\$(ls -A other)\" ]"
+expect "threshold above custodians" 2 backup create --keys bk-env --custodians 2 --threshold 3 \
+	-o refused.hwb --share-dir other --so-pin-source "$SO"
+expect "threshold 1" 2 backup create --keys bk-env --custodians 3 --threshold 1 \
+	-o refused.hwb --share-dir other --so-pin-source "$SO"
+expect "a missing share directory" 2 backup create --keys bk-env --custodians 3 --threshold 2 \
+	-o refused.hwb --share-dir no-such-dir --so-pin-source "$SO"
+expect "an unknown key" 4 backup create --keys bk-env,no-such-key --custodians 3 --threshold 2 \
+	-o refused.hwb --share-dir other --so-pin-source "$SO"
+expect "the same key twice" 2 backup create --keys bk-env,bk-env --custodians 3 --threshold 2 \
+	-o refused.hwb --share-dir other --so-pin-source "$SO"
+printf 'wrong-so-pin' >wrong-so.pin
+expect "a wrong SO PIN" 3 backup create --keys bk-env --custodians 3 --threshold 2 \
+	-o refused.hwb --share-dir other --so-pin-source file:wrong-so.pin
+check "... says the SO login failed" grep -q 'security officer' "$W/err"
+check "... writes nothing" sh -c "[ ! -e refused.hwb ] && [ -z \"\$(ls -A other)\" ]"
+expect "... and token 1 still works for the user afterwards" 0 datakey decrypt --key bk-env \
+	--context app=backup -i dk.wrapped -o dk.check
+check "... (same data key)" cmp -s dk.bin dk.check
+: >exists.hwb
+expect "an existing backup file is not overwritten" 2 backup create --keys bk-env --custodians 3 \
+	--threshold 2 -o exists.hwb --share-dir other --so-pin-source "$SO"
+check "... and no shares are written" test -z "$(ls -A other)"
+
+# ---------------------------------------------------------------------
+# backup create
+
+expect "backup create 3 of 5" 0 backup create --keys bk-env,bk-kw,bk-ec,bk-rsa \
+	--custodians 5 --threshold 3 -o keys.hwb --share-dir shares --so-pin-source "$SO"
+cp "$W/out" create.out
+check "the transcript names the backup id" grep -q 'Backup ID:' create.out
+for k in bk-env bk-kw bk-ec bk-rsa; do
+	kcv=$(awk -v k="$k" '$1 == k { print $5 }' list1)
+	check "the transcript lists $k" grep -q "Backed up: *$k " create.out
+	check "backup show lists $k with its KCV $kcv" sh -c "'$HSMWRAP' backup show keys.hwb | grep -q '$k.*$kcv'"
+done
+check "the transcript shows bk-env carries 1 metadata object" grep -q 'bk-env (aes256, ID [0-9a-f]*, 1 metadata object)' create.out
+check "five share files" test "$(ls shares | wc -l)" -eq 5
+check "share files are mode 0600" test "$(stat -c %a shares/share-1.txt)" = 600
+check "share files say their index and threshold" sh -c "grep -q '^index: 2$' shares/share-2.txt && grep -q '^threshold: 3$' shares/share-2.txt"
+id=$(sed -n 's/^backup-id: //p' shares/share-1.txt)
+check "the share's backup id is the transcript's" grep -q "Backup ID: *$id" create.out
+expect "backup show --json" 0 --json backup show keys.hwb
+if [ -n "$PYTHON" ]; then
+	check "backup show --json: 4 keys, 3 of 5" "$PYTHON" -c '
+import json,sys; d=json.load(open(sys.argv[1]))
+assert d["threshold"] == 3 and d["custodians"] == 5 and len(d["keys"]) == 4' "$W/out"
+fi
+check "the backup key never stays on token 1" test "$(objects p11_1 | grep -c '^Secret')" -eq 3
+expect "a second backup (for mixing shares)" 0 backup create --keys bk-env --custodians 3 \
+	--threshold 3 -o other.hwb --share-dir other --so-pin-source "$SO"
+mkdir other2
+expect "a third backup with the same threshold (3 of 5)" 0 backup create --keys bk-kw --custodians 5 \
+	--threshold 3 -o third.hwb --share-dir other2 --so-pin-source "$SO"
+
+# ---------------------------------------------------------------------
+# Restore refusals on token 2: nothing created
+
+check "token 2 starts empty" token2_empty
+S=shares
+refused2 "restore with 2 shares of 3" 2 backup restore -i keys.hwb --share $S/share-1.txt --share $S/share-4.txt
+check "... says how many are needed" grep -q '2 shares given, this backup needs 3' "$W/err"
+refused2 "restore with a share given twice" 2 backup restore -i keys.hwb \
+	--share $S/share-1.txt --share $S/share-1.txt --share $S/share-2.txt
+# A transcription error: one digit of the share changed, check not updated.
+sed 's/^\(share: \)\(.\)/\1X\2/; s/^share: X0/share: 1/; s/^share: X[^0]/share: 0/' $S/share-2.txt >typo.txt
+sed -n 's/^share: //p' typo.txt | grep -q X && bad "setup: typo.txt"
+refused2 "a share with a transcription error" 5 backup restore -i keys.hwb \
+	--share $S/share-1.txt --share typo.txt --share $S/share-3.txt
+check "... is caught by the share's check value" grep -q 'check value does not match' "$W/err"
+sed 's/^threshold: 3/threshold: 4/' $S/share-2.txt >thr.txt
+refused2 "a share with an edited threshold" 5 backup restore -i keys.hwb \
+	--share $S/share-1.txt --share thr.txt --share $S/share-3.txt
+printf 'hsmwrap-backup-share v1\nbackup-id: zz\n' >garbage.txt
+refused2 "a malformed share file" 5 backup restore -i keys.hwb \
+	--share $S/share-1.txt --share garbage.txt --share $S/share-3.txt
+refused2 "a share of another backup (mixed backups)" 5 backup restore -i keys.hwb \
+	--share $S/share-1.txt --share other/share-2.txt --share $S/share-3.txt
+check "... names it" grep -q 'belongs to another backup' "$W/err"
+refused2 "shares of another 3-of-5 backup for this file" 5 backup restore -i keys.hwb \
+	--share other2/share-1.txt --share other2/share-2.txt --share other2/share-3.txt
+if [ -n "$PYTHON" ]; then
+	# A wrong share that passes its own check: the share value changed and
+	# the check value recomputed (an altered share, not a typo).
+	"$PYTHON" - "$S/share-2.txt" forged.txt <<'PY'
+import hashlib, sys
+lines = open(sys.argv[1]).read().splitlines()
+f = dict(l.split(": ", 1) for l in lines[1:])
+share = bytearray(bytes.fromhex(f["share"])); share[0] ^= 1
+h = hashlib.sha256(b"hsmwrap-backup-share v1" + bytes.fromhex(f["backup-id"]) +
+                   bytes([int(f["index"]), int(f["threshold"]), int(f["custodians"])]) +
+                   bytes(share)).hexdigest()[:8]
+f["share"] = share.hex(); f["check"] = h
+out = [lines[0]] + ["%s: %s" % (k, f[k]) for k in ("backup-id", "index", "threshold", "custodians", "share", "check")]
+open(sys.argv[2], "w").write("\n".join(out) + "\n")
+PY
+	refused2 "a wrong share with a valid check value" 5 backup restore -i keys.hwb \
+		--share $S/share-1.txt --share forged.txt --share $S/share-3.txt
+	check "... says the shares do not rebuild the key" grep -q 'do not rebuild' "$W/err"
+	refused2 "a wrong share among more than the threshold" 5 backup restore -i keys.hwb \
+		--share $S/share-1.txt --share forged.txt --share $S/share-3.txt --share $S/share-4.txt
+fi
+# flip FILE OFFSET: inverts one byte.
+flip() {
+	cp keys.hwb "$1"
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	printf "\\$(printf %o $((b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}
+size=$(wc -c <keys.hwb)
+flip t-mid.hwb $((size / 2))
+refused2 "a backup file with a byte changed in a wrapped key" 5 backup restore -i t-mid.hwb \
+	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+check "... says the file was altered" grep -q 'altered' "$W/err"
+flip t-tag.hwb $((size - 1))
+refused2 "a backup file with its tag changed" 5 backup restore -i t-tag.hwb \
+	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+flip t-kc.hwb 70
+refused2 "a backup file with its key check changed" 5 backup restore -i t-kc.hwb \
+	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+flip t-thr.hwb 21
+refused2 "a backup file with its threshold changed" 5 backup restore -i t-thr.hwb \
+	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+head -c $((size - 40)) keys.hwb >t-trunc.hwb
+refused2 "a truncated backup file" 5 backup restore -i t-trunc.hwb \
+	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+cp keys.hwb t-long.hwb
+printf 'x' >>t-long.hwb
+refused2 "a backup file with a byte appended" 5 backup restore -i t-long.hwb \
+	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+"$HSMWRAP" $T2 key create --label bk-kw --type aes256 >/dev/null 2>&1
+hw $T2 backup restore -i keys.hwb --share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+if [ "$rc" -eq 7 ] && [ "$(objects p11_2 | wc -l)" -eq 1 ]; then
+	ok "a label that exists on token 2 refuses the whole restore (exit 7, nothing created)"
+else
+	bad "existing label: exit $rc, token 2: $(objects p11_2 | tr '\n' ' '): $(first_err)"
+fi
+"$HSMWRAP" $T2 key destroy bk-kw --yes >/dev/null 2>&1
+check "token 2 is empty again" token2_empty
+
+empty_token2() {
+	for l in bk-env bk-kw bk-ec bk-rsa; do "$HSMWRAP" $T2 key destroy "$l" --yes >/dev/null 2>&1; done
+	while p11_2 --delete-object --type data --label bk-env >/dev/null 2>&1; do :; done
+}
+
+# A PKCS#11 fault at each call of the restore in turn: it either fails and
+# leaves token 2 empty, or (a fault it recovers from) restores everything.
+# Between runs the token store is put back from a copy (SoftHSM keeps it
+# in files; every hsmwrap run loads it afresh).
+if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
+	cp -a "$HW_TEST_DIR/tokens" "$W/tokens.snap"
+	# Every call with a device error; the calls that create or destroy
+	# objects also with a session the token closes underneath.
+	for spec in '*:rv=CKR_DEVICE_ERROR' C_UnwrapKey:rv=CKR_SESSION_HANDLE_INVALID \
+		C_CreateObject:rv=CKR_SESSION_HANDLE_INVALID C_Encrypt:rv=CKR_SESSION_HANDLE_INVALID \
+		C_DestroyObject:rv=CKR_SESSION_HANDLE_INVALID C_UnwrapKey:rv=CKR_GENERAL_ERROR \
+		C_CreateObject:rv=CKR_DEVICE_MEMORY; do
+		k=1 runs=0 leftovers=0 complete=0
+		func=${spec%%:*} rv=${spec#*:}
+		while [ $k -le 250 ]; do
+			rm -f fstats
+			FAULTMOD_TARGET=$SOFTHSM_MODULE FAULTMOD_STATS=$W/fstats \
+				FAULTMOD_SPEC="$func:nth=$k:$rv" \
+				"$HSMWRAP" --module "$FAULTMOD" $T2 backup restore -i keys.hwb \
+				--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt >/dev/null 2>&1
+			st=$?
+			n=$(sed -n 's/^injected //p' fstats 2>/dev/null)
+			[ "${n:-0}" -gt 0 ] && runs=$((runs + 1))
+			if [ $st -ne 0 ]; then
+				token2_empty || leftovers=$((leftovers + 1))
+			elif [ "$(objects p11_2 | wc -l)" -eq 7 ]; then
+				[ "${n:-0}" -gt 0 ] && complete=$((complete + 1))
+			else
+				leftovers=$((leftovers + 1))
+			fi
+			rm -rf "$HW_TEST_DIR/tokens" && cp -a "$W/tokens.snap" "$HW_TEST_DIR/tokens"
+			[ "${n:-0}" -eq 0 ] && break
+			k=$((k + 1))
+		done
+		check "restore with $rv at each of its $runs $func calls: all or nothing ($leftovers partial, $complete recovered)" \
+			test "$leftovers" -eq 0 -a "$runs" -gt 1 -a "$k" -le 250
+	done
+	check "token 2 is empty after the fault runs" token2_empty
+else
+	echo "skip: FAULTMOD not built; restore under faults not tested"
+fi
+
+# ---------------------------------------------------------------------
+# Restore on token 2
+
+expect "restore with shares 1, 3 and 5" 0 $T2 backup restore -i keys.hwb \
+	--share $S/share-1.txt --share $S/share-3.txt --share $S/share-5.txt
+check "the restore transcript names the backup" grep -q "Backup ID: *$id" "$W/out"
+"$HSMWRAP" $T2 key list >list2 2>&1
+for k in bk-env bk-kw bk-ec bk-rsa; do
+	l1=$(awk -v k="$k" '$1 == k { print $1, $3, $4, $5 }' list1)
+	l2=$(awk -v k="$k" '$1 == k { print $1, $3, $4, $5 }' list2)
+	check "$k restored with the same purpose, id and KCV ($l2)" test -n "$l1" -a "$l1" = "$l2"
+done
+for k in bk-env bk-kw; do
+	a=$(access_of p11_2 Secret $k)
+	check "pkcs11-tool: restored $k is sensitive and not extractable ($a)" not_extractable "$a"
+	check "pkcs11-tool: restored $k has the usage of the original" \
+		test "$(usage_of p11_2 Secret $k)" = "$(usage_of p11_1 Secret $k)"
+done
+for k in bk-ec bk-rsa; do
+	a=$(access_of p11_2 Private $k)
+	check "pkcs11-tool: restored private key $k is sensitive and not extractable ($a)" not_extractable "$a"
+	objects p11_2 | grep -q "^Public|$k|" && ok "pkcs11-tool: public half of $k restored" ||
+		bad "pkcs11-tool: public half of $k missing"
+done
+data=$(objects p11_2 | grep -c "^Data|'bk-env'|")
+check "the metadata object was restored, the foreign one was not ($data data object)" test "$data" -eq 1
+p11_2 --read-object --type data --label bk-env --application-label hsmwrap-meta -o meta2.json >/dev/null 2>&1
+check "... with the same value" cmp -s meta.json meta2.json
+expect "the restored envelope key opens a data key made on token 1" 0 $T2 datakey decrypt \
+	--key bk-env --context app=backup -i dk.wrapped -o dk2.bin
+check "... to the same data key" cmp -s dk.bin dk2.bin
+expect "the restored keywrap key unwraps what token 1 wrapped" 0 $T2 unwrap --key bk-kw -i m.wrapped -o m2.bin
+check "... to the same material" cmp -s m.bin m2.bin
+mkdir empty
+expect "backup create of a restored (not backup-able) key is refused" 7 $T2 backup create \
+	--keys bk-env --custodians 2 --threshold 2 -o again.hwb --share-dir empty \
+	--so-pin-source "file:$HW_TEST_SO_PIN_FILE2"
+hw $T2 backup restore -i keys.hwb --share $S/share-1.txt --share $S/share-3.txt --share $S/share-5.txt
+check "restoring again is refused: the labels exist (exit 7)" test "$rc" -eq 7
+check "... and nothing was added" test "$("$HSMWRAP" $T2 key list 2>&1 | wc -l)" -eq "$(wc -l <list2)"
+
+# --backupable: restored copies can be backed up again (by token 2's SO).
+empty_token2
+check "token 2 emptied" token2_empty
+expect "restore --backupable with shares 2, 4 and 5" 0 $T2 backup restore --backupable -i keys.hwb \
+	--share $S/share-2.txt --share $S/share-4.txt --share $S/share-5.txt
+a=$(access_of p11_2 Secret bk-env)
+check "pkcs11-tool: a key restored with --backupable is extractable ($a)" is_backupable "$a"
+mkdir shares2
+expect "which token 2's SO can back up again (2 of 2)" 0 $T2 backup create --keys bk-env \
+	--custodians 2 --threshold 2 -o again.hwb --share-dir shares2 \
+	--so-pin-source "file:$HW_TEST_SO_PIN_FILE2"
+kcv=$(awk '$1 == "bk-env" { print $5 }' list1)
+check "... with the original KCV $kcv" sh -c "'$HSMWRAP' backup show again.hwb | grep -q 'bk-env.*$kcv'"
+
+# ---------------------------------------------------------------------
+# Secrets never printed.
+
+for s in "$PIN" "$PIN2" "$SO_PIN" $(sed -n 's/^share: //p' $S/share-*.txt); do
+	if grep -qiF -- "$s" "$ALL"; then
+		bad "a secret (${#s} characters) appears in hsmwrap's output"
+	else
+		ok "a secret (${#s} characters) never appears in hsmwrap's output"
+	fi
+done
+
+echo "$npass passed, $nfail failed"
+[ "$nfail" -eq 0 ]
