@@ -706,21 +706,21 @@ const struct cli_cmd cli_commands[] = {
 	  "Writes a version 2 CRL listing the given serials as revoked now, with a CRL number "
 	  "and the CA's key identifier, signed inside the HSM. Prints a transcript.",
 	  ca_crl_opts, ex_ca_crl, cmd_ca_crl },
-	{ "key import-params", NULL, 0, 0, 0,
+	{ "key import-params", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Create an RSA-3072 import key for bring-your-own-key",
 	  "Creates an RSA-3072 key pair in the token whose private half can only unwrap keys "
 	  "(CKA_UNWRAP, not CKA_DECRYPT; sensitive, not extractable) and writes its public key "
 	  "as PEM for the key owner, who wraps the key material with plain openssl pkeyutl "
 	  "(RSA-OAEP with SHA-256). Prints a transcript.",
 	  key_import_params_opts, ex_key_import_params, cmd_key_import_params },
-	{ "key import", NULL, 0, 0, 0,
+	{ "key import", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Import key material wrapped to an import key",
 	  "Unwraps key material wrapped by the owner to an import key, inside the token, into "
 	  "a new sensitive, non-extractable key with the attributes of the purpose, and prints "
 	  "a transcript with its KCV (AES-ECB of a zero block) for the owner to compare. A "
 	  "blob that does not decrypt, or is not a 32-byte key, creates nothing.",
 	  key_import_opts, ex_key_import, cmd_key_import },
-	{ "key import-components", NULL, 0, 0, 0,
+	{ "key import-components", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Import a key from custodian components (XOR)",
 	  "Reads one hex component per custodian (prompt without echo, or one file each), "
 	  "shows each component's KCV for its custodian to confirm, XORs them in process "
@@ -728,7 +728,7 @@ const struct cli_cmd cli_commands[] = {
 	  "Components of the wrong length, not hex, all zeros, duplicated, or combining to "
 	  "zero are refused. Everything is wiped from memory afterwards.",
 	  key_import_components_opts, ex_key_import_components, cmd_key_import_components },
-	{ "backup create", NULL, 0, 0, 0,
+	{ "backup create", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Back up keys under a backup key split among custodians (M of N)",
 	  "Draws a 256-bit backup key, lets the security officer import it into the token as "
 	  "a trusted wrap-only session object, wraps each listed backup-able key with it "
@@ -736,7 +736,7 @@ const struct cli_cmd cli_commands[] = {
 	  "sharing into N share files of which any M restore. The backup file records each "
 	  "key's label, id, attributes, KCV and metadata and is authenticated.",
 	  backup_create_opts, ex_backup_create, cmd_backup_create },
-	{ "backup restore", NULL, 0, 0, 0,
+	{ "backup restore", NULL, 0, 0, CLI_CMD_CEREMONY,
 	  "Restore the keys of a backup onto this token",
 	  "Rebuilds the backup key from at least M shares, checks the backup file, and "
 	  "unwraps every key into the token with its label, id, attributes and metadata, "
