@@ -6,8 +6,10 @@
 #  - `backup restore` onto the second token: keys, ids, KCVs, metadata
 #    objects, and that restored keys work with data made on the first;
 #  - every failure path (too few shares, wrong, corrupt, duplicated or
-#    mixed shares, tampered or truncated file, existing label, a PKCS#11
-#    fault at each call) creates nothing on the second token.
+#    mixed shares, tampered or truncated file, existing label or metadata
+#    of a label, a PKCS#11 fault at each call) creates nothing on the
+#    second token;
+#  - a rotated key: all its versions and its one metadata object.
 # Prints "ok: ..." / "FAIL: ..." per check and "N passed, N failed".
 set -u
 
@@ -113,12 +115,18 @@ expect "key show --backupable key" 0 key show bk-env
 check "key show says it is extractable" grep -q 'Extractable *yes' "$W/out"
 
 # Metadata objects of the application travel with their key; others do not.
-printf '{"state":"enabled","versions":1}' >meta.json
+# Every key `key create` makes has one (hsmwrap-key-meta); bk-env's gets a
+# tag and a description so that its value is worth comparing.
+expect "key tag bk-env" 0 key tag bk-env owner=backup-test
+expect "key describe bk-env" 0 key describe bk-env --description "restored from a backup"
 printf 'not ours' >foreign.bin
-p11_1 --write-object meta.json --type data --label bk-env --application-label hsmwrap-meta --private >/dev/null 2>&1 ||
-	bad "setup: pkcs11-tool could not write a metadata object"
 p11_1 --write-object foreign.bin --type data --label bk-env --application-label other-app --private >/dev/null 2>&1 ||
 	bad "setup: pkcs11-tool could not write a foreign data object"
+# meta_of P11FN LABEL OUT: the value of LABEL's lifecycle metadata object.
+meta_of() { "$1" --read-object --type data --label "$2" --application-label hsmwrap-key-meta -o "$3" >/dev/null 2>&1; }
+meta_of p11_1 bk-env meta.bin || bad "setup: pkcs11-tool cannot read bk-env's metadata object"
+check "token 1: bk-env has its metadata object and the foreign one" \
+	test "$(objects p11_1 | grep -c "^Data|'bk-env'|")" -eq 2
 
 # Data made with the keys on token 1, to be opened on token 2 after restore.
 expect "a data key under bk-env (token 1)" 0 datakey generate --key bk-env --context app=backup --plaintext-out dk.bin -o dk.wrapped
@@ -264,18 +272,38 @@ printf 'x' >>t-long.hwb
 refused2 "a backup file with a byte appended" 5 backup restore -i t-long.hwb \
 	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
 "$HSMWRAP" $T2 key create --label bk-kw --type aes256 >/dev/null 2>&1
+# The key and its metadata object: what token 2 must still hold afterwards.
+objects p11_2 | sort >before2
+check "token 2 holds bk-kw and its metadata object" sh -c \
+	"grep -q '^Secret|bk-kw|' before2 && grep -q \"^Data|'bk-kw'|\" before2 && test \$(wc -l <before2) -eq 2"
 hw $T2 backup restore -i keys.hwb --share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
-if [ "$rc" -eq 7 ] && [ "$(objects p11_2 | wc -l)" -eq 1 ]; then
+if [ "$rc" -eq 7 ] && objects p11_2 | sort | cmp -s - before2; then
 	ok "a label that exists on token 2 refuses the whole restore (exit 7, nothing created)"
 else
 	bad "existing label: exit $rc, token 2: $(objects p11_2 | tr '\n' ' '): $(first_err)"
 fi
 "$HSMWRAP" $T2 key destroy bk-kw --yes >/dev/null 2>&1
 check "token 2 is empty again" token2_empty
+# Metadata of bk-env left on token 2 without its key (a key destroyed by
+# another tool): restoring bk-env would make that metadata its own.
+printf 'left behind' >orphan.bin
+p11_2 --write-object orphan.bin --type data --label bk-env --application-label hsmwrap-key-meta --private >/dev/null 2>&1 ||
+	bad "setup: pkcs11-tool could not write an orphan metadata object"
+objects p11_2 | sort >before2
+hw $T2 backup restore -i keys.hwb --share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
+if [ "$rc" -eq 7 ] && [ -s before2 ] && objects p11_2 | sort | cmp -s - before2; then
+	ok "metadata of a backed-up key on token 2 refuses the whole restore (exit 7, nothing created)"
+else
+	bad "orphan metadata: exit $rc, token 2: $(objects p11_2 | tr '\n' ' '): $(first_err)"
+fi
+p11_2 --delete-object --type data --label bk-env --application-label hsmwrap-key-meta >/dev/null 2>&1
+check "token 2 is empty again (orphan removed)" token2_empty
 
 empty_token2() {
 	for l in bk-env bk-kw bk-ec bk-rsa; do "$HSMWRAP" $T2 key destroy "$l" --yes >/dev/null 2>&1; done
-	while p11_2 --delete-object --type data --label bk-env >/dev/null 2>&1; do :; done
+	for l in bk-env bk-kw bk-ec bk-rsa; do
+		while p11_2 --delete-object --type data --label $l >/dev/null 2>&1; do :; done
+	done
 }
 
 # A PKCS#11 fault at each call of the restore in turn: it either fails and
@@ -284,6 +312,15 @@ empty_token2() {
 # in files; every hsmwrap run loads it afresh).
 if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 	cp -a "$HW_TEST_DIR/tokens" "$W/tokens.snap"
+	# What a whole restore leaves on token 2 (keys and metadata objects),
+	# from a run without faults; the runs with faults must leave that or nothing.
+	"$HSMWRAP" $T2 backup restore -i keys.hwb --share $S/share-1.txt --share $S/share-2.txt \
+		--share $S/share-3.txt >/dev/null 2>&1 || bad "setup: a restore without faults failed"
+	objects p11_2 | sort >full2
+	check "a whole restore: 4 keys (6 key objects) and 4 metadata objects on token 2" \
+		test "$(grep -vc '^Data|' full2)" -eq 6 -a "$(grep -c "^Data|'bk-[a-z]*'|" full2)" -eq 4
+	rm -rf "$HW_TEST_DIR/tokens" && cp -a "$W/tokens.snap" "$HW_TEST_DIR/tokens"
+	check "... and token 2 is empty again from the copy" token2_empty
 	# Every call with a device error; the calls that create or destroy
 	# objects also with a session the token closes underneath.
 	for spec in '*:rv=CKR_DEVICE_ERROR' C_UnwrapKey:rv=CKR_SESSION_HANDLE_INVALID \
@@ -302,11 +339,13 @@ if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 			n=$(sed -n 's/^injected //p' fstats 2>/dev/null)
 			[ "${n:-0}" -gt 0 ] && runs=$((runs + 1))
 			if [ $st -ne 0 ]; then
-				token2_empty || leftovers=$((leftovers + 1))
-			elif [ "$(objects p11_2 | wc -l)" -eq 7 ]; then
+				token2_empty || { leftovers=$((leftovers + 1));
+					echo "$spec nth=$k: exit $st left: $(objects p11_2 | tr '\n' ' ')" >>leftovers.log; }
+			elif objects p11_2 | sort | cmp -s - full2; then
 				[ "${n:-0}" -gt 0 ] && complete=$((complete + 1))
 			else
 				leftovers=$((leftovers + 1))
+				echo "$spec nth=$k: exit 0 left: $(objects p11_2 | tr '\n' ' ')" >>leftovers.log
 			fi
 			rm -rf "$HW_TEST_DIR/tokens" && cp -a "$W/tokens.snap" "$HW_TEST_DIR/tokens"
 			[ "${n:-0}" -eq 0 ] && break
@@ -346,8 +385,16 @@ for k in bk-ec bk-rsa; do
 done
 data=$(objects p11_2 | grep -c "^Data|'bk-env'|")
 check "the metadata object was restored, the foreign one was not ($data data object)" test "$data" -eq 1
-p11_2 --read-object --type data --label bk-env --application-label hsmwrap-meta -o meta2.json >/dev/null 2>&1
-check "... with the same value" cmp -s meta.json meta2.json
+rm -f meta2.bin
+meta_of p11_2 bk-env meta2.bin
+check "... it is bk-env's lifecycle metadata, with the same value" cmp -s meta.bin meta2.bin
+for k in bk-kw bk-ec bk-rsa; do
+	data=$(objects p11_2 | grep -c "^Data|'$k'|")
+	check "$k has exactly one metadata object after the restore ($data)" test "$data" -eq 1
+done
+expect "key show of the restored bk-env" 0 $T2 key show bk-env
+check "... shows the tag and description of token 1" sh -c \
+	"grep -q 'owner=backup-test' '$W/out' && grep -q 'restored from a backup' '$W/out'"
 expect "the restored envelope key opens a data key made on token 1" 0 $T2 datakey decrypt \
 	--key bk-env --context app=backup -i dk.wrapped -o dk2.bin
 check "... to the same data key" cmp -s dk.bin dk2.bin
@@ -374,6 +421,94 @@ expect "which token 2's SO can back up again (2 of 2)" 0 $T2 backup create --key
 	--so-pin-source "file:$HW_TEST_SO_PIN_FILE2"
 kcv=$(awk '$1 == "bk-env" { print $5 }' list1)
 check "... with the original KCV $kcv" sh -c "'$HSMWRAP' backup show again.hwb | grep -q 'bk-env.*$kcv'"
+
+# ---------------------------------------------------------------------
+# A rotated key: every version and the one metadata object travel, so data
+# made with an old version opens on token 2, and the plain label finds the
+# current version there too.
+
+# versions_of ARGS...: "current: labels" of bk-rot's `key show --json`.
+versions_of() {
+	"$HSMWRAP" "$@" --json key show bk-rot 2>/dev/null | "$PYTHON" -c '
+import json,sys; d=json.load(sys.stdin)
+print(d["key"]["label"], d["lifecycle"]["current_version"], [v["label"] for v in d["lifecycle"]["versions"]], d["lifecycle"].get("tags"))'
+}
+expect "key create --backupable bk-rot" 0 key create --label bk-rot --type aes256 --backupable
+expect "key tag bk-rot" 0 key tag bk-rot team=rot
+expect "a data key under bk-rot version 1" 0 datakey generate --key bk-rot --context app=rot \
+	--plaintext-out r1.bin -o r1.wrapped
+expect "key rotate bk-rot" 0 key rotate bk-rot
+expect "a data key under bk-rot version 2" 0 datakey generate --key bk-rot --context app=rot \
+	--plaintext-out r2.bin -o r2.wrapped
+expect "key rotate bk-rot again" 0 key rotate bk-rot
+a=$(access_of p11_1 Secret 'bk-rot#3')
+check "pkcs11-tool: version 3 is backup-able like version 1 ($a)" is_backupable "$a"
+mkdir shares-rot
+expect "backup create bk-rot,bk-rot#2 (a version of a key listed)" 2 backup create \
+	--keys bk-rot,'bk-rot#2' --custodians 2 --threshold 2 -o rot.hwb --share-dir shares-rot \
+	--so-pin-source "$SO"
+check "... writes nothing" sh -c "[ ! -e rot.hwb ] && [ -z \"\$(ls -A shares-rot)\" ]"
+expect "backup create of the rotated key by its plain label" 0 backup create --keys bk-rot \
+	--custodians 2 --threshold 2 -o rot.hwb --share-dir shares-rot --so-pin-source "$SO"
+cp "$W/out" rot.out
+check "the transcript lists version 1 with the metadata object" \
+	grep -q 'Backed up: *bk-rot (aes256, ID [0-9a-f]*, 1 metadata object)' rot.out
+check "... and versions 2 and 3 without one" sh -c "grep -q 'Backed up: *bk-rot#2 (aes256, ID [0-9a-f]*, 0 metadata objects)' rot.out && grep -q 'Backed up: *bk-rot#3 (aes256, ID [0-9a-f]*, 0 metadata objects)' rot.out"
+check "backup show lists 3 key objects" test "$("$HSMWRAP" backup show rot.hwb | grep -c '^Key: *bk-rot')" -eq 3
+expect "restore of the rotated key on token 2" 0 $T2 backup restore -i rot.hwb \
+	--share shares-rot/share-1.txt --share shares-rot/share-2.txt
+for l in bk-rot 'bk-rot#2' 'bk-rot#3'; do
+	check "token 2: $l restored, sensitive and not extractable" not_extractable "$(access_of p11_2 Secret "$l")"
+done
+data=$(objects p11_2 | grep -c "^Data|'bk-rot")
+check "token 2: exactly one metadata object for bk-rot ($data)" test "$data" -eq 1
+rm -f rm1.bin rm2.bin
+meta_of p11_1 bk-rot rm1.bin
+meta_of p11_2 bk-rot rm2.bin
+check "... with token 1's value" sh -c "test -s rm1.bin && cmp -s rm1.bin rm2.bin"
+if [ -n "$PYTHON" ]; then
+	v1=$(versions_of)
+	v2=$(versions_of $T2)
+	check "token 2 knows the versions, the current one and the tags ($v2)" \
+		test -n "$v1" -a "$v1" = "$v2" -a "${v2%% *}" = "bk-rot#3"
+fi
+expect "token 2 opens the data key of version 1" 0 $T2 datakey decrypt --key bk-rot \
+	--context app=rot -i r1.wrapped -o r1.back
+check "... to the same data key" cmp -s r1.bin r1.back
+expect "token 2 opens the data key of version 2" 0 $T2 datakey decrypt --key bk-rot \
+	--context app=rot -i r2.wrapped -o r2.back
+check "... to the same data key" cmp -s r2.bin r2.back
+expect "token 2 makes a data key with the current version" 0 $T2 datakey generate --key bk-rot \
+	--context app=rot --plaintext-out r3.bin -o r3.wrapped
+expect "... which token 1 opens" 0 datakey decrypt --key 'bk-rot#3' --context app=rot \
+	-i r3.wrapped -o r3.back
+check "... to the same data key" cmp -s r3.bin r3.back
+hw $T2 backup restore -i rot.hwb --share shares-rot/share-1.txt --share shares-rot/share-2.txt
+check "restoring the rotated key again is refused (exit 7)" test "$rc" -eq 7
+
+# A key without metadata (made before hsmwrap kept it): none is invented
+# on restore, and metadata of its label on the target refuses the restore.
+expect "key create --backupable bk-old" 0 key create --label bk-old --type aes256 --backupable
+p11_1 --delete-object --type data --label bk-old --application-label hsmwrap-key-meta >/dev/null 2>&1
+check "setup: bk-old has no metadata object" test "$(objects p11_1 | grep -c "^Data|'bk-old'|")" -eq 0
+mkdir shares-old
+expect "backup create of a key without metadata" 0 backup create --keys bk-old \
+	--custodians 2 --threshold 2 -o old.hwb --share-dir shares-old --so-pin-source "$SO"
+check "... the transcript says 0 metadata objects" grep -q 'Backed up: *bk-old (.*0 metadata objects)' "$W/out"
+p11_2 --write-object orphan.bin --type data --label bk-old --application-label hsmwrap-key-meta --private >/dev/null 2>&1 ||
+	bad "setup: pkcs11-tool could not write an orphan metadata object"
+objects p11_2 | sort >before2
+hw $T2 backup restore -i old.hwb --share shares-old/share-1.txt --share shares-old/share-2.txt
+if [ "$rc" -eq 7 ] && objects p11_2 | sort | cmp -s - before2; then
+	ok "metadata of bk-old's label on token 2 refuses the restore (exit 7, nothing created)"
+else
+	bad "orphan metadata of bk-old: exit $rc, token 2: $(objects p11_2 | tr '\n' ' '): $(first_err)"
+fi
+p11_2 --delete-object --type data --label bk-old --application-label hsmwrap-key-meta >/dev/null 2>&1
+expect "restore of the key without metadata" 0 $T2 backup restore -i old.hwb \
+	--share shares-old/share-1.txt --share shares-old/share-2.txt
+check "... restores the key" test -n "$(access_of p11_2 Secret bk-old)"
+check "... and no metadata object" test "$(objects p11_2 | grep -c "^Data|'bk-old'|")" -eq 0
 
 # ---------------------------------------------------------------------
 # Secrets never printed.

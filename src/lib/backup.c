@@ -26,6 +26,12 @@
  *   str16 wrapped, str16 pub_a, str16 pub_b (RSA modulus/exponent or EC
  *   params/point of a pair's public half), u16 nmeta + (str16 application,
  *   str16 label, str16 value, u8 private) each
+ * A logical key is backed up whole: one entry per version (labels L,
+ * L#2, ...), the lifecycle metadata (and any other hsmwrap* data object
+ * labelled L) with the first version's entry only, so a restore makes it
+ * exactly once. A restore refuses to start while the target holds a key
+ * of an entry's label or id, or metadata of an entry's or the backup's
+ * metadata labels.
  * keycheck = HKDF-SHA-256(backup key, salt, "hsmwrap backup v1 key check"),
  * so wrong shares are told apart from a tampered file; tag =
  * HMAC-SHA-256(HKDF(backup key, salt, "hsmwrap backup v1 mac"), all before).
@@ -535,6 +541,11 @@ typedef struct {
 /* What is recorded of one key before it is wrapped. */
 typedef struct {
 	hw_key *key;
+	bool own_key;               /* a version found here, not one of the caller's */
+	/* The hsmwrap* data objects labelled so travel with this entry: the
+	 * logical key's label for the first version backed up, "" for the
+	 * others, so a rotated key's metadata is copied exactly once. */
+	char meta_label[129];
 	hw_key_info ki;
 	CK_ULONG value_len;
 	CK_BBOOL wwt;
@@ -600,13 +611,15 @@ collect_meta(hw_ctx *ctx, CK_SESSION_HANDLE s, rec *r)
 	CK_OBJECT_CLASS data = CKO_DATA;
 	CK_ATTRIBUTE t[2] = {
 		{ CKA_CLASS, &data, sizeof(data) },
-		{ CKA_LABEL, r->ki.label, strlen(r->ki.label) },
+		{ CKA_LABEL, r->meta_label, strlen(r->meta_label) },
 	};
 	CK_OBJECT_HANDLE hs[HWBK_MAX_META + 1];
 	CK_ULONG got = 0;
-	CK_RV rv = ctx->fl->C_FindObjectsInit(s, t, 2);
+	CK_RV rv;
 
-	if (rv != CKR_OK)
+	if (!r->meta_label[0])
+		return CKR_OK;
+	if ((rv = ctx->fl->C_FindObjectsInit(s, t, 2)) != CKR_OK)
 		return rv;
 	rv = ctx->fl->C_FindObjects(s, hs, HWBK_MAX_META + 1, &got);
 	(void)ctx->fl->C_FindObjectsFinal(s);
@@ -614,7 +627,7 @@ collect_meta(hw_ctx *ctx, CK_SESSION_HANDLE s, rec *r)
 		return rv;
 	if (got > HWBK_MAX_META)
 		return hw_op_fail(hw_fail(HW_ERR_TOO_LARGE, 0, "more than %d metadata objects for "
-		                          "'%s'", HWBK_MAX_META, r->ki.label));
+		                          "'%s'", HWBK_MAX_META, r->meta_label));
 	for (CK_ULONG i = 0; i < got; i++) {
 		rec_meta *m = &r->meta[r->nmeta];
 		CK_ATTRIBUTE p = { CKA_PRIVATE, &m->private_, sizeof(m->private_) };
@@ -882,6 +895,88 @@ unhex_kcv(const char *hex, uint8_t *out, size_t max, size_t *n)
 	return 0;
 }
 
+/*
+ * The key objects a backup of `keys` holds: every version of each
+ * logical key (a rotated key's data made with older versions must stay
+ * readable after a restore), the first carrying the metadata. On success
+ * *out has *nout records whose keys are the caller's or own_key.
+ */
+static hw_err
+expand_versions(hw_ctx *ctx, hw_key *const *keys, size_t nkeys, rec **out, size_t *nout)
+{
+	rec *recs = NULL, *g;
+	size_t n = 0, cap = 0;
+	hw_err e = HW_OK;
+
+	for (size_t i = 0; i < nkeys && e == HW_OK; i++) {
+		hw_key_meta *m = NULL;
+		bool given_seen = false;
+
+		if ((e = hw_key_meta_get(keys[i], &m)))
+			break;
+		if (cap < n + m->nversions + 1) {
+			cap = n + m->nversions + 1;
+			if (!(g = realloc(recs, cap * sizeof(*recs)))) {
+				e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+				hw_key_meta_free(m);
+				break;
+			}
+			recs = g;
+		}
+		for (size_t v = 0; v < m->nversions && e == HW_OK; v++) {
+			uint8_t id[64];
+			size_t idn = 0;
+			rec *r = &recs[n];
+			char hex[129];
+
+			memset(r, 0, sizeof(*r));
+			hw_hex(keys[i]->id, keys[i]->id_len, hex);
+			if (!strcmp(hex, m->versions[v].id_hex)) {
+				r->key = keys[i];
+				given_seen = true;
+			} else if (unhex_kcv(m->versions[v].id_hex, id, sizeof(id), &idn) || !idn) {
+				e = hw_fail(HW_ERR_FORMAT, 0, "the metadata of key '%s' names version %u "
+				            "by an id that is not hex", m->label, m->versions[v].number);
+				break;
+			} else if ((e = hw_key_find_by_id(ctx, id, idn, &r->key))) {
+				if (e == HW_ERR_KEY_NOT_FOUND)
+					e = hw_fail(e, 0, "version %u of key '%s' (id %s) is missing from "
+					            "the token; refusing a backup without it",
+					            m->versions[v].number, m->label, m->versions[v].id_hex);
+				break;
+			} else {
+				r->own_key = true;
+			}
+			if (v == 0)
+				snprintf(r->meta_label, sizeof(r->meta_label), "%s", m->label);
+			n++;
+		}
+		/* Metadata that does not list the key (defaults always do). */
+		if (e == HW_OK && !given_seen)
+			e = hw_fail(HW_ERR_KEY_AMBIGUOUS, 0, "'%s' is not a version its key's metadata "
+			            "lists", keys[i]->label);
+		hw_key_meta_free(m);
+	}
+	for (size_t i = 0; e == HW_OK && i < n; i++)
+		for (size_t j = 0; j < i; j++)
+			if (recs[i].key->id_len == recs[j].key->id_len &&
+			    !memcmp(recs[i].key->id, recs[j].key->id, recs[i].key->id_len)) {
+				e = hw_fail(HW_ERR_INVALID_ARG, 0, "key '%s' is listed twice (as a version "
+				            "of a key listed too)", recs[i].key->label);
+				break;
+			}
+	if (e != HW_OK) {
+		for (size_t i = 0; i < n; i++)
+			if (recs[i].own_key)
+				hw_key_free(recs[i].key);
+		free(recs);
+		return e;
+	}
+	*out = recs;
+	*nout = n;
+	return HW_OK;
+}
+
 HW_EXPORT hw_err
 hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, size_t nkeys,
                  unsigned custodians, unsigned threshold, uint8_t **file, size_t *filelen,
@@ -894,6 +989,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	size_t outlen = 0, ncoeff = (size_t)BK_LEN * (threshold ? threshold - 1 : 0);
 	hw_backup_share *shares = NULL;
 	rec *recs = NULL;
+	size_t nrecs = 0;
 	collect_arg ca;
 	wrap_arg wa;
 	rand_arg ra = { hsm_rand, sizeof(hsm_rand) };
@@ -932,13 +1028,17 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 		return hw_fail(HW_ERR_PIN_SOURCE, 0, "a backup needs the user PIN from a PIN source "
 		               "(the user logs in again after the SO)");
 
-	if (!(recs = calloc(nkeys, sizeof(*recs))))
-		return hw_fail(HW_ERR_NOMEM, 0, NULL);
-	for (size_t i = 0; i < nkeys; i++) {
+	if ((e = expand_versions(ctx, keys, nkeys, &recs, &nrecs)))
+		return e;
+	if (nrecs > HWBK_MAX_ENTRIES) {
+		e = hw_fail(HW_ERR_TOO_LARGE, 0, "%zu key objects (versions included); a backup "
+		            "holds %d at most", nrecs, HWBK_MAX_ENTRIES);
+		goto out;
+	}
+	for (size_t i = 0; i < nrecs; i++) {
 		rec *r = &recs[i];
 
-		r->key = keys[i];
-		if ((e = hw_key_info_get(keys[i], &r->ki)))
+		if ((e = hw_key_info_get(r->key, &r->ki)))
 			goto out;
 		if (r->ki.extractable != 1) {
 			e = hw_fail(HW_ERR_KEY_PURPOSE, 0, "'%s' is not backup-able (created without "
@@ -950,10 +1050,10 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 			r->kcv_len = 0;
 	}
 	ca.recs = recs;
-	ca.n = nkeys;
+	ca.n = nrecs;
 	if ((e = hw_ctx_run(ctx, op_collect, &ca, "reading the keys to back up")))
 		goto out;
-	for (size_t i = 0; i < nkeys; i++)
+	for (size_t i = 0; i < nrecs; i++)
 		if (!recs[i].wwt) {
 			e = hw_fail(HW_ERR_KEY_PURPOSE, 0, "'%s' is extractable without "
 			            "CKA_WRAP_WITH_TRUSTED: not created by --backupable; refusing to "
@@ -975,7 +1075,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 
 	memset(&wa, 0, sizeof(wa));
 	wa.recs = recs;
-	wa.n = nkeys;
+	wa.n = nrecs;
 	wa.bk = bk;
 	wa.so_pin = so_pin;
 	wa.so_pin_len = so_pin_len;
@@ -987,7 +1087,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	}
 	if (e)
 		goto out;
-	if ((e = write_file(recs, nkeys, bk, backup_id, threshold, custodians, &out, &outlen)))
+	if ((e = write_file(recs, nrecs, bk, backup_id, threshold, custodians, &out, &outlen)))
 		goto out;
 
 	coeffs = malloc(ncoeff);
@@ -1035,8 +1135,11 @@ out:
 	if (shares)
 		hw_free_secret(shares, custodians * sizeof(*shares));
 	free(out);
-	for (size_t i = 0; recs && i < nkeys; i++)
+	for (size_t i = 0; recs && i < nrecs; i++) {
 		rec_clear(&recs[i]);
+		if (recs[i].own_key)
+			hw_key_free(recs[i].key);
+	}
 	free(recs);
 	return e;
 }
@@ -1084,7 +1187,9 @@ find_some(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_ATTRIBUTE *t, CK_ULONG n,
 /*
  * Calls fn for every object on the token that a restore of f creates:
  * keys (any class) with an entry's CKA_ID, data objects with a metadata
- * object's label and application. Handles are not trusted across
+ * object's label and application, and lifecycle metadata labelled as an
+ * entry even if the backup holds none for it (metadata left on the token
+ * would otherwise be taken for the restored key's). Handles are not trusted across
  * sessions (SoftHSMv2 drops them when the last session closes or at
  * logout), so cleanup finds the objects again by these identities; the
  * restore refuses to start while any of them exists, so all are ours.
@@ -1104,16 +1209,18 @@ each_restored(hw_ctx *ctx, CK_SESSION_HANDLE s, const bk_file *f, bool destroy, 
 	for (size_t i = 0; i < f->nentries; i++) {
 		const bk_entry *e = &f->entries[i];
 
-		for (size_t c = 0; c < (size_t)e->nmeta + 3; c++) {
+		for (size_t c = 0; c < (size_t)e->nmeta + 4; c++) {
 			CK_OBJECT_CLASS cls = c < 3 ? classes[c] : datac;
-			const bk_meta *md = c < 3 ? NULL : &e->meta[c - 3];
+			const bk_meta *md = c < 4 ? NULL : &e->meta[c - 4];
 			CK_ATTRIBUTE t[3] = { { CKA_CLASS, &cls, sizeof(cls) } };
 			CK_ULONG n = 1;
 
-			if (c >= 3 && c - 3 >= e->nmeta)
-				break;
-			if (!md) {
+			if (c < 3) {
 				t[n++] = (CK_ATTRIBUTE){ CKA_ID, (void *)e->id, e->id_len };
+			} else if (!md) {
+				t[n++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)e->label, e->label_len };
+				t[n++] = (CK_ATTRIBUTE){ CKA_APPLICATION, (void *)HW_META_APP,
+				                         sizeof(HW_META_APP) - 1 };
 			} else {
 				t[n++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)md->label, md->label_len };
 				t[n++] = (CK_ATTRIBUTE){ CKA_APPLICATION, (void *)md->app, md->app_len };
@@ -1393,6 +1500,23 @@ hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len, const hw_backup_
 		label[en->label_len] = '\0';
 		if ((e = hw_label_free_check(ctx, label)))
 			goto out;
+		/* A rotated key's metadata names the logical key, which the backup
+		 * may hold no object of (version 1 destroyed): that label must be
+		 * free too, or the metadata would apply to a key of the token. */
+		for (size_t j = 0; j < en->nmeta; j++) {
+			const bk_meta *md = &en->meta[j];
+			char ml[129];
+
+			if (md->app_len != sizeof(HW_META_APP) - 1 ||
+			    memcmp(md->app, HW_META_APP, md->app_len) != 0 || md->label_len > 128 ||
+			    (md->label_len == en->label_len && !memcmp(md->label, en->label,
+			                                               md->label_len)))
+				continue;
+			memcpy(ml, md->label, md->label_len);
+			ml[md->label_len] = '\0';
+			if ((e = hw_label_free_check(ctx, ml)))
+				goto out;
+		}
 		if ((e = hw_key_find_by_id(ctx, en->id, en->id_len, &k)) == HW_OK ||
 		    e == HW_ERR_KEY_AMBIGUOUS) {
 			hw_key_free(k);
