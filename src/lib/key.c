@@ -103,17 +103,27 @@ hw_hex(const uint8_t *in, size_t len, char *out)
 }
 
 static int
+hexdigit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int
 unhex(const char *s, uint8_t *out, size_t max, size_t *len)
 {
 	size_t n = strlen(s);
 
 	if (n == 0 || n % 2 || n / 2 > max)
 		return -1;
+	/* Strictly two hex digits per byte: sscanf's %2x would take "0g" as
+	 * 0x00 and " 1" as 0x01 (found by tests/fuzz-keyspec.c). */
 	for (size_t i = 0; i < n / 2; i++) {
-		unsigned v;
-		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+		int hi = hexdigit(s[2 * i]), lo = hexdigit(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
 			return -1;
-		out[i] = (uint8_t)v;
+		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	*len = n / 2;
 	return 0;
