@@ -869,6 +869,10 @@ hw_key_destroy(hw_key *key)
 	/* Which logical key it belongs to is read while the object is there. */
 	if ((e = hw_key_identify(&key, false)) != HW_OK)
 		return e;
+	/* A certificate stored next to a key pair (ca init) names a key that
+	 * no longer exists once the pair is gone: it goes first. */
+	if (key->cls == CKO_PRIVATE_KEY && (e = hw_cert_destroy(key)) != HW_OK)
+		return e;
 	e = hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
 	if (e == HW_OK)
 		e = hw_meta_forget(key);
