@@ -457,6 +457,62 @@ to_wbuf(void *arg, const uint8_t *p, size_t n)
 	return ((hw_wbuf *)arg)->err;
 }
 
+static hw_err
+plain_wrap(void *arg, const esdk_suite *s, const uint8_t *aad, size_t aadlen,
+           const uint8_t *dk, size_t dklen, hw_wbuf *edks, size_t *nedks)
+{
+	(void)arg, (void)s, (void)aad, (void)aadlen;
+	hw_wbuf_str16(edks, "test", 4);
+	hw_wbuf_str16(edks, "key", 3);
+	hw_wbuf_str16(edks, dk, dklen);
+	(*nedks)++;
+	return edks->err;
+}
+
+/*
+ * Frame count overflow: sequence numbers are 32-bit and 0xffffffff marks
+ * the final frame, so a message has at most 2^32 - 1 frames. The
+ * encryptor must refuse the frame after the last regular one rather than
+ * wrap the counter (which would reuse an IV under the same key).
+ */
+static unsigned
+check_frame_limit(void)
+{
+	esdk_enc_params p;
+	esdk_ec ec = { NULL, 0 };
+	esdk_enc *e = NULL;
+	hw_wbuf w;
+	hw_err r1, r2;
+	unsigned bad = 0;
+
+	memset(&p, 0, sizeof(p));
+	p.suite = 0x0478;
+	p.frame_len = 1;
+	p.wrap = plain_wrap;
+	hw_wbuf_init(&w, SIZE_MAX);
+	p.out = to_wbuf;
+	p.out_arg = &w;
+	if (esdk_enc_new(&p, &ec, &e) != HW_OK)
+		die("frame limit: esdk_enc_new");
+	esdk_enc_test_set_seq(e, UINT32_MAX - 1);
+	/* Frame 0xfffffffe is the last regular one; one byte more is held
+	 * back as the candidate final frame; the next regular frame after
+	 * that would need sequence number 0xffffffff. */
+	r1 = esdk_enc_update(e, (const uint8_t *)"ab", 2);
+	r2 = r1 == HW_OK ? esdk_enc_update(e, (const uint8_t *)"c", 1) : r1;
+	if (r1 != HW_OK || r2 == HW_OK) {
+		printf("FAIL frame limit: %s then %s (want success, then a refusal)\n",
+		       hw_errname(r1), hw_errname(r2));
+		bad++;
+	} else {
+		printf("frame count limit: frame 2^32-1 refused (%s: %s)\n", hw_errname(r2),
+		       hw_last_detail());
+	}
+	esdk_enc_free(e);
+	hw_wbuf_free(&w);
+	return bad;
+}
+
 static void
 run_kat(char **f)
 {
@@ -561,6 +617,7 @@ main(int argc, char **argv)
 	       "%u other\n", skipped_rsa, skipped_kms, skipped_other);
 	printf("commitment KATs: %u decrypted, %u rejected as expected, %u wrong\n", kat_pass,
 	       kat_rej, kat_fail);
+	failures += check_frame_limit();
 	hw_ctx_free(ctx);
 	if (p11) {
 		p11->C_CloseSession(p11s);

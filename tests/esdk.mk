@@ -20,7 +20,7 @@ ESDK_INTERNAL_LIBS = $(OPENSSL_LIBS) $(P11KIT_LIBS) -lpthread
 
 check_PROGRAMS += tests/esdk-vectors tests/fuzz-replay-esdk
 tests_esdk_vectors_SOURCES = tests/esdk-vectors.c $(ESDK_LIB_SOURCES)
-tests_esdk_vectors_CFLAGS = $(ESDK_INTERNAL_CFLAGS)
+tests_esdk_vectors_CFLAGS = $(ESDK_INTERNAL_CFLAGS) -DHW_ESDK_TEST_HOOKS
 tests_esdk_vectors_LDADD = $(ESDK_INTERNAL_LIBS)
 
 TESTS += tests/esdk-vectors.sh

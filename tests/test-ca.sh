@@ -612,6 +612,19 @@ else
 fi
 
 # ---------------------------------------------------------------------
+# Destroying a CA key takes its certificate object with it: a certificate
+# left on the token would name a key that is gone.
+
+if expect "ca init of a key to destroy" 0 ca init --key gone-ca --type ec-p384 \
+	--subject "/CN=Gone CA" -o "$W/gone.pem"; then
+	[ "$(p11_count gone-ca)" -ge 3 ] && ok "key pair and certificate are on the token" ||
+		bad "ca init left $(p11_count gone-ca) objects labelled gone-ca"
+	expect "key destroy of the CA key" 0 key destroy gone-ca --yes
+	[ "$(p11_count gone-ca)" -eq 0 ] && ok "key destroy removed the certificate too" ||
+		bad "after key destroy, $(p11_count gone-ca) objects labelled gone-ca remain"
+fi
+
+# ---------------------------------------------------------------------
 
 if grep -q 'Sanitizer\|runtime error' "$ALL" faults.log 2>/dev/null; then
 	bad "sanitizer reports: $(grep -h -m3 'Sanitizer\|runtime error' "$ALL" faults.log 2>/dev/null)"

@@ -16,6 +16,7 @@
 #include <unistd.h>
 
 #include "cli.h"
+#include "settings.h"
 
 /* ------------------------------------------------------------------ */
 /* Errors                                                              */
@@ -120,114 +121,27 @@ void cli_warn_err(const char *what, hw_err err)
 /* ------------------------------------------------------------------ */
 /* Settings: option > environment > config file > built-in default.    */
 
-struct conf_values {
-	char *module, *token, *pin_source;
-	char *audit_log, *audit_key, *audit_every;
-};
-
 static struct conf_values conf;
-
-static void conf_free(void)
-{
-	free(conf.module);
-	free(conf.token);
-	free(conf.pin_source);
-	free(conf.audit_log);
-	free(conf.audit_key);
-	free(conf.audit_every);
-	memset(&conf, 0, sizeof(conf));
-}
-
-static char *trim(char *s)
-{
-	char *e;
-
-	while (isspace((unsigned char)*s))
-		s++;
-	e = s + strlen(s);
-	while (e > s && isspace((unsigned char)e[-1]))
-		*--e = '\0';
-	return s;
-}
-
-static int conf_line(struct cli *cli, const char *path, unsigned lineno, char *line)
-{
-	char *eq, *name, *value, **slot;
-
-	name = trim(line);
-	if (!*name || *name == '#')
-		return 0;
-	/* Values (pkcs11: URIs) contain '=': only the first one separates. */
-	eq = strchr(name, '=');
-	if (!eq)
-		return cli_failf(cli, HW_ERR_INVALID_ARG, "reading configuration",
-		                 "%s:%u: expected 'name = value'", path, lineno);
-	*eq = '\0';
-	name = trim(name);
-	value = trim(eq + 1);
-	if (strcmp(name, "module") == 0)
-		slot = &conf.module;
-	else if (strcmp(name, "token") == 0)
-		slot = &conf.token;
-	else if (strcmp(name, "pin-source") == 0)
-		slot = &conf.pin_source;
-	else if (strcmp(name, "audit_log") == 0 || strcmp(name, "audit-log") == 0)
-		slot = &conf.audit_log;
-	else if (strcmp(name, "audit_key") == 0 || strcmp(name, "audit-key") == 0)
-		slot = &conf.audit_key;
-	else if (strcmp(name, "audit_digest_every") == 0 || strcmp(name, "audit-digest-every") == 0)
-		slot = &conf.audit_every;
-	else
-		return cli_failf(cli, HW_ERR_INVALID_ARG, "reading configuration",
-		                 "%s:%u: unknown setting '%s' (known: module, token, pin-source)",
-		                 path, lineno, name);
-	if (!*value)
-		return cli_failf(cli, HW_ERR_INVALID_ARG, "reading configuration",
-		                 "%s:%u: empty value for '%s'", path, lineno, name);
-	free(*slot);
-	*slot = strdup(value);
-	if (!*slot)
-		return cli_failf(cli, HW_ERR_NOMEM, "reading configuration", "%s", path);
-	return 0;
-}
 
 static int conf_load(struct cli *cli)
 {
 	uint8_t *data;
 	size_t len;
-	char *text, *line, *save = NULL;
-	unsigned lineno = 0;
-	int rc = 0;
-	hw_err err;
+	char err[512];
+	hw_err e;
 
 	/* The default file is optional; one that was asked for is not. */
 	if (!cli->config_explicit && access(cli->config, F_OK) < 0 && errno == ENOENT)
 		return 0;
-	err = util_read_file(cli->config, 64 * 1024, 0, &data, &len);
-	if (err)
-		return cli_fail_util(cli, err, "reading configuration");
-	text = malloc(len + 1);
-	if (!text) {
+	e = util_read_file(cli->config, 64 * 1024, 0, &data, &len);
+	if (e)
+		return cli_fail_util(cli, e, "reading configuration");
+	if (conf_parse(cli->config, (const char *)data, len, &conf, err, sizeof(err)) != 0) {
 		util_free(data, len, 0);
-		return cli_failf(cli, HW_ERR_NOMEM, "reading configuration", "%s", cli->config);
+		return cli_failf(cli, HW_ERR_INVALID_ARG, "reading configuration", "%s", err);
 	}
-	memcpy(text, data, len);
-	text[len] = '\0';
 	util_free(data, len, 0);
-	if (strlen(text) != len) {
-		free(text);
-		return cli_failf(cli, HW_ERR_INVALID_ARG, "reading configuration",
-		                 "%s: contains a NUL byte", cli->config);
-	}
-	/* strtok_r would merge empty lines and so miscount line numbers. */
-	for (line = text; line && !rc; line = save) {
-		save = strchr(line, '\n');
-		if (save)
-			*save++ = '\0';
-		rc = conf_line(cli, cli->config, ++lineno, line);
-	}
-	free(text);
-	return rc;
+	return 0;
 }
 
 static const char *env_value(const char *name)
@@ -813,6 +727,6 @@ int main(int argc, char **argv)
 		rc = EXIT_FAILURE_OTHER;
 	}
 	jw_free(&cli.out);
-	conf_free();
+	conf_values_free(&conf);
 	return rc;
 }

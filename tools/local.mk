@@ -24,6 +24,8 @@ hsmwrap.1: hsmwrap$(EXEEXT)
 
 # Envelope encryption commands (issue 3).
 hsmwrap_SOURCES += tools/cmd-envelope.c
+# The configuration file parser (fuzzed on its own: tests/fuzz-config.c).
+hsmwrap_SOURCES += tools/settings.h tools/settings.c
 # Root-CA ceremony: ca init, ca sign, ca crl.
 hsmwrap_SOURCES += tools/cmd-ca.c tools/ca-parse.h tools/ca-parse.c
 # Audit log and TDE keyrings (issue 5).

@@ -866,6 +866,16 @@ enc_dead(esdk_enc *e)
 	return hw_fail(HW_ERR_INVALID_ARG, 0, "the encryption stream is finished");
 }
 
+#ifdef HW_ESDK_TEST_HOOKS
+/* Test builds only (tests/esdk-vectors): reach the frame-count limit
+ * without writing 2^32 frames. */
+void
+esdk_enc_test_set_seq(esdk_enc *e, uint64_t seq)
+{
+	e->seq = seq;
+}
+#endif
+
 hw_err
 esdk_enc_update(esdk_enc *e, const uint8_t *in, size_t len)
 {

@@ -142,6 +142,9 @@ typedef struct esdk_enc esdk_enc;
 hw_err esdk_enc_new(const esdk_enc_params *p, const esdk_ec *ec, esdk_enc **out);
 hw_err esdk_enc_update(esdk_enc *e, const uint8_t *in, size_t len);
 hw_err esdk_enc_final(esdk_enc *e);
+#ifdef HW_ESDK_TEST_HOOKS
+void esdk_enc_test_set_seq(esdk_enc *e, uint64_t seq);
+#endif
 void esdk_enc_free(esdk_enc *e);
 
 typedef struct {

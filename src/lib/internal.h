@@ -206,6 +206,24 @@ CK_RV hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
 /* Older form: a module error becomes an hw_err the runner cannot recover
  * from. Prefer hw_key_handle_ck in new ops. */
 hw_err hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
+/*
+ * What a key name (a label, "id:HEX" or a pkcs11: URI) asks the token
+ * for: the attributes to match and the class, and for URIs the parsed URI
+ * (its token attributes must match the selected token). A pure parser:
+ * tests/fuzz-keyspec.c fuzzes it. attrs may point into spec and ks->uri.
+ */
+typedef struct {
+	CK_ATTRIBUTE attrs[2];
+	CK_ULONG nattrs;
+	CK_OBJECT_CLASS only;       /* (CK_OBJECT_CLASS)-1: any key class */
+	bool by_label;              /* a plain label: the logical key */
+	uint8_t id[64];
+	size_t id_len;
+	P11KitUri *uri;
+} hw_key_spec;
+
+hw_err hw_key_spec_parse(const char *spec, hw_key_spec *ks);
+void hw_key_spec_free(hw_key_spec *ks);
 /* Find a secret/private key by CKA_ID, for blobs that name their key. */
 hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);
 void hw_hex(const uint8_t *in, size_t len, char *out);

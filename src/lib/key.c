@@ -103,17 +103,27 @@ hw_hex(const uint8_t *in, size_t len, char *out)
 }
 
 static int
+hexdigit(char c)
+{
+	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+static int
 unhex(const char *s, uint8_t *out, size_t max, size_t *len)
 {
 	size_t n = strlen(s);
 
 	if (n == 0 || n % 2 || n / 2 > max)
 		return -1;
+	/* Strictly two hex digits per byte: sscanf's %2x would take "0g" as
+	 * 0x00 and " 1" as 0x01 (found by tests/fuzz-keyspec.c). */
 	for (size_t i = 0; i < n / 2; i++) {
-		unsigned v;
-		if (sscanf(s + 2 * i, "%2x", &v) != 1)
+		int hi = hexdigit(s[2 * i]), lo = hexdigit(s[2 * i + 1]);
+
+		if (hi < 0 || lo < 0)
 			return -1;
-		out[i] = (uint8_t)v;
+		out[i] = (uint8_t)(hi << 4 | lo);
 	}
 	*len = n / 2;
 	return 0;
@@ -380,53 +390,66 @@ hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out)
 	return find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, hex, out);
 }
 
-static hw_err
-find_by_uri(hw_ctx *ctx, const char *spec, hw_key **out)
+void
+hw_key_spec_free(hw_key_spec *ks)
 {
-	P11KitUri *u = p11_kit_uri_new();
-	CK_ATTRIBUTE extra[3], *a;
-	CK_ULONG n = 0;
-	CK_OBJECT_CLASS only = (CK_OBJECT_CLASS)-1;
-	int r;
-	hw_err e;
+	if (ks->uri)
+		p11_kit_uri_free(ks->uri);
+	memset(ks, 0, sizeof(*ks));
+}
 
-	if (!u)
+hw_err
+hw_key_spec_parse(const char *spec, hw_key_spec *ks)
+{
+	CK_ATTRIBUTE *a;
+	int r;
+
+	memset(ks, 0, sizeof(*ks));
+	ks->only = (CK_OBJECT_CLASS)-1;
+	if (!spec || !*spec)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "an empty key name");
+	if (strncmp(spec, "id:", 3) == 0) {
+		if (unhex(spec + 3, ks->id, sizeof(ks->id), &ks->id_len) != 0 || ks->id_len == 0)
+			return hw_fail(HW_ERR_INVALID_ARG, 0, "id: wants an even number of hex digits "
+			               "(at most %zu bytes)", sizeof(ks->id));
+		ks->attrs[ks->nattrs++] = (CK_ATTRIBUTE){ CKA_ID, ks->id, ks->id_len };
+		return HW_OK;
+	}
+	if (strncmp(spec, "pkcs11:", 7) != 0) {
+		ks->attrs[ks->nattrs++] = (CK_ATTRIBUTE){ CKA_LABEL, (void *)spec, strlen(spec) };
+		ks->by_label = true;
+		return HW_OK;
+	}
+	if (!(ks->uri = p11_kit_uri_new()))
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
-	r = p11_kit_uri_parse(spec, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u);
+	r = p11_kit_uri_parse(spec, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, ks->uri);
 	if (r != P11_KIT_URI_OK) {
-		p11_kit_uri_free(u);
+		hw_key_spec_free(ks);
 		return hw_fail(HW_ERR_URI, 0, "%s", p11_kit_uri_message(r));
 	}
-	/* A key URI for another token must not silently match this one. */
-	if (!p11_kit_uri_match_token_info(u, &ctx->tinfo)) {
-		p11_kit_uri_free(u);
-		return hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "the URI names another token than %s",
-		               ctx->token_uri_str);
-	}
-	if ((a = p11_kit_uri_get_attribute(u, CKA_LABEL)))
-		extra[n++] = *a;
-	if ((a = p11_kit_uri_get_attribute(u, CKA_ID)))
-		extra[n++] = *a;
-	if ((a = p11_kit_uri_get_attribute(u, CKA_CLASS)) && a->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
-		only = *(CK_OBJECT_CLASS *)a->pValue;
+	if ((a = p11_kit_uri_get_attribute(ks->uri, CKA_LABEL)))
+		ks->attrs[ks->nattrs++] = *a;
+	if ((a = p11_kit_uri_get_attribute(ks->uri, CKA_ID)))
+		ks->attrs[ks->nattrs++] = *a;
+	if ((a = p11_kit_uri_get_attribute(ks->uri, CKA_CLASS)) &&
+	    a->ulValueLen == sizeof(CK_OBJECT_CLASS)) {
+		ks->only = *(CK_OBJECT_CLASS *)a->pValue;
 		/* type=public names the pair; we hand out its private half. */
-		if (only == CKO_PUBLIC_KEY)
-			only = CKO_PRIVATE_KEY;
+		if (ks->only == CKO_PUBLIC_KEY)
+			ks->only = CKO_PRIVATE_KEY;
 	}
-	if (n == 0) {
-		p11_kit_uri_free(u);
+	if (ks->nattrs == 0) {
+		hw_key_spec_free(ks);
 		return hw_fail(HW_ERR_URI, 0, "the key URI needs object= or id=");
 	}
-	e = find_one(ctx, extra, n, only, spec, out);
-	p11_kit_uri_free(u);
-	return e;
+	return HW_OK;
 }
 
 HW_EXPORT hw_err
 hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
 {
-	uint8_t id[64];
-	size_t id_len;
+	hw_key_spec ks;
+	bool by_label;
 	hw_err e;
 
 	if (!ctx || !spec || !*spec || !out)
@@ -435,22 +458,23 @@ hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (strncmp(spec, "pkcs11:", 7) == 0) {
-		e = find_by_uri(ctx, spec, out);
-	} else if (strncmp(spec, "id:", 3) == 0) {
-		if (unhex(spec + 3, id, sizeof(id), &id_len) != 0)
-			return hw_fail(HW_ERR_INVALID_ARG, 0, "id: wants an even number of hex digits");
-		e = hw_key_find_by_id(ctx, id, id_len, out);
-	} else {
-		CK_ATTRIBUTE a = { CKA_LABEL, (void *)spec, strlen(spec) };
-		e = find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, spec, out);
-	}
+	e = hw_key_spec_parse(spec, &ks);
+	if (e != HW_OK)
+		return e;
+	/* A key URI for another token must not silently match this one. */
+	if (ks.uri && !p11_kit_uri_match_token_info(ks.uri, &ctx->tinfo))
+		e = hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "the URI names another token than %s",
+		            ctx->token_uri_str);
+	else
+		e = find_one(ctx, ks.attrs, ks.nattrs, ks.only, spec, out);
+	by_label = ks.by_label;
+	hw_key_spec_free(&ks);
 	if (e != HW_OK)
 		return e;
 	/* A URI or id names one object exactly (how blobs and messages find the
 	 * version they were made with); a plain label names the logical key,
 	 * that is its current version. */
-	e = hw_key_identify(out, strncmp(spec, "pkcs11:", 7) != 0 && strncmp(spec, "id:", 3) != 0);
+	e = hw_key_identify(out, by_label);
 	if (e != HW_OK) {
 		hw_key_free(*out);
 		*out = NULL;
@@ -844,6 +868,10 @@ hw_key_destroy(hw_key *key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	/* Which logical key it belongs to is read while the object is there. */
 	if ((e = hw_key_identify(&key, false)) != HW_OK)
+		return e;
+	/* A certificate stored next to a key pair (ca init) names a key that
+	 * no longer exists once the pair is gone: it goes first. */
+	if (key->cls == CKO_PRIVATE_KEY && (e = hw_cert_destroy(key)) != HW_OK)
 		return e;
 	e = hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
 	if (e == HW_OK)

@@ -1758,6 +1758,9 @@ hw_key_destroy_all(hw_key *key)
 	hw_clear_error();
 	if ((e = ensure_identified(key)) != HW_OK)
 		return e;
+	/* As in hw_key_destroy: a stored certificate goes with its key pair. */
+	if (key->cls == CKO_PRIVATE_KEY && (e = hw_cert_destroy(key)) != HW_OK)
+		return e;
 	e = hw_ctx_run_once(key->ctx, op_destroy_all, key, "destroying every version of the key");
 	/* No metadata: the key is its only version. */
 	if (e == HW_ERR_KEY_NOT_FOUND && !hw_last_detail()[0])
