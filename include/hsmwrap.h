@@ -969,6 +969,15 @@ enum {
 	 * leaves the HSM in clear. Without it keys are not extractable at all.
 	 */
 	HW_KEYGEN_BACKUPABLE = 1u << 0,
+	/*
+	 * RSA `decrypt` keys only: also allow raw RSA (CKM_RSA_X_509), so a
+	 * token without RSA-OAEP over SHA-2 (SoftHSMv2 has only SHA-1) can
+	 * still unwrap OAEP-SHA256 data keys: the HSM does the RSA step, the
+	 * host checks the OAEP padding. Whoever holds the PIN can then compute
+	 * raw RSA with the key, so it is a ceremony's explicit choice, for
+	 * tokens that need it; without it the key allows RSA-OAEP only.
+	 */
+	HW_KEYGEN_RAW_RSA = 1u << 1,
 };
 
 /* hw_key_generate with HW_KEYGEN_* flags (0 = hw_key_generate). */

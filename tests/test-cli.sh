@@ -268,12 +268,18 @@ expect "key create aes256 keywrap" 0 key create --label kw1 --type aes256 --purp
 expect "key create aes256 keywrap (second)" 0 key create --label kw2 --type aes256 --purpose keywrap
 expect "key create rsa2048 sign (default purpose)" 0 key create --label rsa1 --type rsa2048
 expect "key create ec-p256 sign" 0 key create --label ec1 --type ec-p256 --purpose sign
+expect "key create rsa2048 decrypt (escrow private half)" 0 key create --label dec1 \
+	--type rsa2048 --purpose decrypt
+expect "key create rsa2048 decrypt with raw RSA allowed" 0 key create --label dec2 \
+	--type rsa2048 --purpose decrypt --allow-raw-rsa
 
 newout
 refused "key create with an existing label" 7 key create --label env1 --type aes256
 refused "key create with a bad type" 2 key create --label x1 --type aes128
 refused "key create aes256 for signing" 2 key create --label x2 --type aes256 --purpose sign
 refused "key create without --label" 2 key create --type aes256
+refused "key create ec-p256 for decrypting" 2 key create --label x3 --type ec-p256 --purpose decrypt
+refused "--allow-raw-rsa on a sign key" 2 key create --label x4 --type rsa2048 --allow-raw-rsa
 
 # Independent check of what is on the token, with OpenSC's pkcs11-tool.
 if [ -n "$PKCS11_TOOL" ] && [ -x "$PKCS11_TOOL" ]; then

@@ -481,7 +481,9 @@ static hw_key *krsa, *krsa_sign;
 static int
 rsa_init(void)
 {
-	if (hw_key_generate(ctx, "esdk-rsa", HW_KEY_RSA2048, HW_PURPOSE_DECRYPT, &krsa) != HW_OK ||
+	/* SoftHSMv2 lacks OAEP-SHA256: the key needs raw RSA (see HW_KEYGEN_RAW_RSA). */
+	if (hw_key_generate_opts(ctx, "esdk-rsa", HW_KEY_RSA2048, HW_PURPOSE_DECRYPT,
+	                         HW_KEYGEN_RAW_RSA, &krsa) != HW_OK ||
 	    hw_key_generate(ctx, "esdk-rsa-sign", HW_KEY_RSA2048, HW_PURPOSE_SIGN,
 	                    &krsa_sign) != HW_OK) {
 		fprintf(stderr, "rsa_init: %s\n", hw_last_detail());
@@ -537,6 +539,50 @@ dec_ok(const hw_envelope_cfg *c, hw_key **allowed, size_t n, const uint8_t *msg,
 	CU_ASSERT_EQUAL_FATAL(e, HW_OK);
 	CU_ASSERT(outlen == strlen(want) && memcmp(out, want, outlen) == 0);
 	hw_free_secret(out, outlen);
+}
+
+/*
+ * A decrypt key made without HW_KEYGEN_RAW_RSA allows RSA-OAEP only. On a
+ * token with OAEP over SHA-1 only (SoftHSMv2), an OAEP-SHA256 data key then
+ * cannot be unwrapped: it must fail cleanly rather than fall back to raw
+ * RSA; OAEP-SHA1 works. (On tokens with OAEP-SHA256 both succeed.)
+ */
+static void
+test_rsa_oaep_only(void)
+{
+	hw_key *k = NULL, *only[1];
+	hw_envelope_cfg *c256, *c1;
+	uint8_t *spki, *msg;
+	size_t spkilen, msglen;
+	hw_err e;
+
+	OK(hw_key_generate(ctx, "esdk-rsa-oaep-only", HW_KEY_RSA2048, HW_PURPOSE_DECRYPT, &k));
+	only[0] = k;
+	spki_of(k, &spki, &spkilen);
+	OK(hw_envelope_cfg_new(&c1));
+	OK(hw_envelope_cfg_set_rsa_padding(c1, HW_RSA_PAD_OAEP_SHA1));
+	OK(hw_envelope_cfg_add_rsa_recipient(c1, "hsmwrap", "esdk-rsa-oaep-only", spki, spkilen));
+	encrypt_msg(c1, NULL, 0, NULL, (const uint8_t *)"sha1", 4, &msg, &msglen);
+	dec_ok(c1, only, 1, msg, msglen, "sha1");
+	hw_free(msg);
+
+	OK(hw_envelope_cfg_new(&c256));
+	OK(hw_envelope_cfg_add_rsa_recipient(c256, "hsmwrap", "esdk-rsa-oaep-only", spki,
+	                                     spkilen));
+	encrypt_msg(c256, NULL, 0, NULL, (const uint8_t *)"sha256", 6, &msg, &msglen);
+	e = decrypt_fails(c256, only, 1, NULL, msg, msglen);
+	if (strstr(hw_ctx_token_uri(ctx), "manufacturer=SoftHSM")) {
+		/* No OAEP-SHA256 in SoftHSMv2: success would mean raw RSA was used. */
+		CU_ASSERT(e == HW_ERR_UNSUPPORTED || e == HW_ERR_HSM || e == HW_ERR_KEY_PURPOSE);
+	} else if (e == HW_OK) {
+		dec_ok(c256, only, 1, msg, msglen, "sha256");
+	}
+	hw_free(msg);
+	hw_free(spki);
+	hw_envelope_cfg_free(c1);
+	hw_envelope_cfg_free(c256);
+	OK(hw_key_destroy(k));
+	hw_key_free(k);
 }
 
 static void
@@ -1217,6 +1263,7 @@ main(void)
 	CU_add_test(s, "reject signed, buffer limit", test_reject_signed_and_buffer);
 	s = CU_add_suite("esdk-rsa", rsa_init, NULL);
 	CU_add_test(s, "RSA escrow recipient, RSA key in the HSM", test_rsa_escrow);
+	CU_add_test(s, "RSA decrypt key without raw RSA: OAEP only", test_rsa_oaep_only);
 	CU_add_test(s, "RSA recipient EDKs decrypt in software, every padding",
 	            test_rsa_recipient_interop);
 	CU_add_test(s, "RSA padding mismatch fails cleanly", test_rsa_padding);

@@ -138,10 +138,15 @@ static int parse_create(struct cli *cli, const struct cli_args *a,
 		return 0;
 	}
 	if (hw_purpose_parse(ps, purpose) || *purpose == HW_PURPOSE_NONE)
-		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap or sign)", ps);
-	if (type_is_aes(*type) != (*purpose != HW_PURPOSE_SIGN))
+		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign or "
+		                 "decrypt)", ps);
+	if (*purpose == HW_PURPOSE_DECRYPT ? *type < HW_KEY_RSA2048 || *type > HW_KEY_RSA4096
+	    : type_is_aes(*type) != (*purpose != HW_PURPOSE_SIGN))
 		return cli_usage(cli, a->cmd, "purpose %s does not fit type %s: envelope and "
-		                 "keywrap need aes256, sign needs an rsa or ec type", ps, ts);
+		                 "keywrap need aes256, sign an rsa or ec type, decrypt an rsa type",
+		                 ps, ts);
+	if (cli_flag(a, "allow-raw-rsa") && *purpose != HW_PURPOSE_DECRYPT)
+		return cli_usage(cli, a->cmd, "--allow-raw-rsa is for --purpose decrypt keys only");
 	return 0;
 }
 
@@ -183,7 +188,8 @@ int cmd_key_create(struct cli *cli, const struct cli_args *a)
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)))
 		return rc;
 	err = hw_key_generate_opts(ctx, label, type, purpose,
-	                           cli_flag(a, "backupable") ? HW_KEYGEN_BACKUPABLE : 0, &key);
+	                           (cli_flag(a, "backupable") ? HW_KEYGEN_BACKUPABLE : 0) |
+	                           (cli_flag(a, "allow-raw-rsa") ? HW_KEYGEN_RAW_RSA : 0), &key);
 	if (err) {
 		snprintf(what, sizeof(what), "creating key '%s'", label);
 		rc = cli_fail(cli, err, what);

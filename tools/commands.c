@@ -31,7 +31,13 @@ static const struct cli_opt_spec key_create_opts[] = {
 	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
-	  "aes256 only) or sign (rsa and ec only). Default: envelope for aes256, sign otherwise." },
+	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "
+	  "an escrow recipient; rsa only). Default: envelope for aes256, sign otherwise." },
+	{ "allow-raw-rsa", 0, NULL, 0,
+	  "Decrypt keys only: also allow raw RSA, so a token without RSA-OAEP over SHA-2 "
+	  "(SoftHSMv2) can unwrap OAEP-SHA256 data keys (the host checks the padding). Whoever "
+	  "holds the PIN can then compute raw RSA with the key: use it only where the token "
+	  "needs it." },
 	{ "backupable", 0, NULL, 0,
 	  "Allow `backup create` to back the key up: it is made extractable, but only by a "
 	  "wrapping key the security officer marked trusted (CKA_WRAP_WITH_TRUSTED), never in "

@@ -649,6 +649,7 @@ typedef struct {
 	uint8_t id[HW_ID_LEN];
 	CK_OBJECT_HANDLE h, pub;
 	bool backupable;            /* HW_KEYGEN_BACKUPABLE */
+	bool raw_rsa;               /* HW_KEYGEN_RAW_RSA */
 } gen_arg;
 
 #define BOOL_ATTR(t, v) { (t), (void *)(v), sizeof(CK_BBOOL) }
@@ -667,9 +668,10 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	bool envelope = a->purpose == HW_PURPOSE_ENVELOPE;
 	bool keywrap = a->purpose == HW_PURPOSE_KEYWRAP;
 	bool decrypt = a->purpose == HW_PURPOSE_DECRYPT;
-	/* OAEP, and raw RSA for tokens whose OAEP lacks the SHA-2 hashes
-	 * (SoftHSMv2): the OAEP check is then done on the host. */
+	/* OAEP; raw RSA too only when asked (HW_KEYGEN_RAW_RSA), for tokens
+	 * whose OAEP lacks the SHA-2 hashes: the OAEP check is then the host's. */
 	static const CK_MECHANISM_TYPE dec_mechs[] = { CKM_RSA_PKCS_OAEP, CKM_RSA_X_509 };
+	CK_ULONG ndec_mechs = a->raw_rsa ? 2 : 1;
 
 	if (a->type == HW_KEY_AES256) {
 		kt = CKK_AES;
@@ -737,7 +739,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_UNWRAP, &no),
 		BOOL_ATTR(CKA_DERIVE, &no),
 		/* Last: only decrypt keys get it. */
-		{ CKA_ALLOWED_MECHANISMS, (void *)dec_mechs, sizeof(dec_mechs) },
+		{ CKA_ALLOWED_MECHANISMS, (void *)dec_mechs, ndec_mechs * sizeof(dec_mechs[0]) },
 	};
 	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
 	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
@@ -759,6 +761,7 @@ hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose p
 	a.type = type;
 	a.purpose = purpose;
 	a.backupable = (flags & HW_KEYGEN_BACKUPABLE) != 0;
+	a.raw_rsa = (flags & HW_KEYGEN_RAW_RSA) != 0;
 	/* CKA_ID only needs to be unique, not secret. */
 	if ((e = hw_random(a.id, sizeof(a.id))) != HW_OK)
 		return e;
@@ -824,8 +827,10 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		return e;
 	hw_clear_error();
 
-	if (flags & ~(unsigned)HW_KEYGEN_BACKUPABLE)
+	if (flags & ~(unsigned)(HW_KEYGEN_BACKUPABLE | HW_KEYGEN_RAW_RSA))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key generation flags");
+	if ((flags & HW_KEYGEN_RAW_RSA) && purpose != HW_PURPOSE_DECRYPT)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "raw RSA is an option of decrypt keys only");
 	e = hw_key_gen_object(ctx, label, type, purpose, flags, id, &key);
 	/* The lifecycle metadata goes with the key, or the key goes. */
 	if (e == HW_OK)
