@@ -6,6 +6,7 @@
 # and "N passed, N failed". Runs under tests/with-token.sh.
 
 set -u
+TESTS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 for v in HSMWRAP HW_TEST_DIR HW_TEST_USER_PIN_FILE SOFTHSM_MODULE HSMWRAP_TOKEN \
 	HSMWRAP_PIN_SOURCE; do
@@ -27,38 +28,10 @@ ALL=$W/all-output
 : >"$ALL"
 unset HSMWRAP_AUDIT_LOG HSMWRAP_AUDIT_KEY HSMWRAP_AUDIT_DIGEST_EVERY
 
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	cat "$W/out" "$W/err" >>"$ALL"
-}
-expect() {
-	d=$1
-	code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then
-		ok "$d (exit $code)"
-		return 0
-	fi
-	bad "$d: exit $rc, want $code: $(head -n 2 "$W/err" | tr '\n' ' ')"
-	return 1
-}
+. "$TESTS_DIR/lib.sh"
 lines() { wc -l <"$1" | tr -d ' '; }
 # Hash of line N of FILE without its newline, as the chain defines it.
 line_hash() { sed -n "$2p" "$1" | tr -d '\n' | sha256sum | cut -c1-64; }
-json_get() {
-	"$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
-}
 
 LOG=$W/audit.jsonl
 

@@ -12,6 +12,7 @@
 #  - a rotated key: all its versions and its one metadata object.
 # Prints "ok: ..." / "FAIL: ..." per check and "N passed, N failed".
 set -u
+TESTS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 for v in HSMWRAP HW_TEST_DIR HW_TEST_USER_PIN_FILE HW_TEST_SO_PIN_FILE SOFTHSM_MODULE; do
 	eval "val=\${$v:-}"
@@ -39,23 +40,7 @@ T2="--token pkcs11:token=$HW_TEST_TOKEN2 --pin-source file:$HW_TEST_USER_PIN_FIL
 ALL=$W/all-output
 : >"$ALL"
 
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	cat "$W/out" "$W/err" >>"$ALL"
-}
-first_err() { head -n 1 "$W/err"; }
-expect() {
-	d=$1 code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then ok "$d (exit $code)"; else bad "$d: exit $rc, want $code: $(first_err)"; fi
-}
+. "$TESTS_DIR/lib.sh"
 
 slot_of() {
 	"$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v l="$1" '

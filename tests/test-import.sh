@@ -9,6 +9,7 @@
 #    and not extractable, the import key's private half can only unwrap.
 # Prints "ok: ..." / "FAIL: ..." per check and "N passed, N failed".
 set -u
+TESTS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 for v in HSMWRAP HW_TEST_DIR HW_TEST_USER_PIN_FILE SOFTHSM_MODULE; do
 	eval "val=\${$v:-}"
@@ -32,23 +33,7 @@ PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 ALL=$W/all-output
 : >"$ALL"
 
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() { d=$1; shift; if "$@"; then ok "$d"; else bad "$d"; fi; }
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	cat "$W/out" "$W/err" >>"$ALL"
-}
-first_err() { head -n 1 "$W/err"; }
-expect() {
-	d=$1 code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then ok "$d (exit $code)"; else bad "$d: exit $rc, want $code: $(first_err)"; fi
-}
+. "$TESTS_DIR/lib.sh"
 # key_absent LABEL: the token has no key LABEL (checked with hsmwrap key list).
 key_absent() {
 	"$HSMWRAP" key list >"$W/list" 2>&1 && ! grep -q "^$1 " "$W/list"

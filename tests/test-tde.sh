@@ -11,6 +11,7 @@
 # rekeys are also killed from outside after a random delay.
 
 set -u
+TESTS_DIR=$(cd "$(dirname "$0")" && pwd)
 
 for v in HSMWRAP HW_TEST_DIR HW_TEST_USER_PIN_FILE SOFTHSM_MODULE HSMWRAP_TOKEN \
 	HSMWRAP_PIN_SOURCE; do
@@ -32,35 +33,7 @@ PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 ALL=$W/all-output
 : >"$ALL"
 
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	cat "$W/out" "$W/err" >>"$ALL"
-}
-expect() {
-	d=$1
-	code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then
-		ok "$d (exit $code)"
-		return 0
-	fi
-	bad "$d: exit $rc, want $code: $(head -n 2 "$W/err" | tr '\n' ' ')"
-	return 1
-}
-json_get() {
-	"$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
-}
+. "$TESTS_DIR/lib.sh"
 flip() {
 	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
 	x=$((b ^ 255))
