@@ -134,31 +134,64 @@ static void der_explicit(struct der *d, int n, struct der *c)
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
 
-static int read_x509_file(struct cli *cli, const char *path, const char *what, X509 **out)
+/*
+ * The DER of a certificate or request file: its first PEM block named
+ * `pem_name` or `old_name` (the label older tools wrote), or the whole
+ * file as DER. Free *der with OPENSSL_free.
+ */
+static int read_der_file(struct cli *cli, const char *path, const char *what,
+                         const char *pem_name, const char *old_name, unsigned char **der,
+                         long *len)
 {
 	uint8_t *buf = NULL;
-	size_t len = 0;
-	const unsigned char *p;
+	size_t n = 0;
+	char *name = NULL, *header = NULL;
+	hw_err err = util_read_file(path, CLI_MAX_BLOB, 0, &buf, &n);
 	BIO *bio;
-	X509 *x = NULL;
-	hw_err err = util_read_file(path, CLI_MAX_BLOB, 0, &buf, &len);
 
 	if (err)
 		return cli_fail_util(cli, err, what);
-	bio = BIO_new_mem_buf(buf, (int)len);
-	if (bio)
-		x = PEM_read_bio_X509(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	if (!x) {
-		p = buf;
-		x = d2i_X509(NULL, &p, (long)len);
-		if (x && p != buf + len) {
-			X509_free(x);
-			x = NULL;
+	*der = NULL;
+	bio = BIO_new_mem_buf(buf, (int)n);
+	while (bio && !*der && PEM_read_bio(bio, &name, &header, der, len) > 0) {
+		if (strcmp(name, pem_name) != 0 && strcmp(name, old_name) != 0) {
+			OPENSSL_free(*der);
+			*der = NULL;
 		}
+		OPENSSL_free(name);
+		OPENSSL_free(header);
+		name = header = NULL;
 	}
+	BIO_free(bio);
 	ERR_clear_error();
-	util_free(buf, len, 0);
+	if (!*der && (*der = OPENSSL_memdup(buf, n)))
+		*len = (long)n;
+	util_free(buf, n, 0);
+	if (!*der)
+		return cli_failf(cli, HW_ERR_NOMEM, what, "out of memory");
+	return 0;
+}
+
+static int read_x509_file(struct cli *cli, const char *path, const char *what, X509 **out)
+{
+	unsigned char *der;
+	const unsigned char *p;
+	long len;
+	X509 *x;
+	int rc = read_der_file(cli, path, what, PEM_STRING_X509, PEM_STRING_X509_OLD, &der,
+	                       &len);
+
+	if (rc)
+		return rc;
+	p = der;
+	x = d2i_X509(NULL, &p, len);
+	/* Exactly one certificate: nothing may follow it. */
+	if (x && p != der + len) {
+		X509_free(x);
+		x = NULL;
+	}
+	OPENSSL_free(der);
+	ERR_clear_error();
 	if (!x)
 		return cli_failf(cli, HW_ERR_FORMAT, what, "%s is not a PEM or DER X.509 certificate",
 		                 path);
@@ -168,32 +201,27 @@ static int read_x509_file(struct cli *cli, const char *path, const char *what, X
 
 static int read_csr_file(struct cli *cli, const char *path, X509_REQ **out)
 {
-	uint8_t *buf = NULL;
-	size_t len = 0;
+	const char *what = "reading the certificate request";
+	unsigned char *der;
 	const unsigned char *p;
-	BIO *bio;
-	X509_REQ *r = NULL;
-	hw_err err = util_read_file(path, CLI_MAX_BLOB, 0, &buf, &len);
+	long len;
+	X509_REQ *r;
+	int rc = read_der_file(cli, path, what, PEM_STRING_X509_REQ, PEM_STRING_X509_REQ_OLD,
+	                       &der, &len);
 
-	if (err)
-		return cli_fail_util(cli, err, "reading the certificate request");
-	bio = BIO_new_mem_buf(buf, (int)len);
-	if (bio)
-		r = PEM_read_bio_X509_REQ(bio, NULL, NULL, NULL);
-	BIO_free(bio);
-	if (!r) {
-		p = buf;
-		r = d2i_X509_REQ(NULL, &p, (long)len);
-		if (r && p != buf + len) {
-			X509_REQ_free(r);
-			r = NULL;
-		}
+	if (rc)
+		return rc;
+	p = der;
+	r = d2i_X509_REQ(NULL, &p, len);
+	if (r && p != der + len) {
+		X509_REQ_free(r);
+		r = NULL;
 	}
+	OPENSSL_free(der);
 	ERR_clear_error();
-	util_free(buf, len, 0);
 	if (!r)
-		return cli_failf(cli, HW_ERR_FORMAT, "reading the certificate request",
-		                 "%s is not a PEM or DER PKCS#10 request", path);
+		return cli_failf(cli, HW_ERR_FORMAT, what, "%s is not a PEM or DER PKCS#10 request",
+		                 path);
 	*out = r;
 	return 0;
 }
