@@ -660,6 +660,42 @@ static void free_keys(hw_key **keys, size_t n)
 	free(keys);
 }
 
+/* A stream's update call, for pump(). */
+typedef hw_err (*feed_fn)(void *stream, const uint8_t *in, size_t len);
+
+static hw_err feed_enc(void *s, const uint8_t *in, size_t len)
+{
+	return hw_enc_stream_update(s, in, len);
+}
+
+static hw_err feed_dec(void *s, const uint8_t *in, size_t len)
+{
+	return hw_dec_stream_update(s, in, len);
+}
+
+/* Feeds the rest of the input to a stream, a chunk at a time: 0, or the
+ * exit status after the failure was reported and the output discarded. */
+static int pump(struct cli *cli, struct source *src, struct sink *out, uint8_t *chunk,
+                feed_fn feed, void *stream, const char *what)
+{
+	for (;;) {
+		ssize_t r = source_read(src, chunk, IO_CHUNK);
+		hw_err err;
+
+		if (r == 0)
+			return 0;
+		if (r < 0) {
+			if (stop_signal)
+				sink_fail(out, "interrupted", EINTR);
+			else
+				sink_fail(out, src->name, errno);
+			return stream_fail(cli, out, HW_ERR_IO, "reading input");
+		}
+		if ((err = feed(stream, chunk, (size_t)r)))
+			return stream_fail(cli, out, err, what);
+	}
+}
+
 int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 {
 	const char *in_path = cli_opt(a, "input"), *out_path = cli_opt(a, "output");
@@ -712,24 +748,8 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 		rc = stream_fail(cli, &out, err, "encrypting");
 		goto done;
 	}
-	for (;;) {
-		ssize_t r = source_read(&src, chunk, IO_CHUNK);
-
-		if (r == 0)
-			break;
-		if (r < 0) {
-			if (stop_signal)
-				sink_fail(&out, "interrupted", EINTR);
-			else
-				sink_fail(&out, src.name, errno);
-			rc = stream_fail(cli, &out, HW_ERR_IO, "reading input");
-			goto done;
-		}
-		if ((err = hw_enc_stream_update(enc, chunk, (size_t)r))) {
-			rc = stream_fail(cli, &out, err, "encrypting");
-			goto done;
-		}
-	}
+	if ((rc = pump(cli, &src, &out, chunk, feed_enc, enc, "encrypting")))
+		goto done;
 	if ((err = hw_enc_stream_final(enc))) {
 		rc = stream_fail(cli, &out, err, "encrypting");
 		goto done;
@@ -908,24 +928,8 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 		rc = stream_fail(cli, &out, err, "decrypting");
 		goto done;
 	}
-	for (;;) {
-		ssize_t r = source_read(&src, chunk, IO_CHUNK);
-
-		if (r == 0)
-			break;
-		if (r < 0) {
-			if (stop_signal)
-				sink_fail(&out, "interrupted", EINTR);
-			else
-				sink_fail(&out, src.name, errno);
-			rc = stream_fail(cli, &out, HW_ERR_IO, "reading input");
-			goto done;
-		}
-		if ((err = hw_dec_stream_update(dec, chunk, (size_t)r))) {
-			rc = stream_fail(cli, &out, err, "decrypting");
-			goto done;
-		}
-	}
+	if ((rc = pump(cli, &src, &out, chunk, feed_dec, dec, "decrypting")))
+		goto done;
 	/* Only now is the message authenticated as a whole (signature included). */
 	if ((err = hw_dec_stream_final(dec, NULL))) {
 		rc = stream_fail(cli, &out, err, "decrypting");
