@@ -88,25 +88,19 @@ hw() {
 }
 
 # ---------------------------------------------------------------------
-# The test root CA. Until `hsmwrap ca init/sign` land, a software root
-# made by openssl; switching is this one function (and sign_csr below).
+# The test root CA: made by the root-CA ceremony, its key in the HSM.
 make_root() {
-	run "$OPENSSL" req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes \
-		-keyout "$W/root.key" -subj "/CN=hsmwrap test root" -days 2 \
-		-addext "basicConstraints=critical,CA:TRUE" \
-		-addext "keyUsage=critical,keyCertSign,cRLSign" -out "$W/root.pem"
+	hw ca init --key nginx-root --type ec-p384 --subject "/CN=hsmwrap test root" \
+		--days 2 -o "$W/root.pem"
 }
-# sign_csr CSR OUT: a TLS server certificate for 127.0.0.1 from the root.
+# sign_csr CSR OUT: a TLS server certificate for 127.0.0.1, issued by the root.
 sign_csr() {
-	printf '%s\n' "subjectAltName=IP:127.0.0.1,DNS:localhost" \
-		"basicConstraints=critical,CA:FALSE" "extendedKeyUsage=serverAuth" \
-		>"$W/ext.cnf"
-	run "$OPENSSL" x509 -req -in "$1" -CA "$W/root.pem" -CAkey "$W/root.key" \
-		-CAcreateserial -days 2 -extfile "$W/ext.cnf" -out "$2"
+	hw ca sign --key nginx-root --ca-cert "$W/root.pem" --csr "$1" --profile tls-server \
+		--san IP:127.0.0.1,DNS:localhost --days 1 -o "$2"
 }
 
 if make_root >"$W/root.log" 2>&1; then
-	ok "test root CA made"
+	ok "test root CA made by hsmwrap ca init (key in the HSM)"
 else
 	bad "test root CA: $(head -c 300 "$W/root.log")"
 fi
