@@ -13,6 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/types.h>
 
 #include "hsmwrap.h"
 
@@ -235,6 +236,12 @@ struct out_spec {
  * left and outputs already renamed are removed again.
  */
 hw_err util_write_outputs(const struct out_spec *outs, size_t n);
+/* Mode of a non-secret new file: 0666 less the umask. */
+mode_t util_plain_mode(void);
+/* Directory part of path ("." or "/" at the ends); free() it. NULL: no memory. */
+char *util_dir_of(const char *path);
+/* fsync the directory holding path, so a rename into it survives a crash. */
+void util_sync_dir(const char *path);
 /* True if both names refer to the same existing file (or are equal). */
 int util_same_file(const char *a, const char *b);
 

@@ -82,25 +82,6 @@ static int is_stdio(const char *path)
 	return strcmp(path, "-") == 0;
 }
 
-static mode_t plain_mode(void)
-{
-	mode_t m = umask(077);
-
-	umask(m);
-	return 0666 & ~m;
-}
-
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
-
 static int write_all(int fd, const uint8_t *p, size_t n)
 {
 	while (n) {
@@ -299,7 +280,7 @@ static int sink_create(struct cli *cli, struct sink *k)
 
 	if (k->mode != SINK_FILE)
 		return 0;
-	dir = dir_of(k->path);
+	dir = util_dir_of(k->path);
 	if (!dir || asprintf(&k->tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
 		free(dir);
 		k->tmp = NULL;
@@ -316,7 +297,7 @@ static int sink_create(struct cli *cli, struct sink *k)
 		                 strerror(e));
 	}
 	/* mkstemp gives 0600, which plaintext keeps. */
-	if (!k->secret && fchmod(k->fd, plain_mode()) < 0) {
+	if (!k->secret && fchmod(k->fd, util_plain_mode()) < 0) {
 		e = errno;
 		unlink(k->tmp);
 		close(k->fd);
@@ -407,22 +388,6 @@ static hw_err sink_write(void *arg, const uint8_t *data, size_t len)
 	return HW_OK;
 }
 
-static void sync_dir(const char *path)
-{
-	char *dir = dir_of(path);
-	int fd;
-
-	if (!dir)
-		return;
-	fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	free(dir);
-	if (fd >= 0) {
-		/* Some file systems refuse fsync on directories; the rename stands. */
-		(void)fsync(fd);
-		close(fd);
-	}
-}
-
 static int spool_copy_out(struct sink *k)
 {
 	ssize_t r;
@@ -473,7 +438,7 @@ static int sink_commit(struct sink *k)
 		}
 		free(k->tmp);
 		k->tmp = NULL;
-		sync_dir(k->path);
+		util_sync_dir(k->path);
 		return 0;
 	case SINK_SPOOL:
 		return spool_copy_out(k);

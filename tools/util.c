@@ -164,7 +164,7 @@ struct staged {
 	int committed;
 };
 
-static char *dir_of(const char *path)
+char *util_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
 
@@ -190,7 +190,7 @@ static int write_all(int fd, const uint8_t *p, size_t n)
 	return 0;
 }
 
-static mode_t plain_mode(void)
+mode_t util_plain_mode(void)
 {
 	mode_t m = umask(077);
 
@@ -200,7 +200,7 @@ static mode_t plain_mode(void)
 
 static hw_err stage_one(const struct out_spec *o, struct staged *s)
 {
-	char *dir = dir_of(o->path);
+	char *dir = util_dir_of(o->path);
 	char *tmp = NULL;
 	int fd = -1, e;
 
@@ -219,7 +219,7 @@ static hw_err stage_one(const struct out_spec *o, struct staged *s)
 		return errno_err(e);
 	}
 	/* mkstemp gives 0600; only non-secret files get the usual mode. */
-	if ((!o->secret && fchmod(fd, plain_mode()) < 0) ||
+	if ((!o->secret && fchmod(fd, util_plain_mode()) < 0) ||
 	    write_all(fd, o->data, o->len) < 0 || fsync(fd) < 0) {
 		e = errno;
 		close(fd);
@@ -239,9 +239,9 @@ static hw_err stage_one(const struct out_spec *o, struct staged *s)
 	return HW_OK;
 }
 
-static void sync_dir(const char *path)
+void util_sync_dir(const char *path)
 {
-	char *dir = dir_of(path);
+	char *dir = util_dir_of(path);
 	int fd;
 
 	if (!dir)
@@ -315,7 +315,7 @@ hw_err util_write_outputs(const struct out_spec *outs, size_t n)
 		rollback(outs, st, n);
 	else
 		for (i = 0; i < n; i++)
-			sync_dir(outs[i].path);
+			util_sync_dir(outs[i].path);
 	sigprocmask(SIG_SETMASK, &old, NULL);
 	return err;
 }
