@@ -34,7 +34,7 @@
 
 #include "hsmwrap.h"
 #include "internal.h"
-#include "esdk.h"
+#include "format/esdk.h"
 
 static unsigned dec_ok, rej_ok, failures, skipped_rsa, skipped_kms, skipped_other;
 static unsigned dec_aes, dec_rsa, dec_rsa_extra;

@@ -23,7 +23,7 @@
 #include <string.h>
 
 #include "internal.h"
-#include "esdk.h"
+#include "format/esdk.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
 

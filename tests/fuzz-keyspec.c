@@ -2,7 +2,7 @@
  * libFuzzer harness for key names as applications, the CLI (--key,
  * positional KEY) and the provider (pkcs11: URIs in openssl commands and
  * key-reference files) hand them to hw_key_find: a label, "id:HEX" or an
- * RFC 7512 URI (hw_key_spec_parse, src/lib/key.c), and token URIs as
+ * RFC 7512 URI (hw_key_spec_parse, src/lib/key/key.c), and token URIs as
  * hw_ctx_set_token takes them. Checks besides the sanitizers':
  *  - a label asks for exactly that CKA_LABEL;
  *  - "id:HEX" asks for exactly the bytes the hex spells;

@@ -1,5 +1,4 @@
 # Key lifecycle (issue 5): metadata, versions, rotation, states.
-libhsmwrap_la_SOURCES += src/lib/meta.c
 
 TESTS += tests/test-keymeta.sh
 EXTRA_DIST += tests/test-keymeta.sh

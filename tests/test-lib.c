@@ -2070,7 +2070,7 @@ static void test_kwp_known_answer(void)
 	hw_key_free(k);
 }
 
-/* Offsets into a blob, per the format documented in src/lib/blob.c. */
+/* Offsets into a blob, per the format documented in src/lib/format/blob.c. */
 struct blob_parts {
 	size_t header_len;
 	const uint8_t *iv;

@@ -1,6 +1,6 @@
 /*
  * Known-answer tests of the GF(2^8) arithmetic and Shamir sharing in
- * src/lib/shamir.c (compiled into this program on its own). The field
+ * src/lib/base/shamir.c (compiled into this program on its own). The field
  * products are FIPS-197's worked examples (section 4.2); the shares were
  * computed by an independent, table-driven implementation (log/exp tables
  * with generator 0x03) for a fixed secret and fixed coefficients.

@@ -6,7 +6,7 @@
 # must still unwrap to the same bytes). Runs under tests/with-token.sh.
 #
 # The kill points come from HSMWRAP_TEST_CRASH_AT=N, a test hook of
-# src/lib/tde.c that makes the process SIGKILL itself at its N-th step
+# src/lib/lifecycle/tde.c that makes the process SIGKILL itself at its N-th step
 # (each table key re-wrapped, then each step of the atomic save); a few
 # rekeys are also killed from outside after a random delay.
 

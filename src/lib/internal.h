@@ -29,7 +29,7 @@
 #include <p11-kit/uri.h>
 
 #include "hsmwrap.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #define HW_EXPORT __attribute__((visibility("default")))
 

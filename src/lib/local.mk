@@ -1,31 +1,34 @@
 # libhsmwrap: the PKCS#11 shim. Only hw_* symbols are exported.
 lib_LTLIBRARIES += libhsmwrap.la
+# Listed bottom-up, one folder per layer (doc/ARCHITECTURE.md): a file
+# calls only files of its own layer or of the layers listed before it.
 libhsmwrap_la_SOURCES = \
 	src/lib/internal.h \
-	src/lib/buf.h src/lib/buf.c \
-	src/lib/err.c \
-	src/lib/module.c \
-	src/lib/ctx.c \
-	src/lib/pin.c \
-	src/lib/token.c \
-	src/lib/key.c \
-	src/lib/ectx.c \
-	src/lib/blob.c \
-	src/lib/ops.c \
-	src/lib/sign.c \
-	src/lib/pkey.c \
-	src/lib/esdk.h src/lib/esdk.c \
-	src/lib/envelope.c \
-	src/lib/cluster.c
+	src/lib/base/buf.h src/lib/base/buf.c \
+	src/lib/base/err.c \
+	src/lib/base/shamir.c \
+	src/lib/format/blob.c \
+	src/lib/format/ectx.c \
+	src/lib/format/esdk.h src/lib/format/esdk.c \
+	src/lib/token/module.c \
+	src/lib/token/pin.c \
+	src/lib/token/ctx.c \
+	src/lib/token/token.c \
+	src/lib/key/key.c \
+	src/lib/key/pkey.c \
+	src/lib/key/cert.c \
+	src/lib/ops/ops.c \
+	src/lib/ops/sign.c \
+	src/lib/ops/envelope.c \
+	src/lib/ops/cluster.c \
+	src/lib/lifecycle/meta.c \
+	src/lib/lifecycle/import.c \
+	src/lib/lifecycle/audit.c \
+	src/lib/lifecycle/backup.c \
+	src/lib/lifecycle/tde.c
 libhsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) -fvisibility=hidden
 libhsmwrap_la_LIBADD = $(OPENSSL_LIBS) $(P11KIT_LIBS)
 libhsmwrap_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(HW_LT_VERSION) \
 	-Wl,--version-script=$(top_srcdir)/src/lib/hsmwrap.sym -no-undefined
 EXTRA_libhsmwrap_la_DEPENDENCIES = src/lib/hsmwrap.sym
 EXTRA_DIST += src/lib/hsmwrap.sym
-
-# Certificates stored next to their key pair (root-CA ceremony).
-libhsmwrap_la_SOURCES += src/lib/cert.c
-
-# Audit log and TDE keyrings (issue 5).
-libhsmwrap_la_SOURCES += src/lib/audit.c src/lib/tde.c

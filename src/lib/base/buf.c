@@ -1,5 +1,5 @@
 #include "internal.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #include <stdlib.h>
 #include <string.h>

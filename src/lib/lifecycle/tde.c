@@ -19,7 +19,7 @@
  * of the directory: a crash leaves the old or the new file.
  */
 #include "internal.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -14,7 +14,7 @@
  * with one O_APPEND write and fsync'd.
  */
 #include "internal.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #include <errno.h>
 #include <fcntl.h>

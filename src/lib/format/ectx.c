@@ -4,7 +4,7 @@
  * ESDK's, so the same context means the same bytes everywhere.
  */
 #include "internal.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -5,7 +5,7 @@
  * keyring stores it, so that any SDK holding the same key decrypts it.
  */
 #include "internal.h"
-#include "esdk.h"
+#include "format/esdk.h"
 
 #include <limits.h>
 #include <pthread.h>

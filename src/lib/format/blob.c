@@ -12,7 +12,7 @@
  * GCM authenticates the IV anyway.
  */
 #include "internal.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #include <string.h>
 

@@ -5,7 +5,7 @@
  * hw_wbuf. The keyring is the caller's (see esdk.h).
  */
 #include "internal.h"
-#include "esdk.h"
+#include "format/esdk.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -17,7 +17,7 @@
 #include <stdint.h>
 
 #include "hsmwrap.h"
-#include "buf.h"
+#include "base/buf.h"
 
 #define ESDK_IV_LEN 12
 #define ESDK_TAG_LEN 16
