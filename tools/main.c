@@ -144,8 +144,8 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 			return -1;
 		case G_VERSION:
 			if (cli->json) {
-				jw_str(&cli->out, "version", PACKAGE_VERSION);
-				jw_str(&cli->out, "library", hw_version());
+				cj_str(cli->out, "version", PACKAGE_VERSION);
+				cj_str(cli->out, "library", hw_version());
 			} else {
 				printf("%s %s (libhsmwrap %s)\n", PROG, PACKAGE_VERSION, hw_version());
 			}
@@ -164,18 +164,20 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 
 static int unknown_command(struct cli *cli, int argc, char **argv)
 {
-	const char *w1 = argv[0], *w2 = argc > 1 ? argv[1] : NULL;
+	const char *const *words = (const char *const *)argv;
+	char family[256];
+	int k = cli_find_family(argc, words, family, sizeof(family));
 
-	if (!cli_is_family(w1))
-		return cli_usage(cli, NULL, "unknown command '%s'", w1);
-	if (w2 && (strcmp(w2, "--help") == 0 || strcmp(w2, "-h") == 0)) {
-		cli_show_family(cli, w1);
+	if (k == 0)
+		return cli_usage(cli, NULL, "unknown command '%s'", argv[0]);
+	if (k < argc && (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0)) {
+		cli_show_family(cli, family);
 		return -1;
 	}
-	cli_help_family(stderr, w1);
-	if (!w2)
-		return cli_usage(cli, NULL, "'%s' needs a subcommand", w1);
-	return cli_usage(cli, NULL, "unknown command '%s %s'", w1, w2);
+	cli_help_family(stderr, family);
+	if (k == argc)
+		return cli_usage(cli, NULL, "'%s' needs a subcommand", family);
+	return cli_usage(cli, NULL, "unknown command '%s %s'", family, argv[k]);
 }
 
 static int dispatch(struct cli *cli, int argc, char **argv)
@@ -185,9 +187,7 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 	hw_audit *audit = NULL;
 	int words = 0, rc;
 
-	c = cli_find_command3(argc, argv, &words);
-	if (!c)
-		c = cli_find_command(argv[0], argc > 1 ? argv[1] : NULL, &words);
+	c = cli_find_command(argc, (const char *const *)argv, &words);
 	if (!c)
 		return unknown_command(cli, argc, argv);
 	/* getopt starts after argv[0], so hand it the last word of the name. */
@@ -213,10 +213,9 @@ int main(int argc, char **argv)
 	int rc;
 
 	memset(&cli, 0, sizeof(cli));
-	jw_init(&cli.out);
-	/* Pre-open the success document; failures replace it. */
-	jw_obj_begin(&cli.out, NULL);
-	jw_bool(&cli.out, "ok", 1);
+	/* The success document, filled by the command; failures replace it. */
+	cli.out = json_object();
+	cj_bool(cli.out, "ok", 1);
 
 	rc = parse_global(&cli, argc, argv);
 	if (rc == 0 && optind >= argc) {
@@ -227,18 +226,14 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		rc = 0;
 	if (rc == 0 && cli.json && !cli.json_sent) {
-		jw_obj_end(&cli.out);
-		if (cli.out.failed) {
+		if (cj_print(stdout, cli.out) != 0)
 			rc = cli_failf(&cli, HW_ERR_NOMEM, "writing JSON", "out of memory");
-		} else {
-			printf("%s\n", cli.out.buf);
-		}
 	}
 	if (fflush(stdout) != 0 && rc == 0) {
 		fprintf(stderr, "%s: writing standard output: %s\n", PROG, strerror(errno));
 		rc = EXIT_FAILURE_OTHER;
 	}
-	jw_free(&cli.out);
+	json_decref(cli.out);
 	conf_values_free(&conf);
 	return rc;
 }
