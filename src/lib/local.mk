@@ -10,6 +10,7 @@ libhsmwrap_la_SOURCES = \
 	src/lib/format/blob.c \
 	src/lib/format/ectx.c \
 	src/lib/format/esdk.h src/lib/format/esdk.c \
+	src/lib/format/esdk_pipe.c \
 	src/lib/token/module.c \
 	src/lib/token/pin.c \
 	src/lib/token/ctx.c \

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -46,6 +47,7 @@ struct hw_envelope_cfg {
 	rsa_rcpt *rcpts;
 	size_t nrcpts;
 	hw_cache *cache;
+	unsigned threads;           /* 0: one per online CPU */
 };
 
 static const hw_envelope_cfg defaults = {
@@ -228,6 +230,28 @@ hw_envelope_cfg_set_max_buffer(hw_envelope_cfg *cfg, size_t bytes)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "the buffer limit must be at least 4096 bytes");
 	cfg->max_buffer = bytes;
 	return HW_OK;
+}
+
+HW_EXPORT hw_err
+hw_envelope_cfg_set_threads(hw_envelope_cfg *cfg, unsigned threads)
+{
+	if (!cfg || threads > ESDK_PIPE_MAX_THREADS)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "threads: 0 (one per CPU) to %u",
+		               ESDK_PIPE_MAX_THREADS);
+	cfg->threads = threads;
+	return HW_OK;
+}
+
+/* The frame workers for a stream: the configured count, or the CPUs. */
+static unsigned
+cfg_threads(const hw_envelope_cfg *c)
+{
+	long n;
+
+	if (c->threads)
+		return c->threads;
+	n = sysconf(_SC_NPROCESSORS_ONLN);
+	return n < 1 ? 1 : n > (long)ESDK_PIPE_MAX_THREADS ? ESDK_PIPE_MAX_THREADS : (unsigned)n;
 }
 
 HW_EXPORT hw_err
@@ -1434,6 +1458,7 @@ enc_open(const hw_envelope_cfg *cfg, hw_key *const *keys, size_t nkeys, const hw
 	p.wrap_arg = &w;
 	p.out = out;
 	p.out_arg = out_arg;
+	p.threads = cfg_threads(c);
 	if (caching)
 		e = enc_cache_begin(c, keys, nkeys, &uec, *len, &cc, &p);
 	if (e == HW_OK)
@@ -1600,6 +1625,7 @@ dec_open(hw_ctx *ctx, const hw_envelope_cfg *cfg, hw_key *const *allowed, size_t
 	p.unwrap_arg = &s->u;
 	p.out = out;
 	p.out_arg = out_arg;
+	p.threads = cfg_threads(c);
 	e = esdk_dec_new(&p, &s->d);
 	if (e != HW_OK)
 		goto fail;
