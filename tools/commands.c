@@ -174,6 +174,9 @@ static const struct cli_opt_spec encrypt_opts[] = {
 	{ "namespace", 0, "NS", 0,
 	  "Key namespace stored as the provider id of the wrapped data keys (default "
 	  "hsmwrap). Other SDKs name the same key by this namespace and the key's label." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The plaintext; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the message; - (the default) writes standard output, which must not be "
@@ -196,6 +199,9 @@ static const struct cli_opt_spec decrypt_opts[] = {
 	{ "max-edks", 0, "N", 0,
 	  "Refuse messages with more than N wrapped data keys before unwrapping any (default "
 	  "16; 0 means no limit)." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The message; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the plaintext (mode 0600); - (the default) writes standard output. A "
