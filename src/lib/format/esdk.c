@@ -554,7 +554,7 @@ esdk_gcm_ctx_new(bool enc, const uint8_t *key, size_t keylen, EVP_CIPHER_CTX **o
 /*
  * A regular (non-final) frame: seq || IV || ct || tag into unit (len + 32
  * bytes). The IV is the sequence number, so frames are independent of
- * each other and any thread may seal any frame (esdk_pipe.c).
+ * each other and any thread may seal any frame (esdk-pipe.c).
  */
 hw_err
 esdk_frame_seal(EVP_CIPHER_CTX *c, const uint8_t *msgid, size_t msgid_len, uint32_t seq,
@@ -947,7 +947,7 @@ esdk_enc_test_set_seq(esdk_enc *e, uint64_t seq)
 #endif
 
 /*
- * Runs of whole frames go through the frame workers (esdk_pipe.c), also
+ * Runs of whole frames go through the frame workers (esdk-pipe.c), also
  * with one thread: one output call per job instead of per frame. Frames
  * longer than a job keep the frame-at-a-time path, which holds one frame.
  */

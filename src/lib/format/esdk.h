@@ -2,7 +2,7 @@
  * AWS Encryption SDK message format (internal). The format engine knows
  * nothing about HSMs: it is given a keyring as two callbacks (wrap the data
  * key into encrypted-data-key entries; recover the data key from them), so
- * that the same code serves the HSM keyring (envelope.c), the known-answer
+ * that the same code serves the HSM keyring (ops/envelope-keyring.c), the known-answer
  * tests (a static data key) and the fuzzer.
  *
  * Reference: the public specification (awslabs/aws-encryption-sdk-
@@ -130,7 +130,7 @@ typedef struct {
 	void *wrap_arg;
 	esdk_write_fn out;
 	void *out_arg;
-	/* Optional (the data-key cache, envelope.c): this data key (suite
+	/* Optional (the data-key cache, ops/envelope-stream.c): this data key (suite
 	 * key_len bytes) and, for signed suites, this signing key (not taken
 	 * over) instead of fresh ones. NULL: fresh. */
 	const uint8_t *dk;
@@ -194,7 +194,7 @@ hw_err esdk_frame_open(struct evp_cipher_ctx_st *c, const uint8_t *msgid, size_t
                        uint32_t seq, const uint8_t *unit, size_t len, uint8_t *pt);
 
 /*
- * Frame workers (esdk_pipe.c): runs of regular frames sealed or opened by
+ * Frame workers (esdk-pipe.c): runs of regular frames sealed or opened by
  * a bounded pool of threads, the results handed back in order on the
  * calling thread, which also hashes for the signature. Frames are
  * independent (IV = sequence number); the hash is not, so it stays on the
