@@ -1,6 +1,6 @@
 /*
  * test-esdk-pipe: the multi-threaded frame pipeline (src/lib/format/
- * esdk_pipe.c) against the serial code, through the internal format engine
+ * esdk-pipe.c) against the serial code, through the internal format engine
  * with a static data key, a fixed signing key and a fixed message id
  * (HW_ESDK_TEST_HOOKS), so that the same plaintext must give the same
  * bytes whatever the thread count and however the input is cut:
