@@ -183,7 +183,21 @@ typedef enum {
 	HW_KEY_RSA4096,
 	HW_KEY_EC_P256,
 	HW_KEY_EC_P384,
+	HW_KEY_EC_P521,
+	HW_KEY_ED25519,             /* CKK_EC_EDWARDS, signs with CKM_EDDSA */
+	HW_KEY_ED448,
+	/* RSA keys that may only sign with RSASSA-PSS: their
+	 * CKA_ALLOWED_MECHANISMS lists the PSS mechanisms alone, so the token
+	 * itself refuses PKCS#1 v1.5 signatures and decryption. */
+	HW_KEY_RSA2048_PSS,
+	HW_KEY_RSA3072_PSS,
+	HW_KEY_RSA4096_PSS,
 } hw_key_type;
+
+/* Key-pair families of hw_key_type (0 for AES and unknown types). */
+int hw_key_type_is_rsa(hw_key_type t);
+int hw_key_type_is_ec(hw_key_type t);      /* ECDSA/ECDH curves */
+int hw_key_type_is_eddsa(hw_key_type t);
 
 typedef enum {
 	HW_PURPOSE_NONE = 0,      /* a key whose usage flags match no purpose */
@@ -325,6 +339,10 @@ typedef enum {
 	HW_SIG_RSA_PSS_SHA512,
 	HW_SIG_ECDSA_SHA256,        /* DER-encoded ECDSA-Sig-Value */
 	HW_SIG_ECDSA_SHA384,
+	HW_SIG_ECDSA_SHA512,        /* P-521's TLS 1.3 scheme */
+	/* PureEdDSA (RFC 8032) with an Ed25519 or Ed448 key: the HSM signs the
+	 * whole message, which hw_sign and hw_sign_digest both take as is. */
+	HW_SIG_EDDSA,
 } hw_sig_alg;
 
 HW_NODISCARD hw_err hw_sig_alg_parse(const char *s, hw_sig_alg *alg);

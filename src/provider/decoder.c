@@ -245,6 +245,20 @@ der2ec_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_
 }
 
 static int
+der2ed25519_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
+                   void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+	return der2key(ctx, HWP_ED25519, cin, data_cb, data_cbarg);
+}
+
+static int
+der2ed448_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
+                 void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+	return der2key(ctx, HWP_ED448, cin, data_cb, data_cbarg);
+}
+
+static int
 dec_does_selection(void *provctx, int selection)
 {
 	/* A reference stands for the whole key pair. */
@@ -266,6 +280,18 @@ const OSSL_DISPATCH hwp_der2rsa_decoder[] = {
 
 const OSSL_DISPATCH hwp_der2ec_decoder[] = {
 	FN(NEWCTX, dec_newctx), FN(FREECTX, dec_freectx), FN(DECODE, der2ec_decode),
+	FN(DOES_SELECTION, dec_does_selection),
+	{ 0, NULL }
+};
+
+const OSSL_DISPATCH hwp_der2ed25519_decoder[] = {
+	FN(NEWCTX, dec_newctx), FN(FREECTX, dec_freectx), FN(DECODE, der2ed25519_decode),
+	FN(DOES_SELECTION, dec_does_selection),
+	{ 0, NULL }
+};
+
+const OSSL_DISPATCH hwp_der2ed448_decoder[] = {
+	FN(NEWCTX, dec_newctx), FN(FREECTX, dec_freectx), FN(DECODE, der2ed448_decode),
 	FN(DOES_SELECTION, dec_does_selection),
 	{ 0, NULL }
 };
