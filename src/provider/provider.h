@@ -1,13 +1,16 @@
 /*
  * Internal interfaces of the hsmwrap OpenSSL provider (hsmwrap.so).
  *
- *   provider.c   entry point, configuration, the lazily opened hw_ctx, errors
+ * Files are layered, each calls only those listed before it (no cycles):
+ *
+ *   common.c     errors and the lazily opened hw_ctx (the bottom)
  *   keymgmt.c    RSA and EC key objects: a hw_key for the private half plus
  *                a host copy of the public half (for matching and export)
  *   store.c      the pkcs11: URI store loader
  *   signature.c  RSA PKCS#1 v1.5 / PSS and ECDSA, signing in the HSM
  *   asym.c       RSA decryption in the HSM (PKCS#1 v1.5, OAEP)
  *   decoder.c    HSMWRAP KEY REFERENCE PEM files
+ *   provider.c   entry point, configuration, dispatch tables (the top)
  */
 #ifndef HWP_PROVIDER_H
 #define HWP_PROVIDER_H
@@ -80,7 +83,7 @@ enum {
 #define HWP_HSM_BEGIN() ERR_set_mark()
 #define HWP_HSM_END() ERR_pop_to_mark()
 
-/* provider.c */
+/* common.c */
 void hwp_raise(hwp_prov *p, int reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Raises an hw_err with hw_last_detail(): the HSM's side of the story. */
@@ -88,6 +91,8 @@ void hwp_raise_hw(hwp_prov *p, hw_err e, const char *what);
 /* The provider's context, opened at first use; `uri` names the token when
  * the configuration does not. NULL on failure (error raised). */
 hw_ctx *hwp_ctx(hwp_prov *p, const char *uri);
+/* Reason strings: hw_strerror() for hw_err codes, then our own. */
+const OSSL_ITEM *hwp_reasons(void *provctx);
 
 /* keymgmt.c */
 extern const OSSL_DISPATCH hwp_rsa_keymgmt[];

@@ -22,7 +22,7 @@
  *
  * The token and the key: as for the other benchmark (HSMWRAP_MODULE,
  * HSMWRAP_TOKEN, HSMWRAP_PIN_SOURCE); the `envelope` key `bench-envelope`
- * is created when missing. tools/bench-envelope.sh runs this next to age
+ * is created when missing. bench/bench-envelope.sh runs this next to age
  * and the JavaScript SDK.
  */
 #include "config.h"
