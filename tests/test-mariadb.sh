@@ -366,7 +366,7 @@ if must_start "start for the kill -9 test" $OPTS; then
 	wait "$cpid" 2>/dev/null
 	hw tde keyring list -f "$KR"
 	check "after kill -9 the keyring opens ($(grep -c -E '^ *[0-9]+ ' "$W/out") versions)" [ "$rc" -eq 0 ]
-	check "no temporary keyring files are left visible as the keyring" test -s "$KR"
+	check "the keyring after kill -9 is not empty" test -s "$KR"
 	# shellcheck disable=SC2086
 	if must_start "restart after kill -9" $OPTS; then
 		tables=$(sql -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='d' AND TABLE_NAME LIKE 'k%'")
