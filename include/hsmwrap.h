@@ -449,6 +449,16 @@ HW_NODISCARD hw_err hw_envelope_cfg_set_key_namespace(hw_envelope_cfg *cfg, cons
 HW_NODISCARD hw_err hw_envelope_cfg_set_max_buffer(hw_envelope_cfg *cfg, size_t bytes);
 /* Refuse signed messages right after the header (default: accept). */
 HW_NODISCARD hw_err hw_envelope_cfg_set_reject_signed(hw_envelope_cfg *cfg, int reject);
+/*
+ * Threads that encrypt or decrypt the frames of one stream (default 0:
+ * one per online CPU; 1: only the calling thread; at most 256). Frames
+ * are independent, so workers seal or open runs of frames while the
+ * calling thread keeps their order and hashes for the signature: the
+ * output is the same bytes whatever the count. Memory stays bounded: two
+ * jobs of 256 KiB of frames per thread. Callbacks (hw_write_cb) are only
+ * ever called on the calling thread.
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_threads(hw_envelope_cfg *cfg, unsigned threads);
 
 /*
  * One-shot encryption for every key in keys[0..nkeys-1] (each an `envelope`
@@ -854,6 +864,23 @@ HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master)
  * caller (the CLI locks PATH.lock).
  */
 HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
+/*
+ * For a database that keeps its keyring open while it runs: under
+ * PATH.lock, checks that the file is still the generation kr read or last
+ * wrote (else HW_ERR_INTEGRITY: another process changed it, nothing is
+ * overwritten), adds a version of table key `id` (version 1 of a new id)
+ * and saves. If the save fails the new version is dropped from kr again,
+ * so that no key is used that a crash would lose.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_add_save(hw_tde_keyring *kr, const char *path, uint32_t id,
+                                            uint32_t *version_out);
+/*
+ * A new, empty keyring for the master key labelled master_label (an
+ * AES-256 envelope key on ctx's token), saved at path, which must not
+ * exist (HW_ERR_IO); HW_ERR_KEY_NOT_FOUND without that key.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_create_file(hw_ctx *ctx, const char *master_label,
+                                               const char *path, hw_tde_keyring **out);
 
 typedef struct {
 	uint32_t id, version;

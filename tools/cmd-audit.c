@@ -29,17 +29,6 @@
 
 #include "cli.h"
 
-/* URI of the token the command logged in to (label and serial included). */
-static char used_token[512];
-
-void cli_audit_note_ctx(hw_ctx *ctx)
-{
-	const char *uri = ctx ? hw_ctx_token_uri(ctx) : NULL;
-
-	if (uri && *uri)
-		snprintf(used_token, sizeof(used_token), "%s", uri);
-}
-
 int cli_audit_is_ceremony(const struct cli_cmd *c)
 {
 	return c && (c->flags & CLI_CMD_CEREMONY) != 0;
@@ -104,7 +93,7 @@ int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int 
 		return rc;
 	memset(&ev, 0, sizeof(ev));
 	ev.action = c->name;
-	ev.token = used_token[0] ? used_token : cli->token;
+	ev.token = cli->used_token[0] ? cli->used_token : cli->token;
 	k = cli_opt(a, "key");
 	if (!k)
 		k = cli_opt(a, "label");

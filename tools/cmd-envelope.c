@@ -567,6 +567,22 @@ static int stream_fail(struct cli *cli, const struct sink *k, hw_err err, const 
 /* ------------------------------------------------------------------ */
 /* encrypt                                                             */
 
+/* --threads, for both commands. */
+static int threads_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg *cfg)
+{
+	const char *s = cli_opt(a, "threads");
+	unsigned long long v;
+	hw_err err;
+
+	if (!s)
+		return 0;
+	if (parse_uint(s, 1, 256, &v) < 0)
+		return cli_usage(cli, a->cmd, "--threads must be 1 to 256");
+	if ((err = hw_envelope_cfg_set_threads(cfg, (unsigned)v)))
+		return cli_fail(cli, err, "--threads");
+	return 0;
+}
+
 static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out)
 {
 	const char *s;
@@ -594,7 +610,7 @@ static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	if ((s = cli_opt(a, "namespace")) &&
 	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
 		return cli_fail(cli, err, "--namespace");
-	return 0;
+	return threads_config(cli, a, cfg);
 }
 
 /* All --key options, found on the token; *keys has n entries to free. */
@@ -789,7 +805,7 @@ static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	if ((s = cli_opt(a, "namespace")) &&
 	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
 		return cli_fail(cli, err, "--namespace");
-	return 0;
+	return threads_config(cli, a, cfg);
 }
 
 /*
