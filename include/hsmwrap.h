@@ -693,6 +693,26 @@ HW_NODISCARD hw_err hw_cert_get(hw_key *key, uint8_t **der, size_t *len);
 /* Destroys the certificates stored next to the key; none is not an error. */
 HW_NODISCARD hw_err hw_cert_destroy(hw_key *key);
 
+/* One certificate object on the token. */
+typedef struct {
+	uint8_t *der;               /* CKA_VALUE: DER X.509 */
+	size_t len;
+	char label[129];
+} hw_cert_entry;
+
+#define HW_CERT_FIND_MAX 64u
+
+/*
+ * The certificates a pkcs11: URI selects: its object= and id= if given,
+ * else every certificate of the token (at most HW_CERT_FIND_MAX). No match
+ * is not an error (*n = 0). Certificates are public objects: any object
+ * attribute besides these two, or a type= other than cert, is
+ * HW_ERR_URI. Free with hw_cert_entries_free().
+ */
+HW_NODISCARD hw_err hw_cert_find(hw_ctx *ctx, const char *uri, hw_cert_entry **certs,
+                                 size_t *n);
+void hw_cert_entries_free(hw_cert_entry *certs, size_t n);
+
 /* ------------------------------------------------------------------ */
 /* Tamper-evident audit log: one JSON object per line, each carrying   */
 /* the SHA-256 of the previous line's exact bytes ("prev"), and from   */

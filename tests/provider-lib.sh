@@ -82,15 +82,22 @@ start_server() {
 }
 
 
-# p11_access LABEL: pkcs11-tool's "Access:" line for the private key LABEL
-# (sensitive, never extractable...): an independent reader of the token.
-p11_access() {
+# p11 ARG...: pkcs11-tool logged in to the test token. By slot: with a
+# second token hsmwrap-test2 present, --token-label hsmwrap-test may pick
+# that one (a prefix match).
+p11() {
 	slot=$("$PKCS11_TOOL" --module "$HSMWRAP_MODULE" -L 2>/dev/null | awk '
 		/^Slot / { s = $3; gsub(/[():]/, "", s) }
 		/^ *token label *: hsmwrap-test$/ { print s }')
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$HSMWRAP_MODULE" \
-		--slot "${slot:-none}" --login --pin env:HW_P11_PIN --list-objects --type privkey \
-		2>/dev/null | awk -v l="$1" '/^[^ \t]/ { cur = "" } /label:/ { cur = $2 }
+		--slot "${slot:-none}" --login --pin env:HW_P11_PIN "$@"
+}
+
+# p11_access LABEL: pkcs11-tool's "Access:" line for the private key LABEL
+# (sensitive, never extractable...): an independent reader of the token.
+p11_access() {
+	p11 --list-objects --type privkey 2>/dev/null | awk -v l="$1" '
+		/^[^ \t]/ { cur = "" } /label:/ { cur = $2 }
 		/Access:/ && cur == l { sub(/^[ \t]+Access:[ \t]*/, ""); print }'
 }
 

@@ -120,10 +120,8 @@ expect_fail "a PSS-only key does not decrypt (the token's flags, no fallback)" "
 	-in "$W/ct" -out "$W/pt"
 # The token itself enforces the restriction: pkcs11-tool, bypassing
 # hsmwrap, cannot make a PKCS#1 v1.5 signature with the key either.
-HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$HSMWRAP_MODULE" \
-	--token-label hsmwrap-test --login --pin env:HW_P11_PIN --sign -m RSA-PKCS \
-	--label k-rsa-pss-2048 -i "$W/msg" -o "$W/p11.sig" >"$W/p11.log" 2>&1
-if [ $? -ne 0 ] && grep -qi 'C_Sign.*failed' "$W/p11.log"; then
+p11 --sign -m RSA-PKCS --label k-rsa-pss-2048 -i "$W/msg" -o "$W/p11.sig" >"$W/p11.log" 2>&1
+if [ $? -ne 0 ] && grep -qi 'C_Sign[A-Za-z]* failed' "$W/p11.log"; then
 	ok "the token refuses PKCS#1 v1.5 with the PSS-only key to pkcs11-tool too"
 else
 	bad "pkcs11-tool PKCS#1 with the PSS-only key: $(head -c 300 "$W/p11.log")"
