@@ -29,7 +29,8 @@ static const struct cli_opt_spec token_init_opts[] = {
 static const struct cli_opt_spec key_create_opts[] = {
 	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new key; it must not exist on the token yet." },
 	{ "type", 0, "TYPE", CLI_OPT_REQUIRED,
-	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384." },
+	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384, ec-p521, ed25519, "
+	  "ed448, or rsa-pss-2048/3072/4096 (an RSA key the token lets sign with PSS only)." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
 	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "

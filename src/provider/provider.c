@@ -35,12 +35,16 @@ static const OSSL_ALGORITHM store_algs[] = {
 static const OSSL_ALGORITHM keymgmt_algs[] = {
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", HWP_PROPS, hwp_rsa_keymgmt, "HSM RSA key" },
 	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", HWP_PROPS, hwp_ec_keymgmt, "HSM EC key" },
+	{ "ED25519:1.3.101.112", HWP_PROPS, hwp_ed25519_keymgmt, "HSM Ed25519 key" },
+	{ "ED448:1.3.101.113", HWP_PROPS, hwp_ed448_keymgmt, "HSM Ed448 key" },
 	{ NULL, NULL, NULL, NULL }
 };
 
 static const OSSL_ALGORITHM signature_algs[] = {
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", HWP_PROPS, hwp_rsa_signature, NULL },
 	{ "ECDSA", HWP_PROPS, hwp_ecdsa_signature, NULL },
+	{ "ED25519:1.3.101.112", HWP_PROPS, hwp_ed25519_signature, NULL },
+	{ "ED448:1.3.101.113", HWP_PROPS, hwp_ed448_signature, NULL },
 	{ NULL, NULL, NULL, NULL }
 };
 
@@ -55,6 +59,10 @@ static const OSSL_ALGORITHM decoder_algs[] = {
 	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2rsa_decoder, NULL },
 	{ "EC:id-ecPublicKey:1.2.840.10045.2.1",
 	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2ec_decoder, NULL },
+	{ "ED25519:1.3.101.112",
+	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2ed25519_decoder, NULL },
+	{ "ED448:1.3.101.113",
+	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2ed448_decoder, NULL },
 	{ NULL, NULL, NULL, NULL }
 };
 
