@@ -35,7 +35,8 @@ static int parse_create(struct cli *cli, const struct cli_args *a,
 
 	if (hw_key_type_parse(ts, type))
 		return cli_usage(cli, a->cmd, "unknown --type '%s' (aes256, rsa2048, rsa3072, "
-		                 "rsa4096, ec-p256 or ec-p384)", ts);
+		                 "rsa4096, rsa-pss-2048, rsa-pss-3072, rsa-pss-4096, ec-p256, "
+		                 "ec-p384, ec-p521, ed25519 or ed448)", ts);
 	if (!ps) {
 		*purpose = type_is_aes(*type) ? HW_PURPOSE_ENVELOPE : HW_PURPOSE_SIGN;
 		return 0;
@@ -43,11 +44,12 @@ static int parse_create(struct cli *cli, const struct cli_args *a,
 	if (hw_purpose_parse(ps, purpose) || *purpose == HW_PURPOSE_NONE)
 		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign or "
 		                 "decrypt)", ps);
-	if (*purpose == HW_PURPOSE_DECRYPT ? *type < HW_KEY_RSA2048 || *type > HW_KEY_RSA4096
+	if (*purpose == HW_PURPOSE_DECRYPT
+	    ? !hw_key_type_is_rsa(*type) || *type >= HW_KEY_RSA2048_PSS
 	    : type_is_aes(*type) != (*purpose != HW_PURPOSE_SIGN))
 		return cli_usage(cli, a->cmd, "purpose %s does not fit type %s: envelope and "
-		                 "keywrap need aes256, sign an rsa or ec type, decrypt an rsa type",
-		                 ps, ts);
+		                 "keywrap need aes256, sign an rsa, ec or ed type, decrypt an "
+		                 "rsa type (not rsa-pss)", ps, ts);
 	if (cli_flag(a, "allow-raw-rsa") && *purpose != HW_PURPOSE_DECRYPT)
 		return cli_usage(cli, a->cmd, "--allow-raw-rsa is for --purpose decrypt keys only");
 	return 0;

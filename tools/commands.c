@@ -29,7 +29,8 @@ static const struct cli_opt_spec token_init_opts[] = {
 static const struct cli_opt_spec key_create_opts[] = {
 	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new key; it must not exist on the token yet." },
 	{ "type", 0, "TYPE", CLI_OPT_REQUIRED,
-	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384." },
+	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384, ec-p521, ed25519, "
+	  "ed448, or rsa-pss-2048/3072/4096 (an RSA key the token lets sign with PSS only)." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
 	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "
@@ -189,6 +190,9 @@ static const struct cli_opt_spec encrypt_opts[] = {
 	{ "namespace", 0, "NS", 0,
 	  "Key namespace stored as the provider id of the wrapped data keys (default "
 	  "hsmwrap). Other SDKs name the same key by this namespace and the key's label." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The plaintext; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the message; - (the default) writes standard output, which must not be "
@@ -217,6 +221,9 @@ static const struct cli_opt_spec decrypt_opts[] = {
 	{ "max-edks", 0, "N", 0,
 	  "Refuse messages with more than N wrapped data keys before unwrapping any (default "
 	  "16; 0 means no limit)." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The message; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the plaintext (mode 0600); - (the default) writes standard output. A "
