@@ -9,10 +9,13 @@
 #include <errno.h>
 #include <getopt.h>
 #include <stdarg.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -45,7 +48,8 @@ static void json_error(struct cli *cli, hw_err err, const char *what,
 	jw_str(&w, "what", what);
 	jw_str(&w, "detail", detail);
 	jw_str(&w, "ckrv", rv);
-	jw_uint(&w, "exit", (unsigned long long)cli_exit_code(err));
+	jw_uint(&w, "exit", (unsigned long long)(cli->force_exit ? cli->force_exit
+	                                                          : cli_exit_code(err)));
 	jw_obj_end(&w);
 	if (!w.failed)
 		printf("%s\n", w.buf);
@@ -70,7 +74,7 @@ static int report(struct cli *cli, hw_err err, const char *what,
 		fprintf(stderr, "%s: %s: %s\n", PROG, what, hw_strerror(err));
 	if (cli->json && !cli->json_sent)
 		json_error(cli, err, what, detail, ckrv);
-	return cli_exit_code(err);
+	return cli->force_exit ? cli->force_exit : cli_exit_code(err);
 }
 
 int cli_fail(struct cli *cli, hw_err err, const char *what)
@@ -151,6 +155,29 @@ static const char *env_value(const char *name)
 	return v && *v ? v : NULL;
 }
 
+/* A yes/no switch: option (already 2) > environment (1/0) > config (yes/no). */
+static int yes_no(struct cli *cli, const char *env, const char *conf_val, const char *conf_name,
+                  int *out)
+{
+	const char *v = env_value(env);
+
+	if (*out)
+		return 0;
+	if (v) {
+		if (strcmp(v, "1") && strcmp(v, "0"))
+			return cli_failf(cli, HW_ERR_INVALID_ARG, env, "'%s' is not 1 or 0", v);
+		*out = strcmp(v, "1") == 0;
+		return 0;
+	}
+	if (conf_val) {
+		if (strcmp(conf_val, "yes") && strcmp(conf_val, "no"))
+			return cli_failf(cli, HW_ERR_INVALID_ARG, "configuration",
+			                 "%s: '%s' is not yes or no", conf_name, conf_val);
+		*out = strcmp(conf_val, "yes") == 0;
+	}
+	return 0;
+}
+
 static int resolve_settings(struct cli *cli)
 {
 	int rc;
@@ -183,6 +210,11 @@ static int resolve_settings(struct cli *cli)
 		cli->audit_log = conf.audit_log;
 	if (!cli->audit_key && !(cli->audit_key = env_value("HSMWRAP_AUDIT_KEY")))
 		cli->audit_key = conf.audit_key;
+	if ((rc = yes_no(cli, "HSMWRAP_AUDIT_FAIL_OPEN", conf.audit_fail_open, "audit_fail_open",
+	                 &cli->audit_fail_open)) ||
+	    (rc = yes_no(cli, "HSMWRAP_ALLOW_SHARED_PIN_FILE", conf.allow_shared_pin_file,
+	                 "allow_shared_pin_file", &cli->allow_shared_pin_file)))
+		return rc;
 	{
 		const char *ev = env_value("HSMWRAP_AUDIT_DIGEST_EVERY");
 		char *end = NULL;
@@ -212,16 +244,26 @@ int cli_pin_source_ok(const char *src)
 	       (strncmp(src, "env:", 4) == 0 && src[4]);
 }
 
-/* A PIN file others can read is a PIN others know: say so, but go on. */
-static void check_pin_file(const char *src)
+/*
+ * A PIN file others can read is a PIN others know (and one they can write
+ * is a lockout they control): refused unless --allow-shared-pin-file.
+ */
+static int check_pin_file(struct cli *cli, const char *what, const char *src)
 {
 	struct stat st;
 
-	if (strncmp(src, "file:", 5) != 0 || stat(src + 5, &st) < 0)
-		return;
-	if (st.st_mode & (S_IRWXG | S_IRWXO))
+	if (strncmp(src, "file:", 5) != 0 || stat(src + 5, &st) < 0 ||
+	    !(st.st_mode & (S_IRWXG | S_IRWXO)))
+		return 0;
+	if (cli->allow_shared_pin_file) {
 		fprintf(stderr, "%s: warning: PIN file %s is accessible by other users (mode %04o)\n",
 		        PROG, src + 5, (unsigned)(st.st_mode & 07777));
+		return 0;
+	}
+	return cli_failf(cli, HW_ERR_PIN_SOURCE, what,
+	                 "PIN file %s is accessible by other users (mode %04o): chmod 600 it, "
+	                 "or accept that with --allow-shared-pin-file", src + 5,
+	                 (unsigned)(st.st_mode & 07777));
 }
 
 int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src)
@@ -229,8 +271,7 @@ int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src)
 	if (!cli_pin_source_ok(src))
 		return cli_failf(cli, HW_ERR_INVALID_ARG, what,
 		                 "not file:PATH, env:NAME or prompt");
-	check_pin_file(src);
-	return 0;
+	return check_pin_file(cli, what, src);
 }
 
 int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out)
@@ -279,6 +320,35 @@ fail:
 	return rc;
 }
 
+/* A few strings per run: kept in a small ring, freed at exit. */
+static char *redacted[16];
+static size_t nredacted;
+
+static void redacted_free(void)
+{
+	for (size_t i = 0; i < nredacted; i++)
+		free(redacted[i]);
+	nredacted = 0;
+}
+
+const char *cli_redact(const char *spec)
+{
+	char *s = NULL;
+
+	if (!spec || strncasecmp(spec, "pkcs11:", 7) != 0)
+		return spec;
+	if (hw_uri_redact(spec, &s) != HW_OK)
+		return "(a PKCS#11 URI, not shown)";
+	if (nredacted == 0)
+		atexit(redacted_free);
+	if (nredacted == sizeof(redacted) / sizeof(redacted[0])) {
+		hw_free(s);
+		return "(a PKCS#11 URI, not shown)";
+	}
+	redacted[nredacted++] = s;
+	return s;
+}
+
 int cli_open_key(struct cli *cli, const char *spec, hw_ctx **ctx, hw_key **key)
 {
 	char what[300];
@@ -291,7 +361,7 @@ int cli_open_key(struct cli *cli, const char *spec, hw_ctx **ctx, hw_key **key)
 	err = hw_key_find(*ctx, spec, key);
 	if (!err)
 		return 0;
-	snprintf(what, sizeof(what), "finding key '%s'", spec);
+	snprintf(what, sizeof(what), "finding key '%s'", cli_redact(spec));
 	return cli_fail(cli, err, what);
 }
 
@@ -593,7 +663,7 @@ int cmd_help(struct cli *cli, const struct cli_args *a)
 /* main                                                                */
 
 enum { G_MODULE = 256, G_TOKEN, G_PIN_SOURCE, G_CONFIG, G_JSON, G_VERSION };
-enum { G_AUDIT_LOG = 300, G_AUDIT_KEY };
+enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_AUDIT_FAIL_OPEN, G_ALLOW_SHARED_PIN };
 
 static const struct option global_long[] = {
 	{ "module", required_argument, NULL, G_MODULE },
@@ -605,6 +675,8 @@ static const struct option global_long[] = {
 	{ "version", no_argument, NULL, G_VERSION },
 	{ "audit-log", required_argument, NULL, G_AUDIT_LOG },
 	{ "audit-key", required_argument, NULL, G_AUDIT_KEY },
+	{ "audit-fail-open", no_argument, NULL, G_AUDIT_FAIL_OPEN },
+	{ "allow-shared-pin-file", no_argument, NULL, G_ALLOW_SHARED_PIN },
 	{ 0, 0, 0, 0 }
 };
 
@@ -627,6 +699,9 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 		case G_JSON: cli->json = 1; break;
 		case G_AUDIT_LOG: cli->audit_log = optarg; break;
 		case G_AUDIT_KEY: cli->audit_key = optarg; break;
+		/* 2: set by option; environment and config may not undo it. */
+		case G_AUDIT_FAIL_OPEN: cli->audit_fail_open = 2; break;
+		case G_ALLOW_SHARED_PIN: cli->allow_shared_pin_file = 2; break;
 		case 'h':
 			print_text(cli, text_overview, NULL);
 			return -1;
@@ -686,7 +761,7 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 		rc = resolve_settings(cli);
 	/* A configured audit log must be writable before anything is done. */
 	if (rc == 0 && !(c->flags & CLI_CMD_NO_SETTINGS))
-		rc = cli_audit_begin(cli, c, &audit);
+		rc = cli_audit_begin(cli, &a, &audit);
 	if (rc == 0) {
 		rc = c->run(cli, &a);
 		rc = cli_audit_end(cli, &a, audit, rc);
@@ -700,6 +775,13 @@ int main(int argc, char **argv)
 	struct cli cli;
 	int rc;
 
+	/*
+	 * Before any PIN or key is in memory: no core dump and no ptrace by
+	 * other processes of this user (README, "Security model"). A full
+	 * file-size limit must fail a write (EFBIG, cleaned up), not kill us.
+	 */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	signal(SIGXFSZ, SIG_IGN);
 	memset(&cli, 0, sizeof(cli));
 	jw_init(&cli.out);
 	/* Pre-open the success document; failures replace it. */

@@ -6,6 +6,7 @@ hsmwrap_SOURCES = \
 	tools/hsmwrap.c \
 	tools/commands.c \
 	tools/util.c \
+	tools/outfile.h tools/outfile.c \
 	tools/transcript.c \
 	tools/cmd-token.c \
 	tools/cmd-key.c \
