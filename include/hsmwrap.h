@@ -203,7 +203,21 @@ typedef enum {
 	HW_KEY_RSA4096,
 	HW_KEY_EC_P256,
 	HW_KEY_EC_P384,
+	HW_KEY_EC_P521,
+	HW_KEY_ED25519,             /* CKK_EC_EDWARDS, signs with CKM_EDDSA */
+	HW_KEY_ED448,
+	/* RSA keys that may only sign with RSASSA-PSS: their
+	 * CKA_ALLOWED_MECHANISMS lists the PSS mechanisms alone, so the token
+	 * itself refuses PKCS#1 v1.5 signatures and decryption. */
+	HW_KEY_RSA2048_PSS,
+	HW_KEY_RSA3072_PSS,
+	HW_KEY_RSA4096_PSS,
 } hw_key_type;
+
+/* Key-pair families of hw_key_type (0 for AES and unknown types). */
+int hw_key_type_is_rsa(hw_key_type t);
+int hw_key_type_is_ec(hw_key_type t);      /* ECDSA/ECDH curves */
+int hw_key_type_is_eddsa(hw_key_type t);
 
 typedef enum {
 	HW_PURPOSE_NONE = 0,      /* a key whose usage flags match no purpose */
@@ -345,6 +359,10 @@ typedef enum {
 	HW_SIG_RSA_PSS_SHA512,
 	HW_SIG_ECDSA_SHA256,        /* DER-encoded ECDSA-Sig-Value */
 	HW_SIG_ECDSA_SHA384,
+	HW_SIG_ECDSA_SHA512,        /* P-521's TLS 1.3 scheme */
+	/* PureEdDSA (RFC 8032) with an Ed25519 or Ed448 key: the HSM signs the
+	 * whole message, which hw_sign and hw_sign_digest both take as is. */
+	HW_SIG_EDDSA,
 } hw_sig_alg;
 
 HW_NODISCARD hw_err hw_sig_alg_parse(const char *s, hw_sig_alg *alg);
@@ -451,6 +469,16 @@ HW_NODISCARD hw_err hw_envelope_cfg_set_key_namespace(hw_envelope_cfg *cfg, cons
 HW_NODISCARD hw_err hw_envelope_cfg_set_max_buffer(hw_envelope_cfg *cfg, size_t bytes);
 /* Refuse signed messages right after the header (default: accept). */
 HW_NODISCARD hw_err hw_envelope_cfg_set_reject_signed(hw_envelope_cfg *cfg, int reject);
+/*
+ * Threads that encrypt or decrypt the frames of one stream (default 0:
+ * one per online CPU; 1: only the calling thread; at most 256). Frames
+ * are independent, so workers seal or open runs of frames while the
+ * calling thread keeps their order and hashes for the signature: the
+ * output is the same bytes whatever the count. Memory stays bounded: two
+ * jobs of 256 KiB of frames per thread. Callbacks (hw_write_cb) are only
+ * ever called on the calling thread.
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_threads(hw_envelope_cfg *cfg, unsigned threads);
 
 /*
  * One-shot encryption for every key in keys[0..nkeys-1] (each an `envelope`
@@ -685,6 +713,26 @@ HW_NODISCARD hw_err hw_cert_get(hw_key *key, uint8_t **der, size_t *len);
 /* Destroys the certificates stored next to the key; none is not an error. */
 HW_NODISCARD hw_err hw_cert_destroy(hw_key *key);
 
+/* One certificate object on the token. */
+typedef struct {
+	uint8_t *der;               /* CKA_VALUE: DER X.509 */
+	size_t len;
+	char label[129];
+} hw_cert_entry;
+
+#define HW_CERT_FIND_MAX 64u
+
+/*
+ * The certificates a pkcs11: URI selects: its object= and id= if given,
+ * else every certificate of the token (at most HW_CERT_FIND_MAX). No match
+ * is not an error (*n = 0). Certificates are public objects: any object
+ * attribute besides these two, or a type= other than cert, is
+ * HW_ERR_URI. Free with hw_cert_entries_free().
+ */
+HW_NODISCARD hw_err hw_cert_find(hw_ctx *ctx, const char *uri, hw_cert_entry **certs,
+                                 size_t *n);
+void hw_cert_entries_free(hw_cert_entry *certs, size_t n);
+
 /* ------------------------------------------------------------------ */
 /* Tamper-evident audit log: one JSON object per line, each carrying   */
 /* the SHA-256 of the previous line's exact bytes ("prev"), and from   */
@@ -851,6 +899,23 @@ HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master)
  * caller (the CLI locks PATH.lock).
  */
 HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
+/*
+ * For a database that keeps its keyring open while it runs: under
+ * PATH.lock, checks that the file is still the generation kr read or last
+ * wrote (else HW_ERR_INTEGRITY: another process changed it, nothing is
+ * overwritten), adds a version of table key `id` (version 1 of a new id)
+ * and saves. If the save fails the new version is dropped from kr again,
+ * so that no key is used that a crash would lose.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_add_save(hw_tde_keyring *kr, const char *path, uint32_t id,
+                                            uint32_t *version_out);
+/*
+ * A new, empty keyring for the master key labelled master_label (an
+ * AES-256 envelope key on ctx's token), saved at path, which must not
+ * exist (HW_ERR_IO); HW_ERR_KEY_NOT_FOUND without that key.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_create_file(hw_ctx *ctx, const char *master_label,
+                                               const char *path, hw_tde_keyring **out);
 
 typedef struct {
 	uint32_t id, version;

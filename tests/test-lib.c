@@ -311,6 +311,9 @@ static void test_names(void)
 		{ HW_KEY_AES256, "aes256" }, { HW_KEY_RSA2048, "rsa2048" },
 		{ HW_KEY_RSA3072, "rsa3072" }, { HW_KEY_RSA4096, "rsa4096" },
 		{ HW_KEY_EC_P256, "ec-p256" }, { HW_KEY_EC_P384, "ec-p384" },
+		{ HW_KEY_EC_P521, "ec-p521" }, { HW_KEY_ED25519, "ed25519" },
+		{ HW_KEY_ED448, "ed448" }, { HW_KEY_RSA2048_PSS, "rsa-pss-2048" },
+		{ HW_KEY_RSA3072_PSS, "rsa-pss-3072" }, { HW_KEY_RSA4096_PSS, "rsa-pss-4096" },
 	};
 	static const struct { hw_purpose p; const char *name; } purposes[] = {
 		{ HW_PURPOSE_ENVELOPE, "envelope" }, { HW_PURPOSE_KEYWRAP, "keywrap" },
@@ -926,6 +929,12 @@ static unsigned type_bits(hw_key_type t)
 	case HW_KEY_RSA4096: return 4096;
 	case HW_KEY_EC_P256: return 256;
 	case HW_KEY_EC_P384: return 384;
+	case HW_KEY_EC_P521: return 521;
+	case HW_KEY_ED25519: return 255;
+	case HW_KEY_ED448: return 448;
+	case HW_KEY_RSA2048_PSS: return 2048;
+	case HW_KEY_RSA3072_PSS: return 3072;
+	case HW_KEY_RSA4096_PSS: return 4096;
 	}
 	return 0;
 }
@@ -1102,7 +1111,8 @@ static void test_generate_all_combinations(void)
 {
 	static const hw_key_type types[] = {
 		HW_KEY_AES256, HW_KEY_RSA2048, HW_KEY_RSA3072, HW_KEY_RSA4096,
-		HW_KEY_EC_P256, HW_KEY_EC_P384,
+		HW_KEY_EC_P256, HW_KEY_EC_P384, HW_KEY_EC_P521, HW_KEY_ED25519, HW_KEY_ED448,
+		HW_KEY_RSA2048_PSS,
 	};
 	static const hw_purpose purposes[] = {
 		HW_PURPOSE_NONE, HW_PURPOSE_ENVELOPE, HW_PURPOSE_KEYWRAP,

@@ -29,26 +29,12 @@
 
 #include "cli.h"
 
-/* URI of the token the command logged in to (label and serial included). */
-static char used_token[512];
-
-void cli_audit_note_ctx(hw_ctx *ctx)
-{
-	const char *uri = ctx ? hw_ctx_token_uri(ctx) : NULL;
-
-	if (uri && *uri)
-		snprintf(used_token, sizeof(used_token), "%s", uri);
-}
-
 int cli_audit_is_ceremony(const struct cli_cmd *c)
 {
 	return c && (c->flags & CLI_CMD_CEREMONY) != 0;
 }
 
 static void add_context(const struct cli_args *a, hw_ectx *ec);
-
-/* Seq of this run's attempt record; 0: none was written. */
-static uint64_t attempt_seq;
 
 /* The record of command a: who, what, which key, which context. */
 static void fill_event(struct cli *cli, const struct cli_args *a, hw_audit_event *ev,
@@ -59,7 +45,7 @@ static void fill_event(struct cli *cli, const struct cli_args *a, hw_audit_event
 
 	memset(ev, 0, sizeof(*ev));
 	ev->action = c->name;
-	ev->token = used_token[0] ? used_token : cli_redact(cli->token);
+	ev->token = cli->used_token[0] ? cli->used_token : cli_redact(cli->token);
 	k = cli_opt(a, "key");
 	if (!k)
 		k = cli_opt(a, "label");
@@ -91,7 +77,7 @@ int cli_audit_begin(struct cli *cli, const struct cli_args *a, hw_audit **out)
 	hw_err err;
 
 	*out = NULL;
-	attempt_seq = 0;
+	cli->audit_attempt = 0;
 	if (!cli->audit_log || (c->flags & (CLI_CMD_NO_AUDIT | CLI_CMD_NO_SETTINGS)))
 		return 0;
 	err = hw_audit_open(cli->audit_log, out);
@@ -101,11 +87,11 @@ int cli_audit_begin(struct cli *cli, const struct cli_args *a, hw_audit **out)
 	hw_audit_set_digest_every(*out, cli->audit_every);
 	/* Fail closed: no record of the attempt, no action. */
 	fill_event(cli, a, &ev, &ec);
-	err = hw_audit_attempt(*out, &ev, &attempt_seq);
+	err = hw_audit_attempt(*out, &ev, &cli->audit_attempt);
 	hw_ectx_free(ec);
 	if (!err)
 		return 0;
-	attempt_seq = 0;
+	cli->audit_attempt = 0;
 	if (cli->audit_fail_open) {
 		cli_warn_err("recording the attempt in the audit log (going on: audit_fail_open)",
 		             err);
@@ -160,12 +146,13 @@ int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int 
 		return rc;
 	fill_event(cli, a, &ev, &ec);
 	ev.result = rc == 0 ? HW_OK : cli->last_err ? cli->last_err : HW_ERR_INVALID_ARG;
-	err = attempt_seq ? hw_audit_outcome(log, &ev, attempt_seq) : hw_audit_append(log, &ev);
+	err = cli->audit_attempt ? hw_audit_outcome(log, &ev, cli->audit_attempt)
+	                         : hw_audit_append(log, &ev);
 	hw_ectx_free(ec);
 	if (err) {
-		rc2 = cli_fail(cli, err, !attempt_seq && rc == 0
+		rc2 = cli_fail(cli, err, !cli->audit_attempt && rc == 0
 		               ? "recording in the audit log (the action WAS done but is not recorded)"
-		               : attempt_seq ? "recording the outcome in the audit log (its attempt "
+		               : cli->audit_attempt ? "recording the outcome in the audit log (its attempt "
 		               "is recorded)" : "recording in the audit log");
 		goto out;
 	}
