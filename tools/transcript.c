@@ -48,14 +48,14 @@ void cli_transcript_begin(struct cli *cli, const char *ceremony)
 		cj_str(t, "ceremony", ceremony);
 		cj_str(t, "date", date);
 		cj_str(t, "operator", who);
-		cj_str(t, "token", cli->token);
+		cj_str(t, "token", cli_redact(cli->token));
 		cli->transcript = cj_arr(t, "items");
 		return;
 	}
 	printf("==== hsmwrap ceremony transcript: %s ====\n", ceremony);
 	tr_field(cli, "Date (UTC):", date);
 	tr_field(cli, "Operator:", who);
-	tr_field(cli, "Token:", cli->token ? cli->token : "(first token with the key)");
+	tr_field(cli, "Token:", cli->token ? cli_redact(cli->token) : "(first token with the key)");
 }
 
 void cli_transcript_line(struct cli *cli, const char *field, const char *fmt, ...)
