@@ -262,7 +262,8 @@ static struct be_time run_encrypt(struct be_state *s, hw_envelope_cfg *cfg, size
 	size_t left = size;
 	hw_err e;
 
-	s->ctlen = 0;
+	if (store)
+		s->ctlen = 0;
 	w0 = wall();
 	t0 = now();
 	s->counted = 0;
