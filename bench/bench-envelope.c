@@ -84,6 +84,7 @@ struct be_state {
 	uint8_t *ct;                /* ciphertext of the largest message */
 	size_t ctcap, ctlen;
 	size_t got;                 /* bytes seen by the decrypt sink */
+	size_t counted;             /* bytes seen by the counting encrypt sink */
 	int verify;
 	int bad;
 };
@@ -191,6 +192,16 @@ static double openssl_speed(const struct be_opts *o, const char *extra, const ch
 /* ------------------------------------------------------------------ */
 /* Streams from memory                                                  */
 
+/* Timed encryption only counts, as the decrypt sink does: a copy into a
+ * 1 GiB buffer is the benchmark's cost, not the library's. The ciphertext
+ * that decryption reads comes from an untimed run. */
+static hw_err sink_count(void *arg, const uint8_t *p, size_t n)
+{
+	(void)p;
+	((struct be_state *)arg)->counted += n;
+	return HW_OK;
+}
+
 static hw_err sink_ct(void *arg, const uint8_t *p, size_t n)
 {
 	struct be_state *s = arg;
@@ -242,18 +253,22 @@ struct be_time {
 	double cpu, wall;
 };
 
-/* Seconds to encrypt size bytes into s->ct. */
-static struct be_time run_encrypt(struct be_state *s, hw_envelope_cfg *cfg, size_t size)
+/* Seconds to encrypt size bytes into s->ct, or only counting them. */
+static struct be_time run_encrypt(struct be_state *s, hw_envelope_cfg *cfg, size_t size,
+                                  int store)
 {
 	hw_enc_stream *es;
 	double t0, t1, w0;
 	size_t left = size;
 	hw_err e;
 
-	s->ctlen = 0;
+	if (store)
+		s->ctlen = 0;
 	w0 = wall();
 	t0 = now();
-	if ((e = hw_enc_stream_new(cfg, &s->key, 1, NULL, sink_ct, s, &es)) != HW_OK)
+	s->counted = 0;
+	if ((e = hw_enc_stream_new(cfg, &s->key, 1, NULL, store ? sink_ct : sink_count, s,
+	                           &es)) != HW_OK)
 		be_die_hw("encrypt", e);
 	while (left > 0) {
 		size_t n = left < BE_CHUNK ? left : BE_CHUNK;
@@ -666,7 +681,7 @@ int bench_envelope_main(int argc, char **argv)
 				w->suite = s.o.suites[j];
 				w->threads = s.o.threads[t];
 				/* Untimed: warms up, and checks every byte of the result. */
-				(void)run_encrypt(&s, cfg, w->size);
+				(void)run_encrypt(&s, cfg, w->size, 1);
 				s.verify = 1;
 				(void)run_decrypt(&s, cfg, w->size);
 				s.verify = 0;
@@ -691,8 +706,13 @@ int bench_envelope_main(int argc, char **argv)
 			hw_envelope_cfg *cfg = cfg_for(w->suite, s.o.frame_len, w->threads);
 			struct be_time te, td;
 
+			/* The message to decrypt, once per size and suite. */
+			if (i == 0 || rows[i - 1].size != w->size || rows[i - 1].suite != w->suite)
+				(void)run_encrypt(&s, cfg, w->size, 1);
 			w->load[0][r] = load1();
-			te = run_encrypt(&s, cfg, w->size);
+			te = run_encrypt(&s, cfg, w->size, 0);
+			if (s.counted < w->size)
+				be_die("encrypt gave %zu bytes for %zu", s.counted, w->size);
 			w->load[1][r] = load1();
 			td = run_decrypt(&s, cfg, w->size);
 			w->cpu[0][r] = (double)w->size / te.cpu / 1e6;

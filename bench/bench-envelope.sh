@@ -3,19 +3,27 @@
 # the same data, in one run (`make bench-envelope` sets the environment):
 #
 #   hsmwrap     hsmwrap-bench envelope: streamed from memory, suites 0x0478
-#               and 0x0578, with openssl speed -evp aes-256-gcm (16 KiB
-#               blocks, and -aead at the frame length) inside the same run
+#               and 0x0578, 1 and N frame threads, with openssl speed
+#               (sha384 and aes-256-gcm at 16 KiB, -aead at the frame
+#               length) inside the same rounds
+#   CLI         hsmwrap encrypt/decrypt of a large file in /dev/shm
 #   age         Debian's age, X25519 recipient (age-keygen), whole file;
 #               the files live in /dev/shm, so no disk is measured
 #   JS SDK      the AWS Encryption SDK for JavaScript (tests/interop-js),
 #               same suites and frame length, streamed from memory
 #
-# Rounds alternate the peers (hsmwrap, age, JS, hsmwrap, ...) so that the
-# drift of a shared machine hits all alike; medians are printed with the
-# ratios. Every rate is 10^6 bytes per CPU second of the peer's process,
-# as openssl speed counts (its own figure is CPU time, not wall time).
+# Single-thread rates are 10^6 bytes per CPU second, as openssl speed
+# counts (its own figure is CPU time); multi-thread rates are per elapsed
+# second, printed with the load average, since CPU time hides parallelism.
 #
-# Options: --sizes "1M 1G"  --rounds N (default 3 below 64 MiB, 1 above)
+# Issue 14: hsmwrap-bench prints its own table first (every size, suite
+# and thread count; the three ceilings measured in the same rounds), then
+# the CLI's rates on a large file in /dev/shm per suite and thread count
+# (elapsed time, with user and system time: the I/O path), then the peers.
+#
+# Options: --sizes "1M 1G"  --rounds N (default 3)
+#          --threads "1 2" (default: 1 and the number of CPUs)
+#          --cli-size 512M (0: no CLI run)  --peers yes|no
 #          --small-seconds S (1 KiB messages with/without the data-key cache)
 # A missing peer (no age, no node, no npm packages) shows as "n/a".
 set -euo pipefail
@@ -24,15 +32,24 @@ BENCH=${HSMWRAP_BENCH:-./hsmwrap-bench}
 OPENSSL=${OPENSSL_BIN:-$(command -v openssl || echo openssl)}
 JS_SRC=${HW_INTEROP_JS_SRC:-$(dirname "$0")/../tests/interop-js}
 JS_DIR=${HW_INTEROP_JS_DIR:-$JS_SRC}
+HSMWRAP=${HSMWRAP:-./hsmwrap}
 sizes="1M 1G"
-rounds=
+rounds=3
 small=1
+ncpu=$(getconf _NPROCESSORS_ONLN 2>/dev/null || echo 1)
+threads="1"
+[ "$ncpu" -gt 1 ] && threads="1 $ncpu"
+cli_size=512M
+peers=yes
 while [ $# -gt 0 ]; do
 	case $1 in
 	--sizes) sizes=$2; shift 2 ;;
 	--rounds) rounds=$2; shift 2 ;;
+	--threads) threads=$2; shift 2 ;;
+	--cli-size) cli_size=$2; shift 2 ;;
+	--peers) peers=$2; shift 2 ;;
 	--small-seconds) small=$2; shift 2 ;;
-	*) echo "usage: bench-envelope.sh [--sizes \"1M 1G\"] [--rounds N] [--small-seconds S]" >&2; exit 2 ;;
+	*) echo "usage: bench-envelope.sh [--sizes \"1M 1G\"] [--rounds N] [--threads \"1 2\"] [--cli-size 512M] [--peers yes|no] [--small-seconds S]" >&2; exit 2 ;;
 	esac
 done
 command -v python3 >/dev/null || { echo "bench-envelope.sh: python3 is needed for the table" >&2; exit 1; }
@@ -92,30 +109,70 @@ cpu_rate() {
 	python3 -c "import sys; u, s = map(float, sys.argv[2].split()); print(int(sys.argv[1]) * int(sys.argv[3]) / max(u + s, 1e-6) / 1e6)" "$n" "$t" "$reps"
 }
 
-first=1
+csv() { echo "$*" | tr ' ' ','; }
+sizes_b=
+for sz in $sizes; do sizes_b="$sizes_b $(bytes "$sz")"; done
+
+echo "== hsmwrap-bench envelope: sizes $sizes, threads $threads, $rounds round(s)"
+"$BENCH" envelope --sizes "$(csv $sizes_b)" --threads "$(csv $threads)" --rounds "$rounds" \
+	--openssl "$OPENSSL" --small-seconds "$small"
+
+# The CLI on a file in memory: elapsed-time rate, user and system seconds.
+n=$(bytes "$cli_size")
+if [ "$n" -gt 0 ] && [ -x "$HSMWRAP" ]; then
+	echo
+	echo "== hsmwrap encrypt/decrypt of a $cli_size file in $base, $rounds round(s), medians"
+	head -c "$n" /dev/urandom >"$W/cli.pt"
+	for ((i = 1; i <= rounds; i++)); do
+		for suite in 0x0478 0x0578; do
+			for t in $threads; do
+				# New output files each time: replacing an existing file
+				# would also charge the freeing of its pages to the run.
+				rm -f "$W/cli.ct" "$W/cli.back"
+				for op in encrypt decrypt; do
+					if [ $op = encrypt ]; then
+						args=(encrypt --threads "$t" --key bench-envelope --suite "$suite"
+						      -i "$W/cli.pt" -o "$W/cli.ct")
+					else
+						args=(decrypt --threads "$t" -i "$W/cli.ct" -o "$W/cli.back")
+					fi
+					load=$(cut -d' ' -f1 /proc/loadavg 2>/dev/null || echo -1)
+					tm=$( { TIMEFORMAT='%R %U %S'; time "$HSMWRAP" "${args[@]}" >/dev/null 2>"$W/err"; } 2>&1 ) ||
+						{ cat "$W/err" >&2; exit 1; }
+					echo "{\"peer\": \"cli\", \"suite\": \"$suite\", \"threads\": $t, \"op\": \"$op\", \"size\": $n, \"times\": \"$tm\", \"load\": $load}" >>"$RES"
+				done
+				cmp -s "$W/cli.pt" "$W/cli.back" || { echo "CLI round trip differs" >&2; exit 1; }
+			done
+		done
+	done
+	rm -f "$W/cli.pt" "$W/cli.ct" "$W/cli.back"
+	python3 - "$RES" <<'EOF'
+import json, statistics, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+rows = [r for r in rows if r["peer"] == "cli"]
+print("%-7s %3s %-8s %7s %11s %7s %7s %5s" % ("suite", "thr", "op", "MB/s", "(spread)", "user s", "sys s", "load"))
+keys = sorted({(r["suite"], r["threads"], r["op"]) for r in rows},
+              key=lambda k: (k[0], k[1], k[2] != "encrypt"))
+for k in keys:
+    rs = [r for r in rows if (r["suite"], r["threads"], r["op"]) == k]
+    t = [list(map(float, r["times"].split())) for r in rs]
+    rate = [rs[0]["size"] / max(x[0], 1e-6) / 1e6 for x in t]
+    print("%-7s %3d %-8s %7.0f %11s %7.2f %7.2f %5.1f" % (
+        k[0], k[1], k[2], statistics.median(rate), "(%.0f-%.0f)" % (min(rate), max(rate)),
+        statistics.median(x[1] for x in t), statistics.median(x[2] for x in t),
+        statistics.median(r["load"] for r in rs)))
+print("MB/s per elapsed second of the whole command: process start, token login, the")
+print("HSM's wrap/unwrap, reading, writing, fsync and rename included.")
+EOF
+fi
+
+[ "$peers" = yes ] || exit 0
 for sz in $sizes; do
 	n=$(bytes "$sz")
-	r=${rounds:-$([ "$n" -lt $((64 << 20)) ] && echo 3 || echo 1)}
-	echo "== $sz ($n bytes), $r round(s)" >&2
-	# The JS SDK's own median over 3 runs for small sizes, as noisy as they are.
-	js_rounds=$([ "$n" -lt $((64 << 20)) ] && echo 3 || echo 1)
-	# The same bytes for the file-based peers.
+	r=$([ "$n" -lt $((64 << 20)) ] && echo 3 || echo 1)
+	echo "== peers: $sz ($n bytes), $r round(s)" >&2
 	head -c "$n" /dev/urandom >"$W/pt"
 	for ((i = 1; i <= r; i++)); do
-		s=0
-		[ $first -eq 1 ] && s=$small
-		first=0
-		echo "   round $i: hsmwrap (and openssl speed)" >&2
-		"$BENCH" envelope --sizes "$n" --rounds 1 --openssl "$OPENSSL" --small-seconds "$s" \
-			--json | python3 -c 'import json, sys
-d = json.load(sys.stdin)
-print(json.dumps({"peer": "openssl-speed", "size": 0, "mbps": d["openssl_speed_mbps"]}))
-print(json.dumps({"peer": "openssl-speed-aead-frame", "size": 0, "mbps": d["openssl_speed_aead_frame_mbps"]}))
-for t in d["throughput"]:
-    print(json.dumps({"peer": "hsmwrap", "size": t["size"], "suite": t["suite"],
-                      "encrypt_mbps": t["encrypt_mbps"], "decrypt_mbps": t["decrypt_mbps"]}))
-for t in d["small"]:
-    print(json.dumps(dict(t, peer="hsmwrap-small")))' >>"$RES"
 		if [ $have_age -eq 1 ]; then
 			echo "   round $i: age" >&2
 			e=$(cpu_rate "$n" age -r "$recipient" -o "$W/pt.age" "$W/pt")
@@ -129,47 +186,31 @@ for t in d["small"]:
 				echo "   round $i: JavaScript SDK $suite" >&2
 				NODE_PATH=$JS_DIR/node_modules node --max-old-space-size=4096 \
 					"$JS_SRC/esdk.js" bench --key-file "$W/js.key" --key-name bench \
-					--size "$n" --suite "$suite" --rounds "$js_rounds" >>"$RES"
+					--size "$n" --suite "$suite" --rounds "$r" >>"$RES"
 			done
 		fi
 	done
 	rm -f "$W/pt" "$W/pt.age"
 done
 
+echo
+echo "== peers, MB/s per CPU second of the peer's process (medians)"
 python3 - "$RES" "$have_age" "$have_js" <<'EOF'
 import json, statistics, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 have_age, have_js = sys.argv[2] == "1", sys.argv[3] == "1"
 med = lambda v: statistics.median(v) if v else None
-ossl = med([r["mbps"] for r in rows if r["peer"] == "openssl-speed" and r["mbps"] > 0])
-aead = med([r["mbps"] for r in rows if r["peer"] == "openssl-speed-aead-frame" and r["mbps"] > 0])
 def get(peer, size, suite, key):
     return med([r[key] for r in rows if r["peer"] == peer and r["size"] == size and
                 (suite is None or r.get("suite") == suite)])
 f = lambda v: "n/a" if v is None else "%.0f" % v
-q = lambda a, b: "n/a" if a is None or not b else "%.2f" % (a / b)
-print("MB/s = 10^6 bytes per CPU second; medians over the rounds")
-print("openssl speed -evp aes-256-gcm -bytes 16384:           %s MB/s" % f(ossl))
-print("openssl speed -aead ... at hsmwrap's frame length 4096: %s MB/s" % f(aead))
-print()
-hdr = "%-11s %-4s %-7s %9s %9s %9s %9s %9s %9s %9s"
-print(hdr % ("size", "op", "suite", "hsmwrap", "/openssl", "/aead4K", "age", "JS SDK", "hw/age", "hw/JS"))
-sizes = sorted({r["size"] for r in rows if r["peer"] == "hsmwrap"})
+hdr = "%-11s %-4s %-7s %9s %9s"
+print(hdr % ("size", "op", "suite", "age", "JS SDK"))
+sizes = sorted({r["size"] for r in rows if r["peer"] in ("age", "aws-encryption-sdk-javascript")})
 for size in sizes:
     for op in ("encrypt", "decrypt"):
         for suite in ("0x0478", "0x0578"):
-            hw = get("hsmwrap", size, suite, op + "_mbps")
             age = get("age", size, None, op + "_mbps") if have_age else None
             js = get("aws-encryption-sdk-javascript", size, suite, op + "_mbps") if have_js else None
-            print(hdr % (size, op[:3], suite, f(hw), q(hw, ossl), q(hw, aead), f(age), f(js),
-                         q(hw, age), q(hw, js)))
-small = [r for r in rows if r["peer"] == "hsmwrap-small"]
-if small:
-    print()
-    print("1 KiB messages, one-shot, messages per CPU second:")
-    for r in small:
-        for op in ("encrypt", "decrypt"):
-            a, b = r[op + "_per_s"], r[op + "_per_s_cached"]
-            print("  suite %s %s: %.0f without the data-key cache, %.0f with it (%.1fx)" % (
-                r["suite"], op, a, b, b / a if a else 0))
+            print(hdr % (size, op[:3], suite, f(age), f(js)))
 EOF

@@ -105,21 +105,18 @@ ENC_OPTS="--innodb-encrypt-tables=FORCE
 --log-bin=binlog
 --aria-encrypt-tables=ON"
 
+# The sanitizer runtime of the plugin, if any, for the server and
+# mariadb-backup (leak checks off for their own allocations). Through env,
+# so that a background start's $! is the server itself.
+PRE_ENV=
+[ -z "$PRELOAD" ] || PRE_ENV="env LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 # launch ARGS...: mariadbd on $D in the background (PID), log in $D/err.log.
 launch() {
 	: >"$D/err.log"
-	if [ -n "$PRELOAD" ]; then
-		LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS} \
-			"$MARIADBD" --no-defaults --datadir="$D" --socket="$D/sock" --skip-networking \
-			--pid-file="$D/pid" --log-error="$D/err.log" --tmpdir="$D/tmp" \
-			--plugin-dir="$W/plugins" --innodb-buffer-pool-size=32M \
-			--innodb-log-file-size=16M $USER_OPT "$@" >/dev/null 2>&1 &
-	else
-		"$MARIADBD" --no-defaults --datadir="$D" --socket="$D/sock" --skip-networking \
-			--pid-file="$D/pid" --log-error="$D/err.log" --tmpdir="$D/tmp" \
-			--plugin-dir="$W/plugins" --innodb-buffer-pool-size=32M \
-			--innodb-log-file-size=16M $USER_OPT "$@" >/dev/null 2>&1 &
-	fi
+	$PRE_ENV "$MARIADBD" --no-defaults --datadir="$D" --socket="$D/sock" --skip-networking \
+		--pid-file="$D/pid" --log-error="$D/err.log" --tmpdir="$D/tmp" \
+		--plugin-dir="$W/plugins" --innodb-buffer-pool-size=32M \
+		--innodb-log-file-size=16M $USER_OPT "$@" >/dev/null 2>&1 &
 	PID=$!
 }
 sql() { "$CLIENT" --no-defaults -S "$D/sock" -uroot -N -B "$@"; }
@@ -369,7 +366,7 @@ if must_start "start for the kill -9 test" $OPTS; then
 	wait "$cpid" 2>/dev/null
 	hw tde keyring list -f "$KR"
 	check "after kill -9 the keyring opens ($(grep -c -E '^ *[0-9]+ ' "$W/out") versions)" [ "$rc" -eq 0 ]
-	check "no temporary keyring files are left visible as the keyring" test -s "$KR"
+	check "the keyring after kill -9 is not empty" test -s "$KR"
 	# shellcheck disable=SC2086
 	if must_start "restart after kill -9" $OPTS; then
 		tables=$(sql -e "SELECT TABLE_NAME FROM information_schema.TABLES WHERE TABLE_SCHEMA='d' AND TABLE_NAME LIKE 'k%'")
@@ -389,7 +386,7 @@ if [ -n "$BACKUP" ]; then
 	# settings from the running server into backup-my.cnf, and --prepare
 	# runs elsewhere than the datadir.
 	if must_start "start for the backup" $OPTS --hsmwrap-key-management-keyring="$KR"; then
-		if "$BACKUP" --no-defaults --backup --target-dir="$W/bk" --datadir="$D" --socket="$D/sock" \
+		if $PRE_ENV "$BACKUP" --no-defaults --backup --target-dir="$W/bk" --datadir="$D" --socket="$D/sock" \
 			-uroot >"$W/backup.log" 2>&1; then
 			ok "mariadb-backup --backup (the plugin loaded with the server's settings)"
 		else
@@ -397,7 +394,7 @@ if [ -n "$BACKUP" ]; then
 		fi
 		check "backup-my.cnf names the plugin" grep -q hsmwrap_key_management "$W/bk/backup-my.cnf"
 		stop_db
-		if "$BACKUP" --defaults-file="$W/bk/backup-my.cnf" --prepare --target-dir="$W/bk" \
+		if $PRE_ENV "$BACKUP" --defaults-file="$W/bk/backup-my.cnf" --prepare --target-dir="$W/bk" \
 			--plugin-dir="$W/plugins" >"$W/prepare.log" 2>&1; then
 			ok "mariadb-backup --prepare"
 		else
