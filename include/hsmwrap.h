@@ -225,6 +225,7 @@ typedef enum {
 	HW_PURPOSE_KEYWRAP = 2,   /* AES-KWP wrap/unwrap only */
 	HW_PURPOSE_SIGN = 3,      /* RSA/EC sign only */
 	HW_PURPOSE_DECRYPT = 4,   /* RSA decrypt only (e.g. Raw RSA envelope recipients) */
+	HW_PURPOSE_DERIVE = 5,    /* EC key agreement (ECDH) only: CKA_DERIVE, no signing */
 } hw_purpose;
 
 /* "aes256" <-> HW_KEY_AES256 ...; "envelope" <-> HW_PURPOSE_ENVELOPE ... */
@@ -390,6 +391,21 @@ typedef enum {
 	HW_RSA_PAD_OAEP_SHA384,     /* RSAES-OAEP, SHA-384 and MGF1-SHA-384, empty label */
 	HW_RSA_PAD_OAEP_SHA512,     /* RSAES-OAEP, SHA-512 and MGF1-SHA-512, empty label */
 } hw_rsa_padding;
+
+/*
+ * ECDH with the private half of an EC key pair made with purpose `derive`
+ * (CKM_ECDH1_DERIVE, no KDF): `peer` is the other party's uncompressed
+ * point (0x04 || X || Y). The shared secret is the X coordinate, which the
+ * caller (TLS, CMS, openssl pkeyutl -derive) feeds into its own KDF, so it
+ * has to leave the HSM: it is derived into a session object (not on the
+ * token) of type CKK_GENERIC_SECRET with CKA_SENSITIVE=FALSE and
+ * CKA_EXTRACTABLE=TRUE, read, and destroyed at once. The private key
+ * itself stays sensitive and never extractable. HW_ERR_KEY_PURPOSE for a
+ * key that is not an EC key; the token refuses keys without CKA_DERIVE.
+ * Free *secret with hw_free_secret(*secret, *len).
+ */
+HW_NODISCARD hw_err hw_ecdh_derive(hw_key *key, const uint8_t *peer, size_t peerlen,
+                                   uint8_t **secret, size_t *len);
 
 /*
  * Decrypts an RSA ciphertext inside the HSM with the private half of a

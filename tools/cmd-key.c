@@ -42,14 +42,14 @@ static int parse_create(struct cli *cli, const struct cli_args *a,
 		return 0;
 	}
 	if (hw_purpose_parse(ps, purpose) || *purpose == HW_PURPOSE_NONE)
-		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign or "
-		                 "decrypt)", ps);
-	if (*purpose == HW_PURPOSE_DECRYPT
-	    ? !hw_key_type_is_rsa(*type) || *type >= HW_KEY_RSA2048_PSS
+		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign, "
+		                 "decrypt or derive)", ps);
+	if (*purpose == HW_PURPOSE_DECRYPT ? !hw_key_type_is_rsa(*type) || *type >= HW_KEY_RSA2048_PSS
+	    : *purpose == HW_PURPOSE_DERIVE ? !hw_key_type_is_ec(*type)
 	    : type_is_aes(*type) != (*purpose != HW_PURPOSE_SIGN))
 		return cli_usage(cli, a->cmd, "purpose %s does not fit type %s: envelope and "
 		                 "keywrap need aes256, sign an rsa, ec or ed type, decrypt an "
-		                 "rsa type (not rsa-pss)", ps, ts);
+		                 "rsa type (not rsa-pss), derive an ec-p* type", ps, ts);
 	if (cli_flag(a, "allow-raw-rsa") && *purpose != HW_PURPOSE_DECRYPT)
 		return cli_usage(cli, a->cmd, "--allow-raw-rsa is for --purpose decrypt keys only");
 	return 0;

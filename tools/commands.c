@@ -33,8 +33,9 @@ static const struct cli_opt_spec key_create_opts[] = {
 	  "ed448, or rsa-pss-2048/3072/4096 (an RSA key the token lets sign with PSS only)." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
-	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "
-	  "an escrow recipient; rsa only). Default: envelope for aes256, sign otherwise." },
+	  "aes256 only), sign (rsa, ec and ed only), decrypt (RSA-OAEP, e.g. the private half of "
+	  "an escrow recipient; rsa only) or derive (ECDH, e.g. openssl pkeyutl -derive and CMS "
+	  "for EC recipients; ec-p* only). Default: envelope for aes256, sign otherwise." },
 	{ "allow-raw-rsa", 0, NULL, 0,
 	  "Decrypt keys only: also allow raw RSA, so a token without RSA-OAEP over SHA-2 "
 	  "(SoftHSMv2) can unwrap OAEP-SHA256 data keys (the host checks the padding). Whoever "

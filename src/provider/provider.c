@@ -53,6 +53,11 @@ static const OSSL_ALGORITHM asym_algs[] = {
 	{ NULL, NULL, NULL, NULL }
 };
 
+static const OSSL_ALGORITHM keyexch_algs[] = {
+	{ "ECDH", HWP_PROPS, hwp_ecdh_keyexch, NULL },
+	{ NULL, NULL, NULL, NULL }
+};
+
 static const OSSL_ALGORITHM decoder_algs[] = {
 	{ "DER", HWP_PROPS ",input=pem", hwp_pem2der_decoder, "HSMWRAP KEY REFERENCE PEM" },
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1",
@@ -79,6 +84,8 @@ prov_query(void *provctx, int op, int *no_cache)
 		return signature_algs;
 	case OSSL_OP_ASYM_CIPHER:
 		return asym_algs;
+	case OSSL_OP_KEYEXCH:
+		return keyexch_algs;
 	case OSSL_OP_DECODER:
 		return decoder_algs;
 	default:

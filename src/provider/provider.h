@@ -9,6 +9,7 @@
  *   store.c      the pkcs11: URI store loader
  *   signature.c  RSA PKCS#1 v1.5 / PSS, ECDSA and EdDSA, signing in the HSM
  *   asym.c       RSA decryption in the HSM (PKCS#1 v1.5, OAEP)
+ *   keyexch.c    ECDH in the HSM
  *   decoder.c    HSMWRAP KEY REFERENCE PEM files
  *   provider.c   entry point, configuration, dispatch tables (the top)
  */
@@ -118,6 +119,7 @@ extern const OSSL_DISPATCH hwp_ecdsa_signature[];
 extern const OSSL_DISPATCH hwp_ed25519_signature[];
 extern const OSSL_DISPATCH hwp_ed448_signature[];
 extern const OSSL_DISPATCH hwp_rsa_asym[];
+extern const OSSL_DISPATCH hwp_ecdh_keyexch[];
 extern const OSSL_DISPATCH hwp_pem2der_decoder[];
 extern const OSSL_DISPATCH hwp_der2rsa_decoder[];
 extern const OSSL_DISPATCH hwp_der2ec_decoder[];

@@ -113,6 +113,7 @@ static const char *purposes[] = {
 	[HW_PURPOSE_KEYWRAP] = "keywrap",
 	[HW_PURPOSE_SIGN] = "sign",
 	[HW_PURPOSE_DECRYPT] = "decrypt",
+	[HW_PURPOSE_DERIVE] = "derive",
 };
 
 HW_EXPORT const char *
@@ -145,7 +146,7 @@ hw_purpose_name(hw_purpose p)
 HW_EXPORT hw_err
 hw_purpose_parse(const char *s, hw_purpose *p)
 {
-	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DECRYPT; i++) {
+	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DERIVE; i++) {
 		if (strcmp(purposes[i], s) == 0) {
 			*p = (hw_purpose)i;
 			return HW_OK;
@@ -745,6 +746,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	bool envelope = a->purpose == HW_PURPOSE_ENVELOPE;
 	bool keywrap = a->purpose == HW_PURPOSE_KEYWRAP;
 	bool decrypt = a->purpose == HW_PURPOSE_DECRYPT;
+	bool derive = a->purpose == HW_PURPOSE_DERIVE;
 	/* OAEP; raw RSA too only when asked (HW_KEYGEN_RAW_RSA), for tokens
 	 * whose OAEP lacks the SHA-2 hashes: the OAEP check is then the host's. */
 	static const CK_MECHANISM_TYPE dec_mechs[] = { CKM_RSA_PKCS_OAEP, CKM_RSA_X_509 };
@@ -790,8 +792,11 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
 		CKM_SHA512_RSA_PKCS_PSS,
 	};
-	const CK_MECHANISM_TYPE *mechs = decrypt ? dec_mechs : pss ? pss_mechs : NULL;
-	CK_ULONG nmechs = decrypt ? ndec_mechs : pss ? sizeof(pss_mechs) / sizeof(pss_mechs[0]) : 0;
+	static const CK_MECHANISM_TYPE ecdh_mechs[] = { CKM_ECDH1_DERIVE };
+	const CK_MECHANISM_TYPE *mechs = decrypt ? dec_mechs : pss ? pss_mechs
+	                                 : derive ? ecdh_mechs : NULL;
+	CK_ULONG nmechs = decrypt ? ndec_mechs : pss ? sizeof(pss_mechs) / sizeof(pss_mechs[0])
+	                  : derive ? 1 : 0;
 
 	kt = rsa ? CKK_RSA : eddsa ? CKK_EC_EDWARDS : CKK_EC;
 	for (size_t i = 0; i < NTYPES; i++)
@@ -804,7 +809,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		{ CKA_ID, a->id, sizeof(a->id) },
 		BOOL_ATTR(CKA_TOKEN, &yes),
 		BOOL_ATTR(CKA_PRIVATE, &no),
-		BOOL_ATTR(CKA_VERIFY, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_VERIFY, decrypt || derive ? &no : &yes),
 		BOOL_ATTR(CKA_ENCRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP, &no),
 		rsa ? (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) }
@@ -822,11 +827,11 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_SENSITIVE, &yes),
 		BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
-		BOOL_ATTR(CKA_SIGN, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_SIGN, decrypt || derive ? &no : &yes),
 		BOOL_ATTR(CKA_DECRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_UNWRAP, &no),
-		BOOL_ATTR(CKA_DERIVE, &no),
-		/* Last: only decrypt and PSS-only keys get it. */
+		BOOL_ATTR(CKA_DERIVE, derive ? &yes : &no),
+		/* Last: only decrypt, PSS-only and derive keys get it. */
 		{ CKA_ALLOWED_MECHANISMS, (void *)mechs, nmechs * sizeof(CK_MECHANISM_TYPE) },
 	};
 	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN
@@ -897,7 +902,8 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
 	        : purpose != HW_PURPOSE_SIGN &&
 	          !(purpose == HW_PURPOSE_DECRYPT && hw_key_type_is_rsa(type) &&
-	            !type_is_pss(type)))
+	            !type_is_pss(type)) &&
+	          !(purpose == HW_PURPOSE_DERIVE && hw_key_type_is_ec(type)))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "purpose %s does not fit a %s key",
 		               hw_purpose_name(purpose), hw_key_type_name(type));
 	hw_clear_error();
@@ -1313,6 +1319,9 @@ derive_type(hw_key *key, hw_key_info *in, bool pss_only)
 	else if (key->cls == CKO_PRIVATE_KEY && in->decrypt == 1 && in->sign != 1 &&
 	         in->unwrap != 1)
 		in->purpose = HW_PURPOSE_DECRYPT;
+	else if (key->cls == CKO_PRIVATE_KEY && in->derive == 1 && in->sign != 1 &&
+	         in->decrypt != 1 && in->unwrap != 1)
+		in->purpose = HW_PURPOSE_DERIVE;
 }
 
 HW_EXPORT hw_err
