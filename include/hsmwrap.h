@@ -73,6 +73,17 @@ const char *hw_last_detail(void);
 void hw_free(void *p);
 void hw_free_secret(void *p, size_t len);
 
+/*
+ * Makes the calling process non-dumpable (prctl PR_SET_DUMPABLE 0): no
+ * core dump, and other processes of the same user can no longer ptrace it
+ * or read its memory through /proc. The hsmwrap tool does this first
+ * thing; an application holding PINs or keys through this library (a
+ * server using the provider or plugin) should do the same early, unless
+ * it needs core dumps. The library's own PIN buffers are excluded from
+ * dumps and locked in memory either way.
+ */
+HW_NODISCARD hw_err hw_process_harden(void);
+
 /* ------------------------------------------------------------------ */
 /* Context: one module, one token, one user login, a session pool.    */
 
@@ -115,6 +126,15 @@ void hw_ctx_free(hw_ctx *ctx);
 /* Path of the loaded module, and the selected token's URI (borrowed). */
 const char *hw_ctx_module_path(const hw_ctx *ctx);
 const char *hw_ctx_token_uri(const hw_ctx *ctx);
+
+/*
+ * A PKCS#11 URI fit for messages and logs: the same URI formatted by
+ * p11-kit without its pin-value and pin-source attributes. A URI p11-kit
+ * cannot parse comes back as given unless it mentions a PIN at all ("pin"
+ * anywhere, any case), in which case a placeholder replaces it. Free *out
+ * with hw_free().
+ */
+HW_NODISCARD hw_err hw_uri_redact(const char *uri, char **out);
 
 /* ------------------------------------------------------------------ */
 /* Tokens                                                              */
@@ -770,6 +790,18 @@ void hw_audit_set_digest_every(hw_audit *log, unsigned every);
  * says so and the caller should set one and call hw_audit_digest().
  */
 HW_NODISCARD hw_err hw_audit_append(hw_audit *log, const hw_audit_event *ev);
+/*
+ * Fail-closed auditing in two records: hw_audit_attempt() writes and syncs
+ * a record of the action about to be taken (result "attempt"; ev->result
+ * is ignored) and gives its seq; only if it succeeded should the caller
+ * act, then record the result with hw_audit_outcome(), which names the
+ * attempt ("attempt": seq). A log may thus miss an outcome (crash, full
+ * disk after the act), never an action; hw_audit_verify counts attempts
+ * left without an outcome (hw_audit_report.unfinished).
+ */
+HW_NODISCARD hw_err hw_audit_attempt(hw_audit *log, const hw_audit_event *ev, uint64_t *seq);
+HW_NODISCARD hw_err hw_audit_outcome(hw_audit *log, const hw_audit_event *ev,
+                                     uint64_t attempt_seq);
 int hw_audit_digest_due(const hw_audit *log);
 /* Appends a digest record signed by the signer now; reason e.g. "ceremony". */
 HW_NODISCARD hw_err hw_audit_digest(hw_audit *log, const char *reason);
@@ -789,6 +821,8 @@ typedef struct {
 	char key_fingerprint[65];   /* SHA-256 of its SubjectPublicKeyInfo, hex */
 	char head[65];              /* SHA-256 of the last line: keep it elsewhere */
 	uint64_t head_seq;
+	uint64_t unfinished;        /* attempt records without an outcome */
+	uint64_t unfinished_seq;    /* the first of them, 0: none */
 } hw_audit_report;
 
 /*
@@ -817,6 +851,7 @@ typedef struct {
 	hw_envelope_pair *context;
 	size_t ncontext;
 	char *prev;
+	uint64_t attempt;           /* an outcome: the seq of its attempt; else 0 */
 } hw_audit_entry;
 
 /* line without its newline; at most 64 KiB. */

@@ -35,6 +35,17 @@ ossl() {
 		OPENSSL_MODULES=$MODDIR "$OPENSSL" "$@"
 	fi
 }
+# ossl_exec ARG...: the same, replacing the (sub)shell it runs in, so that
+# `ossl_exec ... &` leaves openssl's own pid in $! (a backgrounded ossl
+# would leave the subshell's: killing that does not stop openssl).
+ossl_exec() {
+	if [ -n "$PRELOAD" ]; then
+		LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS} \
+			OPENSSL_MODULES=$MODDIR exec "$OPENSSL" "$@"
+	else
+		OPENSSL_MODULES=$MODDIR exec "$OPENSSL" "$@"
+	fi
+}
 # default first: unqualified fetches (ECDHE keys, TLS 1.2 ECDSA checks)
 # must land in the default provider; keys from pkcs11: URIs and
 # reference files still come to hsmwrap. See conf/hsmwrap-provider.cnf.
@@ -67,7 +78,7 @@ start_server() {
 		: >"$W/server.log"
 		rm -f "$W/stdin"
 		mkfifo "$W/stdin" || return 1
-		ossl s_server $PROV -key "$srv_key" -cert "$srv_cert" -accept "127.0.0.1:$PORT" \
+		ossl_exec s_server $PROV -key "$srv_key" -cert "$srv_cert" -accept "127.0.0.1:$PORT" \
 			-naccept 2 "$@" >"$W/server.log" 2>&1 <"$W/stdin" &
 		SERVER_PID=$!
 		exec 3>"$W/stdin"

@@ -31,11 +31,20 @@ const struct cli_global_opt cli_global_opts[] = {
 	{ "help", NULL, NULL, "Show this help." },
 	{ "version", NULL, NULL, "Show the version." },
 	{ "audit-log", "FILE", "HSMWRAP_AUDIT_LOG",
-	  "Append a record of every command to this audit log (see `audit init`). When set, "
-	  "a command whose record cannot be written is not run. Config: audit_log." },
+	  "Append a record of every command to this audit log (see `audit init`): the attempt, "
+	  "synced before the command acts, then its outcome. A command whose attempt cannot be "
+	  "recorded is not run (exit 8). Config: audit_log." },
 	{ "audit-key", "L", "HSMWRAP_AUDIT_KEY",
 	  "Audit signing key for digests. Default: the key the log's genesis names. "
 	  "Config: audit_key." },
+	{ "audit-fail-open", NULL, "HSMWRAP_AUDIT_FAIL_OPEN",
+	  "Availability first: run a command even when its audit record cannot be written "
+	  "(exit 1 afterwards). Default: fail closed, nothing is done (exit 8). Environment: "
+	  "1 or 0. Config: audit_fail_open = yes|no." },
+	{ "allow-shared-pin-file", NULL, "HSMWRAP_ALLOW_SHARED_PIN_FILE",
+	  "Accept a PIN file that group or others may access (with a warning). Default: such "
+	  "a file is refused (exit 3). Environment: 1 or 0. Config: allow_shared_pin_file = "
+	  "yes|no." },
 	{ 0 }
 };
 

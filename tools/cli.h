@@ -40,6 +40,7 @@ enum {
 	EXIT_INTEGRITY = 5,
 	EXIT_HSM = 6,
 	EXIT_POLICY = 7,
+	EXIT_AUDIT = 8,
 };
 
 /* ------------------------------------------------------------------ */
@@ -201,6 +202,11 @@ struct cli {
 	const char *audit_key;      /* NULL: the key the log's genesis names */
 	unsigned audit_every;       /* records between periodic digests, 0: default */
 	hw_err last_err;            /* of the last failure reported, for the audit record */
+	/* Availability first: act even when the audit record cannot be written. */
+	int audit_fail_open;
+	int allow_shared_pin_file;  /* accept a PIN file others can read */
+	int force_exit;             /* non-zero: the exit status of the failure reported */
+	uint64_t audit_attempt;     /* seq of this run's attempt record; 0: none written */
 	char used_token[512];       /* URI of the token logged in to, for the audit record */
 };
 
@@ -243,6 +249,12 @@ int cli_ectx(struct cli *cli, const struct cli_args *a, hw_ectx **out);
 /* Usage error if the two options name the same file. */
 int cli_distinct_paths(struct cli *cli, const struct cli_args *a,
                        const char *in_opt, const char *out_opt);
+/*
+ * What may be shown of a user-given key or token spec: a pkcs11: URI
+ * without pin-value/pin-source (hw_uri_redact), anything else as given.
+ * The string lives until exit.
+ */
+const char *cli_redact(const char *spec);
 /* Checks that a pin source string has one of the documented forms. */
 int cli_pin_source_ok(const char *src);
 int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src);
@@ -252,6 +264,8 @@ int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src);
 
 /* Detail of the last util_* failure (file name and errno text). */
 const char *util_detail(void);
+/* Sets that detail (for helpers outside util.c, e.g. outfile.c). */
+void util_set_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 
 /*
  * Reads a whole file of at most `cap` bytes (HW_ERR_TOO_LARGE beyond).
@@ -269,9 +283,10 @@ struct out_spec {
 	int secret;                 /* mode 0600, else 0666 & ~umask */
 };
 /*
- * Writes all outputs or none: each goes to a temp file in its directory,
- * is fsync'd, then all are renamed into place. On failure no temp file is
- * left and outputs already renamed are removed again.
+ * Writes all outputs or none, each through outfile.c (anonymous temporary
+ * linked into place on success; "-", devices and pipes streamed; symbolic
+ * links refused). On failure nothing new is left and outputs already in
+ * place are removed again.
  */
 hw_err util_write_outputs(const struct out_spec *outs, size_t n);
 /* Mode of a non-secret new file: 0666 less the umask. */
@@ -325,10 +340,11 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a);
 int cmd_ca_crl(struct cli *cli, const struct cli_args *a);
 
 /* cmd-audit.c: the audit hook of main's dispatch. Before a command runs,
- * the configured log must open for appending (else the command is not run:
- * exit status returned); afterwards one record is appended, and ceremonies
- * get a signed digest. Returns the final exit status. */
-int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out);
+ * the configured log must open and take a synced record of the attempt
+ * (else the command is not run: EXIT_AUDIT, unless --audit-fail-open);
+ * afterwards the outcome is appended, and ceremonies get a signed digest.
+ * Returns the final exit status. */
+int cli_audit_begin(struct cli *cli, const struct cli_args *a, hw_audit **out);
 int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int rc);
 int cli_audit_is_ceremony(const struct cli_cmd *c);
 int cmd_audit_init(struct cli *cli, const struct cli_args *a);

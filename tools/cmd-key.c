@@ -391,7 +391,7 @@ int cmd_key_rotate(struct cli *cli, const struct cli_args *a)
 		goto out;
 	err = hw_key_rotate(key, &nk);
 	if (err) {
-		snprintf(what, sizeof(what), "rotating key '%s'", a->pos[0]);
+		snprintf(what, sizeof(what), "rotating key '%s'", cli_redact(a->pos[0]));
 		rc = cli_fail(cli, err, what);
 		goto out;
 	}
@@ -467,7 +467,7 @@ static int life_run(struct cli *cli, const struct cli_args *a, enum life_op op,
 	if (!err)
 		err = hw_key_meta_get(key, &m);
 	if (err) {
-		snprintf(what, sizeof(what), "%s key '%s'", a->cmd->name + 4, a->pos[0]);
+		snprintf(what, sizeof(what), "%s key '%s'", a->cmd->name + 4, cli_redact(a->pos[0]));
 		rc = cli_fail(cli, err, what);
 		goto out;
 	}

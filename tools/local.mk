@@ -10,6 +10,7 @@ hsmwrap_SOURCES = \
 	tools/args.c \
 	tools/session.c \
 	tools/keyinfo.c \
+	tools/outfile.h tools/outfile.c \
 	tools/transcript.c \
 	tools/cmd-token.c \
 	tools/cmd-key.c \

@@ -8,9 +8,11 @@
 
 #include <errno.h>
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include "cli.h"
@@ -49,6 +51,29 @@ static const char *env_value(const char *name)
 	return v && *v ? v : NULL;
 }
 
+/* A yes/no switch: option (already 2) > environment (1/0) > config (yes/no). */
+static int yes_no(struct cli *cli, const char *env, const char *conf_val, const char *conf_name,
+                  int *out)
+{
+	const char *v = env_value(env);
+
+	if (*out)
+		return 0;
+	if (v) {
+		if (strcmp(v, "1") && strcmp(v, "0"))
+			return cli_failf(cli, HW_ERR_INVALID_ARG, env, "'%s' is not 1 or 0", v);
+		*out = strcmp(v, "1") == 0;
+		return 0;
+	}
+	if (conf_val) {
+		if (strcmp(conf_val, "yes") && strcmp(conf_val, "no"))
+			return cli_failf(cli, HW_ERR_INVALID_ARG, "configuration",
+			                 "%s: '%s' is not yes or no", conf_name, conf_val);
+		*out = strcmp(conf_val, "yes") == 0;
+	}
+	return 0;
+}
+
 static int resolve_settings(struct cli *cli)
 {
 	int rc;
@@ -81,6 +106,11 @@ static int resolve_settings(struct cli *cli)
 		cli->audit_log = conf.audit_log;
 	if (!cli->audit_key && !(cli->audit_key = env_value("HSMWRAP_AUDIT_KEY")))
 		cli->audit_key = conf.audit_key;
+	if ((rc = yes_no(cli, "HSMWRAP_AUDIT_FAIL_OPEN", conf.audit_fail_open, "audit_fail_open",
+	                 &cli->audit_fail_open)) ||
+	    (rc = yes_no(cli, "HSMWRAP_ALLOW_SHARED_PIN_FILE", conf.allow_shared_pin_file,
+	                 "allow_shared_pin_file", &cli->allow_shared_pin_file)))
+		return rc;
 	{
 		const char *ev = env_value("HSMWRAP_AUDIT_DIGEST_EVERY");
 		char *end = NULL;
@@ -105,7 +135,7 @@ static int resolve_settings(struct cli *cli)
 /* main                                                                */
 
 enum { G_MODULE = 256, G_TOKEN, G_PIN_SOURCE, G_CONFIG, G_JSON, G_VERSION };
-enum { G_AUDIT_LOG = 300, G_AUDIT_KEY };
+enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_AUDIT_FAIL_OPEN, G_ALLOW_SHARED_PIN };
 
 static const struct option global_long[] = {
 	{ "module", required_argument, NULL, G_MODULE },
@@ -117,6 +147,8 @@ static const struct option global_long[] = {
 	{ "version", no_argument, NULL, G_VERSION },
 	{ "audit-log", required_argument, NULL, G_AUDIT_LOG },
 	{ "audit-key", required_argument, NULL, G_AUDIT_KEY },
+	{ "audit-fail-open", no_argument, NULL, G_AUDIT_FAIL_OPEN },
+	{ "allow-shared-pin-file", no_argument, NULL, G_ALLOW_SHARED_PIN },
 	{ 0, 0, 0, 0 }
 };
 
@@ -139,6 +171,9 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 		case G_JSON: cli->json = 1; break;
 		case G_AUDIT_LOG: cli->audit_log = optarg; break;
 		case G_AUDIT_KEY: cli->audit_key = optarg; break;
+		/* 2: set by option; environment and config may not undo it. */
+		case G_AUDIT_FAIL_OPEN: cli->audit_fail_open = 2; break;
+		case G_ALLOW_SHARED_PIN: cli->allow_shared_pin_file = 2; break;
 		case 'h':
 			cli_show_overview(cli);
 			return -1;
@@ -198,7 +233,7 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 		rc = resolve_settings(cli);
 	/* A configured audit log must be writable before anything is done. */
 	if (rc == 0 && !(c->flags & CLI_CMD_NO_SETTINGS))
-		rc = cli_audit_begin(cli, c, &audit);
+		rc = cli_audit_begin(cli, &a, &audit);
 	if (rc == 0) {
 		rc = c->run(cli, &a);
 		rc = cli_audit_end(cli, &a, audit, rc);
@@ -212,6 +247,13 @@ int main(int argc, char **argv)
 	struct cli cli;
 	int rc;
 
+	/*
+	 * Before any PIN or key is in memory: no core dump and no ptrace by
+	 * other processes of this user (README, "Security model"). A file-size
+	 * limit must fail a write (EFBIG, cleaned up), not kill us.
+	 */
+	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
+	signal(SIGXFSZ, SIG_IGN);
 	memset(&cli, 0, sizeof(cli));
 	jw_init(&cli.out);
 	/* Pre-open the success document; failures replace it. */

@@ -45,6 +45,9 @@ const struct cli_exit_class cli_exit_classes[] = {
 	  exit_hsm },
 	{ EXIT_POLICY, "Refused by policy: the key's purpose does not allow the operation, or "
 	  "a key with that label exists, or the key is disabled or pending deletion.", exit_policy },
+	{ EXIT_AUDIT, "Not done for want of an audit record: an audit log is configured and the "
+	  "record of the attempt could not be written (full disk, I/O error); nothing was done. "
+	  "See --audit-fail-open.", exit_none },
 	{ -1, NULL, NULL }
 };
 
@@ -73,7 +76,8 @@ static void json_error(struct cli *cli, hw_err err, const char *what,
 	jw_str(&w, "what", what);
 	jw_str(&w, "detail", detail);
 	jw_str(&w, "ckrv", rv);
-	jw_uint(&w, "exit", (unsigned long long)cli_exit_code(err));
+	jw_uint(&w, "exit", (unsigned long long)(cli->force_exit ? cli->force_exit
+	                                                          : cli_exit_code(err)));
 	jw_obj_end(&w);
 	if (!w.failed)
 		printf("%s\n", w.buf);
@@ -98,7 +102,7 @@ static int report(struct cli *cli, hw_err err, const char *what,
 		fprintf(stderr, "%s: %s: %s\n", PROG, what, hw_strerror(err));
 	if (cli->json && !cli->json_sent)
 		json_error(cli, err, what, detail, ckrv);
-	return cli_exit_code(err);
+	return cli->force_exit ? cli->force_exit : cli_exit_code(err);
 }
 
 int cli_fail(struct cli *cli, hw_err err, const char *what)

@@ -6,7 +6,9 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/stat.h>
 
 #include "cli.h"
@@ -18,16 +20,26 @@ int cli_pin_source_ok(const char *src)
 	       (strncmp(src, "env:", 4) == 0 && src[4]);
 }
 
-/* A PIN file others can read is a PIN others know: say so, but go on. */
-static void check_pin_file(const char *src)
+/*
+ * A PIN file others can read is a PIN others know (and one they can write
+ * is a lockout they control): refused unless --allow-shared-pin-file.
+ */
+static int check_pin_file(struct cli *cli, const char *what, const char *src)
 {
 	struct stat st;
 
-	if (strncmp(src, "file:", 5) != 0 || stat(src + 5, &st) < 0)
-		return;
-	if (st.st_mode & (S_IRWXG | S_IRWXO))
+	if (strncmp(src, "file:", 5) != 0 || stat(src + 5, &st) < 0 ||
+	    !(st.st_mode & (S_IRWXG | S_IRWXO)))
+		return 0;
+	if (cli->allow_shared_pin_file) {
 		fprintf(stderr, "%s: warning: PIN file %s is accessible by other users (mode %04o)\n",
 		        PROG, src + 5, (unsigned)(st.st_mode & 07777));
+		return 0;
+	}
+	return cli_failf(cli, HW_ERR_PIN_SOURCE, what,
+	                 "PIN file %s is accessible by other users (mode %04o): chmod 600 it, "
+	                 "or accept that with --allow-shared-pin-file", src + 5,
+	                 (unsigned)(st.st_mode & 07777));
 }
 
 int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src)
@@ -35,8 +47,7 @@ int cli_prepare_pin_source(struct cli *cli, const char *what, const char *src)
 	if (!cli_pin_source_ok(src))
 		return cli_failf(cli, HW_ERR_INVALID_ARG, what,
 		                 "not file:PATH, env:NAME or prompt");
-	check_pin_file(src);
-	return 0;
+	return check_pin_file(cli, what, src);
 }
 
 int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out)
@@ -86,6 +97,35 @@ fail:
 	return rc;
 }
 
+/* A few strings per run: kept in a small ring, freed at exit. */
+static char *redacted[16];
+static size_t nredacted;
+
+static void redacted_free(void)
+{
+	for (size_t i = 0; i < nredacted; i++)
+		free(redacted[i]);
+	nredacted = 0;
+}
+
+const char *cli_redact(const char *spec)
+{
+	char *s = NULL;
+
+	if (!spec || strncasecmp(spec, "pkcs11:", 7) != 0)
+		return spec;
+	if (hw_uri_redact(spec, &s) != HW_OK)
+		return "(a PKCS#11 URI, not shown)";
+	if (nredacted == 0)
+		atexit(redacted_free);
+	if (nredacted == sizeof(redacted) / sizeof(redacted[0])) {
+		hw_free(s);
+		return "(a PKCS#11 URI, not shown)";
+	}
+	redacted[nredacted++] = s;
+	return s;
+}
+
 int cli_open_key(struct cli *cli, const char *spec, hw_ctx **ctx, hw_key **key)
 {
 	char what[300];
@@ -98,7 +138,7 @@ int cli_open_key(struct cli *cli, const char *spec, hw_ctx **ctx, hw_key **key)
 	err = hw_key_find(*ctx, spec, key);
 	if (!err)
 		return 0;
-	snprintf(what, sizeof(what), "finding key '%s'", spec);
+	snprintf(what, sizeof(what), "finding key '%s'", cli_redact(spec));
 	return cli_fail(cli, err, what);
 }
 

@@ -6,6 +6,7 @@ libhsmwrap_la_SOURCES = \
 	src/lib/internal.h \
 	src/lib/base/buf.h src/lib/base/buf.c \
 	src/lib/base/err.c \
+	src/lib/base/secmem.c \
 	src/lib/base/shamir.c \
 	src/lib/format/blob.c \
 	src/lib/format/ectx.c \

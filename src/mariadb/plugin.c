@@ -74,10 +74,10 @@ static char st_keyring_path[PATH_MAX];
 static unsigned st_keys, st_versions, st_generation, st_failures;
 static int mlock_warned;
 
-static void log_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
-static void log_note(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+/* A line of the server's error log (flags: ME_NOTE, ME_WARNING or 0). */
+static void log_msg(unsigned long flags, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
-static void log_error(const char *fmt, ...)
+static void log_msg(unsigned long flags, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
@@ -85,20 +85,11 @@ static void log_error(const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof(msg), fmt, ap);
 	va_end(ap);
-	my_printf_error(ER_UNKNOWN_ERROR_CODE, "hsmwrap_key_management: %s", ME_ERROR_LOG_ONLY, msg);
+	my_printf_error(ER_UNKNOWN_ERROR_CODE, "hsmwrap_key_management: %s", ME_ERROR_LOG_ONLY | flags,
+	                msg);
 }
-
-static void log_note(const char *fmt, ...)
-{
-	char msg[1024];
-	va_list ap;
-
-	va_start(ap, fmt);
-	vsnprintf(msg, sizeof(msg), fmt, ap);
-	va_end(ap);
-	my_printf_error(ER_UNKNOWN_ERROR_CODE, "hsmwrap_key_management: %s",
-	                ME_ERROR_LOG_ONLY | ME_NOTE, msg);
-}
+#define log_error(...) log_msg(0, __VA_ARGS__)
+#define log_note(...) log_msg(ME_NOTE, __VA_ARGS__)
 
 /* "PIN incorrect (CKR_PIN_INCORRECT...): detail" for a log line. */
 static const char *why(hw_err e, char *buf, size_t len)
@@ -138,9 +129,8 @@ static int cache_reserve(void)
 	(void)madvise(p, bytes, MADV_DONTDUMP);
 	if (mlock(p, bytes) != 0 && !mlock_warned) {
 		mlock_warned = 1;
-		my_printf_error(ER_UNKNOWN_ERROR_CODE, "hsmwrap_key_management: cannot lock the key "
-		                "cache in memory (%s): keys could reach swap; raise LimitMEMLOCK",
-		                ME_ERROR_LOG_ONLY | ME_WARNING, strerror(errno));
+		log_msg(ME_WARNING, "cannot lock the key cache in memory (%s): keys could reach "
+		        "swap; raise LimitMEMLOCK", strerror(errno));
 	}
 	if (cache_n)
 		memcpy(p, cache, cache_n * sizeof(*p));

@@ -534,8 +534,16 @@ hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
 	if (ks.uri && !p11_kit_uri_match_token_info(ks.uri, &ctx->tinfo))
 		e = hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "the URI names another token than %s",
 		            ctx->token_uri_str);
-	else
-		e = find_one(ctx, ks.attrs, ks.nattrs, ks.only, spec, out);
+	else {
+		char *shown = NULL;
+
+		/* A key URI may carry pin-value: messages name it without. */
+		if (ks.uri && hw_uri_redact(spec, &shown) != HW_OK)
+			shown = NULL;
+		e = find_one(ctx, ks.attrs, ks.nattrs, ks.only,
+		             shown ? shown : ks.uri ? "the key URI" : spec, out);
+		free(shown);
+	}
 	by_label = ks.by_label;
 	hw_key_spec_free(&ks);
 	if (e != HW_OK)
