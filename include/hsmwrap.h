@@ -92,6 +92,14 @@ HW_NODISCARD hw_err hw_ctx_new(hw_ctx **out);
  * or a path to a module. Default: the configured one of the build.
  */
 HW_NODISCARD hw_err hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path);
+/*
+ * The module's initialisation arguments: the string C_Initialize gets in
+ * CK_C_INITIALIZE_ARGS.pReserved (NSS softokn: "configdir='sql:DIR' ...").
+ * Default: the "x-init-reserved" option of a module registered with
+ * p11-kit, else none. A module is initialised once per process, so a
+ * second context naming it with other arguments fails with HW_ERR_MODULE.
+ */
+HW_NODISCARD hw_err hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args);
 /* RFC 7512 URI naming one token, e.g. "pkcs11:token=prod". */
 HW_NODISCARD hw_err hw_ctx_set_token(hw_ctx *ctx, const char *uri);
 /*

@@ -40,3 +40,5 @@ TESTS += tests/no-cunit.sh
 endif
 
 TESTS += tests/test-cli.sh
+TESTS += tests/test-modules.sh
+EXTRA_DIST += tests/test-modules.sh tests/nss.sh

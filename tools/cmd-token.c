@@ -120,7 +120,8 @@ static void slots_out(struct cli *cli, const hw_token_info *list, size_t n)
  * Opens `name` without selecting a token. Returns the error and sets
  * *what instead of reporting it: the caller decides whether it is fatal.
  */
-static hw_err module_open(const char *name, hw_ctx **out, const char **what)
+static hw_err module_open(const char *name, const char *init_args, hw_ctx **out,
+                          const char **what)
 {
 	hw_ctx *ctx = NULL;
 	hw_err err;
@@ -129,7 +130,8 @@ static hw_err module_open(const char *name, hw_ctx **out, const char **what)
 	if ((err = hw_ctx_new(&ctx)))
 		return err;
 	*what = "loading module";
-	if (!(err = hw_ctx_set_module(ctx, name)))
+	if (!(err = hw_ctx_set_module(ctx, name)) &&
+	    !(err = hw_ctx_set_module_init_args(ctx, init_args)))
 		err = hw_ctx_open(ctx);
 	if (err) {
 		hw_ctx_free(ctx);
@@ -149,7 +151,8 @@ static int list_module(struct cli *cli, const char *name, int fatal)
 	size_t n = 0;
 	hw_err err;
 
-	err = module_open(name, &ctx, &what);
+	/* Init arguments given to hsmwrap belong to the module it was given. */
+	err = module_open(name, fatal ? cli->module_init_args : NULL, &ctx, &what);
 	if (!err) {
 		what = "listing slots";
 		err = hw_token_list(ctx, &list, &n);

@@ -167,6 +167,9 @@ static int resolve_settings(struct cli *cli)
 
 	if (!cli->module && !(cli->module = env_value("HSMWRAP_MODULE")))
 		cli->module = conf.module;
+	if (!cli->module_init_args &&
+	    !(cli->module_init_args = env_value("HSMWRAP_MODULE_INIT_ARGS")))
+		cli->module_init_args = conf.module_init_args;
 	/* Only then does `token list` stick to one module. */
 	cli->module_explicit = cli->module != NULL;
 	if (!cli->token && !(cli->token = env_value("HSMWRAP_TOKEN")))
@@ -246,7 +249,8 @@ int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out)
 	err = hw_ctx_new(&ctx);
 	if (err)
 		return cli_fail(cli, err, "creating context");
-	if (module && (err = hw_ctx_set_module(ctx, module))) {
+	if ((module && (err = hw_ctx_set_module(ctx, module))) ||
+	    (cli->module_init_args && (err = hw_ctx_set_module_init_args(ctx, cli->module_init_args)))) {
 		rc = cli_fail(cli, err, "selecting module");
 		goto fail;
 	}
@@ -593,10 +597,11 @@ int cmd_help(struct cli *cli, const struct cli_args *a)
 /* main                                                                */
 
 enum { G_MODULE = 256, G_TOKEN, G_PIN_SOURCE, G_CONFIG, G_JSON, G_VERSION };
-enum { G_AUDIT_LOG = 300, G_AUDIT_KEY };
+enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_MODULE_INIT_ARGS };
 
 static const struct option global_long[] = {
 	{ "module", required_argument, NULL, G_MODULE },
+	{ "module-init-args", required_argument, NULL, G_MODULE_INIT_ARGS },
 	{ "token", required_argument, NULL, G_TOKEN },
 	{ "pin-source", required_argument, NULL, G_PIN_SOURCE },
 	{ "config", required_argument, NULL, G_CONFIG },
@@ -617,6 +622,7 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "+:h", global_long, NULL)) != -1) {
 		switch (ch) {
 		case G_MODULE: cli->module = optarg; break;
+		case G_MODULE_INIT_ARGS: cli->module_init_args = optarg; break;
 		case G_TOKEN: cli->token = optarg; break;
 		case G_PIN_SOURCE:
 			if (pin_option_abbreviated(argv, "pin-source"))

@@ -64,6 +64,7 @@ void hw_clear_error(void);
 typedef struct hw_module hw_module;
 struct hw_module {
 	char *path;                 /* file actually loaded */
+	char *init_args;            /* C_Initialize's pReserved, NULL if none */
 	CK_FUNCTION_LIST *fl;
 	unsigned refs;
 	unsigned long init_gen;     /* fork generation of our C_Initialize */
@@ -72,7 +73,9 @@ struct hw_module {
 	hw_module *next;
 };
 
-hw_err hw_module_acquire(const char *name_or_path, hw_module **out);
+/* init_args (may be NULL): pReserved of C_Initialize; overrides the
+ * x-init-reserved of a module registered with p11-kit. */
+hw_err hw_module_acquire(const char *name_or_path, const char *init_args, hw_module **out);
 void hw_module_release(hw_module *m);
 /* Makes sure the module is initialised in this process (after fork too). */
 hw_err hw_module_ensure(hw_module *m);
@@ -96,6 +99,7 @@ hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cba
 struct hw_ctx {
 	pthread_mutex_t lock;       /* guards everything below */
 	char *module_spec;
+	char *module_init_args;
 	char *token_spec;
 	char *pin_source;
 	hw_pin_cb pin_cb;

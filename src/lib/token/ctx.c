@@ -64,6 +64,12 @@ hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path)
 }
 
 HW_EXPORT hw_err
+hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args)
+{
+	return set_string(ctx, &ctx->module_init_args, init_args);
+}
+
+HW_EXPORT hw_err
 hw_ctx_set_token(hw_ctx *ctx, const char *uri)
 {
 	return set_string(ctx, &ctx->token_spec, uri);
@@ -261,7 +267,7 @@ hw_ctx_open(hw_ctx *ctx)
 	spec = ctx->module_spec ? ctx->module_spec : uri_module(ctx);
 	if (!spec)
 		spec = HW_DEFAULT_MODULE;
-	e = hw_module_acquire(spec, &ctx->mod);
+	e = hw_module_acquire(spec, ctx->module_init_args, &ctx->mod);
 	if (e != HW_OK)
 		return e;
 	ctx->fl = ctx->mod->fl;
@@ -774,6 +780,7 @@ hw_ctx_free(hw_ctx *ctx)
 	free(ctx->idle);
 	free(ctx->mechs);
 	free(ctx->module_spec);
+	free(ctx->module_init_args);
 	free(ctx->token_spec);
 	free(ctx->pin_source);
 	pthread_mutex_destroy(&ctx->lock);
