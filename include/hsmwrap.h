@@ -153,10 +153,23 @@ enum {
 	HW_CAP_EC_GEN = 1u << 5,
 	HW_CAP_ECDSA = 1u << 6,
 	HW_CAP_RANDOM = 1u << 7,
+	/* Not mechanisms: behaviours known per token model (caps.c). */
+	HW_CAP_DATA_OBJECTS = 1u << 8,   /* private token CKO_DATA objects */
+	HW_CAP_ALLOWED_MECHS = 1u << 9,  /* CKA_ALLOWED_MECHANISMS honoured */
 };
+/* What every use of hsmwrap needs; the rest enables features. */
 #define HW_CAP_ALL 0xffu
 /* "aes-gcm", ... for bit i of HW_CAP_*; NULL past the end. */
 const char *hw_cap_name(unsigned bit_index);
+/*
+ * Features ("envelope", "keywrap", "rsa-sign", "ec-sign", "lifecycle",
+ * "backup", "mechanism-pinning") by index, NULL past the end, and the
+ * HW_CAP_* bits each needs: a token supports feature i when
+ * (caps & hw_feature_needs(i)) == hw_feature_needs(i). Using a feature the
+ * token lacks fails with HW_ERR_UNSUPPORTED before anything is done.
+ */
+const char *hw_feature_name(unsigned index);
+unsigned hw_feature_needs(unsigned index);
 
 /* Every slot of the context's module (no token selection needed). */
 HW_NODISCARD hw_err hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *n);

@@ -50,12 +50,47 @@ expect "a key made on softokn with the config file" 0 --config "$W/hsmwrap.conf"
 expect "  ...is listed" 0 --config "$W/hsmwrap.conf" --token "$NSS_TOKEN" \
 	--pin-source "file:$NSS_PIN_FILE" key list
 check "  ...by its label" grep -q m1 "$W/out"
+# 3. Capabilities (src/lib/token/caps.c): what softokn lacks is refused
+# before anything is done, naming the token and what it lacks.
+NSSW="--config $W/hsmwrap.conf --token $NSS_TOKEN --pin-source file:$NSS_PIN_FILE"
+expect "token list --json on softokn" 0 --config "$W/hsmwrap.conf" --json token list
+if [ -n "$PYTHON" ]; then
+	f=$(json_get '[s["token"]["features"] for m in d["modules"] for s in m["slots"] if s["token"] and s["token"]["label"] == "NSS Certificate DB"][0]' <"$W/out")
+	check "softokn features: envelope, keywrap, rsa-sign, ec-sign ($f)" [ "$f" = "{'envelope': True, 'keywrap': True, 'rsa-sign': True, 'ec-sign': True, 'lifecycle': False, 'backup': False, 'mechanism-pinning': False}" ]
+fi
+expect "token list text on softokn" 0 --config "$W/hsmwrap.conf" token list
+check "  ...names what is not supported and why" grep -q "Not supported:  lifecycle, backup, mechanism-pinning (missing data-objects, allowed-mechanisms)" "$W/out"
+# shellcheck disable=SC2086
+expect "key rotate on softokn is refused" 6 $NSSW key rotate m1
+check "  ...naming the token and the missing capability" \
+	grep -q "key rotate: the token 'NSS Certificate DB' (NSS 3) has no private token data objects" "$W/err"
+# shellcheck disable=SC2086
+expect "key disable on softokn is refused" 6 $NSSW key disable m1
+# shellcheck disable=SC2086
+expect "  ...and the key is still usable: envelope key" 0 $NSSW key create --label e1 --type aes256
+echo "secret data" >"$W/plain"
+# shellcheck disable=SC2086
+expect "  ...encrypt on softokn" 0 $NSSW encrypt --key e1 -i "$W/plain" -o "$W/plain.enc"
+# shellcheck disable=SC2086
+expect "  ...decrypt on softokn" 0 $NSSW decrypt -i "$W/plain.enc" -o "$W/plain.dec"
+check "  ...round trip" cmp -s "$W/plain" "$W/plain.dec"
+# shellcheck disable=SC2086
+expect "a backup-able key on softokn is refused" 6 $NSSW key create --label b1 --type aes256 --backupable
+# shellcheck disable=SC2086
+expect "  ...and nothing was made" 4 $NSSW key show b1
+# The same listing on SoftHSM has every feature.
+expect "token list --json on SoftHSM" 0 --config /dev/null --module "$SOFTHSM_MODULE" --json token list
+if [ -n "$PYTHON" ]; then
+	f=$(json_get 'all(all(s["token"]["features"].values()) for m in d["modules"] for s in m["slots"] if s["token"] and s["token"]["initialized"])' <"$W/out")
+	check "SoftHSM tokens have every feature" [ "$f" = True ]
+fi
+
 printf 'module = %s\nmodule_init_args = configdir=sql:%s\n' "$NSS_MODULE" "$W/nowhere" >"$W/bad.conf"
 # A wrong database must not silently become an empty one.
 expect "init args naming a missing database fail" 4 --config "$W/bad.conf" \
 	--token "$NSS_TOKEN" --pin-source "file:$NSS_PIN_FILE" key list
 
-# 3. Registered with p11-kit, as its users do.
+# 4. Registered with p11-kit, as its users do.
 mods=$W/p11-modules
 mkdir "$mods" || exit 99
 cat >"$mods/nss-test.module" <<MOD

@@ -29,6 +29,24 @@ static void missing_caps(const hw_token_info *t, char *buf, size_t n)
 	}
 }
 
+static int has_feature(const hw_token_info *t, unsigned i)
+{
+	return (t->caps & hw_feature_needs(i)) == hw_feature_needs(i);
+}
+
+/* "envelope, keywrap" (want = 1) or the ones the token lacks (want = 0). */
+static void features_text(const hw_token_info *t, int want, char *buf, size_t n)
+{
+	const char *name;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; (name = hw_feature_name(i)) != NULL; i++)
+		if (has_feature(t, i) == want)
+			used += (size_t)snprintf(buf + used, used < n ? n - used : 0, "%s%s",
+			                         used ? ", " : "", name);
+}
+
 static void token_json(struct jw *w, const hw_token_info *t)
 {
 	const char *name;
@@ -49,6 +67,10 @@ static void token_json(struct jw *w, const hw_token_info *t)
 	jw_obj_begin(w, "capabilities");
 	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
 		jw_bool(w, name, (t->caps >> i) & 1u);
+	jw_obj_end(w);
+	jw_obj_begin(w, "features");
+	for (unsigned i = 0; (name = hw_feature_name(i)) != NULL; i++)
+		jw_bool(w, name, has_feature(t, i));
 	jw_obj_end(w);
 	jw_bool(w, "usable", token_usable(t));
 	jw_arr_begin(w, "missing");
@@ -86,10 +108,18 @@ static void token_text(const hw_token_info *t)
 	printf("    Login required: %s\n", t->login_required ? "yes" : "no");
 	if (t->free_objects_hint)
 		printf("    Free objects:   %lu\n", t->free_objects_hint);
-	if (token_usable(t))
+	if (token_usable(t)) {
+		char yes[256], no[256];
+
 		printf("    Usable:         yes\n");
-	else
+		features_text(t, 1, yes, sizeof(yes));
+		features_text(t, 0, no, sizeof(no));
+		printf("    Features:       %s\n", yes);
+		if (no[0])
+			printf("    Not supported:  %s (missing %s)\n", no, missing);
+	} else {
 		printf("    Usable:         no (missing %s)\n", missing);
+	}
 }
 
 static void slots_out(struct cli *cli, const hw_token_info *list, size_t n)

@@ -90,6 +90,15 @@ hw_err hw_random(uint8_t *buf, size_t len);
 void hw_fork_register(pthread_mutex_t *lock);
 void hw_fork_unregister(pthread_mutex_t *lock);
 
+/* ---- caps.c ---- */
+/* HW_CAP_* from a mechanism list and the token's known quirks. */
+unsigned hw_caps_of(const CK_MECHANISM_TYPE *m, size_t n, const CK_TOKEN_INFO *ti);
+/* HW_OK if the selected token has every HW_CAP_* bit of needs, else
+ * HW_ERR_UNSUPPORTED naming `what`, the token and the first one missing. */
+hw_err hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what);
+/* The token (already selected) has cap. */
+bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
+
 /* ---- pin.c ---- */
 /* Reads a PIN from "file:", "env:", "prompt" (via cb); NUL-terminated. */
 hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
@@ -136,6 +145,7 @@ struct hw_ctx {
 	CK_MECHANISM_TYPE *mechs;
 	size_t nmechs;
 	CK_MECHANISM_TYPE kwp_mech;
+	unsigned caps;              /* HW_CAP_* of the token (caps.c) */
 };
 
 /* One operation on a session; must be safe to run again from scratch. */

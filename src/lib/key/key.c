@@ -700,7 +700,9 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
 		};
 		mech.mechanism = CKM_AES_KEY_GEN;
-		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &a->h);
+		/* Last: tokens that cannot pin mechanisms (caps.c) reject it. */
+		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]) -
+		                              !hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS), &a->h);
 	}
 
 	const uint8_t *oid = a->type == HW_KEY_EC_P256 ? oid_p256 : oid_p384;
@@ -743,7 +745,8 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	};
 	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
 	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
-	                                  sizeof(priv) / sizeof(priv[0]) - !decrypt, &a->pub,
+	                                  sizeof(priv) / sizeof(priv[0]) -
+	                                  !(decrypt && hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS)), &a->pub,
 	                                  &a->h);
 }
 
@@ -815,8 +818,19 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (purpose == HW_PURPOSE_KEYWRAP && !ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	{
+		unsigned needs = !aes ? (type == HW_KEY_EC_P256 || type == HW_KEY_EC_P384
+		                         ? HW_CAP_EC_GEN | HW_CAP_ECDSA
+		                         : purpose == HW_PURPOSE_SIGN ? HW_CAP_RSA_GEN | HW_CAP_RSA_PSS
+		                         : HW_CAP_RSA_GEN)
+		               : purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_GEN | HW_CAP_AES_KWP
+		               : HW_CAP_AES_GEN | HW_CAP_AES_GCM;
+		/* A backup-able key is only worth making where backups work. */
+		if (flags & HW_KEYGEN_BACKUPABLE)
+			needs |= HW_CAP_DATA_OBJECTS | HW_CAP_AES_KWP;
+		if ((e = hw_ctx_require(ctx, needs, "creating the key")) != HW_OK)
+			return e;
+	}
 
 	e = hw_key_find(ctx, label, &existing);
 	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {

@@ -1097,7 +1097,8 @@ meta_update(hw_key *key, meta_fn fn, void *fnarg, hw_key_meta **result)
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	hw_clear_error();
-	if ((e = ensure_identified(key)) != HW_OK)
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_DATA_OBJECTS, "key lifecycle")) != HW_OK ||
+	    (e = ensure_identified(key)) != HW_OK)
 		return e;
 	memset(&a, 0, sizeof(a));
 	a.key = key;
@@ -1126,6 +1127,9 @@ hw_meta_create(hw_key *key, hw_purpose purpose)
 	memset(&a, 0, sizeof(a));
 	snprintf(key->base, sizeof(key->base), "%s", key->label);
 	key->version = 1;
+	/* Such a token keeps keys without versions or states (caps.c). */
+	if (!hw_ctx_can(key->ctx, HW_CAP_DATA_OBJECTS))
+		return HW_OK;
 	a.key = key;
 	a.create = true;
 	a.purpose = purpose;
@@ -1607,6 +1611,8 @@ hw_key_rotate(hw_key *key, hw_key **new_version)
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	hw_clear_error();
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_DATA_OBJECTS, "key rotate")) != HW_OK)
+		return e;
 	e = hw_key_meta_get(key, &m);
 	if (e != HW_OK)
 		return e;

@@ -214,6 +214,7 @@ read_mechanisms(hw_ctx *ctx)
 		ctx->kwp_mech = CKM_AES_KEY_WRAP_KWP;
 	else if (hw_ctx_has_mech(ctx, CKM_AES_KEY_WRAP_PAD))
 		ctx->kwp_mech = CKM_AES_KEY_WRAP_PAD;
+	ctx->caps = hw_caps_of(ctx->mechs, ctx->nmechs, &ctx->tinfo);
 	return HW_OK;
 }
 
