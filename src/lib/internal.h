@@ -99,6 +99,16 @@ hw_err hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what);
 /* The token (already selected) has cap. */
 bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
 
+/* ---- tlock.c ---- */
+/* Advisory lock of the token between processes (flock), around
+ * read-modify-write updates; nests within a thread. */
+hw_err hw_token_lock(hw_ctx *ctx);
+void hw_token_unlock(void);
+/* Inter-process lock around one module call that reads (shared) or
+ * rewrites (exclusive) the token's files; -1 if it could not be taken. */
+int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
+void hw_module_io_unlock(int fd);
+
 /* ---- pin.c ---- */
 /* Reads a PIN from "file:", "env:", "prompt" (via cb); NUL-terminated. */
 hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,

@@ -791,12 +791,14 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
 }
 
+static hw_err generate_locked(hw_ctx *ctx, const char *label, hw_key_type type,
+                              hw_purpose purpose, unsigned flags, hw_key **out);
+
 HW_EXPORT hw_err
 hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                      unsigned flags, hw_key **out)
 {
-	uint8_t id[HW_ID_LEN];
-	hw_key *existing = NULL, *key = NULL;
+	hw_key *key = NULL;
 	bool aes = type == HW_KEY_AES256;
 	hw_err e;
 
@@ -831,6 +833,27 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		if ((e = hw_ctx_require(ctx, needs, "creating the key")) != HW_OK)
 			return e;
 	}
+	/* Two processes making one label would both find it free. */
+	if ((e = hw_token_lock(ctx)) != HW_OK)
+		return e;
+	e = generate_locked(ctx, label, type, purpose, flags, &key);
+	hw_token_unlock();
+	if (e != HW_OK)
+		return e;
+	if (out)
+		*out = key;
+	else
+		hw_key_free(key);
+	return HW_OK;
+}
+
+static hw_err
+generate_locked(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                unsigned flags, hw_key **out)
+{
+	uint8_t id[HW_ID_LEN];
+	hw_key *existing = NULL, *key = NULL;
+	hw_err e;
 
 	e = hw_key_find(ctx, label, &existing);
 	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {
@@ -853,10 +876,7 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		hw_key_free(key);
 		return e;
 	}
-	if (out)
-		*out = key;
-	else
-		hw_key_free(key);
+	*out = key;
 	return HW_OK;
 }
 

@@ -127,7 +127,7 @@ token_matches(hw_ctx *ctx, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 }
 
 static hw_err
-select_token(hw_ctx *ctx)
+select_token_once(hw_ctx *ctx)
 {
 	CK_SLOT_ID *slots = NULL, found = 0;
 	CK_ULONG n = 0;
@@ -278,6 +278,36 @@ hw_ctx_open(hw_ctx *ctx)
 	return ctx->token_spec ? hw_ctx_ready(ctx) : HW_OK;
 }
 
+/*
+ * SoftHSMv2 rewrites its token file in place (at every login, object
+ * creation...) and another process reading it meanwhile sees no token, or
+ * a token without its label: a URI that matched a moment ago matches
+ * nothing. Tries over about 4 s (measured: on a loaded machine, 1 s was
+ * not always enough for 14 processes) tell that from a wrong URI, which
+ * then takes that long to report. Called with the call lock held: fork()
+ * waits that long at most.
+ */
+static hw_err
+select_token(hw_ctx *ctx)
+{
+	static const unsigned backoff_ms[] = { 10, 30, 60, 120, 250, 500, 1000, 2000 };
+	hw_err e;
+	int fd = hw_module_io_lock(ctx, false);
+
+	e = select_token_once(ctx);
+	hw_module_io_unlock(fd);
+	for (size_t i = 0; e == HW_ERR_TOKEN_NOT_FOUND && ctx->token_spec &&
+	     i < sizeof(backoff_ms) / sizeof(backoff_ms[0]); i++) {
+		struct timespec ts = { 0, (long)backoff_ms[i] * 1000000L };
+		nanosleep(&ts, NULL);
+		hw_clear_error();
+		fd = hw_module_io_lock(ctx, false);
+		e = select_token_once(ctx);
+		hw_module_io_unlock(fd);
+	}
+	return e;
+}
+
 /* Token selection is lazy so that `token list` and `token init` work
  * without one. Call with ctx->lock held. */
 static hw_err
@@ -407,10 +437,28 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	    !ctx->pin_cb) {
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
 	} else {
+		int fd;
+
 		e = get_pin_locked(ctx);
 		if (e != HW_OK)
 			return e;
+		fd = hw_module_io_lock(ctx, true);
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+		hw_module_io_unlock(fd);
+		/* SoftHSMv2 fails a login with CKR_GENERAL_ERROR while another
+		 * process rewrites its token file. That is no verdict on the PIN
+		 * (a wrong one is CKR_PIN_INCORRECT and is never retried), so a
+		 * few more tries cost no lockout. Its token flags may read as
+		 * zero then too: "PIN not initialised" (about 2.5 s in all). */
+		for (unsigned i = 0; i < 7 && (rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR ||
+		                               rv == CKR_FUNCTION_FAILED ||
+		                               rv == CKR_USER_PIN_NOT_INITIALIZED); i++) {
+			struct timespec ts = { 0, (long)(20u << i) * 1000000L };
+			nanosleep(&ts, NULL);
+			fd = hw_module_io_lock(ctx, true);
+			rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+			hw_module_io_unlock(fd);
+		}
 	}
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
