@@ -29,27 +29,55 @@
 
 #include "cli.h"
 
-/* URI of the token the command logged in to (label and serial included). */
-static char used_token[512];
-
-void cli_audit_note_ctx(hw_ctx *ctx)
-{
-	const char *uri = ctx ? hw_ctx_token_uri(ctx) : NULL;
-
-	if (uri && *uri)
-		snprintf(used_token, sizeof(used_token), "%s", uri);
-}
-
 int cli_audit_is_ceremony(const struct cli_cmd *c)
 {
 	return c && (c->flags & CLI_CMD_CEREMONY) != 0;
 }
 
-int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out)
+static void add_context(const struct cli_args *a, hw_ectx *ec);
+
+/* The record of command a: who, what, which key, which context. */
+static void fill_event(struct cli *cli, const struct cli_args *a, hw_audit_event *ev,
+                       hw_ectx **ec)
 {
+	const struct cli_cmd *c = a->cmd;
+	const char *k;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->action = c->name;
+	ev->token = cli->used_token[0] ? cli->used_token : cli_redact(cli->token);
+	k = cli_opt(a, "key");
+	if (!k)
+		k = cli_opt(a, "label");
+	if (!k && a->npos && c->args && strstr(c->args, "KEY"))
+		k = a->pos[0];
+	if (k && strncmp(k, "id:", 3) == 0)
+		ev->key_id_hex = k + 3;
+	else
+		ev->key_label = cli_redact(k);
+	*ec = NULL;
+	if (hw_ectx_new(ec) == HW_OK)
+		add_context(a, *ec);
+	ev->context = *ec;
+}
+
+static int audit_refused(struct cli *cli, hw_err err, const char *what)
+{
+	cli->force_exit = EXIT_AUDIT;
+	cli_fail(cli, err, what);
+	cli->force_exit = 0;
+	return EXIT_AUDIT;
+}
+
+int cli_audit_begin(struct cli *cli, const struct cli_args *a, hw_audit **out)
+{
+	const struct cli_cmd *c = a->cmd;
+	hw_audit_event ev;
+	hw_ectx *ec;
 	hw_err err;
 
 	*out = NULL;
+	cli->audit_attempt = 0;
 	if (!cli->audit_log || (c->flags & (CLI_CMD_NO_AUDIT | CLI_CMD_NO_SETTINGS)))
 		return 0;
 	err = hw_audit_open(cli->audit_log, out);
@@ -57,7 +85,22 @@ int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out)
 		return cli_fail(cli, err, "opening the audit log (nothing was done: commands "
 		                "do not run un-audited)");
 	hw_audit_set_digest_every(*out, cli->audit_every);
-	return 0;
+	/* Fail closed: no record of the attempt, no action. */
+	fill_event(cli, a, &ev, &ec);
+	err = hw_audit_attempt(*out, &ev, &cli->audit_attempt);
+	hw_ectx_free(ec);
+	if (!err)
+		return 0;
+	cli->audit_attempt = 0;
+	if (cli->audit_fail_open) {
+		cli_warn_err("recording the attempt in the audit log (going on: audit_fail_open)",
+		             err);
+		return 0;
+	}
+	hw_audit_close(*out);
+	*out = NULL;
+	return audit_refused(cli, err, "recording the attempt in the audit log (nothing was "
+	                     "done; --audit-fail-open would run it un-audited)");
 }
 
 /* The signing key of the log's digests, on the configured token. */
@@ -94,7 +137,6 @@ int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int 
 	const struct cli_cmd *c = a->cmd;
 	hw_audit_event ev;
 	hw_ectx *ec = NULL;
-	const char *k;
 	hw_ctx *ctx = NULL;
 	hw_key *key = NULL;
 	hw_err err;
@@ -102,27 +144,16 @@ int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int 
 
 	if (!log)
 		return rc;
-	memset(&ev, 0, sizeof(ev));
-	ev.action = c->name;
-	ev.token = used_token[0] ? used_token : cli->token;
-	k = cli_opt(a, "key");
-	if (!k)
-		k = cli_opt(a, "label");
-	if (!k && a->npos && c->args && strstr(c->args, "KEY"))
-		k = a->pos[0];
-	if (k && strncmp(k, "id:", 3) == 0)
-		ev.key_id_hex = k + 3;
-	else
-		ev.key_label = k;
-	if (hw_ectx_new(&ec) == HW_OK)
-		add_context(a, ec);
-	ev.context = ec;
+	fill_event(cli, a, &ev, &ec);
 	ev.result = rc == 0 ? HW_OK : cli->last_err ? cli->last_err : HW_ERR_INVALID_ARG;
-	err = hw_audit_append(log, &ev);
+	err = cli->audit_attempt ? hw_audit_outcome(log, &ev, cli->audit_attempt)
+	                         : hw_audit_append(log, &ev);
 	hw_ectx_free(ec);
 	if (err) {
-		rc2 = cli_fail(cli, err, rc == 0 ? "recording in the audit log (the action WAS "
-		               "done but is not recorded)" : "recording in the audit log");
+		rc2 = cli_fail(cli, err, !cli->audit_attempt && rc == 0
+		               ? "recording in the audit log (the action WAS done but is not recorded)"
+		               : cli->audit_attempt ? "recording the outcome in the audit log (its attempt "
+		               "is recorded)" : "recording in the audit log");
 		goto out;
 	}
 	/* Ceremonies end with a signed digest; so does every N-th record. */
@@ -383,12 +414,23 @@ int cmd_audit_verify(struct cli *cli, const struct cli_args *a)
 		fprintf(stderr, "%s: %s: warning: %llu record(s) after the last signed digest are "
 		        "not covered (run `hsmwrap audit digest`)\n", PROG, path,
 		        (unsigned long long)rep.uncovered);
+	/* Still running, or stopped after acting (crash, full disk): worth a look. */
+	if (rep.unfinished)
+		fprintf(stderr, "%s: %s: warning: %llu attempt(s) have no outcome record, the first "
+		        "at seq %llu (a command still running, or one that stopped after it began)\n",
+		        PROG, path, (unsigned long long)rep.unfinished,
+		        (unsigned long long)rep.unfinished_seq);
 	if (cli->json) {
 		jw_str(&cli->out, "log", path);
 		jw_str(&cli->out, "log_id", rep.log_id);
 		jw_uint(&cli->out, "records", rep.records);
 		jw_uint(&cli->out, "digests", rep.digests);
 		jw_uint(&cli->out, "uncovered", rep.uncovered);
+		jw_uint(&cli->out, "unfinished", rep.unfinished);
+		if (rep.unfinished)
+			jw_uint(&cli->out, "first_unfinished_seq", rep.unfinished_seq);
+		else
+			jw_null(&cli->out, "first_unfinished_seq");
 		jw_str(&cli->out, "key", rep.key_label);
 		jw_str(&cli->out, "fingerprint", rep.key_fingerprint);
 		jw_uint(&cli->out, "head_seq", rep.head_seq);
@@ -399,6 +441,9 @@ int cmd_audit_verify(struct cli *cli, const struct cli_args *a)
 		printf("Log id:     %s\n", rep.log_id);
 		printf("Audit key:  %s (SHA-256 of public key %s)\n", rep.key_label, rep.key_fingerprint);
 		printf("Head:       seq %llu, SHA-256 %s\n", (unsigned long long)rep.head_seq, rep.head);
+		if (rep.unfinished)
+			printf("Unfinished: %llu attempt(s) without an outcome, the first at seq %llu\n",
+			       (unsigned long long)rep.unfinished, (unsigned long long)rep.unfinished_seq);
 	}
 	if (rep.uncovered && cli_flag(a, "strict"))
 		return cli_failf(cli, HW_ERR_INTEGRITY, "verifying audit log (--strict)",
@@ -454,6 +499,8 @@ static void show_entry(struct cli *cli, const hw_audit_entry *e)
 			jw_str(&cli->out, e->context[i].key, e->context[i].value);
 		jw_obj_end(&cli->out);
 		jw_str(&cli->out, "result", e->result);
+		if (e->attempt)
+			jw_uint(&cli->out, "attempt", e->attempt);
 		jw_str(&cli->out, "reason", e->reason);
 		jw_obj_end(&cli->out);
 		return;

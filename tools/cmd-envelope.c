@@ -4,15 +4,16 @@
  * hw_enc_stream / hw_dec_stream, in memory bounded by the frame length.
  *
  * Output rules (the "no partial output" promise of every hsmwrap command):
- *  - -o FILE: a temporary file in FILE's directory, fsync'd and renamed
- *    only when the stream finished (for decryption: after
+ *  - -o FILE: outfile.c's anonymous temporary in FILE's directory, linked
+ *    over FILE only when the stream finished (for decryption: after
  *    hw_dec_stream_final(), i.e. after the footer signature verified);
- *    removed on any failure or termination signal.
- *  - -o - (standard output): ciphertext streams straight out. Plaintext of
- *    an unsigned message streams out frame by frame as each frame
- *    authenticates; plaintext of a signed message is spooled to an
- *    unlinked mode-0600 file in $TMPDIR and copied out only after the
- *    signature verified, because its frames are not final until then.
+ *    any failure, signal or kill leaves nothing new visible.
+ *  - -o - (standard output), or -o naming a device or pipe: ciphertext
+ *    streams straight out. Plaintext of an unsigned message streams out
+ *    frame by frame as each frame authenticates; plaintext of a signed
+ *    message is spooled to an unlinked (O_TMPFILE) mode-0600 file in
+ *    $TMPDIR and copied out only after the signature verified, because
+ *    its frames are not final until then.
  */
 #include "config.h"
 
@@ -30,9 +31,14 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
+#include "outfile.h"
 
 /* Read and write granularity; also the size of the write buffer. */
 #define IO_CHUNK (64u * 1024u)
+/* What the input pump reads and feeds to a stream at a time: large, so
+ * that one update call gives the library's frame workers many jobs (256
+ * KiB each) and the kernel few calls. */
+#define PUMP_CHUNK (4u << 20)
 /* Ciphertext bytes kept to describe the header afterwards (--json, text). */
 #define HDR_KEEP (1024u * 1024u)
 /* `inspect` reads at most this much looking for the end of the header. */
@@ -227,17 +233,18 @@ static ssize_t source_read(struct source *s, uint8_t *buf, size_t cap)
 /* Output                                                              */
 
 enum sink_mode {
-	SINK_FILE,                  /* temp file in the target's directory, renamed */
-	SINK_STDOUT,                /* straight to standard output */
+	SINK_FILE,                  /* outfile.c: appears whole at commit or never */
+	SINK_STDOUT,                /* straight to standard output, a device or pipe */
 	SINK_SPOOL,                 /* unlinked temp file, copied to stdout at the end */
 	SINK_UNDECIDED,             /* stdout, plaintext: decided by the suite */
 };
 
 struct sink {
 	enum sink_mode mode;
-	const char *path;           /* SINK_FILE: the final name */
-	char *tmp;                  /* SINK_FILE: the temporary name until renamed */
+	const char *path;           /* the output's name, "-": standard output */
+	struct outfile *of;         /* NULL for "-" */
 	int fd;
+	int out_fd;                 /* SINK_SPOOL: where the spool goes at the end */
 	int secret;                 /* plaintext: mode 0600, buffers wiped */
 	uint8_t *buf;
 	size_t used;
@@ -262,76 +269,56 @@ static int sink_init(struct cli *cli, struct sink *k, const char *path, int secr
 	k->buf = malloc(IO_CHUNK);
 	if (!k->buf)
 		return cli_failf(cli, HW_ERR_NOMEM, "output", "out of memory");
+	k->path = path;
+	k->mode = SINK_FILE;
 	if (is_stdio(path)) {
 		k->mode = secret ? SINK_UNDECIDED : SINK_STDOUT;
 		k->fd = STDOUT_FILENO;
-		return 0;
 	}
-	k->mode = SINK_FILE;
-	k->path = path;
 	return 0;
 }
 
-/* The temporary file next to the output, created only once there is work. */
+/*
+ * The output, opened only once there is work. A device or pipe named by
+ * -o is a stream like standard output and follows the same release rules.
+ */
 static int sink_create(struct cli *cli, struct sink *k)
 {
-	char *dir;
-	int e;
+	hw_err err;
 
 	if (k->mode != SINK_FILE)
 		return 0;
-	dir = util_dir_of(k->path);
-	if (!dir || asprintf(&k->tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
-		free(dir);
-		k->tmp = NULL;
-		return cli_failf(cli, HW_ERR_NOMEM, "output", "out of memory");
-	}
-	free(dir);
-	k->fd = mkostemp(k->tmp, O_CLOEXEC);
-	if (k->fd < 0) {
-		e = errno;
-		free(k->tmp);
-		k->tmp = NULL;
-		return cli_failf(cli, HW_ERR_IO, "writing output",
-		                 "%s: cannot create a file in its directory: %s", k->path,
-		                 strerror(e));
-	}
-	/* mkstemp gives 0600, which plaintext keeps. */
-	if (!k->secret && fchmod(k->fd, util_plain_mode()) < 0) {
-		e = errno;
-		unlink(k->tmp);
-		close(k->fd);
-		k->fd = -1;
-		free(k->tmp);
-		k->tmp = NULL;
-		return cli_failf(cli, HW_ERR_IO, "writing output", "%s: %s", k->path, strerror(e));
-	}
+	err = outfile_open(k->path, k->secret ? OUTFILE_SECRET : 0, &k->of);
+	if (err)
+		return cli_fail_util(cli, err, "writing output");
+	k->fd = outfile_fd(k->of);
+	if (outfile_is_stream(k->of))
+		k->mode = k->secret ? SINK_UNDECIDED : SINK_STDOUT;
 	return 0;
 }
 
 /* Plaintext spooled until a signature verifies: nobody else may open it. */
 static int spool_open(struct sink *k)
 {
-	const char *dir = getenv("TMPDIR");
-	char *tmp = NULL;
-	int fd;
+	int fd = outfile_spool();
 
-	if (!dir || !*dir)
-		dir = "/tmp";
-	if (asprintf(&tmp, "%s/hsmwrap-spool.XXXXXX", dir) < 0) {
-		sink_fail(k, "spool file", ENOMEM);
-		return -1;
-	}
-	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
-		sink_fail(k, tmp, errno);
-		free(tmp);
+		sink_fail(k, "spool file", errno);
 		return -1;
 	}
-	unlink(tmp);
-	free(tmp);
+	k->out_fd = k->fd;
 	k->fd = fd;
 	k->mode = SINK_SPOOL;
+	return 0;
+}
+
+static int sink_out(struct sink *k, const uint8_t *p, size_t n)
+{
+	if (write_all(k->fd, p, n) < 0) {
+		sink_fail(k, k->mode == SINK_FILE || k->of ? k->path :
+		          k->mode == SINK_SPOOL ? "spool file" : "standard output", errno);
+		return -1;
+	}
 	return 0;
 }
 
@@ -339,11 +326,8 @@ static int sink_flush(struct sink *k)
 {
 	if (!k->used || k->failed)
 		return k->failed ? -1 : 0;
-	if (write_all(k->fd, k->buf, k->used) < 0) {
-		sink_fail(k, k->mode == SINK_FILE ? k->path :
-		          k->mode == SINK_SPOOL ? "spool file" : "standard output", errno);
+	if (sink_out(k, k->buf, k->used) < 0)
 		return -1;
-	}
 	if (k->secret)
 		OPENSSL_cleanse(k->buf, k->used);
 	k->used = 0;
@@ -373,6 +357,10 @@ static hw_err sink_write(void *arg, const uint8_t *data, size_t len)
 	if (k->keep)
 		keep_add(k->keep, data, len);
 	k->total += len;
+	/* The library hands over runs of frames (up to 256 KiB): those go
+	 * straight out, without a copy through the buffer. */
+	if (k->used == 0 && len >= IO_CHUNK)
+		return sink_out(k, data, len) < 0 ? HW_ERR_IO : HW_OK;
 	while (len) {
 		size_t n = IO_CHUNK - k->used;
 
@@ -403,9 +391,9 @@ static int spool_copy_out(struct sink *k)
 			sink_fail(k, "spool file", errno);
 			return -1;
 		}
-		if (write_all(STDOUT_FILENO, k->buf, (size_t)r) < 0) {
+		if (write_all(k->out_fd, k->buf, (size_t)r) < 0) {
 			OPENSSL_cleanse(k->buf, (size_t)r);
-			sink_fail(k, "standard output", errno);
+			sink_fail(k, k->of ? k->path : "standard output", errno);
 			return -1;
 		}
 		OPENSSL_cleanse(k->buf, (size_t)r);
@@ -422,29 +410,14 @@ static int sink_commit(struct sink *k)
 		sink_fail(k, "interrupted", EINTR);
 		return -1;
 	}
-	switch (k->mode) {
-	case SINK_FILE:
-		if (k->fd < 0)
-			return 0;
-		if (fsync(k->fd) < 0 || close(k->fd) < 0) {
-			k->fd = -1;
-			sink_fail(k, k->path, errno);
-			return -1;
-		}
-		k->fd = -1;
-		if (rename(k->tmp, k->path) < 0) {
-			sink_fail(k, k->path, errno);
-			return -1;
-		}
-		free(k->tmp);
-		k->tmp = NULL;
-		util_sync_dir(k->path);
-		return 0;
-	case SINK_SPOOL:
-		return spool_copy_out(k);
-	case SINK_STDOUT:
-	case SINK_UNDECIDED:
-		return 0;
+	if (k->mode == SINK_SPOOL && spool_copy_out(k) < 0)
+		return -1;
+	/* A file appears now; a stream that is standard output sends the
+	 * report to stderr from here on. */
+	if (k->of && outfile_commit(k->of)) {
+		k->failed = 1;
+		snprintf(k->detail, sizeof(k->detail), "%s", util_detail());
+		return -1;
 	}
 	return 0;
 }
@@ -457,10 +430,9 @@ static void sink_free(struct sink *k)
 			OPENSSL_cleanse(k->buf, IO_CHUNK);
 		free(k->buf);
 	}
-	if (k->tmp)
-		unlink(k->tmp);
-	free(k->tmp);
-	if (k->fd >= 0 && k->mode != SINK_STDOUT && k->mode != SINK_UNDECIDED)
+	/* An uncommitted file output disappears with its anonymous inode. */
+	outfile_free(k->of);
+	if (k->mode == SINK_SPOOL && k->fd >= 0)
 		close(k->fd);
 	memset(k, 0, sizeof(*k));
 	k->fd = -1;
@@ -567,6 +539,22 @@ static int stream_fail(struct cli *cli, const struct sink *k, hw_err err, const 
 /* ------------------------------------------------------------------ */
 /* encrypt                                                             */
 
+/* --threads, for both commands. */
+static int threads_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg *cfg)
+{
+	const char *s = cli_opt(a, "threads");
+	unsigned long long v;
+	hw_err err;
+
+	if (!s)
+		return 0;
+	if (parse_uint(s, 1, 256, &v) < 0)
+		return cli_usage(cli, a->cmd, "--threads must be 1 to 256");
+	if ((err = hw_envelope_cfg_set_threads(cfg, (unsigned)v)))
+		return cli_fail(cli, err, "--threads");
+	return 0;
+}
+
 static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out)
 {
 	const char *s;
@@ -594,7 +582,7 @@ static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	if ((s = cli_opt(a, "namespace")) &&
 	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
 		return cli_fail(cli, err, "--namespace");
-	return 0;
+	return threads_config(cli, a, cfg);
 }
 
 /* All --key options, found on the token; *keys has n entries to free. */
@@ -644,7 +632,7 @@ static int pump(struct cli *cli, struct source *src, struct sink *out, uint8_t *
                 feed_fn feed, void *stream, const char *what)
 {
 	for (;;) {
-		ssize_t r = source_read(src, chunk, IO_CHUNK);
+		ssize_t r = source_read(src, chunk, PUMP_CHUNK);
 		hw_err err;
 
 		if (r == 0)
@@ -704,7 +692,7 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	if ((rc = sink_init(cli, &out, out_path, 0)) || (rc = sink_create(cli, &out)))
 		goto done;
 	out.keep = &hdr;
-	if (!(chunk = malloc(IO_CHUNK))) {
+	if (!(chunk = malloc(PUMP_CHUNK))) {
 		rc = cli_failf(cli, HW_ERR_NOMEM, "encrypt", "out of memory");
 		goto done;
 	}
@@ -789,7 +777,7 @@ static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	if ((s = cli_opt(a, "namespace")) &&
 	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
 		return cli_fail(cli, err, "--namespace");
-	return 0;
+	return threads_config(cli, a, cfg);
 }
 
 /*
@@ -878,7 +866,7 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	if ((rc = sink_init(cli, &out, out_path, 1)) || (rc = sink_create(cli, &out)))
 		goto done;
 	out.hdr = &hdr;
-	if (!(chunk = malloc(IO_CHUNK))) {
+	if (!(chunk = malloc(PUMP_CHUNK))) {
 		rc = cli_failf(cli, HW_ERR_NOMEM, "decrypt", "out of memory");
 		goto done;
 	}
@@ -924,7 +912,7 @@ done:
 	sink_free(&out);
 	source_close(&src);
 	if (chunk) {
-		OPENSSL_cleanse(chunk, IO_CHUNK);
+		OPENSSL_cleanse(chunk, PUMP_CHUNK);
 		free(chunk);
 	}
 	free(hdr.p);

@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -28,7 +29,8 @@ static const struct cli_opt_spec token_init_opts[] = {
 static const struct cli_opt_spec key_create_opts[] = {
 	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new key; it must not exist on the token yet." },
 	{ "type", 0, "TYPE", CLI_OPT_REQUIRED,
-	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384." },
+	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384, ec-p521, ed25519, "
+	  "ed448, or rsa-pss-2048/3072/4096 (an RSA key the token lets sign with PSS only)." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
 	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "
@@ -174,6 +176,9 @@ static const struct cli_opt_spec encrypt_opts[] = {
 	{ "namespace", 0, "NS", 0,
 	  "Key namespace stored as the provider id of the wrapped data keys (default "
 	  "hsmwrap). Other SDKs name the same key by this namespace and the key's label." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The plaintext; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the message; - (the default) writes standard output, which must not be "
@@ -196,6 +201,9 @@ static const struct cli_opt_spec decrypt_opts[] = {
 	{ "max-edks", 0, "N", 0,
 	  "Refuse messages with more than N wrapped data keys before unwrapping any (default "
 	  "16; 0 means no limit)." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The message; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the plaintext (mode 0600); - (the default) writes standard output. A "
@@ -820,72 +828,6 @@ const struct cli_cmd cli_commands[] = {
 
 const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
 
-const struct cli_global_opt cli_global_opts[] = {
-	{ "module", "NAME|PATH", "HSMWRAP_MODULE",
-	  "PKCS#11 module: a p11-kit module name or the path of a module. Default: "
-	  HW_DEFAULT_MODULE "." },
-	{ "module-init-args", "STR", "HSMWRAP_MODULE_INIT_ARGS",
-	  "The string the module gets at initialisation (pReserved), e.g. for NSS softokn "
-	  "\"configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='' flags=\". Default: the "
-	  "x-init-reserved option of the module's p11-kit configuration. Config: module_init_args." },
-	{ "token", "URI", "HSMWRAP_TOKEN",
-	  "The token, as a pkcs11: URI (e.g. pkcs11:token=prod). Without it the module must "
-	  "hold exactly one initialised token." },
-	{ "pin-source", "SRC", "HSMWRAP_PIN_SOURCE",
-	  "Where the user PIN comes from: file:PATH (the first line of the file), env:NAME "
-	  "(an environment variable) or prompt (asked on /dev/tty without echo). Default: prompt. "
-	  "There is no way to give a PIN on the command line." },
-	{ "config", "FILE", "HSMWRAP_CONFIG",
-	  "Configuration file. Default: " SYSCONFDIR "/hsmwrap.conf, which may be absent." },
-	{ "json", NULL, NULL,
-	  "Print exactly one JSON document on standard output, also on failure." },
-	{ "help", NULL, NULL, "Show this help." },
-	{ "version", NULL, NULL, "Show the version." },
-	{ "audit-log", "FILE", "HSMWRAP_AUDIT_LOG",
-	  "Append a record of every command to this audit log (see `audit init`). When set, "
-	  "a command whose record cannot be written is not run. Config: audit_log." },
-	{ "audit-key", "L", "HSMWRAP_AUDIT_KEY",
-	  "Audit signing key for digests. Default: the key the log's genesis names. "
-	  "Config: audit_key." },
-	{ 0 }
-};
-
-static const hw_err exit_other[] = { HW_ERR_IO, HW_ERR_NOMEM, HW_ERR_CRYPTO, HW_OK };
-static const hw_err exit_usage[] = { HW_ERR_INVALID_ARG, HW_ERR_URI, HW_OK };
-static const hw_err exit_auth[] = {
-	HW_ERR_PIN_INCORRECT, HW_ERR_PIN_LOCKED, HW_ERR_PIN_SOURCE, HW_ERR_CANCELLED,
-	HW_ERR_NOT_LOGGED_IN, HW_OK
-};
-static const hw_err exit_notfound[] = {
-	HW_ERR_MODULE, HW_ERR_TOKEN_NOT_FOUND, HW_ERR_TOKEN_AMBIGUOUS, HW_ERR_KEY_NOT_FOUND,
-	HW_ERR_KEY_AMBIGUOUS, HW_ERR_NO_FREE_SLOT, HW_OK
-};
-static const hw_err exit_integrity[] = {
-	HW_ERR_FORMAT, HW_ERR_INTEGRITY, HW_ERR_WRONG_KEY, HW_ERR_TOO_LARGE, HW_OK
-};
-static const hw_err exit_hsm[] = { HW_ERR_HSM, HW_ERR_DEVICE, HW_ERR_UNSUPPORTED, HW_OK };
-static const hw_err exit_policy[] = { HW_ERR_KEY_PURPOSE, HW_ERR_KEY_EXISTS,
-	HW_ERR_KEY_DISABLED, HW_ERR_KEY_PENDING_DELETION, HW_OK };
-static const hw_err exit_none[] = { HW_OK };
-
-const struct cli_exit_class cli_exit_classes[] = {
-	{ EXIT_OK, "Success.", exit_none },
-	{ EXIT_FAILURE_OTHER, "Other failure: input/output, out of memory, host-side crypto.", exit_other },
-	{ EXIT_USAGE, "Usage error: unknown or missing option or argument, malformed URI, "
-	  "bad --context, destroy without --yes, bad configuration file.", exit_usage },
-	{ EXIT_AUTH, "Authentication failure: wrong or locked PIN, unreadable PIN source, "
-	  "prompt cancelled or impossible.", exit_auth },
-	{ EXIT_NOT_FOUND, "Not found: module, token or key missing or ambiguous, no free slot.",
-	  exit_notfound },
-	{ EXIT_INTEGRITY, "Integrity failure: malformed, tampered, too large, wrong key or "
-	  "wrong encryption context.", exit_integrity },
-	{ EXIT_HSM, "HSM failure: the token failed, was removed, or lacks a needed mechanism.",
-	  exit_hsm },
-	{ EXIT_POLICY, "Refused by policy: the key's purpose does not allow the operation, or "
-	  "a key with that label exists, or the key is disabled or pending deletion.", exit_policy },
-	{ -1, NULL, NULL }
-};
-
 /* ------------------------------------------------------------------ */
 /* Lookup                                                              */
 
@@ -922,36 +864,6 @@ int cli_is_family(const char *w)
 
 /* ------------------------------------------------------------------ */
 /* Plain-text help                                                     */
-
-static void synopsis(FILE *f, const struct cli_cmd *c)
-{
-	fprintf(f, "%s [GLOBAL OPTIONS] %s", PROG, c->name);
-	if (c->args)
-		fprintf(f, " %s", c->args);
-	for (const struct cli_opt_spec *o = c->opts; o->name; o++) {
-		int shown = (o->flags & (CLI_OPT_REQUIRED | CLI_OPT_CONFIRM)) != 0;
-		char sw[40];
-
-		if (o->short_name)
-			snprintf(sw, sizeof(sw), "-%c", o->short_name);
-		else
-			snprintf(sw, sizeof(sw), "--%s", o->name);
-		fprintf(f, " %s%s%s%s%s%s", shown ? "" : "[", sw, o->metavar ? " " : "",
-		        o->metavar ? o->metavar : "", shown ? "" : "]",
-		        (o->flags & CLI_OPT_REPEAT) ? "..." : "");
-	}
-}
-
-void cli_usage_hint(FILE *f, const struct cli_cmd *c)
-{
-	if (c) {
-		fputs("Usage: ", f);
-		synopsis(f, c);
-		fprintf(f, "\nTry '%s help %s' for more information.\n", PROG, c->name);
-	} else {
-		fprintf(f, "Try '%s help' for more information.\n", PROG);
-	}
-}
 
 static void option_name(char *buf, size_t n, const char *lname, int sname, const char *metavar)
 {
@@ -1008,7 +920,7 @@ void cli_help_family(FILE *f, const char *family)
 		if (strncmp(c->name, family, l) != 0 || c->name[l] != ' ')
 			continue;
 		fputs("  ", f);
-		synopsis(f, c);
+		cli_synopsis(f, c);
 		fputc('\n', f);
 		util_wrap(f, c->summary, 6, 0, 79);
 	}
@@ -1020,7 +932,7 @@ void cli_help_command(FILE *f, const struct cli_cmd *c)
 	char name[96];
 
 	fputs("Usage: ", f);
-	synopsis(f, c);
+	cli_synopsis(f, c);
 	fputs("\n\n", f);
 	util_wrap(f, c->description, 0, 0, 79);
 	if (c->opts[0].name) {
@@ -1299,4 +1211,82 @@ const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words)
 		}
 	}
 	return NULL;
+}
+
+/* ------------------------------------------------------------------ */
+/* `help` (also as JSON)                                              */
+
+static int print_text(struct cli *cli, void (*fn)(FILE *, const void *), const void *arg)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if (!cli->json) {
+		fn(stdout, arg);
+		return 0;
+	}
+	f = open_memstream(&text, &len);
+	if (!f)
+		return cli_failf(cli, HW_ERR_NOMEM, "help", "out of memory");
+	fn(f, arg);
+	fclose(f);
+	jw_str(&cli->out, "text", text);
+	free(text);
+	return 0;
+}
+
+static void text_overview(FILE *f, const void *arg)
+{
+	(void)arg;
+	cli_help_overview(f);
+}
+
+static void text_command(FILE *f, const void *arg)
+{
+	cli_help_command(f, arg);
+}
+
+static void text_family(FILE *f, const void *arg)
+{
+	cli_help_family(f, arg);
+}
+
+static void text_man(FILE *f, const void *arg)
+{
+	(void)arg;
+	cli_man_page(f);
+}
+
+int cmd_help(struct cli *cli, const struct cli_args *a)
+{
+	const struct cli_cmd *c;
+	int words = 0;
+
+	if (cli_flag(a, "man"))
+		return print_text(cli, text_man, NULL);
+	if (a->npos == 0)
+		return print_text(cli, text_overview, NULL);
+	c = cli_find_command(a->pos[0], a->npos > 1 ? a->pos[1] : NULL, &words);
+	if (c && (unsigned)words == a->npos)
+		return print_text(cli, text_command, c);
+	if (a->npos == 1 && cli_is_family(a->pos[0]))
+		return print_text(cli, text_family, a->pos[0]);
+	return cli_usage(cli, a->cmd, "unknown command '%s%s%s'", a->pos[0],
+	                 a->npos > 1 ? " " : "", a->npos > 1 ? a->pos[1] : "");
+}
+
+int cli_show_overview(struct cli *cli)
+{
+	return print_text(cli, text_overview, NULL);
+}
+
+int cli_show_family(struct cli *cli, const char *family)
+{
+	return print_text(cli, text_family, family);
+}
+
+int cli_show_command(struct cli *cli, const struct cli_cmd *c)
+{
+	return print_text(cli, text_command, c);
 }

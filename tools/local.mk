@@ -3,9 +3,14 @@
 bin_PROGRAMS += hsmwrap
 hsmwrap_SOURCES = \
 	tools/cli.h \
-	tools/hsmwrap.c \
+	tools/main.c \
 	tools/commands.c \
 	tools/util.c \
+	tools/report.c \
+	tools/args.c \
+	tools/session.c \
+	tools/keyinfo.c \
+	tools/outfile.h tools/outfile.c \
 	tools/transcript.c \
 	tools/cmd-token.c \
 	tools/cmd-key.c \

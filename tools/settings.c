@@ -22,6 +22,9 @@ static const struct {
 	{ "audit_log", "audit-log", offsetof(struct conf_values, audit_log) },
 	{ "audit_key", "audit-key", offsetof(struct conf_values, audit_key) },
 	{ "audit_digest_every", "audit-digest-every", offsetof(struct conf_values, audit_every) },
+	{ "audit_fail_open", "audit-fail-open", offsetof(struct conf_values, audit_fail_open) },
+	{ "allow_shared_pin_file", "allow-shared-pin-file",
+	  offsetof(struct conf_values, allow_shared_pin_file) },
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 

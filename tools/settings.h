@@ -11,6 +11,7 @@
 struct conf_values {
 	char *module, *module_init_args, *token, *pin_source;
 	char *audit_log, *audit_key, *audit_every;
+	char *audit_fail_open, *allow_shared_pin_file;  /* "yes" or "no" */
 };
 
 /*

@@ -47,14 +47,14 @@ void cli_transcript_begin(struct cli *cli, const char *ceremony)
 		jw_str(&cli->out, "ceremony", ceremony);
 		jw_str(&cli->out, "date", date);
 		jw_str(&cli->out, "operator", who);
-		jw_str(&cli->out, "token", cli->token);
+		jw_str(&cli->out, "token", cli_redact(cli->token));
 		jw_arr_begin(&cli->out, "items");
 		return;
 	}
 	printf("==== hsmwrap ceremony transcript: %s ====\n", ceremony);
 	tr_field(cli, "Date (UTC):", date);
 	tr_field(cli, "Operator:", who);
-	tr_field(cli, "Token:", cli->token ? cli->token : "(first token with the key)");
+	tr_field(cli, "Token:", cli->token ? cli_redact(cli->token) : "(first token with the key)");
 }
 
 void cli_transcript_line(struct cli *cli, const char *field, const char *fmt, ...)

@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
+#include "outfile.h"
 
 static char detail_buf[1024];
 
@@ -28,6 +29,15 @@ const char *util_detail(void)
 
 __attribute__((format(printf, 1, 2)))
 static void set_detail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail_buf, sizeof(detail_buf), fmt, ap);
+	va_end(ap);
+}
+
+void util_set_detail(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -159,11 +169,6 @@ hw_err util_read_file(const char *path, size_t cap, int secret,
 /* ------------------------------------------------------------------ */
 /* Atomic writing                                                      */
 
-struct staged {
-	char *tmp;                  /* temp file, NULL once renamed */
-	int committed;
-};
-
 char *util_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -175,68 +180,12 @@ char *util_dir_of(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 mode_t util_plain_mode(void)
 {
 	mode_t m = umask(077);
 
 	umask(m);
 	return 0666 & ~m;
-}
-
-static hw_err stage_one(const struct out_spec *o, struct staged *s)
-{
-	char *dir = util_dir_of(o->path);
-	char *tmp = NULL;
-	int fd = -1, e;
-
-	if (!dir || asprintf(&tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
-		free(dir);
-		set_detail("%s", o->path);
-		return HW_ERR_NOMEM;
-	}
-	free(dir);
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		e = errno;
-		set_detail("%s: cannot create a file in its directory: %s",
-		           o->path, strerror(e));
-		free(tmp);
-		return errno_err(e);
-	}
-	/* mkstemp gives 0600; only non-secret files get the usual mode. */
-	if ((!o->secret && fchmod(fd, util_plain_mode()) < 0) ||
-	    write_all(fd, o->data, o->len) < 0 || fsync(fd) < 0) {
-		e = errno;
-		close(fd);
-		unlink(tmp);
-		free(tmp);
-		set_detail("%s: %s", o->path, strerror(e));
-		return errno_err(e);
-	}
-	if (close(fd) < 0) {
-		e = errno;
-		unlink(tmp);
-		free(tmp);
-		set_detail("%s: %s", o->path, strerror(e));
-		return errno_err(e);
-	}
-	s->tmp = tmp;
-	return HW_OK;
 }
 
 void util_sync_dir(const char *path)
@@ -255,68 +204,40 @@ void util_sync_dir(const char *path)
 	}
 }
 
-static void rollback(const struct out_spec *outs, struct staged *st, size_t n)
-{
-	for (size_t i = 0; i < n; i++) {
-		if (st[i].tmp)
-			unlink(st[i].tmp);
-		else if (st[i].committed)
-			unlink(outs[i].path);
-		free(st[i].tmp);
-		st[i].tmp = NULL;
-	}
-}
-
-/*
- * Termination signals are held back while temp files exist, so an
- * interrupt cannot leave one behind; they are delivered afterwards.
- */
-static void block_signals(sigset_t *old)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGQUIT);
-	sigaddset(&set, SIGPIPE);
-	sigprocmask(SIG_BLOCK, &set, old);
-}
-
+/* All or none: every output is written in full before any is committed. */
 hw_err util_write_outputs(const struct out_spec *outs, size_t n)
 {
-	struct staged st[8];
-	sigset_t old;
+	struct outfile *of[8] = { 0 };
+	size_t streams = 0, i, done = 0;
 	hw_err err = HW_OK;
-	size_t i;
 
-	if (n > sizeof(st) / sizeof(st[0])) {
+	if (n > sizeof(of) / sizeof(of[0])) {
 		set_detail("too many output files");
 		return HW_ERR_INVALID_ARG;
 	}
-	memset(st, 0, sizeof(st));
-	block_signals(&old);
-	for (i = 0; i < n && !err; i++)
-		err = stage_one(&outs[i], &st[i]);
 	for (i = 0; i < n && !err; i++) {
-		if (rename(st[i].tmp, outs[i].path) < 0) {
-			int e = errno;
-
-			set_detail("%s: %s", outs[i].path, strerror(e));
-			err = errno_err(e);
-			break;
+		err = outfile_open(outs[i].path, outs[i].secret ? OUTFILE_SECRET : 0, &of[i]);
+		if (!err && outfile_is_stream(of[i]) && ++streams > 1) {
+			set_detail("%s: only one output may be standard output or a device",
+			           outs[i].path);
+			err = HW_ERR_INVALID_ARG;
 		}
-		free(st[i].tmp);
-		st[i].tmp = NULL;
-		st[i].committed = 1;
 	}
-	if (err)
-		rollback(outs, st, n);
-	else
-		for (i = 0; i < n; i++)
-			util_sync_dir(outs[i].path);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	/* Files first, so a stream is written only once everything else was. */
+	for (i = 0; i < n && !err; i++)
+		if (!outfile_is_stream(of[i]))
+			err = outfile_write(of[i], outs[i].data, outs[i].len);
+	for (i = 0; i < n && !err; i++)
+		if (outfile_is_stream(of[i]))
+			err = outfile_write(of[i], outs[i].data, outs[i].len);
+	for (i = 0; i < n && !err; i++, done++)
+		err = outfile_commit(of[i]);
+	/* A later commit failed: take back the files already in place. */
+	for (i = 0; err && i < done; i++)
+		if (!outfile_is_stream(of[i]))
+			unlink(outs[i].path);
+	for (i = 0; i < n; i++)
+		outfile_free(of[i]);
 	return err;
 }
 

@@ -50,6 +50,12 @@ CK_RV hw_op_fail(hw_err err);
 #define HW_PIN_MAX 256
 #define HW_ID_LEN 16
 
+/* ---- secmem.c ---- */
+/* Page-backed memory for secrets: not in core dumps, locked where the
+ * limits allow. hw_secmem_free wipes it; pass the length allocated. */
+void *hw_secmem_alloc(size_t len);
+void hw_secmem_free(void *p, size_t len);
+
 /* ---- err.c ---- */
 /* Records the failure for hw_last_ckrv()/hw_last_detail() and returns err. */
 hw_err hw_fail(hw_err err, unsigned long ckrv, const char *fmt, ...)
@@ -120,6 +126,7 @@ struct hw_ctx {
 	char *module_spec;
 	char *module_init_args;
 	char *token_spec;
+	char *token_shown;          /* token_spec without PINs, for messages */
 	char *pin_source;
 	hw_pin_cb pin_cb;
 	void *pin_cb_arg;
@@ -133,8 +140,9 @@ struct hw_ctx {
 	bool have_slot;
 	CK_TOKEN_INFO tinfo;
 
-	/* Kept for re-login after fork or a lost login; wiped on free. */
-	char pin[HW_PIN_MAX];
+	/* Kept for re-login after fork or a lost login; wiped on free.
+	 * HW_PIN_MAX bytes of hw_secmem (not dumped, locked). */
+	char *pin;
 	size_t pin_len;
 	bool have_pin;
 

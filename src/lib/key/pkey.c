@@ -31,7 +31,13 @@ static const dalg dalgs[] = {
 	{ HW_SIG_RSA_PSS_SHA512, CKK_RSA, CKM_RSA_PKCS_PSS, 64, CKM_SHA512, CKG_MGF1_SHA512 },
 	{ HW_SIG_ECDSA_SHA256, CKK_EC, CKM_ECDSA, 32, 0, 0 },
 	{ HW_SIG_ECDSA_SHA384, CKK_EC, CKM_ECDSA, 48, 0, 0 },
+	{ HW_SIG_ECDSA_SHA512, CKK_EC, CKM_ECDSA, 64, 0, 0 },
+	/* mdlen 0: the message itself, any length (PureEdDSA hashes inside). */
+	{ HW_SIG_EDDSA, CKK_EC_EDWARDS, CKM_EDDSA, 0, 0, 0 },
 };
+
+/* The longest message handed to the HSM for EdDSA in one C_Sign. */
+#define EDDSA_MAX (1u << 20)
 
 /* DER DigestInfo prefixes (RFC 8017, 9.2 note 1), indexed by digest size. */
 #define DI_LEN 19
@@ -129,9 +135,10 @@ hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
 			d = &dalgs[i];
 	if (!d)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown signature algorithm");
-	if (len != d->mdlen)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "a %s digest is %zu bytes, not %zu",
-		               hw_sig_alg_name(alg), d->mdlen, len);
+	if (d->mdlen ? len != d->mdlen : len > EDDSA_MAX)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, d->mdlen ? "a %s digest is %zu bytes, not %zu"
+		               : "%s messages up to %zu bytes, not %zu", hw_sig_alg_name(alg),
+		               d->mdlen ? d->mdlen : (size_t)EDDSA_MAX, len);
 	if (key->cls != CKO_PRIVATE_KEY || !key->can_sign || key->ktype != d->kt)
 		return hw_fail(HW_ERR_KEY_PURPOSE, 0, "key '%s' cannot make %s signatures",
 		               key->label, hw_sig_alg_name(alg));
@@ -146,6 +153,9 @@ hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
 		memcpy(in, di_prefix[len == 32 ? 0 : len == 48 ? 1 : 2], DI_LEN);
 		memcpy(in + DI_LEN, digest, len);
 		a->inlen = DI_LEN + len;
+	} else if (d->mech == CKM_EDDSA) {
+		a->in = digest;
+		a->inlen = len;
 	} else {
 		memcpy(in, digest, len);
 		a->inlen = len;

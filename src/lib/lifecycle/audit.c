@@ -706,6 +706,7 @@ static void who(hw_wbuf *w, hw_ctx *ctx, const char *token)
 	const struct passwd *pw = getpwuid(geteuid());
 	char host[256] = "", tlabel[33] = "", serial[17] = "";
 	const char *uri = token;
+	char *shown = NULL;
 
 	if (gethostname(host, sizeof(host) - 1) != 0)
 		host[0] = '\0';
@@ -739,7 +740,14 @@ static void who(hw_wbuf *w, hw_ctx *ctx, const char *token)
 	w_kstr(w, "host", host, false);
 	w_kstr(w, "token", tlabel[0] ? tlabel : NULL, false);
 	w_kstr(w, "serial", serial[0] ? serial : NULL, false);
+	/* The caller's URI may carry pin-value: the record never does. */
+	if (uri && uri == token) {
+		if (hw_uri_redact(token, &shown) != HW_OK)
+			shown = NULL;
+		uri = shown ? shown : "(not shown)";
+	}
 	w_kstr(w, "uri", uri, false);
+	free(shown);
 	hw_wbuf_u8(w, '}');
 }
 
@@ -787,7 +795,9 @@ static hw_err context_member(hw_wbuf *w, const hw_ectx *ec)
 	return e == HW_OK ? HW_OK : hw_fail(e, 0, "encryption context");
 }
 
-static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_audit_event *ev)
+/* result: NULL for ev->result; attempt: the attempt's seq this is the outcome of, or 0. */
+static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_audit_event *ev,
+                          const char *result, uint64_t attempt)
 {
 	char t[32], idhex[129];
 	const char *label = ev->key_label, *id = ev->key_id_hex;
@@ -816,7 +826,10 @@ static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_a
 	}
 	if (context_member(w, ev->context) != HW_OK)
 		return hw_last_ckrv() ? HW_ERR_HSM : HW_ERR_NOMEM;
-	w_kstr(w, "result", ev->result == HW_OK ? "ok" : hw_errname(ev->result), false);
+	w_kstr(w, "result", result ? result : ev->result == HW_OK ? "ok" : hw_errname(ev->result),
+	       false);
+	if (attempt)
+		w_knum(w, "attempt", attempt, false);
 	w_kstr(w, "prev", prev, false);
 	hw_wbuf_u8(w, '}');
 	return HW_OK;
@@ -1046,8 +1059,8 @@ hw_audit_create(const char *path, hw_key *signer, hw_audit **out)
 	return HW_OK;
 }
 
-HW_EXPORT hw_err
-hw_audit_append(hw_audit *log, const hw_audit_event *ev)
+static hw_err append_event(hw_audit *log, const hw_audit_event *ev, const char *result,
+                           uint64_t attempt, uint64_t *seq_out)
 {
 	uint64_t seq;
 	char prev[65];
@@ -1062,12 +1075,14 @@ hw_audit_append(hw_audit *log, const hw_audit_event *ev)
 	e = read_tail(log, &seq, prev);
 	if (e == HW_OK) {
 		hw_wbuf_init(&w, AUDIT_LINE_MAX);
-		e = build_event(&w, seq + 1, prev, ev);
+		e = build_event(&w, seq + 1, prev, ev, result, attempt);
 		if (e == HW_OK)
 			e = append_line(log, &w);
 		if (e == HW_OK) {
 			sha256_hex(w.p, w.len - 1, prev);
 			seq++;
+			if (seq_out)
+				*seq_out = seq;
 		}
 		hw_wbuf_free(&w);
 	}
@@ -1080,6 +1095,33 @@ hw_audit_append(hw_audit *log, const hw_audit_event *ev)
 	}
 	unlock_log(log);
 	return e;
+}
+
+HW_EXPORT hw_err
+hw_audit_append(hw_audit *log, const hw_audit_event *ev)
+{
+	return append_event(log, ev, NULL, 0, NULL);
+}
+
+/*
+ * The record is on disk (append_line fsyncs) before this returns: an
+ * action taken afterwards can lose its outcome in a crash, never its trace.
+ */
+HW_EXPORT hw_err
+hw_audit_attempt(hw_audit *log, const hw_audit_event *ev, uint64_t *seq)
+{
+	if (!seq)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_audit_attempt");
+	*seq = 0;
+	return append_event(log, ev, "attempt", 0, seq);
+}
+
+HW_EXPORT hw_err
+hw_audit_outcome(hw_audit *log, const hw_audit_event *ev, uint64_t attempt_seq)
+{
+	if (!attempt_seq)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_audit_outcome");
+	return append_event(log, ev, NULL, attempt_seq, NULL);
 }
 
 HW_EXPORT hw_err
@@ -1117,7 +1159,11 @@ struct vstate {
 	char h1[65], h2[65];
 	uint64_t s1, s2;
 	bool failed;
+	/* Attempts without an outcome so far (seq numbers, in log order). */
+	uint64_t *open_att;
+	size_t nopen, capopen;
 };
+
 
 static hw_err vbad(struct vstate *st, uint64_t line, const uint64_t *seq, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -1218,6 +1264,39 @@ static hw_err v_digest(struct vstate *st, const struct jv *root, uint64_t seq)
 	return HW_OK;
 }
 
+/* An attempt record opens, an outcome naming it closes. */
+static hw_err v_attempts(struct vstate *st, const struct jv *root, uint64_t seq)
+{
+	const char *result = jstr(root, "result");
+	uint64_t att;
+
+	if (result && strcmp(result, "attempt") == 0) {
+		if (st->nopen == st->capopen) {
+			size_t nc = st->capopen ? st->capopen * 2 : 16;
+			uint64_t *n = realloc(st->open_att, nc * sizeof(*n));
+
+			if (!n)
+				return hw_fail(HW_ERR_NOMEM, 0, NULL);
+			st->open_att = n;
+			st->capopen = nc;
+		}
+		st->open_att[st->nopen++] = seq;
+		return HW_OK;
+	}
+	if (!jnum(root, "attempt", &att))
+		return HW_OK;
+	for (size_t i = 0; i < st->nopen; i++) {
+		if (st->open_att[i] == att) {
+			memmove(&st->open_att[i], &st->open_att[i + 1],
+			        (st->nopen - i - 1) * sizeof(*st->open_att));
+			st->nopen--;
+			return HW_OK;
+		}
+	}
+	return vbad(st, st->line, &seq, "outcome of seq %" PRIu64 ", which is not an open "
+	            "attempt", att);
+}
+
 static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_t *spki,
                      size_t spki_len)
 {
@@ -1262,6 +1341,8 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
 		e = v_digest(st, &root, seq);
 	} else if (strcmp(type, "event") != 0) {
 		e = vbad(st, st->line, &seq, "unknown record type");
+	} else {
+		e = v_attempts(st, &root, seq);
 	}
 	is_digest = strcmp(type, "digest") == 0;
 	jv_free(&root);
@@ -1305,6 +1386,10 @@ static hw_err v_end(struct vstate *st, hw_err e)
 	EVP_PKEY_free(st->pub);
 	if (e == HW_OK && st->line == 0)
 		e = vbad(st, 1, NULL, "the log is empty (no genesis record)");
+	st->rep->unfinished = st->nopen;
+	st->rep->unfinished_seq = st->nopen ? st->open_att[0] : 0;
+	free(st->open_att);
+	st->open_att = NULL;
 	return e;
 }
 
@@ -1468,6 +1553,8 @@ hw_audit_entry_parse(const uint8_t *line, size_t len, hw_audit_entry **out)
 	if (e == HW_OK) e = dup_field(key, "label", &en->key_label);
 	if (e == HW_OK) e = dup_field(key, "id", &en->key_id);
 	if (e == HW_OK) e = dup_field(key, "version", &en->key_version);
+	if (e == HW_OK && !jnum(&root, "attempt", &en->attempt))
+		en->attempt = 0;
 	if (e == HW_OK && ctx && ctx->type == JV_OBJ && ctx->n) {
 		en->context = calloc(ctx->n, sizeof(*en->context));
 		if (!en->context)

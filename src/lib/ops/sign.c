@@ -21,6 +21,8 @@ static const struct {
 	{ "rsa-pss-sha512", HW_SIG_RSA_PSS_SHA512, "SHA512" },
 	{ "ecdsa-sha256", HW_SIG_ECDSA_SHA256, "SHA256" },
 	{ "ecdsa-sha384", HW_SIG_ECDSA_SHA384, "SHA384" },
+	{ "ecdsa-sha512", HW_SIG_ECDSA_SHA512, "SHA512" },
+	{ "eddsa", HW_SIG_EDDSA, NULL },
 };
 #define NALGS (sizeof(algs) / sizeof(algs[0]))
 
@@ -59,6 +61,8 @@ hw_sign(hw_key *key, hw_sig_alg alg, const uint8_t *msg, size_t len, uint8_t **s
 		;
 	if (i == NALGS)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown signature algorithm");
+	if (!algs[i].md)            /* EdDSA: the HSM takes the message itself */
+		return hw_sign_digest(key, alg, msg ? msg : (const uint8_t *)"", len, sig, siglen);
 	if (EVP_Digest(msg, len, md, &mdlen, EVP_get_digestbyname(algs[i].md), NULL) != 1)
 		return hw_fail(HW_ERR_CRYPTO, 0, "hashing");
 	return hw_sign_digest(key, alg, md, mdlen, sig, siglen);

@@ -34,6 +34,7 @@ static const struct {
 	{ "random", "a random number generator (CKF_RNG)", { 0 }, 0 },
 	{ "data-objects", "private token data objects (CKO_DATA)", { 0 }, 0 },
 	{ "allowed-mechanisms", "CKA_ALLOWED_MECHANISMS", { 0 }, 0 },
+	{ "eddsa-keygen", "CKM_EC_EDWARDS_KEY_PAIR_GEN", { CKM_EC_EDWARDS_KEY_PAIR_GEN }, 1 },
 };
 #define NCAPS (sizeof(caps) / sizeof(caps[0]))
 
@@ -67,6 +68,7 @@ static const struct {
 	{ "backup", HW_CAP_DATA_OBJECTS | HW_CAP_AES_KWP },
 	/* each key usable with one mechanism only (least privilege) */
 	{ "mechanism-pinning", HW_CAP_ALLOWED_MECHS },
+	{ "eddsa-sign", HW_CAP_EDDSA_GEN },
 };
 #define NFEATURES (sizeof(features) / sizeof(features[0]))
 

@@ -34,6 +34,11 @@ hw_ctx_new(hw_ctx **out)
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	ctx->pin = hw_secmem_alloc(HW_PIN_MAX);
+	if (!ctx->pin) {
+		free(ctx);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
 	pthread_mutex_init(&ctx->lock, NULL);
 	ctx->pool_max = 32;
 	hw_fork_register(&ctx->lock);
@@ -72,7 +77,15 @@ hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args)
 HW_EXPORT hw_err
 hw_ctx_set_token(hw_ctx *ctx, const char *uri)
 {
-	return set_string(ctx, &ctx->token_spec, uri);
+	char *shown = NULL;
+	hw_err e = set_string(ctx, &ctx->token_spec, uri);
+
+	/* A URI may carry pin-value (RFC 7512): messages use this copy. */
+	if (e == HW_OK && uri && (e = hw_uri_redact(uri, &shown)) != HW_OK)
+		return e;
+	free(ctx->token_shown);
+	ctx->token_shown = shown;
+	return HW_OK;
 }
 
 HW_EXPORT hw_err
@@ -80,7 +93,7 @@ hw_ctx_set_pin_source(hw_ctx *ctx, const char *source)
 {
 	hw_err e = set_string(ctx, &ctx->pin_source, source);
 	if (e == HW_OK && source && ctx) {
-		OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+		OPENSSL_cleanse(ctx->pin, HW_PIN_MAX);
 		ctx->have_pin = false;
 	}
 	return e;
@@ -161,10 +174,10 @@ select_token_once(hw_ctx *ctx)
 	free(slots);
 	if (matches == 0)
 		return hw_fail(HW_ERR_TOKEN_NOT_FOUND, 0, "%s",
-		               ctx->token_spec ? ctx->token_spec : "no initialised token");
+		               ctx->token_shown ? ctx->token_shown : "no initialised token");
 	if (matches > 1)
 		return hw_fail(HW_ERR_TOKEN_AMBIGUOUS, 0, "%u tokens match %s", matches,
-		               ctx->token_spec ? ctx->token_spec : "(no token URI given)");
+		               ctx->token_shown ? ctx->token_shown : "(no token URI given)");
 	ctx->slot = found;
 	ctx->tinfo = found_ti;
 	ctx->have_slot = true;
@@ -261,7 +274,7 @@ hw_ctx_open(hw_ctx *ctx)
 		if (r != P11_KIT_URI_OK) {
 			p11_kit_uri_free(ctx->token_uri);
 			ctx->token_uri = NULL;
-			return hw_fail(HW_ERR_URI, 0, "%s: %s", ctx->token_spec,
+			return hw_fail(HW_ERR_URI, 0, "%s: %s", ctx->token_shown,
 			               p11_kit_uri_message(r));
 		}
 	}
@@ -390,7 +403,7 @@ get_pin_locked(hw_ctx *ctx)
 		val = p11_kit_uri_get_pin_value(ctx->token_uri);
 		if (val) {
 			len = strlen(val);
-			if (len >= sizeof(ctx->pin))
+			if (len >= HW_PIN_MAX)
 				return hw_fail(HW_ERR_PIN_SOURCE, 0, "pin-value too long");
 			memcpy(ctx->pin, val, len + 1);
 			ctx->pin_len = len;
@@ -405,7 +418,7 @@ get_pin_locked(hw_ctx *ctx)
 		return hw_fail(HW_ERR_PIN_SOURCE, 0,
 		               "no PIN source: give file:PATH, env:NAME or prompt");
 	e = hw_pin_read(src, what, ctx->pin_cb, ctx->pin_cb_arg, ctx->pin,
-	                sizeof(ctx->pin), &len);
+	                HW_PIN_MAX, &len);
 	if (e != HW_OK)
 		return e;
 	ctx->pin_len = len;
@@ -416,7 +429,7 @@ get_pin_locked(hw_ctx *ctx)
 static void
 forget_pin_locked(hw_ctx *ctx)
 {
-	OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+	OPENSSL_cleanse(ctx->pin, HW_PIN_MAX);
 	ctx->pin_len = 0;
 	ctx->have_pin = false;
 }
@@ -825,12 +838,13 @@ hw_ctx_free(hw_ctx *ctx)
 	hw_module_release(ctx->mod);
 	if (ctx->token_uri)
 		p11_kit_uri_free(ctx->token_uri);
-	OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+	hw_secmem_free(ctx->pin, HW_PIN_MAX);
 	free(ctx->idle);
 	free(ctx->mechs);
 	free(ctx->module_spec);
 	free(ctx->module_init_args);
 	free(ctx->token_spec);
+	free(ctx->token_shown);
 	free(ctx->pin_source);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
