@@ -103,6 +103,14 @@ HW_NODISCARD hw_err hw_ctx_new(hw_ctx **out);
  * or a path to a module. Default: the configured one of the build.
  */
 HW_NODISCARD hw_err hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path);
+/*
+ * The module's initialisation arguments: the string C_Initialize gets in
+ * CK_C_INITIALIZE_ARGS.pReserved (NSS softokn: "configdir='sql:DIR' ...").
+ * Default: the "x-init-reserved" option of a module registered with
+ * p11-kit, else none. A module is initialised once per process, so a
+ * second context naming it with other arguments fails with HW_ERR_MODULE.
+ */
+HW_NODISCARD hw_err hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args);
 /* RFC 7512 URI naming one token, e.g. "pkcs11:token=prod". */
 HW_NODISCARD hw_err hw_ctx_set_token(hw_ctx *ctx, const char *uri);
 /*
@@ -165,10 +173,24 @@ enum {
 	HW_CAP_EC_GEN = 1u << 5,
 	HW_CAP_ECDSA = 1u << 6,
 	HW_CAP_RANDOM = 1u << 7,
+	/* Not mechanisms: behaviours known per token model (caps.c). */
+	HW_CAP_DATA_OBJECTS = 1u << 8,   /* private token CKO_DATA objects */
+	HW_CAP_ALLOWED_MECHS = 1u << 9,  /* CKA_ALLOWED_MECHANISMS honoured */
+	HW_CAP_EDDSA_GEN = 1u << 10,     /* Ed25519/Ed448 key pairs */
 };
+/* What every use of hsmwrap needs; the rest enables features. */
 #define HW_CAP_ALL 0xffu
 /* "aes-gcm", ... for bit i of HW_CAP_*; NULL past the end. */
 const char *hw_cap_name(unsigned bit_index);
+/*
+ * Features ("envelope", "keywrap", "rsa-sign", "ec-sign", "lifecycle",
+ * "backup", "mechanism-pinning", "eddsa-sign") by index, NULL past the end, and the
+ * HW_CAP_* bits each needs: a token supports feature i when
+ * (caps & hw_feature_needs(i)) == hw_feature_needs(i). Using a feature the
+ * token lacks fails with HW_ERR_UNSUPPORTED before anything is done.
+ */
+const char *hw_feature_name(unsigned index);
+unsigned hw_feature_needs(unsigned index);
 
 /* Every slot of the context's module (no token selection needed). */
 HW_NODISCARD hw_err hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *n);

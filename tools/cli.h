@@ -186,6 +186,7 @@ struct pin_prompt {
 
 struct cli {
 	const char *module;         /* NULL: library default */
+	const char *module_init_args; /* NULL: the module's p11-kit config */
 	const char *token;
 	const char *pin_source;
 	const char *config;

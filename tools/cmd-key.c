@@ -120,7 +120,8 @@ struct list_row {
 static int by_row_label(const void *a, const void *b)
 {
 	const struct list_row *x = a, *y = b;
-	int c = strcmp(x->label, y->label);
+	/* Not x->label: it may point into a row that qsort is moving. */
+	int c = strcmp(x->m ? x->m->label : x->ki.label, y->m ? y->m->label : y->ki.label);
 
 	return c ? c : strcmp(x->ki.id_hex, y->ki.id_hex);
 }
@@ -284,6 +285,11 @@ int cmd_key_list(struct cli *cli, const struct cli_args *a)
 				r->hidden = 1;
 	}
 	qsort(rows, n, sizeof(*rows), by_row_label);
+	/* The sort moved the rows, and the labels of keys without metadata
+	 * (tokens without data objects) with them. */
+	for (size_t i = 0; i < n; i++)
+		if (!rows[i].m)
+			rows[i].label = rows[i].ki.label;
 	if (cli->json)
 		list_json(cli, rows, n);
 	else

@@ -29,9 +29,27 @@ static void missing_caps(const hw_token_info *t, char *buf, size_t n)
 	}
 }
 
+static int has_feature(const hw_token_info *t, unsigned i)
+{
+	return (t->caps & hw_feature_needs(i)) == hw_feature_needs(i);
+}
+
+/* "envelope, keywrap" (want = 1) or the ones the token lacks (want = 0). */
+static void features_text(const hw_token_info *t, int want, char *buf, size_t n)
+{
+	const char *name;
+	size_t used = 0;
+
+	buf[0] = '\0';
+	for (unsigned i = 0; (name = hw_feature_name(i)) != NULL; i++)
+		if (has_feature(t, i) == want)
+			used += (size_t)snprintf(buf + used, used < n ? n - used : 0, "%s%s",
+			                         used ? ", " : "", name);
+}
+
 static void token_json(json_t *parent, const hw_token_info *t)
 {
-	json_t *w = cj_obj(parent, "token"), *caps, *missing;
+	json_t *w = cj_obj(parent, "token"), *caps, *feats, *missing;
 	const char *name;
 
 	cj_str(w, "label", t->label);
@@ -49,6 +67,9 @@ static void token_json(json_t *parent, const hw_token_info *t)
 	caps = cj_obj(w, "capabilities");
 	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
 		cj_bool(caps, name, (t->caps >> i) & 1u);
+	feats = cj_obj(w, "features");
+	for (unsigned i = 0; (name = hw_feature_name(i)) != NULL; i++)
+		cj_bool(feats, name, has_feature(t, i));
 	cj_bool(w, "usable", token_usable(t));
 	missing = cj_arr(w, "missing");
 	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
@@ -83,10 +104,18 @@ static void token_text(const hw_token_info *t)
 	printf("    Login required: %s\n", t->login_required ? "yes" : "no");
 	if (t->free_objects_hint)
 		printf("    Free objects:   %lu\n", t->free_objects_hint);
-	if (token_usable(t))
+	if (token_usable(t)) {
+		char yes[256], no[256];
+
 		printf("    Usable:         yes\n");
-	else
+		features_text(t, 1, yes, sizeof(yes));
+		features_text(t, 0, no, sizeof(no));
+		printf("    Features:       %s\n", yes);
+		if (no[0])
+			printf("    Not supported:  %s (missing %s)\n", no, missing);
+	} else {
 		printf("    Usable:         no (missing %s)\n", missing);
+	}
 }
 
 /* The slots of one module: as text, or into its JSON object `mod`. */
@@ -118,7 +147,8 @@ static void slots_out(json_t *mod, const hw_token_info *list, size_t n)
  * Opens `name` without selecting a token. Returns the error and sets
  * *what instead of reporting it: the caller decides whether it is fatal.
  */
-static hw_err module_open(const char *name, hw_ctx **out, const char **what)
+static hw_err module_open(const char *name, const char *init_args, hw_ctx **out,
+                          const char **what)
 {
 	hw_ctx *ctx = NULL;
 	hw_err err;
@@ -127,7 +157,8 @@ static hw_err module_open(const char *name, hw_ctx **out, const char **what)
 	if ((err = hw_ctx_new(&ctx)))
 		return err;
 	*what = "loading module";
-	if (!(err = hw_ctx_set_module(ctx, name)))
+	if (!(err = hw_ctx_set_module(ctx, name)) &&
+	    !(err = hw_ctx_set_module_init_args(ctx, init_args)))
 		err = hw_ctx_open(ctx);
 	if (err) {
 		hw_ctx_free(ctx);
@@ -148,7 +179,8 @@ static int list_module(struct cli *cli, json_t *modules, const char *name, int f
 	size_t n = 0;
 	hw_err err;
 
-	err = module_open(name, &ctx, &what);
+	/* Init arguments given to hsmwrap belong to the module it was given. */
+	err = module_open(name, fatal ? cli->module_init_args : NULL, &ctx, &what);
 	if (!err) {
 		what = "listing slots";
 		err = hw_token_list(ctx, &list, &n);

@@ -90,6 +90,9 @@ static int resolve_settings(struct cli *cli)
 
 	if (!cli->module && !(cli->module = env_value("HSMWRAP_MODULE")))
 		cli->module = conf.module;
+	if (!cli->module_init_args &&
+	    !(cli->module_init_args = env_value("HSMWRAP_MODULE_INIT_ARGS")))
+		cli->module_init_args = conf.module_init_args;
 	/* Only then does `token list` stick to one module. */
 	cli->module_explicit = cli->module != NULL;
 	if (!cli->token && !(cli->token = env_value("HSMWRAP_TOKEN")))
@@ -135,10 +138,11 @@ static int resolve_settings(struct cli *cli)
 /* main                                                                */
 
 enum { G_MODULE = 256, G_TOKEN, G_PIN_SOURCE, G_CONFIG, G_JSON, G_VERSION };
-enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_AUDIT_FAIL_OPEN, G_ALLOW_SHARED_PIN };
+enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_MODULE_INIT_ARGS, G_AUDIT_FAIL_OPEN, G_ALLOW_SHARED_PIN };
 
 static const struct option global_long[] = {
 	{ "module", required_argument, NULL, G_MODULE },
+	{ "module-init-args", required_argument, NULL, G_MODULE_INIT_ARGS },
 	{ "token", required_argument, NULL, G_TOKEN },
 	{ "pin-source", required_argument, NULL, G_PIN_SOURCE },
 	{ "config", required_argument, NULL, G_CONFIG },
@@ -161,6 +165,7 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "+:h", global_long, NULL)) != -1) {
 		switch (ch) {
 		case G_MODULE: cli->module = optarg; break;
+		case G_MODULE_INIT_ARGS: cli->module_init_args = optarg; break;
 		case G_TOKEN: cli->token = optarg; break;
 		case G_PIN_SOURCE:
 			if (cli_pin_option_abbreviated(argv, "pin-source"))

@@ -39,7 +39,7 @@
 typedef struct hwp_prov {
 	const OSSL_CORE_HANDLE *handle;
 	OSSL_LIB_CTX *libctx;       /* child of the application's: digests, decoding */
-	char *module, *token, *pin_source;
+	char *module, *module_init_args, *token, *pin_source;
 	pthread_mutex_t lock;       /* guards ctx creation */
 	hw_ctx *ctx;                /* opened at first use, one per provider instance */
 	OSSL_FUNC_core_new_error_fn *new_error;

@@ -779,7 +779,9 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
 		};
 		mech.mechanism = CKM_AES_KEY_GEN;
-		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &a->h);
+		/* Last: tokens that cannot pin mechanisms (caps.c) reject it. */
+		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]) -
+		                              !hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS), &a->h);
 	}
 
 	bool rsa = hw_key_type_is_rsa(a->type), pss = type_is_pss(a->type);
@@ -837,7 +839,8 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN
 	                 : eddsa ? CKM_EC_EDWARDS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
 	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
-	                                  sizeof(priv) / sizeof(priv[0]) - !mechs, &a->pub,
+	                                  sizeof(priv) / sizeof(priv[0]) -
+	                                  !(mechs && hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS)), &a->pub,
 	                                  &a->h);
 }
 
@@ -882,12 +885,14 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
 }
 
+static hw_err generate_locked(hw_ctx *ctx, const char *label, hw_key_type type,
+                              hw_purpose purpose, unsigned flags, hw_key **out);
+
 HW_EXPORT hw_err
 hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                      unsigned flags, hw_key **out)
 {
-	uint8_t id[HW_ID_LEN];
-	hw_key *existing = NULL, *key = NULL;
+	hw_key *key = NULL;
 	bool aes = type == HW_KEY_AES256;
 	hw_err e;
 
@@ -910,8 +915,42 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (purpose == HW_PURPOSE_KEYWRAP && !ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	{
+		unsigned needs = !aes ? (type == HW_KEY_ED25519 || type == HW_KEY_ED448
+		                         ? HW_CAP_EDDSA_GEN
+		                         : type == HW_KEY_EC_P256 || type == HW_KEY_EC_P384
+		                         ? HW_CAP_EC_GEN | HW_CAP_ECDSA
+		                         : purpose == HW_PURPOSE_SIGN ? HW_CAP_RSA_GEN | HW_CAP_RSA_PSS
+		                         : HW_CAP_RSA_GEN)
+		               : purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_GEN | HW_CAP_AES_KWP
+		               : HW_CAP_AES_GEN | HW_CAP_AES_GCM;
+		/* A backup-able key is only worth making where backups work. */
+		if (flags & HW_KEYGEN_BACKUPABLE)
+			needs |= HW_CAP_DATA_OBJECTS | HW_CAP_AES_KWP;
+		if ((e = hw_ctx_require(ctx, needs, "creating the key")) != HW_OK)
+			return e;
+	}
+	/* Two processes making one label would both find it free. */
+	if ((e = hw_token_lock(ctx)) != HW_OK)
+		return e;
+	e = generate_locked(ctx, label, type, purpose, flags, &key);
+	hw_token_unlock();
+	if (e != HW_OK)
+		return e;
+	if (out)
+		*out = key;
+	else
+		hw_key_free(key);
+	return HW_OK;
+}
+
+static hw_err
+generate_locked(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                unsigned flags, hw_key **out)
+{
+	uint8_t id[HW_ID_LEN];
+	hw_key *existing = NULL, *key = NULL;
+	hw_err e;
 
 	e = hw_key_find(ctx, label, &existing);
 	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {
@@ -934,10 +973,7 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		hw_key_free(key);
 		return e;
 	}
-	if (out)
-		*out = key;
-	else
-		hw_key_free(key);
+	*out = key;
 	return HW_OK;
 }
 
