@@ -103,6 +103,14 @@ HW_NODISCARD hw_err hw_ctx_new(hw_ctx **out);
  * or a path to a module. Default: the configured one of the build.
  */
 HW_NODISCARD hw_err hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path);
+/*
+ * The module's initialisation arguments: the string C_Initialize gets in
+ * CK_C_INITIALIZE_ARGS.pReserved (NSS softokn: "configdir='sql:DIR' ...").
+ * Default: the "x-init-reserved" option of a module registered with
+ * p11-kit, else none. A module is initialised once per process, so a
+ * second context naming it with other arguments fails with HW_ERR_MODULE.
+ */
+HW_NODISCARD hw_err hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args);
 /* RFC 7512 URI naming one token, e.g. "pkcs11:token=prod". */
 HW_NODISCARD hw_err hw_ctx_set_token(hw_ctx *ctx, const char *uri);
 /*
@@ -165,10 +173,24 @@ enum {
 	HW_CAP_EC_GEN = 1u << 5,
 	HW_CAP_ECDSA = 1u << 6,
 	HW_CAP_RANDOM = 1u << 7,
+	/* Not mechanisms: behaviours known per token model (caps.c). */
+	HW_CAP_DATA_OBJECTS = 1u << 8,   /* private token CKO_DATA objects */
+	HW_CAP_ALLOWED_MECHS = 1u << 9,  /* CKA_ALLOWED_MECHANISMS honoured */
+	HW_CAP_EDDSA_GEN = 1u << 10,     /* Ed25519/Ed448 key pairs */
 };
+/* What every use of hsmwrap needs; the rest enables features. */
 #define HW_CAP_ALL 0xffu
 /* "aes-gcm", ... for bit i of HW_CAP_*; NULL past the end. */
 const char *hw_cap_name(unsigned bit_index);
+/*
+ * Features ("envelope", "keywrap", "rsa-sign", "ec-sign", "lifecycle",
+ * "backup", "mechanism-pinning", "eddsa-sign") by index, NULL past the end, and the
+ * HW_CAP_* bits each needs: a token supports feature i when
+ * (caps & hw_feature_needs(i)) == hw_feature_needs(i). Using a feature the
+ * token lacks fails with HW_ERR_UNSUPPORTED before anything is done.
+ */
+const char *hw_feature_name(unsigned index);
+unsigned hw_feature_needs(unsigned index);
 
 /* Every slot of the context's module (no token selection needed). */
 HW_NODISCARD hw_err hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *n);
@@ -225,6 +247,7 @@ typedef enum {
 	HW_PURPOSE_KEYWRAP = 2,   /* AES-KWP wrap/unwrap only */
 	HW_PURPOSE_SIGN = 3,      /* RSA/EC sign only */
 	HW_PURPOSE_DECRYPT = 4,   /* RSA decrypt only (e.g. Raw RSA envelope recipients) */
+	HW_PURPOSE_DERIVE = 5,    /* EC key agreement (ECDH) only: CKA_DERIVE, no signing */
 } hw_purpose;
 
 /* "aes256" <-> HW_KEY_AES256 ...; "envelope" <-> HW_PURPOSE_ENVELOPE ... */
@@ -390,6 +413,21 @@ typedef enum {
 	HW_RSA_PAD_OAEP_SHA384,     /* RSAES-OAEP, SHA-384 and MGF1-SHA-384, empty label */
 	HW_RSA_PAD_OAEP_SHA512,     /* RSAES-OAEP, SHA-512 and MGF1-SHA-512, empty label */
 } hw_rsa_padding;
+
+/*
+ * ECDH with the private half of an EC key pair made with purpose `derive`
+ * (CKM_ECDH1_DERIVE, no KDF): `peer` is the other party's uncompressed
+ * point (0x04 || X || Y). The shared secret is the X coordinate, which the
+ * caller (TLS, CMS, openssl pkeyutl -derive) feeds into its own KDF, so it
+ * has to leave the HSM: it is derived into a session object (not on the
+ * token) of type CKK_GENERIC_SECRET with CKA_SENSITIVE=FALSE and
+ * CKA_EXTRACTABLE=TRUE, read, and destroyed at once. The private key
+ * itself stays sensitive and never extractable. HW_ERR_KEY_PURPOSE for a
+ * key that is not an EC key; the token refuses keys without CKA_DERIVE.
+ * Free *secret with hw_free_secret(*secret, *len).
+ */
+HW_NODISCARD hw_err hw_ecdh_derive(hw_key *key, const uint8_t *peer, size_t peerlen,
+                                   uint8_t **secret, size_t *len);
 
 /*
  * Decrypts an RSA ciphertext inside the HSM with the private half of a

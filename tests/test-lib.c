@@ -341,7 +341,7 @@ static void test_names(void)
 	CU_ASSERT(hw_purpose_parse("encrypt", &p) != HW_OK);
 	EXPECT_INT(p, 77);
 
-	for (i = 0; i < 8; i++) {
+	for (i = 0; i < 11; i++) {
 		const char *n = hw_cap_name(i);
 
 		CU_ASSERT_PTR_NOT_NULL_FATAL(n);
@@ -350,8 +350,14 @@ static void test_names(void)
 			CU_ASSERT(strcmp(n, hw_cap_name(j)) != 0);
 	}
 	EXPECT_STR(hw_cap_name(1), "aes-gcm");
-	CU_ASSERT_PTR_NULL(hw_cap_name(8));
+	EXPECT_STR(hw_cap_name(8), "data-objects");
+	CU_ASSERT_PTR_NULL(hw_cap_name(11));
 	CU_ASSERT_PTR_NULL(hw_cap_name(1000));
+	/* Every feature needs known capabilities. */
+	for (i = 0; hw_feature_name(i); i++)
+		CU_ASSERT(hw_feature_needs(i) != 0 && (hw_feature_needs(i) >> 11) == 0);
+	EXPECT_INT(i, 8);
+	EXPECT_STR(hw_feature_name(4), "lifecycle");
 }
 
 static void test_free_null(void)
@@ -627,7 +633,7 @@ static void test_token_list(void)
 			continue;
 		EXPECT_INT(list[i].user_pin_initialized, 1);
 		EXPECT_INT(list[i].login_required, 1);
-		EXPECT_INT(list[i].caps, HW_CAP_ALL);
+		EXPECT_INT(list[i].caps, HW_CAP_ALL | HW_CAP_DATA_OBJECTS | HW_CAP_ALLOWED_MECHS | HW_CAP_EDDSA_GEN);
 		CU_ASSERT(list[i].serial[0] != '\0');
 		EXPECT_STR(list[i].model, "SoftHSM v2");
 		CU_ASSERT(strncmp(list[i].uri, "pkcs11:", 7) == 0);

@@ -17,6 +17,10 @@ const struct cli_global_opt cli_global_opts[] = {
 	{ "module", "NAME|PATH", "HSMWRAP_MODULE",
 	  "PKCS#11 module: a p11-kit module name or the path of a module. Default: "
 	  HW_DEFAULT_MODULE "." },
+	{ "module-init-args", "STR", "HSMWRAP_MODULE_INIT_ARGS",
+	  "The string the module gets at initialisation (pReserved), e.g. for NSS softokn "
+	  "\"configdir='sql:DIR' certPrefix='' keyPrefix='' secmod='' flags=\". Default: the "
+	  "x-init-reserved option of the module's p11-kit configuration. Config: module_init_args." },
 	{ "token", "URI", "HSMWRAP_TOKEN",
 	  "The token, as a pkcs11: URI (e.g. pkcs11:token=prod). Without it the module must "
 	  "hold exactly one initialised token." },

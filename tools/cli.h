@@ -23,6 +23,8 @@
 #include <stdio.h>
 #include <sys/types.h>
 
+#include <jansson.h>
+
 #include "hsmwrap.h"
 
 #define PROG "hsmwrap"
@@ -44,29 +46,22 @@ enum {
 };
 
 /* ------------------------------------------------------------------ */
-/* Minimal JSON writer into a growable buffer.                         */
+/* json.c: --json documents (jansson).                                 */
+/* Each setter adds to an object under `key`, or appends to an array   */
+/* (key NULL). Out of memory makes cj_failed() true and cj_print fail. */
 
-struct jw {
-	char *buf;
-	size_t len, cap;
-	int failed;          /* out of memory: the document is unusable */
-	int need_comma;
-};
-
-void jw_init(struct jw *w);
-void jw_reset(struct jw *w);
-void jw_free(struct jw *w);
-/* `key` is NULL for array elements and the top-level value. */
-void jw_obj_begin(struct jw *w, const char *key);
-void jw_obj_end(struct jw *w);
-void jw_arr_begin(struct jw *w, const char *key);
-void jw_arr_end(struct jw *w);
-void jw_str(struct jw *w, const char *key, const char *v);  /* NULL -> null */
-void jw_bool(struct jw *w, const char *key, int v);
+void cj_str(json_t *o, const char *key, const char *v);  /* NULL -> null */
+void cj_bool(json_t *o, const char *key, int v);
 /* PKCS#11 tri-state: -1 -> null, 0 -> false, else true. */
-void jw_tri(struct jw *w, const char *key, int v);
-void jw_null(struct jw *w, const char *key);
-void jw_uint(struct jw *w, const char *key, unsigned long long v);
+void cj_tri(json_t *o, const char *key, int v);
+void cj_null(json_t *o, const char *key);
+void cj_uint(json_t *o, const char *key, unsigned long long v);
+/* A new empty object or array in o; the pointer is borrowed from o. */
+json_t *cj_obj(json_t *o, const char *key);
+json_t *cj_arr(json_t *o, const char *key);
+int cj_failed(void);
+/* The document in compact form and a newline; -1 if it is incomplete. */
+int cj_print(FILE *f, const json_t *doc);
 
 /* ------------------------------------------------------------------ */
 /* Command table.                                                      */
@@ -131,10 +126,14 @@ extern const struct cli_global_opt cli_global_opts[];
 extern const struct cli_exit_class cli_exit_classes[];
 
 /* commands.c: lookup and help. */
-const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words);
-const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words);
+/* The command named by the leading words of argv (the longest name that
+ * matches); *words says how many. NULL if none. */
+const struct cli_cmd *cli_find_command(int argc, const char *const *argv, int *words);
 /* True if some command's name starts with the family word `w`. */
 int cli_is_family(const char *w);
+/* How many leading words of argv name a family of commands ("tde",
+ * "tde keyring"), joined into buf; 0 if even the first does not. */
+int cli_find_family(int argc, const char *const *argv, char *buf, size_t size);
 void cli_help_overview(FILE *f);
 void cli_help_family(FILE *f, const char *family);
 void cli_help_command(FILE *f, const struct cli_cmd *c);
@@ -187,6 +186,7 @@ struct pin_prompt {
 
 struct cli {
 	const char *module;         /* NULL: library default */
+	const char *module_init_args; /* NULL: the module's p11-kit config */
 	const char *token;
 	const char *pin_source;
 	const char *config;
@@ -194,7 +194,8 @@ struct cli {
 	int module_explicit;        /* module set by option, environment or config */
 	int json;
 	int json_sent;              /* the error document went out */
-	struct jw out;              /* success document, printed at the end */
+	json_t *out;                /* success document, printed at the end */
+	json_t *transcript;         /* its transcript "items", between begin and end */
 	struct pin_prompt prompt;
 	char detail[1024];          /* detail of a CLI-side failure */
 	/* Audit log settings (option > environment > config file). */
@@ -295,6 +296,12 @@ mode_t util_plain_mode(void);
 char *util_dir_of(const char *path);
 /* fsync the directory holding path, so a rename into it survives a crash. */
 void util_sync_dir(const char *path);
+/*
+ * Makes directory `path` with `mode` (0700 for secrets) when it is missing;
+ * an existing directory is used as it is. The parent must exist. *created
+ * says whether it was made here, so a failed command can remove it again.
+ */
+hw_err util_make_dir(const char *path, mode_t mode, int *created);
 /* True if both names refer to the same existing file (or are equal). */
 int util_same_file(const char *a, const char *b);
 
@@ -308,8 +315,8 @@ hw_err util_pin_prompt(const char *what, char *buf, size_t max, size_t *len, voi
 void util_wrap(FILE *f, const char *text, unsigned indent, unsigned first_col, unsigned width);
 
 /* ------------------------------------------------------------------ */
-/* transcript.c: ceremony transcripts for witnesses. Between begin and */
-/* end, nothing else may be written to cli->out (--json).              */
+/* transcript.c: ceremony transcripts for witnesses (with --json, the  */
+/* "transcript" member of the document).                               */
 
 void cli_transcript_begin(struct cli *cli, const char *ceremony);
 /* One line of the transcript, e.g. ("Key URI:", "%s", uri). */
@@ -372,8 +379,8 @@ int cmd_backup_restore(struct cli *cli, const struct cli_args *a);
 int cmd_backup_show(struct cli *cli, const struct cli_args *a);
 
 /* keyinfo.c: a key as every command shows it. */
-void key_info_json(struct jw *w, const char *name, const hw_key_info *ki);
-void key_info_fields(struct jw *w, const hw_key_info *ki);
+void key_info_json(json_t *o, const char *name, const hw_key_info *ki);
+void key_info_fields(json_t *o, const hw_key_info *ki);
 /* Label, type, purpose, id, URI and KCV on stdout; with `attributes`, the flags. */
 void key_info_text(const hw_key_info *ki, int attributes);
 const char *kcv_alg_text(const char *kcv_alg);

@@ -278,10 +278,10 @@ int cmd_audit_init(struct cli *cli, const struct cli_args *a)
 		cli_transcript_line(cli, "Public key file:", "%s", pub_out);
 	cli_transcript_end(cli);
 	if (cli->json) {
-		jw_str(&cli->out, "log", path);
-		jw_str(&cli->out, "log_id", hw_audit_log_id(log));
-		jw_str(&cli->out, "key", ki.label);
-		jw_str(&cli->out, "fingerprint", ki.kcv);
+		cj_str(cli->out, "log", path);
+		cj_str(cli->out, "log_id", hw_audit_log_id(log));
+		cj_str(cli->out, "key", ki.label);
+		cj_str(cli->out, "fingerprint", ki.kcv);
 	}
 	rc = 0;
 out:
@@ -389,21 +389,19 @@ int cmd_audit_verify(struct cli *cli, const struct cli_args *a)
 			         (unsigned long long)rep.bad_line);
 		if (cli->json && !cli->json_sent) {
 			/* The error document, with the location for scripts. */
-			jw_reset(&cli->out);
-			jw_obj_begin(&cli->out, NULL);
-			jw_bool(&cli->out, "ok", 0);
-			jw_str(&cli->out, "error", hw_errname(err));
-			jw_uint(&cli->out, "bad_line", rep.bad_line);
+			json_t *doc = json_object();
+
+			cj_bool(doc, "ok", 0);
+			cj_str(doc, "error", hw_errname(err));
+			cj_uint(doc, "bad_line", rep.bad_line);
 			if (rep.bad_seq_known)
-				jw_uint(&cli->out, "bad_seq", rep.bad_seq);
+				cj_uint(doc, "bad_seq", rep.bad_seq);
 			else
-				jw_null(&cli->out, "bad_seq");
-			jw_str(&cli->out, "reason", rep.reason);
-			jw_uint(&cli->out, "exit", EXIT_INTEGRITY);
-			jw_obj_end(&cli->out);
-			if (!cli->out.failed)
-				printf("%s\n", cli->out.buf);
-			jw_reset(&cli->out);
+				cj_null(doc, "bad_seq");
+			cj_str(doc, "reason", rep.reason);
+			cj_uint(doc, "exit", EXIT_INTEGRITY);
+			cj_print(stdout, doc);
+			json_decref(doc);
 			cli->json_sent = 1;
 		}
 		return cli_failf(cli, err, what, "%s", rep.reason);
@@ -421,20 +419,20 @@ int cmd_audit_verify(struct cli *cli, const struct cli_args *a)
 		        PROG, path, (unsigned long long)rep.unfinished,
 		        (unsigned long long)rep.unfinished_seq);
 	if (cli->json) {
-		jw_str(&cli->out, "log", path);
-		jw_str(&cli->out, "log_id", rep.log_id);
-		jw_uint(&cli->out, "records", rep.records);
-		jw_uint(&cli->out, "digests", rep.digests);
-		jw_uint(&cli->out, "uncovered", rep.uncovered);
-		jw_uint(&cli->out, "unfinished", rep.unfinished);
+		cj_str(cli->out, "log", path);
+		cj_str(cli->out, "log_id", rep.log_id);
+		cj_uint(cli->out, "records", rep.records);
+		cj_uint(cli->out, "digests", rep.digests);
+		cj_uint(cli->out, "uncovered", rep.uncovered);
+		cj_uint(cli->out, "unfinished", rep.unfinished);
 		if (rep.unfinished)
-			jw_uint(&cli->out, "first_unfinished_seq", rep.unfinished_seq);
+			cj_uint(cli->out, "first_unfinished_seq", rep.unfinished_seq);
 		else
-			jw_null(&cli->out, "first_unfinished_seq");
-		jw_str(&cli->out, "key", rep.key_label);
-		jw_str(&cli->out, "fingerprint", rep.key_fingerprint);
-		jw_uint(&cli->out, "head_seq", rep.head_seq);
-		jw_str(&cli->out, "head", rep.head);
+			cj_null(cli->out, "first_unfinished_seq");
+		cj_str(cli->out, "key", rep.key_label);
+		cj_str(cli->out, "fingerprint", rep.key_fingerprint);
+		cj_uint(cli->out, "head_seq", rep.head_seq);
+		cj_str(cli->out, "head", rep.head);
 	} else {
 		printf("Audit log %s: %llu records, %llu signed digests verified, chain intact.\n",
 		       path, (unsigned long long)rep.records, (unsigned long long)rep.digests);
@@ -480,29 +478,28 @@ static int entry_matches(const hw_audit_entry *e, const struct cli_args *a)
 	return 1;
 }
 
-static void show_entry(struct cli *cli, const hw_audit_entry *e)
+static void show_entry(json_t *records, const hw_audit_entry *e)
 {
-	if (cli->json) {
-		jw_obj_begin(&cli->out, NULL);
-		jw_uint(&cli->out, "seq", e->seq);
-		jw_str(&cli->out, "time", e->time);
-		jw_str(&cli->out, "type", e->type);
-		jw_str(&cli->out, "user", e->user);
-		jw_str(&cli->out, "host", e->host);
-		jw_str(&cli->out, "token", e->token);
-		jw_str(&cli->out, "action", e->action);
-		jw_str(&cli->out, "key", e->key_label);
-		jw_str(&cli->out, "key_id", e->key_id);
-		jw_str(&cli->out, "key_version", e->key_version);
-		jw_obj_begin(&cli->out, "context");
+	if (records) {
+		json_t *r = cj_obj(records, NULL), *ctx;
+
+		cj_uint(r, "seq", e->seq);
+		cj_str(r, "time", e->time);
+		cj_str(r, "type", e->type);
+		cj_str(r, "user", e->user);
+		cj_str(r, "host", e->host);
+		cj_str(r, "token", e->token);
+		cj_str(r, "action", e->action);
+		cj_str(r, "key", e->key_label);
+		cj_str(r, "key_id", e->key_id);
+		cj_str(r, "key_version", e->key_version);
+		ctx = cj_obj(r, "context");
 		for (size_t i = 0; i < e->ncontext; i++)
-			jw_str(&cli->out, e->context[i].key, e->context[i].value);
-		jw_obj_end(&cli->out);
-		jw_str(&cli->out, "result", e->result);
+			cj_str(ctx, e->context[i].key, e->context[i].value);
+		cj_str(r, "result", e->result);
 		if (e->attempt)
-			jw_uint(&cli->out, "attempt", e->attempt);
-		jw_str(&cli->out, "reason", e->reason);
-		jw_obj_end(&cli->out);
+			cj_uint(r, "attempt", e->attempt);
+		cj_str(r, "reason", e->reason);
 		return;
 	}
 	printf("%6llu %s %-7s", (unsigned long long)e->seq, e->time, e->type);
@@ -525,6 +522,7 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 {
 	const char *path = log_path(cli, a);
 	unsigned long long lineno = 0, shown = 0;
+	json_t *records = NULL;
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
@@ -540,7 +538,7 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 	if (!f)
 		return cli_failf(cli, HW_ERR_IO, "reading audit log", "%s: %s", path, strerror(errno));
 	if (cli->json)
-		jw_arr_begin(&cli->out, "records");
+		records = cj_arr(cli->out, "records");
 	while ((n = getline(&line, &cap, f)) > 0) {
 		hw_audit_entry *e = NULL;
 		size_t len = (size_t)n;
@@ -554,7 +552,7 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 			break;
 		}
 		if (entry_matches(e, a)) {
-			show_entry(cli, e);
+			show_entry(records, e);
 			shown++;
 		}
 		hw_audit_entry_free(e);
@@ -563,10 +561,8 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 	fclose(f);
 	if (rc)
 		return rc;
-	if (cli->json) {
-		jw_arr_end(&cli->out);
-		jw_uint(&cli->out, "shown", shown);
-	}
+	if (cli->json)
+		cj_uint(cli->out, "shown", shown);
 	return 0;
 }
 

@@ -42,14 +42,14 @@ static int parse_create(struct cli *cli, const struct cli_args *a,
 		return 0;
 	}
 	if (hw_purpose_parse(ps, purpose) || *purpose == HW_PURPOSE_NONE)
-		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign or "
-		                 "decrypt)", ps);
-	if (*purpose == HW_PURPOSE_DECRYPT
-	    ? !hw_key_type_is_rsa(*type) || *type >= HW_KEY_RSA2048_PSS
+		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign, "
+		                 "decrypt or derive)", ps);
+	if (*purpose == HW_PURPOSE_DECRYPT ? !hw_key_type_is_rsa(*type) || *type >= HW_KEY_RSA2048_PSS
+	    : *purpose == HW_PURPOSE_DERIVE ? !hw_key_type_is_ec(*type)
 	    : type_is_aes(*type) != (*purpose != HW_PURPOSE_SIGN))
 		return cli_usage(cli, a->cmd, "purpose %s does not fit type %s: envelope and "
 		                 "keywrap need aes256, sign an rsa, ec or ed type, decrypt an "
-		                 "rsa type (not rsa-pss)", ps, ts);
+		                 "rsa type (not rsa-pss), derive an ec-p* type", ps, ts);
 	if (cli_flag(a, "allow-raw-rsa") && *purpose != HW_PURPOSE_DECRYPT)
 		return cli_usage(cli, a->cmd, "--allow-raw-rsa is for --purpose decrypt keys only");
 	return 0;
@@ -63,10 +63,10 @@ static void create_transcript(struct cli *cli, hw_ctx *ctx, const hw_key_info *k
 
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
 	if (cli->json) {
-		jw_str(&cli->out, "created", when);
-		jw_str(&cli->out, "module", hw_ctx_module_path(ctx));
-		jw_str(&cli->out, "token", hw_ctx_token_uri(ctx));
-		key_info_json(&cli->out, "key", ki);
+		cj_str(cli->out, "created", when);
+		cj_str(cli->out, "module", hw_ctx_module_path(ctx));
+		cj_str(cli->out, "token", hw_ctx_token_uri(ctx));
+		key_info_json(cli->out, "key", ki);
 		return;
 	}
 	printf("Key created by %s %s\n", PROG, PACKAGE_VERSION);
@@ -120,7 +120,8 @@ struct list_row {
 static int by_row_label(const void *a, const void *b)
 {
 	const struct list_row *x = a, *y = b;
-	int c = strcmp(x->label, y->label);
+	/* Not x->label: it may point into a row that qsort is moving. */
+	int c = strcmp(x->m ? x->m->label : x->ki.label, y->m ? y->m->label : y->ki.label);
 
 	return c ? c : strcmp(x->ki.id_hex, y->ki.id_hex);
 }
@@ -173,31 +174,30 @@ static void list_text(const struct list_row *r, size_t n)
 		printf("No keys on this token.\n");
 }
 
-static void meta_json(struct jw *w, const hw_key_meta *m);
+static void meta_json(json_t *parent, const hw_key_meta *m);
 
 static void list_json(struct cli *cli, const struct list_row *r, size_t n)
 {
-	jw_arr_begin(&cli->out, "keys");
+	json_t *keys = cj_arr(cli->out, "keys");
+
 	for (size_t i = 0; i < n; i++) {
 		hw_key_info ki;
+		json_t *k, *tags;
 
 		if (r[i].hidden)
 			continue;
 		ki = r[i].ki;
 		snprintf(ki.label, sizeof(ki.label), "%s", r[i].label);
-		jw_obj_begin(&cli->out, NULL);
-		key_info_fields(&cli->out, &ki);
-		jw_str(&cli->out, "object_label", r[i].ki.label);
-		jw_str(&cli->out, "state", row_state(&r[i]));
-		jw_uint(&cli->out, "versions", r[i].m ? r[i].m->nversions : 1);
-		jw_uint(&cli->out, "current_version", r[i].m ? r[i].m->current : 1);
-		jw_obj_begin(&cli->out, "tags");
+		k = cj_obj(keys, NULL);
+		key_info_fields(k, &ki);
+		cj_str(k, "object_label", r[i].ki.label);
+		cj_str(k, "state", row_state(&r[i]));
+		cj_uint(k, "versions", r[i].m ? r[i].m->nversions : 1);
+		cj_uint(k, "current_version", r[i].m ? r[i].m->current : 1);
+		tags = cj_obj(k, "tags");
 		for (size_t t = 0; r[i].m && t < r[i].m->ntags; t++)
-			jw_str(&cli->out, r[i].m->tags[t].key, r[i].m->tags[t].value);
-		jw_obj_end(&cli->out);
-		jw_obj_end(&cli->out);
+			cj_str(tags, r[i].m->tags[t].key, r[i].m->tags[t].value);
 	}
-	jw_arr_end(&cli->out);
 }
 
 int cmd_key_list(struct cli *cli, const struct cli_args *a)
@@ -285,6 +285,11 @@ int cmd_key_list(struct cli *cli, const struct cli_args *a)
 				r->hidden = 1;
 	}
 	qsort(rows, n, sizeof(*rows), by_row_label);
+	/* The sort moved the rows, and the labels of keys without metadata
+	 * (tokens without data objects) with them. */
+	for (size_t i = 0; i < n; i++)
+		if (!rows[i].m)
+			rows[i].label = rows[i].ki.label;
 	if (cli->json)
 		list_json(cli, rows, n);
 	else
@@ -309,42 +314,39 @@ static void fmt_time(int64_t t, char *out, size_t outsz)
 		snprintf(out, outsz, "unknown");
 }
 
-static void meta_json(struct jw *w, const hw_key_meta *m)
+static void meta_json(json_t *parent, const hw_key_meta *m)
 {
+	json_t *w = cj_obj(parent, "lifecycle"), *versions, *tags;
 	char when[40];
 
-	jw_obj_begin(w, "lifecycle");
-	jw_str(w, "label", m->label);
-	jw_bool(w, "stored", m->stored);
-	jw_str(w, "state", hw_key_state_name(m->state));
+	cj_str(w, "label", m->label);
+	cj_bool(w, "stored", m->stored);
+	cj_str(w, "state", hw_key_state_name(m->state));
 	if (m->state == HW_KEY_STATE_PENDING_DELETION) {
 		fmt_time(m->deletion_date, when, sizeof(when));
-		jw_str(w, "deletion_date", when);
+		cj_str(w, "deletion_date", when);
 	} else {
-		jw_null(w, "deletion_date");
+		cj_null(w, "deletion_date");
 	}
-	jw_str(w, "purpose", key_purpose_text(m->purpose));
+	cj_str(w, "purpose", key_purpose_text(m->purpose));
 	fmt_time(m->created, when, sizeof(when));
-	jw_str(w, "created", m->created ? when : NULL);
-	jw_uint(w, "current_version", m->current);
-	jw_arr_begin(w, "versions");
+	cj_str(w, "created", m->created ? when : NULL);
+	cj_uint(w, "current_version", m->current);
+	versions = cj_arr(w, "versions");
 	for (size_t i = 0; i < m->nversions; i++) {
-		jw_obj_begin(w, NULL);
-		jw_uint(w, "number", m->versions[i].number);
-		jw_str(w, "label", m->versions[i].label);
-		jw_str(w, "id", m->versions[i].id_hex);
+		json_t *v = cj_obj(versions, NULL);
+
+		cj_uint(v, "number", m->versions[i].number);
+		cj_str(v, "label", m->versions[i].label);
+		cj_str(v, "id", m->versions[i].id_hex);
 		fmt_time(m->versions[i].created, when, sizeof(when));
-		jw_str(w, "created", m->versions[i].created ? when : NULL);
-		jw_bool(w, "current", m->versions[i].number == m->current);
-		jw_obj_end(w);
+		cj_str(v, "created", m->versions[i].created ? when : NULL);
+		cj_bool(v, "current", m->versions[i].number == m->current);
 	}
-	jw_arr_end(w);
-	jw_obj_begin(w, "tags");
+	tags = cj_obj(w, "tags");
 	for (size_t i = 0; i < m->ntags; i++)
-		jw_str(w, m->tags[i].key, m->tags[i].value);
-	jw_obj_end(w);
-	jw_str(w, "description", m->description);
-	jw_obj_end(w);
+		cj_str(tags, m->tags[i].key, m->tags[i].value);
+	cj_str(w, "description", m->description);
 }
 
 static void meta_text(const hw_key_meta *m, unsigned version)
@@ -472,7 +474,7 @@ static int life_run(struct cli *cli, const struct cli_args *a, enum life_op op,
 		goto out;
 	}
 	if (cli->json) {
-		meta_json(&cli->out, m);
+		meta_json(cli->out, m);
 		goto out;
 	}
 	switch (op) {
@@ -577,10 +579,10 @@ int cmd_key_purge(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_arr_begin(&cli->out, "purged");
+		json_t *list = cj_arr(cli->out, "purged");
+
 		for (size_t i = 0; i < n; i++)
-			jw_str(&cli->out, NULL, purged[i]);
-		jw_arr_end(&cli->out);
+			cj_str(list, NULL, purged[i]);
 	} else if (n == 0) {
 		printf("No key is past its deletion date.\n");
 	} else {
@@ -609,9 +611,9 @@ int cmd_key_show(struct cli *cli, const struct cli_args *a)
 		if (err) {
 			rc = cli_fail(cli, err, "reading the key's lifecycle metadata");
 		} else if (cli->json) {
-			key_info_json(&cli->out, "key", &ki);
-			jw_uint(&cli->out, "version", hw_key_version(key));
-			meta_json(&cli->out, m);
+			key_info_json(cli->out, "key", &ki);
+			cj_uint(cli->out, "version", hw_key_version(key));
+			meta_json(cli->out, m);
 		} else {
 			key_info_text(&ki, 1);
 			meta_text(m, hw_key_version(key));
@@ -659,8 +661,8 @@ int cmd_key_destroy(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		key_info_json(&cli->out, "destroyed", &ki);
-		jw_uint(&cli->out, "versions_destroyed", all ? nversions : 1);
+		key_info_json(cli->out, "destroyed", &ki);
+		cj_uint(cli->out, "versions_destroyed", all ? nversions : 1);
 	} else if (all && nversions > 1) {
 		printf("Destroyed key '%s' (%s): all %zu versions and its metadata.\n",
 		       hw_key_logical_label(key), ki.type_name, nversions);

@@ -68,9 +68,9 @@ int cmd_key_export_ref(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_str(&cli->out, "key", ki.label);
-		jw_str(&cli->out, "uri", ki.uri);
-		jw_str(&cli->out, "output", cli_opt(a, "output"));
+		cj_str(cli->out, "key", ki.label);
+		cj_str(cli->out, "uri", ki.uri);
+		cj_str(cli->out, "output", cli_opt(a, "output"));
 	} else {
 		printf("Wrote a reference to key '%s' (%s) into %s.\nURI: %s\n", ki.label,
 		       ki.type_name, cli_opt(a, "output"), ki.uri);

@@ -33,8 +33,9 @@ static const struct cli_opt_spec key_create_opts[] = {
 	  "ed448, or rsa-pss-2048/3072/4096 (an RSA key the token lets sign with PSS only)." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
-	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "
-	  "an escrow recipient; rsa only). Default: envelope for aes256, sign otherwise." },
+	  "aes256 only), sign (rsa, ec and ed only), decrypt (RSA-OAEP, e.g. the private half of "
+	  "an escrow recipient; rsa only) or derive (ECDH, e.g. openssl pkeyutl -derive and CMS "
+	  "for EC recipients; ec-p* only). Default: envelope for aes256, sign otherwise." },
 	{ "allow-raw-rsa", 0, NULL, 0,
 	  "Decrypt keys only: also allow raw RSA, so a token without RSA-OAEP over SHA-2 "
 	  "(SoftHSMv2) can unwrap OAEP-SHA256 data keys (the host checks the padding). Whoever "
@@ -158,10 +159,24 @@ static const char *const ex_help[] = {
 
 /* Envelope encryption of files and streams (cmd-envelope.c). */
 static const struct cli_opt_spec encrypt_opts[] = {
-	{ "key", 0, "KEY", CLI_OPT_REQUIRED | CLI_OPT_REPEAT,
+	{ "key", 0, "KEY", CLI_OPT_REPEAT,
 	  KEY_HELP " It must be an envelope key. Give it once per key: the data key is wrapped "
 	  "by each, and any one of them can decrypt (e.g. a second key kept for disaster "
-	  "recovery)." },
+	  "recovery). At least one --key, --rsa-key or --rsa-recipient is needed." },
+	{ "rsa-key", 0, "KEY", CLI_OPT_REPEAT,
+	  "An RSA key pair on the token (e.g. `key create --type rsa3072 --purpose decrypt`): "
+	  "the data key is also encrypted on the host to its public half, and `hsmwrap "
+	  "decrypt` unwraps it with the private half in the HSM. Stored as the SDKs' Raw RSA "
+	  "keyring stores it: provider id = --namespace, key name = the key's label." },
+	{ "rsa-recipient", 0, "NAME=PEM", CLI_OPT_REPEAT,
+	  "Offline escrow: the data key is also encrypted to this RSA public key (a PEM public "
+	  "key or certificate file, 2048 bits or more), which needs no token. NAME is the key "
+	  "name stored in the message: the private key's holder decrypts with any SDK's Raw "
+	  "RSA keyring of that name, --namespace and --rsa-padding, or with `hsmwrap decrypt` "
+	  "once the private key is on a token under the label NAME." },
+	{ "rsa-padding", 0, "PAD", 0,
+	  "Padding for --rsa-key and --rsa-recipient: oaep-sha256 (the default; MGF1 with the "
+	  "same hash), oaep-sha1, oaep-sha384, oaep-sha512, or pkcs1 (PKCS#1 v1.5, legacy)." },
 	{ "context", 0, "K=V", CLI_OPT_REPEAT,
 	  "Encryption context pair, stored in the message header and authenticated with it; give "
 	  "it once per pair. Keys starting with aws-crypto- are reserved. The context is not "
@@ -195,6 +210,12 @@ static const struct cli_opt_spec decrypt_opts[] = {
 	  "other pairs may be present too. Without it any context is accepted: check the one "
 	  "printed." },
 	{ "namespace", 0, "NS", 0, "Key namespace of the HSM's wrapped data keys (default hsmwrap)." },
+	{ "rsa-padding", 0, "PAD", 0,
+	  "Padding of Raw RSA data keys (they do not record it): oaep-sha256, oaep-sha1, "
+	  "oaep-sha384, oaep-sha512 (OAEP with MGF1 of the same hash) or pkcs1 (PKCS#1 v1.5). "
+	  "Default: each in that order until one unwraps the data key; a wrong one fails "
+	  "before any plaintext exists. Name it to try only that one (and to keep PKCS#1 v1.5 "
+	  "out of it)." },
 	{ "allow-legacy", 0, NULL, 0,
 	  "Also decrypt messages without key commitment (version 1, suites 0x0014 to 0x0378): "
 	  "the commitment policy require-encrypt-allow-decrypt. Default: refused." },
@@ -216,11 +237,17 @@ static const char *const ex_encrypt[] = {
 	"# two keys: either one decrypts; a smaller, unsigned message",
 	"hsmwrap encrypt --key app-kek --key dr-kek --suite 0x0478 -i db.dump -o db.dump.enc",
 	"tar c data/ | hsmwrap encrypt --key app-kek > data.tar.enc",
+	"# also to an escrow officer's RSA public key, decryptable by any SDK's Raw RSA keyring",
+	"hsmwrap encrypt --key app-kek --rsa-recipient escrow-2026=escrow.pem -i db.dump -o db.enc",
+	"# only to an RSA key pair on the token",
+	"hsmwrap encrypt --rsa-key archive-rsa -i db.dump -o db.enc",
 	NULL
 };
 static const char *const ex_decrypt[] = {
 	"hsmwrap decrypt --context app=billing -i report.pdf.enc -o report.pdf",
 	"hsmwrap decrypt --key app-kek < data.tar.enc | tar x",
+	"# a message of another SDK's Raw RSA keyring (key name rsa-archive) in namespace acme",
+	"hsmwrap decrypt --namespace acme --rsa-padding oaep-sha512 -i msg.enc -o msg",
 	NULL
 };
 static const char *const ex_inspect[] = {
@@ -500,7 +527,8 @@ static const struct cli_opt_spec backup_create_opts[] = {
 	{ "output", 'o', "FILE", CLI_OPT_REQUIRED, "Where to write the backup file." },
 	{ "share-dir", 0, "DIR", CLI_OPT_REQUIRED,
 	  "Directory for the share files share-1.txt ... share-N.txt (mode 0600), one to "
-	  "hand to each custodian." },
+	  "hand to each custodian. Created with mode 0700 when missing (its parent must "
+	  "exist)." },
 	{ "so-pin-source", 0, "SRC", 0,
 	  "Where the Security Officer PIN comes from (file:PATH, env:NAME or prompt; default "
 	  "prompt): only the SO may mark the backup key CKA_TRUSTED." },
@@ -668,7 +696,8 @@ const struct cli_cmd cli_commands[] = {
 	  "Encrypts a file or stream of any size, in bounded memory, into an AWS Encryption SDK "
 	  "message (version 2, key commitment) that the SDK's Java, Python, JavaScript, C, .NET "
 	  "and CLI implementations can also decrypt given the same key. A fresh data key is "
-	  "drawn for each message and wrapped inside the HSM with AES-256-GCM by every --key. "
+	  "drawn for each message and wrapped inside the HSM with AES-256-GCM by every --key, "
+	  "and encrypted on the host to every --rsa-key and --rsa-recipient public key. "
 	  "The output file is written to a temporary file in its directory and renamed into "
 	  "place only when the message is complete; on any failure it is removed. Written to "
 	  "standard output, the message streams out as it is made, and a failure leaves a "
@@ -677,8 +706,9 @@ const struct cli_cmd cli_commands[] = {
 	{ "decrypt", NULL, 0, 0, 0,
 	  "Decrypt an AWS Encryption SDK message with a key on the token",
 	  "Decrypts a message made by `hsmwrap encrypt` or an AWS Encryption SDK with a Raw AES "
-	  "keyring of the same key. The data key is unwrapped in the HSM by the key the "
-	  "message names, which must be on the token (and among --key, if given). No plaintext "
+	  "keyring of the same key, or a Raw RSA keyring whose private key is on the token "
+	  "(label = the keyring's key name; see --rsa-padding). The data key is unwrapped in "
+	  "the HSM by the key the message names, which must be on the token (and among --key, if given). No plaintext "
 	  "is released before it is authenticated: an output file is written under a temporary "
 	  "name and renamed only after the whole message, footer signature included, verified; "
 	  "on any failure nothing is left. On standard output, an unsigned message (0x0478) is "
@@ -762,7 +792,7 @@ const struct cli_cmd cli_commands[] = {
 	  "Shows a backup file's id, threshold, custodians, date and keys (label, id, type, "
 	  "KCV) without authenticating it: shares are needed for that.",
 	  no_opts, ex_backup_show, cmd_backup_show },
-	{ "help", "[COMMAND]", 0, 2, CLI_CMD_NO_SETTINGS,
+	{ "help", "[COMMAND]", 0, 8, CLI_CMD_NO_SETTINGS,
 	  "Show help for hsmwrap or one command",
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "
 	  "does the same.",
@@ -831,25 +861,38 @@ const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
 /* ------------------------------------------------------------------ */
 /* Lookup                                                              */
 
-const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words)
+/* How many leading words of argv spell `name` (all of it), else 0. */
+static int name_words(const char *name, int argc, const char *const *argv)
 {
-	size_t l1 = strlen(w1);
+	const char *p = name;
 
-	for (size_t i = 0; w2 && i < cli_ncommands; i++) {
-		const char *n = cli_commands[i].name;
+	for (int k = 0; k < argc; k++) {
+		size_t l = strlen(argv[k]);
 
-		if (strncmp(n, w1, l1) == 0 && n[l1] == ' ' && strcmp(n + l1 + 1, w2) == 0) {
-			*words = 2;
-			return &cli_commands[i];
-		}
+		if (l == 0 || strncmp(p, argv[k], l) != 0 || (p[l] != ' ' && p[l] != '\0'))
+			return 0;
+		if (p[l] == '\0')
+			return k + 1;
+		p += l + 1;
 	}
+	return 0;
+}
+
+/* The longest name wins, so "tde keyring add" is never a shorter command. */
+const struct cli_cmd *cli_find_command(int argc, const char *const *argv, int *words)
+{
+	const struct cli_cmd *best = NULL;
+
+	*words = 0;
 	for (size_t i = 0; i < cli_ncommands; i++) {
-		if (strcmp(cli_commands[i].name, w1) == 0) {
-			*words = 1;
-			return &cli_commands[i];
+		int n = name_words(cli_commands[i].name, argc, argv);
+
+		if (n > *words) {
+			*words = n;
+			best = &cli_commands[i];
 		}
 	}
-	return NULL;
+	return best;
 }
 
 int cli_is_family(const char *w)
@@ -860,6 +903,36 @@ int cli_is_family(const char *w)
 		if (strncmp(cli_commands[i].name, w, l) == 0 && cli_commands[i].name[l] == ' ')
 			return 1;
 	return 0;
+}
+
+/* The first n words joined by spaces; 0, or -1 when they do not fit. */
+static int join_words(int n, const char *const *argv, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (int k = 0; k < n; k++) {
+		int w = snprintf(buf + len, size - len, "%s%s", k ? " " : "", argv[k]);
+
+		if (w < 0 || (size_t)w >= size - len)
+			return -1;
+		len += (size_t)w;
+	}
+	return 0;
+}
+
+int cli_find_family(int argc, const char *const *argv, char *buf, size_t size)
+{
+	int found = 0;
+
+	for (int k = 1; k <= argc; k++) {
+		if (join_words(k, argv, buf, size) != 0 || !cli_is_family(buf))
+			break;
+		found = k;
+	}
+	if (join_words(found, argv, buf, size) != 0)
+		buf[0] = '\0';
+	return found;
 }
 
 /* ------------------------------------------------------------------ */
@@ -1194,25 +1267,6 @@ void cli_man_page(FILE *f)
 	      ".BR softhsm2\\-util (1)\n", f);
 }
 
-/* Three-word commands ("tde keyring add"): tried before the two-word lookup. */
-const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words)
-{
-	if (argc < 3)
-		return NULL;
-	for (size_t i = 0; i < cli_ncommands; i++) {
-		const char *n = cli_commands[i].name;
-		size_t l1 = strlen(argv[0]), l2 = strlen(argv[1]);
-
-		if (strncmp(n, argv[0], l1) == 0 && n[l1] == ' ' &&
-		    strncmp(n + l1 + 1, argv[1], l2) == 0 && n[l1 + 1 + l2] == ' ' &&
-		    strcmp(n + l1 + l2 + 2, argv[2]) == 0) {
-			*words = 3;
-			return &cli_commands[i];
-		}
-	}
-	return NULL;
-}
-
 /* ------------------------------------------------------------------ */
 /* `help` (also as JSON)                                              */
 
@@ -1231,7 +1285,7 @@ static int print_text(struct cli *cli, void (*fn)(FILE *, const void *), const v
 		return cli_failf(cli, HW_ERR_NOMEM, "help", "out of memory");
 	fn(f, arg);
 	fclose(f);
-	jw_str(&cli->out, "text", text);
+	cj_str(cli->out, "text", text);
 	free(text);
 	return 0;
 }
@@ -1261,19 +1315,22 @@ static void text_man(FILE *f, const void *arg)
 int cmd_help(struct cli *cli, const struct cli_args *a)
 {
 	const struct cli_cmd *c;
-	int words = 0;
+	char name[256];
+	int words = 0, n = (int)a->npos;
 
 	if (cli_flag(a, "man"))
 		return print_text(cli, text_man, NULL);
-	if (a->npos == 0)
+	if (n == 0)
 		return print_text(cli, text_overview, NULL);
-	c = cli_find_command(a->pos[0], a->npos > 1 ? a->pos[1] : NULL, &words);
-	if (c && (unsigned)words == a->npos)
+	/* Any number of words: "help key show", "help tde keyring add". */
+	c = cli_find_command(n, a->pos, &words);
+	if (c && words == n)
 		return print_text(cli, text_command, c);
-	if (a->npos == 1 && cli_is_family(a->pos[0]))
-		return print_text(cli, text_family, a->pos[0]);
-	return cli_usage(cli, a->cmd, "unknown command '%s%s%s'", a->pos[0],
-	                 a->npos > 1 ? " " : "", a->npos > 1 ? a->pos[1] : "");
+	if (cli_find_family(n, a->pos, name, sizeof(name)) == n)
+		return print_text(cli, text_family, name);
+	if (join_words(n, a->pos, name, sizeof(name)) != 0)
+		snprintf(name, sizeof(name), "%s ...", a->pos[0]);
+	return cli_usage(cli, a->cmd, "unknown command '%s'", name);
 }
 
 int cli_show_overview(struct cli *cli)

@@ -32,37 +32,35 @@ const char *key_purpose_text(hw_purpose p)
 	return s ? s : "none";
 }
 
-void key_info_fields(struct jw *w, const hw_key_info *ki)
+void key_info_fields(json_t *w, const hw_key_info *ki)
 {
-	jw_str(w, "label", ki->label);
-	jw_str(w, "id", ki->id_hex);
-	jw_str(w, "type", ki->type_name);
-	jw_uint(w, "bits", ki->bits);
-	jw_str(w, "purpose", key_purpose_text(ki->purpose));
-	jw_str(w, "uri", ki->uri);
-	jw_str(w, "kcv", ki->kcv[0] ? ki->kcv : NULL);
-	jw_str(w, "kcv_alg", ki->kcv_alg);
-	jw_tri(w, "token", ki->token);
-	jw_tri(w, "private", ki->private_);
-	jw_tri(w, "sensitive", ki->sensitive);
-	jw_tri(w, "extractable", ki->extractable);
-	jw_tri(w, "always_sensitive", ki->always_sensitive);
-	jw_tri(w, "never_extractable", ki->never_extractable);
-	jw_tri(w, "local", ki->local);
-	jw_tri(w, "encrypt", ki->encrypt);
-	jw_tri(w, "decrypt", ki->decrypt);
-	jw_tri(w, "wrap", ki->wrap);
-	jw_tri(w, "unwrap", ki->unwrap);
-	jw_tri(w, "sign", ki->sign);
-	jw_tri(w, "verify", ki->verify);
-	jw_tri(w, "derive", ki->derive);
+	cj_str(w, "label", ki->label);
+	cj_str(w, "id", ki->id_hex);
+	cj_str(w, "type", ki->type_name);
+	cj_uint(w, "bits", ki->bits);
+	cj_str(w, "purpose", key_purpose_text(ki->purpose));
+	cj_str(w, "uri", ki->uri);
+	cj_str(w, "kcv", ki->kcv[0] ? ki->kcv : NULL);
+	cj_str(w, "kcv_alg", ki->kcv_alg);
+	cj_tri(w, "token", ki->token);
+	cj_tri(w, "private", ki->private_);
+	cj_tri(w, "sensitive", ki->sensitive);
+	cj_tri(w, "extractable", ki->extractable);
+	cj_tri(w, "always_sensitive", ki->always_sensitive);
+	cj_tri(w, "never_extractable", ki->never_extractable);
+	cj_tri(w, "local", ki->local);
+	cj_tri(w, "encrypt", ki->encrypt);
+	cj_tri(w, "decrypt", ki->decrypt);
+	cj_tri(w, "wrap", ki->wrap);
+	cj_tri(w, "unwrap", ki->unwrap);
+	cj_tri(w, "sign", ki->sign);
+	cj_tri(w, "verify", ki->verify);
+	cj_tri(w, "derive", ki->derive);
 }
 
-void key_info_json(struct jw *w, const char *name, const hw_key_info *ki)
+void key_info_json(json_t *o, const char *name, const hw_key_info *ki)
 {
-	jw_obj_begin(w, name);
-	key_info_fields(w, ki);
-	jw_obj_end(w);
+	key_info_fields(cj_obj(o, name), ki);
 }
 
 const char *key_tri_text(int v)

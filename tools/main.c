@@ -90,6 +90,9 @@ static int resolve_settings(struct cli *cli)
 
 	if (!cli->module && !(cli->module = env_value("HSMWRAP_MODULE")))
 		cli->module = conf.module;
+	if (!cli->module_init_args &&
+	    !(cli->module_init_args = env_value("HSMWRAP_MODULE_INIT_ARGS")))
+		cli->module_init_args = conf.module_init_args;
 	/* Only then does `token list` stick to one module. */
 	cli->module_explicit = cli->module != NULL;
 	if (!cli->token && !(cli->token = env_value("HSMWRAP_TOKEN")))
@@ -135,10 +138,11 @@ static int resolve_settings(struct cli *cli)
 /* main                                                                */
 
 enum { G_MODULE = 256, G_TOKEN, G_PIN_SOURCE, G_CONFIG, G_JSON, G_VERSION };
-enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_AUDIT_FAIL_OPEN, G_ALLOW_SHARED_PIN };
+enum { G_AUDIT_LOG = 300, G_AUDIT_KEY, G_MODULE_INIT_ARGS, G_AUDIT_FAIL_OPEN, G_ALLOW_SHARED_PIN };
 
 static const struct option global_long[] = {
 	{ "module", required_argument, NULL, G_MODULE },
+	{ "module-init-args", required_argument, NULL, G_MODULE_INIT_ARGS },
 	{ "token", required_argument, NULL, G_TOKEN },
 	{ "pin-source", required_argument, NULL, G_PIN_SOURCE },
 	{ "config", required_argument, NULL, G_CONFIG },
@@ -161,6 +165,7 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 	while ((ch = getopt_long(argc, argv, "+:h", global_long, NULL)) != -1) {
 		switch (ch) {
 		case G_MODULE: cli->module = optarg; break;
+		case G_MODULE_INIT_ARGS: cli->module_init_args = optarg; break;
 		case G_TOKEN: cli->token = optarg; break;
 		case G_PIN_SOURCE:
 			if (cli_pin_option_abbreviated(argv, "pin-source"))
@@ -179,8 +184,8 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 			return -1;
 		case G_VERSION:
 			if (cli->json) {
-				jw_str(&cli->out, "version", PACKAGE_VERSION);
-				jw_str(&cli->out, "library", hw_version());
+				cj_str(cli->out, "version", PACKAGE_VERSION);
+				cj_str(cli->out, "library", hw_version());
 			} else {
 				printf("%s %s (libhsmwrap %s)\n", PROG, PACKAGE_VERSION, hw_version());
 			}
@@ -199,18 +204,20 @@ static int parse_global(struct cli *cli, int argc, char **argv)
 
 static int unknown_command(struct cli *cli, int argc, char **argv)
 {
-	const char *w1 = argv[0], *w2 = argc > 1 ? argv[1] : NULL;
+	const char *const *words = (const char *const *)argv;
+	char family[256];
+	int k = cli_find_family(argc, words, family, sizeof(family));
 
-	if (!cli_is_family(w1))
-		return cli_usage(cli, NULL, "unknown command '%s'", w1);
-	if (w2 && (strcmp(w2, "--help") == 0 || strcmp(w2, "-h") == 0)) {
-		cli_show_family(cli, w1);
+	if (k == 0)
+		return cli_usage(cli, NULL, "unknown command '%s'", argv[0]);
+	if (k < argc && (strcmp(argv[k], "--help") == 0 || strcmp(argv[k], "-h") == 0)) {
+		cli_show_family(cli, family);
 		return -1;
 	}
-	cli_help_family(stderr, w1);
-	if (!w2)
-		return cli_usage(cli, NULL, "'%s' needs a subcommand", w1);
-	return cli_usage(cli, NULL, "unknown command '%s %s'", w1, w2);
+	cli_help_family(stderr, family);
+	if (k == argc)
+		return cli_usage(cli, NULL, "'%s' needs a subcommand", family);
+	return cli_usage(cli, NULL, "unknown command '%s %s'", family, argv[k]);
 }
 
 static int dispatch(struct cli *cli, int argc, char **argv)
@@ -220,9 +227,7 @@ static int dispatch(struct cli *cli, int argc, char **argv)
 	hw_audit *audit = NULL;
 	int words = 0, rc;
 
-	c = cli_find_command3(argc, argv, &words);
-	if (!c)
-		c = cli_find_command(argv[0], argc > 1 ? argv[1] : NULL, &words);
+	c = cli_find_command(argc, (const char *const *)argv, &words);
 	if (!c)
 		return unknown_command(cli, argc, argv);
 	/* getopt starts after argv[0], so hand it the last word of the name. */
@@ -255,10 +260,9 @@ int main(int argc, char **argv)
 	(void)prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	signal(SIGXFSZ, SIG_IGN);
 	memset(&cli, 0, sizeof(cli));
-	jw_init(&cli.out);
-	/* Pre-open the success document; failures replace it. */
-	jw_obj_begin(&cli.out, NULL);
-	jw_bool(&cli.out, "ok", 1);
+	/* The success document, filled by the command; failures replace it. */
+	cli.out = json_object();
+	cj_bool(cli.out, "ok", 1);
 
 	rc = parse_global(&cli, argc, argv);
 	if (rc == 0 && optind >= argc) {
@@ -269,18 +273,14 @@ int main(int argc, char **argv)
 	if (rc < 0)
 		rc = 0;
 	if (rc == 0 && cli.json && !cli.json_sent) {
-		jw_obj_end(&cli.out);
-		if (cli.out.failed) {
+		if (cj_print(stdout, cli.out) != 0)
 			rc = cli_failf(&cli, HW_ERR_NOMEM, "writing JSON", "out of memory");
-		} else {
-			printf("%s\n", cli.out.buf);
-		}
 	}
 	if (fflush(stdout) != 0 && rc == 0) {
 		fprintf(stderr, "%s: writing standard output: %s\n", PROG, strerror(errno));
 		rc = EXIT_FAILURE_OTHER;
 	}
-	jw_free(&cli.out);
+	json_decref(cli.out);
 	conf_values_free(&conf);
 	return rc;
 }

@@ -64,26 +64,21 @@ int cli_exit_code(hw_err err)
 static void json_error(struct cli *cli, hw_err err, const char *what,
                        const char *detail, unsigned long ckrv)
 {
-	struct jw w;
+	json_t *doc = json_object();
 	char rv[32];
 
-	jw_init(&w);
 	snprintf(rv, sizeof(rv), "0x%08lx", ckrv);
-	jw_obj_begin(&w, NULL);
-	jw_bool(&w, "ok", 0);
-	jw_str(&w, "error", hw_errname(err));
-	jw_str(&w, "message", hw_strerror(err));
-	jw_str(&w, "what", what);
-	jw_str(&w, "detail", detail);
-	jw_str(&w, "ckrv", rv);
-	jw_uint(&w, "exit", (unsigned long long)(cli->force_exit ? cli->force_exit
+	cj_bool(doc, "ok", 0);
+	cj_str(doc, "error", hw_errname(err));
+	cj_str(doc, "message", hw_strerror(err));
+	cj_str(doc, "what", what);
+	cj_str(doc, "detail", detail);
+	cj_str(doc, "ckrv", rv);
+	cj_uint(doc, "exit", (unsigned long long)(cli->force_exit ? cli->force_exit
 	                                                          : cli_exit_code(err)));
-	jw_obj_end(&w);
-	if (!w.failed)
-		printf("%s\n", w.buf);
-	jw_free(&w);
+	cj_print(stdout, doc);
+	json_decref(doc);
 	/* The success document must not follow: one document per run. */
-	jw_reset(&cli->out);
 	cli->json_sent = 1;
 }
 

@@ -63,7 +63,9 @@ int cli_ctx(struct cli *cli, const char *module, unsigned flags, hw_ctx **out)
 	err = hw_ctx_new(&ctx);
 	if (err)
 		return cli_fail(cli, err, "creating context");
-	if (module && (err = hw_ctx_set_module(ctx, module))) {
+	if ((module && (err = hw_ctx_set_module(ctx, module))) ||
+	    (cli->module_init_args &&
+	     (err = hw_ctx_set_module_init_args(ctx, cli->module_init_args)))) {
 		rc = cli_fail(cli, err, "selecting module");
 		goto fail;
 	}

@@ -204,6 +204,36 @@ void util_sync_dir(const char *path)
 	}
 }
 
+hw_err util_make_dir(const char *path, mode_t mode, int *created)
+{
+	struct stat st;
+	char *parent;
+	int e;
+
+	*created = 0;
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return HW_OK;
+		set_detail("%s exists and is not a directory", path);
+		return HW_ERR_INVALID_ARG;
+	}
+	if (errno == ENOENT && mkdir(path, mode) == 0) {
+		*created = 1;
+		/* The new entry in its parent must survive a crash with the files. */
+		util_sync_dir(path);
+		return HW_OK;
+	}
+	e = errno;
+	/* One level only: a mistyped parent should not grow a tree. */
+	if (e == ENOENT && (parent = util_dir_of(path))) {
+		set_detail("cannot create directory %s: its parent %s does not exist", path, parent);
+		free(parent);
+	} else {
+		set_detail("cannot create directory %s: %s", path, strerror(e));
+	}
+	return HW_ERR_IO;
+}
+
 /* All or none: every output is written in full before any is committed. */
 hw_err util_write_outputs(const struct out_spec *outs, size_t n)
 {
@@ -264,204 +294,6 @@ void util_hex(const uint8_t *in, size_t len, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * len] = '\0';
-}
-
-/* ------------------------------------------------------------------ */
-/* JSON                                                                */
-
-void jw_init(struct jw *w)
-{
-	memset(w, 0, sizeof(*w));
-}
-
-void jw_reset(struct jw *w)
-{
-	w->len = 0;
-	w->failed = 0;
-	w->need_comma = 0;
-}
-
-void jw_free(struct jw *w)
-{
-	free(w->buf);
-	jw_init(w);
-}
-
-static void jw_put(struct jw *w, const char *s, size_t n)
-{
-	if (w->failed)
-		return;
-	if (w->len + n + 1 > w->cap) {
-		size_t nc = w->cap ? w->cap : 256;
-		char *nb;
-
-		while (nc < w->len + n + 1)
-			nc *= 2;
-		nb = realloc(w->buf, nc);
-		if (!nb) {
-			w->failed = 1;
-			return;
-		}
-		w->buf = nb;
-		w->cap = nc;
-	}
-	memcpy(w->buf + w->len, s, n);
-	w->len += n;
-	w->buf[w->len] = '\0';
-}
-
-static void jw_puts(struct jw *w, const char *s)
-{
-	jw_put(w, s, strlen(s));
-}
-
-/* Length of the valid UTF-8 sequence at s, or 0 if it is not one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* Token labels are arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
-static void jw_string(struct jw *w, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	char esc[8];
-
-	jw_put(w, "\"", 1);
-	while (*s) {
-		size_t n = utf8_seq(s);
-
-		if (n == 0) {
-			jw_puts(w, "\\ufffd");
-			s++;
-			continue;
-		}
-		if (n > 1) {
-			jw_put(w, (const char *)s, n);
-			s += n;
-			continue;
-		}
-		switch (*s) {
-		case '"': jw_puts(w, "\\\""); break;
-		case '\\': jw_puts(w, "\\\\"); break;
-		case '\b': jw_puts(w, "\\b"); break;
-		case '\f': jw_puts(w, "\\f"); break;
-		case '\n': jw_puts(w, "\\n"); break;
-		case '\r': jw_puts(w, "\\r"); break;
-		case '\t': jw_puts(w, "\\t"); break;
-		default:
-			if (*s < 0x20 || *s == 0x7f) {
-				snprintf(esc, sizeof(esc), "\\u%04x", *s);
-				jw_puts(w, esc);
-			} else {
-				jw_put(w, (const char *)s, 1);
-			}
-		}
-		s++;
-	}
-	jw_put(w, "\"", 1);
-}
-
-static void jw_key(struct jw *w, const char *key)
-{
-	if (w->need_comma)
-		jw_put(w, ",", 1);
-	if (key) {
-		jw_string(w, key);
-		jw_put(w, ":", 1);
-	}
-	w->need_comma = 1;
-}
-
-void jw_obj_begin(struct jw *w, const char *key)
-{
-	jw_key(w, key);
-	jw_put(w, "{", 1);
-	w->need_comma = 0;
-}
-
-void jw_obj_end(struct jw *w)
-{
-	jw_put(w, "}", 1);
-	w->need_comma = 1;
-}
-
-void jw_arr_begin(struct jw *w, const char *key)
-{
-	jw_key(w, key);
-	jw_put(w, "[", 1);
-	w->need_comma = 0;
-}
-
-void jw_arr_end(struct jw *w)
-{
-	jw_put(w, "]", 1);
-	w->need_comma = 1;
-}
-
-void jw_str(struct jw *w, const char *key, const char *v)
-{
-	jw_key(w, key);
-	if (v)
-		jw_string(w, v);
-	else
-		jw_puts(w, "null");
-}
-
-void jw_bool(struct jw *w, const char *key, int v)
-{
-	jw_key(w, key);
-	jw_puts(w, v ? "true" : "false");
-}
-
-void jw_tri(struct jw *w, const char *key, int v)
-{
-	if (v < 0)
-		jw_null(w, key);
-	else
-		jw_bool(w, key, v);
-}
-
-void jw_null(struct jw *w, const char *key)
-{
-	jw_key(w, key);
-	jw_puts(w, "null");
-}
-
-void jw_uint(struct jw *w, const char *key, unsigned long long v)
-{
-	char num[32];
-
-	jw_key(w, key);
-	snprintf(num, sizeof(num), "%llu", v);
-	jw_puts(w, num);
 }
 
 /* ------------------------------------------------------------------ */

@@ -70,6 +70,7 @@ void hw_clear_error(void);
 typedef struct hw_module hw_module;
 struct hw_module {
 	char *path;                 /* file actually loaded */
+	char *init_args;            /* C_Initialize's pReserved, NULL if none */
 	CK_FUNCTION_LIST *fl;
 	unsigned refs;
 	unsigned long init_gen;     /* fork generation of our C_Initialize */
@@ -78,7 +79,9 @@ struct hw_module {
 	hw_module *next;
 };
 
-hw_err hw_module_acquire(const char *name_or_path, hw_module **out);
+/* init_args (may be NULL): pReserved of C_Initialize; overrides the
+ * x-init-reserved of a module registered with p11-kit. */
+hw_err hw_module_acquire(const char *name_or_path, const char *init_args, hw_module **out);
 void hw_module_release(hw_module *m);
 /* Makes sure the module is initialised in this process (after fork too). */
 hw_err hw_module_ensure(hw_module *m);
@@ -93,6 +96,25 @@ hw_err hw_random(uint8_t *buf, size_t len);
 void hw_fork_register(pthread_mutex_t *lock);
 void hw_fork_unregister(pthread_mutex_t *lock);
 
+/* ---- caps.c ---- */
+/* HW_CAP_* from a mechanism list and the token's known quirks. */
+unsigned hw_caps_of(const CK_MECHANISM_TYPE *m, size_t n, const CK_TOKEN_INFO *ti);
+/* HW_OK if the selected token has every HW_CAP_* bit of needs, else
+ * HW_ERR_UNSUPPORTED naming `what`, the token and the first one missing. */
+hw_err hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what);
+/* The token (already selected) has cap. */
+bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
+
+/* ---- tlock.c ---- */
+/* Advisory lock of the token between processes (flock), around
+ * read-modify-write updates; nests within a thread. */
+hw_err hw_token_lock(hw_ctx *ctx);
+void hw_token_unlock(void);
+/* Inter-process lock around one module call that reads (shared) or
+ * rewrites (exclusive) the token's files; -1 if it could not be taken. */
+int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
+void hw_module_io_unlock(int fd);
+
 /* ---- pin.c ---- */
 /* Reads a PIN from "file:", "env:", "prompt" (via cb); NUL-terminated. */
 hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
@@ -102,6 +124,7 @@ hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cba
 struct hw_ctx {
 	pthread_mutex_t lock;       /* guards everything below */
 	char *module_spec;
+	char *module_init_args;
 	char *token_spec;
 	char *token_shown;          /* token_spec without PINs, for messages */
 	char *pin_source;
@@ -140,6 +163,7 @@ struct hw_ctx {
 	CK_MECHANISM_TYPE *mechs;
 	size_t nmechs;
 	CK_MECHANISM_TYPE kwp_mech;
+	unsigned caps;              /* HW_CAP_* of the token (caps.c) */
 };
 
 /* One operation on a session; must be safe to run again from scratch. */

@@ -16,6 +16,8 @@ libhsmwrap_la_SOURCES = \
 	src/lib/token/pin.c \
 	src/lib/token/ctx.c \
 	src/lib/token/token.c \
+	src/lib/token/caps.c \
+	src/lib/token/tlock.c \
 	src/lib/key/key.c \
 	src/lib/key/pkey.c \
 	src/lib/key/cert.c \

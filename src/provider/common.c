@@ -97,6 +97,8 @@ hwp_ctx(hwp_prov *p, const char *uri)
 	HWP_HSM_BEGIN();
 	if ((e = hw_ctx_new(&ctx)) ||
 	    (p->module && (e = hw_ctx_set_module(ctx, p->module))) ||
+	    (p->module_init_args &&
+	     (e = hw_ctx_set_module_init_args(ctx, p->module_init_args))) ||
 	    ((p->token || uri) && (e = hw_ctx_set_token(ctx, p->token ? p->token : uri))) ||
 	    (p->pin_source && (e = hw_ctx_set_pin_source(ctx, p->pin_source))) ||
 	    (e = hw_ctx_open(ctx))) {

@@ -17,6 +17,7 @@ hsmwrap_la_SOURCES = \
 	src/provider/store.c \
 	src/provider/signature.c \
 	src/provider/asym.c \
+	src/provider/keyexch.c \
 	src/provider/decoder.c \
 	src/provider/provider.c
 hsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) -fvisibility=hidden

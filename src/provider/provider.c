@@ -53,6 +53,11 @@ static const OSSL_ALGORITHM asym_algs[] = {
 	{ NULL, NULL, NULL, NULL }
 };
 
+static const OSSL_ALGORITHM keyexch_algs[] = {
+	{ "ECDH", HWP_PROPS, hwp_ecdh_keyexch, NULL },
+	{ NULL, NULL, NULL, NULL }
+};
+
 static const OSSL_ALGORITHM decoder_algs[] = {
 	{ "DER", HWP_PROPS ",input=pem", hwp_pem2der_decoder, "HSMWRAP KEY REFERENCE PEM" },
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1",
@@ -79,6 +84,8 @@ prov_query(void *provctx, int op, int *no_cache)
 		return signature_algs;
 	case OSSL_OP_ASYM_CIPHER:
 		return asym_algs;
+	case OSSL_OP_KEYEXCH:
+		return keyexch_algs;
 	case OSSL_OP_DECODER:
 		return decoder_algs;
 	default:
@@ -158,6 +165,7 @@ prov_teardown(void *provctx)
 		hw_ctx_free(p->ctx);
 	OSSL_LIB_CTX_free(p->libctx);
 	free(p->module);
+	free(p->module_init_args);
 	free(p->token);
 	free(p->pin_source);
 	pthread_mutex_destroy(&p->lock);
@@ -195,9 +203,10 @@ setting(const char *v, int *ok)
 static int
 read_config(hwp_prov *p, OSSL_FUNC_core_get_params_fn *get_params)
 {
-	char *module = NULL, *token = NULL, *pin = NULL;
+	char *module = NULL, *init_args = NULL, *token = NULL, *pin = NULL;
 	OSSL_PARAM req[] = {
 		OSSL_PARAM_utf8_ptr("pkcs11-module", &module, 0),
+		OSSL_PARAM_utf8_ptr("pkcs11-module-init-args", &init_args, 0),
 		OSSL_PARAM_utf8_ptr("token", &token, 0),
 		OSSL_PARAM_utf8_ptr("pin-source", &pin, 0),
 		OSSL_PARAM_END
@@ -207,6 +216,8 @@ read_config(hwp_prov *p, OSSL_FUNC_core_get_params_fn *get_params)
 	if (get_params && !get_params(p->handle, req))
 		return 0;
 	p->module = setting(module ? module : getenv("HSMWRAP_MODULE"), &ok);
+	p->module_init_args = setting(init_args ? init_args :
+	                              getenv("HSMWRAP_MODULE_INIT_ARGS"), &ok);
 	p->token = setting(token ? token : getenv("HSMWRAP_TOKEN"), &ok);
 	p->pin_source = setting(pin ? pin : getenv("HSMWRAP_PIN_SOURCE"), &ok);
 	return ok;

@@ -9,6 +9,7 @@
  *   store.c      the pkcs11: URI store loader
  *   signature.c  RSA PKCS#1 v1.5 / PSS, ECDSA and EdDSA, signing in the HSM
  *   asym.c       RSA decryption in the HSM (PKCS#1 v1.5, OAEP)
+ *   keyexch.c    ECDH in the HSM
  *   decoder.c    HSMWRAP KEY REFERENCE PEM files
  *   provider.c   entry point, configuration, dispatch tables (the top)
  */
@@ -38,7 +39,7 @@
 typedef struct hwp_prov {
 	const OSSL_CORE_HANDLE *handle;
 	OSSL_LIB_CTX *libctx;       /* child of the application's: digests, decoding */
-	char *module, *token, *pin_source;
+	char *module, *module_init_args, *token, *pin_source;
 	pthread_mutex_t lock;       /* guards ctx creation */
 	hw_ctx *ctx;                /* opened at first use, one per provider instance */
 	OSSL_FUNC_core_new_error_fn *new_error;
@@ -118,6 +119,7 @@ extern const OSSL_DISPATCH hwp_ecdsa_signature[];
 extern const OSSL_DISPATCH hwp_ed25519_signature[];
 extern const OSSL_DISPATCH hwp_ed448_signature[];
 extern const OSSL_DISPATCH hwp_rsa_asym[];
+extern const OSSL_DISPATCH hwp_ecdh_keyexch[];
 extern const OSSL_DISPATCH hwp_pem2der_decoder[];
 extern const OSSL_DISPATCH hwp_der2rsa_decoder[];
 extern const OSSL_DISPATCH hwp_der2ec_decoder[];

@@ -113,6 +113,7 @@ static const char *purposes[] = {
 	[HW_PURPOSE_KEYWRAP] = "keywrap",
 	[HW_PURPOSE_SIGN] = "sign",
 	[HW_PURPOSE_DECRYPT] = "decrypt",
+	[HW_PURPOSE_DERIVE] = "derive",
 };
 
 HW_EXPORT const char *
@@ -145,7 +146,7 @@ hw_purpose_name(hw_purpose p)
 HW_EXPORT hw_err
 hw_purpose_parse(const char *s, hw_purpose *p)
 {
-	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DECRYPT; i++) {
+	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DERIVE; i++) {
 		if (strcmp(purposes[i], s) == 0) {
 			*p = (hw_purpose)i;
 			return HW_OK;
@@ -745,6 +746,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	bool envelope = a->purpose == HW_PURPOSE_ENVELOPE;
 	bool keywrap = a->purpose == HW_PURPOSE_KEYWRAP;
 	bool decrypt = a->purpose == HW_PURPOSE_DECRYPT;
+	bool derive = a->purpose == HW_PURPOSE_DERIVE;
 	/* OAEP; raw RSA too only when asked (HW_KEYGEN_RAW_RSA), for tokens
 	 * whose OAEP lacks the SHA-2 hashes: the OAEP check is then the host's. */
 	static const CK_MECHANISM_TYPE dec_mechs[] = { CKM_RSA_PKCS_OAEP, CKM_RSA_X_509 };
@@ -777,7 +779,9 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
 		};
 		mech.mechanism = CKM_AES_KEY_GEN;
-		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &a->h);
+		/* Last: tokens that cannot pin mechanisms (caps.c) reject it. */
+		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]) -
+		                              !hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS), &a->h);
 	}
 
 	bool rsa = hw_key_type_is_rsa(a->type), pss = type_is_pss(a->type);
@@ -790,8 +794,11 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
 		CKM_SHA512_RSA_PKCS_PSS,
 	};
-	const CK_MECHANISM_TYPE *mechs = decrypt ? dec_mechs : pss ? pss_mechs : NULL;
-	CK_ULONG nmechs = decrypt ? ndec_mechs : pss ? sizeof(pss_mechs) / sizeof(pss_mechs[0]) : 0;
+	static const CK_MECHANISM_TYPE ecdh_mechs[] = { CKM_ECDH1_DERIVE };
+	const CK_MECHANISM_TYPE *mechs = decrypt ? dec_mechs : pss ? pss_mechs
+	                                 : derive ? ecdh_mechs : NULL;
+	CK_ULONG nmechs = decrypt ? ndec_mechs : pss ? sizeof(pss_mechs) / sizeof(pss_mechs[0])
+	                  : derive ? 1 : 0;
 
 	kt = rsa ? CKK_RSA : eddsa ? CKK_EC_EDWARDS : CKK_EC;
 	for (size_t i = 0; i < NTYPES; i++)
@@ -804,7 +811,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		{ CKA_ID, a->id, sizeof(a->id) },
 		BOOL_ATTR(CKA_TOKEN, &yes),
 		BOOL_ATTR(CKA_PRIVATE, &no),
-		BOOL_ATTR(CKA_VERIFY, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_VERIFY, decrypt || derive ? &no : &yes),
 		BOOL_ATTR(CKA_ENCRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP, &no),
 		rsa ? (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) }
@@ -822,17 +829,18 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_SENSITIVE, &yes),
 		BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
-		BOOL_ATTR(CKA_SIGN, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_SIGN, decrypt || derive ? &no : &yes),
 		BOOL_ATTR(CKA_DECRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_UNWRAP, &no),
-		BOOL_ATTR(CKA_DERIVE, &no),
-		/* Last: only decrypt and PSS-only keys get it. */
+		BOOL_ATTR(CKA_DERIVE, derive ? &yes : &no),
+		/* Last: only decrypt, PSS-only and derive keys get it. */
 		{ CKA_ALLOWED_MECHANISMS, (void *)mechs, nmechs * sizeof(CK_MECHANISM_TYPE) },
 	};
 	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN
 	                 : eddsa ? CKM_EC_EDWARDS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
 	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
-	                                  sizeof(priv) / sizeof(priv[0]) - !mechs, &a->pub,
+	                                  sizeof(priv) / sizeof(priv[0]) -
+	                                  !(mechs && hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS)), &a->pub,
 	                                  &a->h);
 }
 
@@ -877,12 +885,14 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
 }
 
+static hw_err generate_locked(hw_ctx *ctx, const char *label, hw_key_type type,
+                              hw_purpose purpose, unsigned flags, hw_key **out);
+
 HW_EXPORT hw_err
 hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                      unsigned flags, hw_key **out)
 {
-	uint8_t id[HW_ID_LEN];
-	hw_key *existing = NULL, *key = NULL;
+	hw_key *key = NULL;
 	bool aes = type == HW_KEY_AES256;
 	hw_err e;
 
@@ -897,15 +907,50 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
 	        : purpose != HW_PURPOSE_SIGN &&
 	          !(purpose == HW_PURPOSE_DECRYPT && hw_key_type_is_rsa(type) &&
-	            !type_is_pss(type)))
+	            !type_is_pss(type)) &&
+	          !(purpose == HW_PURPOSE_DERIVE && hw_key_type_is_ec(type)))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "purpose %s does not fit a %s key",
 		               hw_purpose_name(purpose), hw_key_type_name(type));
 	hw_clear_error();
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (purpose == HW_PURPOSE_KEYWRAP && !ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	{
+		unsigned needs = !aes ? (type == HW_KEY_ED25519 || type == HW_KEY_ED448
+		                         ? HW_CAP_EDDSA_GEN
+		                         : type == HW_KEY_EC_P256 || type == HW_KEY_EC_P384
+		                         ? HW_CAP_EC_GEN | HW_CAP_ECDSA
+		                         : purpose == HW_PURPOSE_SIGN ? HW_CAP_RSA_GEN | HW_CAP_RSA_PSS
+		                         : HW_CAP_RSA_GEN)
+		               : purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_GEN | HW_CAP_AES_KWP
+		               : HW_CAP_AES_GEN | HW_CAP_AES_GCM;
+		/* A backup-able key is only worth making where backups work. */
+		if (flags & HW_KEYGEN_BACKUPABLE)
+			needs |= HW_CAP_DATA_OBJECTS | HW_CAP_AES_KWP;
+		if ((e = hw_ctx_require(ctx, needs, "creating the key")) != HW_OK)
+			return e;
+	}
+	/* Two processes making one label would both find it free. */
+	if ((e = hw_token_lock(ctx)) != HW_OK)
+		return e;
+	e = generate_locked(ctx, label, type, purpose, flags, &key);
+	hw_token_unlock();
+	if (e != HW_OK)
+		return e;
+	if (out)
+		*out = key;
+	else
+		hw_key_free(key);
+	return HW_OK;
+}
+
+static hw_err
+generate_locked(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                unsigned flags, hw_key **out)
+{
+	uint8_t id[HW_ID_LEN];
+	hw_key *existing = NULL, *key = NULL;
+	hw_err e;
 
 	e = hw_key_find(ctx, label, &existing);
 	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {
@@ -928,10 +973,7 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		hw_key_free(key);
 		return e;
 	}
-	if (out)
-		*out = key;
-	else
-		hw_key_free(key);
+	*out = key;
 	return HW_OK;
 }
 
@@ -1313,6 +1355,9 @@ derive_type(hw_key *key, hw_key_info *in, bool pss_only)
 	else if (key->cls == CKO_PRIVATE_KEY && in->decrypt == 1 && in->sign != 1 &&
 	         in->unwrap != 1)
 		in->purpose = HW_PURPOSE_DECRYPT;
+	else if (key->cls == CKO_PRIVATE_KEY && in->derive == 1 && in->sign != 1 &&
+	         in->decrypt != 1 && in->unwrap != 1)
+		in->purpose = HW_PURPOSE_DERIVE;
 }
 
 HW_EXPORT hw_err

@@ -215,7 +215,7 @@ hw_key_meta_decode(const uint8_t *in, size_t len, hw_key_meta **out)
 	if ((state == HW_KEY_STATE_PENDING_DELETION) != (deletion != 0) || deletion > INT64_MAX ||
 	    created > INT64_MAX)
 		return bad("bad dates");
-	if (purpose > HW_PURPOSE_DECRYPT)
+	if (purpose > HW_PURPOSE_DERIVE)
 		return bad("unknown purpose");
 	if (nv == 0 || nv > HW_META_MAX_VERSIONS)
 		return bad("bad number of versions");
@@ -330,7 +330,7 @@ hw_key_meta_encode(const hw_key_meta *m, uint8_t **out, size_t *len)
 	/* Written only in the form decode accepts. */
 	if (m->state < HW_KEY_STATE_ENABLED || m->state > HW_KEY_STATE_PENDING_DELETION ||
 	    (m->state == HW_KEY_STATE_PENDING_DELETION) != (m->deletion_date > 0) ||
-	    m->deletion_date < 0 || m->created < 0 || (unsigned)m->purpose > HW_PURPOSE_DECRYPT ||
+	    m->deletion_date < 0 || m->created < 0 || (unsigned)m->purpose > HW_PURPOSE_DERIVE ||
 	    m->nversions == 0 || m->nversions > HW_META_MAX_VERSIONS ||
 	    m->ntags > HW_META_MAX_TAGS)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "key metadata out of bounds");
@@ -1097,14 +1097,19 @@ meta_update(hw_key *key, meta_fn fn, void *fnarg, hw_key_meta **result)
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	hw_clear_error();
-	if ((e = ensure_identified(key)) != HW_OK)
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_DATA_OBJECTS, "key lifecycle")) != HW_OK ||
+	    (e = ensure_identified(key)) != HW_OK)
 		return e;
 	memset(&a, 0, sizeof(a));
 	a.key = key;
 	a.fn = fn;
 	a.fnarg = fnarg;
-	/* Read, change and write on one session; running it again reads again. */
+	/* Read, change and write on one session; running it again reads
+	 * again. The lock keeps a concurrent updater's change from being lost. */
+	if ((e = hw_token_lock(key->ctx)) != HW_OK)
+		return e;
 	e = hw_ctx_run(key->ctx, op_update, &a, "updating key metadata");
+	hw_token_unlock();
 	if (e != HW_OK) {
 		hw_key_meta_free(a.result);
 		return e;
@@ -1126,6 +1131,9 @@ hw_meta_create(hw_key *key, hw_purpose purpose)
 	memset(&a, 0, sizeof(a));
 	snprintf(key->base, sizeof(key->base), "%s", key->label);
 	key->version = 1;
+	/* Such a token keeps keys without versions or states (caps.c). */
+	if (!hw_ctx_can(key->ctx, HW_CAP_DATA_OBJECTS))
+		return HW_OK;
 	a.key = key;
 	a.create = true;
 	a.purpose = purpose;
@@ -1593,8 +1601,25 @@ fn_add_version(hw_key_meta *m, void *arg, int64_t now)
 	return HW_OK;
 }
 
+static hw_err rotate_locked(hw_key *key, hw_key **new_version);
+
+/* Two rotations at once would both make version n+1. */
 HW_EXPORT hw_err
 hw_key_rotate(hw_key *key, hw_key **new_version)
+{
+	hw_err e;
+
+	if (!key)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
+	if ((e = hw_token_lock(key->ctx)) != HW_OK)
+		return e;
+	e = rotate_locked(key, new_version);
+	hw_token_unlock();
+	return e;
+}
+
+static hw_err
+rotate_locked(hw_key *key, hw_key **new_version)
 {
 	hw_key_meta *m = NULL;
 	hw_key *cur = NULL, *nk = NULL, *exists = NULL;
@@ -1607,6 +1632,8 @@ hw_key_rotate(hw_key *key, hw_key **new_version)
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	hw_clear_error();
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_DATA_OBJECTS, "key rotate")) != HW_OK)
+		return e;
 	e = hw_key_meta_get(key, &m);
 	if (e != HW_OK)
 		return e;

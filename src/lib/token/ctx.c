@@ -69,6 +69,12 @@ hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path)
 }
 
 HW_EXPORT hw_err
+hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args)
+{
+	return set_string(ctx, &ctx->module_init_args, init_args);
+}
+
+HW_EXPORT hw_err
 hw_ctx_set_token(hw_ctx *ctx, const char *uri)
 {
 	char *shown = NULL;
@@ -134,7 +140,7 @@ token_matches(hw_ctx *ctx, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 }
 
 static hw_err
-select_token(hw_ctx *ctx)
+select_token_once(hw_ctx *ctx)
 {
 	CK_SLOT_ID *slots = NULL, found = 0;
 	CK_ULONG n = 0;
@@ -221,6 +227,7 @@ read_mechanisms(hw_ctx *ctx)
 		ctx->kwp_mech = CKM_AES_KEY_WRAP_KWP;
 	else if (hw_ctx_has_mech(ctx, CKM_AES_KEY_WRAP_PAD))
 		ctx->kwp_mech = CKM_AES_KEY_WRAP_PAD;
+	ctx->caps = hw_caps_of(ctx->mechs, ctx->nmechs, &ctx->tinfo);
 	return HW_OK;
 }
 
@@ -274,7 +281,7 @@ hw_ctx_open(hw_ctx *ctx)
 	spec = ctx->module_spec ? ctx->module_spec : uri_module(ctx);
 	if (!spec)
 		spec = HW_DEFAULT_MODULE;
-	e = hw_module_acquire(spec, &ctx->mod);
+	e = hw_module_acquire(spec, ctx->module_init_args, &ctx->mod);
 	if (e != HW_OK)
 		return e;
 	ctx->fl = ctx->mod->fl;
@@ -282,6 +289,36 @@ hw_ctx_open(hw_ctx *ctx)
 	/* A named token is selected now, so a wrong URI fails here; without
 	 * one, selection waits (token list and token init need none). */
 	return ctx->token_spec ? hw_ctx_ready(ctx) : HW_OK;
+}
+
+/*
+ * SoftHSMv2 rewrites its token file in place (at every login, object
+ * creation...) and another process reading it meanwhile sees no token, or
+ * a token without its label: a URI that matched a moment ago matches
+ * nothing. Tries over about 4 s (measured: on a loaded machine, 1 s was
+ * not always enough for 14 processes) tell that from a wrong URI, which
+ * then takes that long to report. Called with the call lock held: fork()
+ * waits that long at most.
+ */
+static hw_err
+select_token(hw_ctx *ctx)
+{
+	static const unsigned backoff_ms[] = { 10, 30, 60, 120, 250, 500, 1000, 2000 };
+	hw_err e;
+	int fd = hw_module_io_lock(ctx, false);
+
+	e = select_token_once(ctx);
+	hw_module_io_unlock(fd);
+	for (size_t i = 0; e == HW_ERR_TOKEN_NOT_FOUND && ctx->token_spec &&
+	     i < sizeof(backoff_ms) / sizeof(backoff_ms[0]); i++) {
+		struct timespec ts = { 0, (long)backoff_ms[i] * 1000000L };
+		nanosleep(&ts, NULL);
+		hw_clear_error();
+		fd = hw_module_io_lock(ctx, false);
+		e = select_token_once(ctx);
+		hw_module_io_unlock(fd);
+	}
+	return e;
 }
 
 /* Token selection is lazy so that `token list` and `token init` work
@@ -413,10 +450,28 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	    !ctx->pin_cb) {
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
 	} else {
+		int fd;
+
 		e = get_pin_locked(ctx);
 		if (e != HW_OK)
 			return e;
+		fd = hw_module_io_lock(ctx, true);
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+		hw_module_io_unlock(fd);
+		/* SoftHSMv2 fails a login with CKR_GENERAL_ERROR while another
+		 * process rewrites its token file. That is no verdict on the PIN
+		 * (a wrong one is CKR_PIN_INCORRECT and is never retried), so a
+		 * few more tries cost no lockout. Its token flags may read as
+		 * zero then too: "PIN not initialised" (about 2.5 s in all). */
+		for (unsigned i = 0; i < 7 && (rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR ||
+		                               rv == CKR_FUNCTION_FAILED ||
+		                               rv == CKR_USER_PIN_NOT_INITIALIZED); i++) {
+			struct timespec ts = { 0, (long)(20u << i) * 1000000L };
+			nanosleep(&ts, NULL);
+			fd = hw_module_io_lock(ctx, true);
+			rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+			hw_module_io_unlock(fd);
+		}
 	}
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
@@ -787,6 +842,7 @@ hw_ctx_free(hw_ctx *ctx)
 	free(ctx->idle);
 	free(ctx->mechs);
 	free(ctx->module_spec);
+	free(ctx->module_init_args);
 	free(ctx->token_spec);
 	free(ctx->token_shown);
 	free(ctx->pin_source);
