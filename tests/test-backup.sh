@@ -144,7 +144,7 @@ expect "an unknown key" 4 backup create --keys bk-env,no-such-key --custodians 3
 	-o refused.hwb --share-dir other --so-pin-source "$SO"
 expect "the same key twice" 2 backup create --keys bk-env,bk-env --custodians 3 --threshold 2 \
 	-o refused.hwb --share-dir other --so-pin-source "$SO"
-printf 'wrong-so-pin' >wrong-so.pin
+printf 'wrong-so-pin' >wrong-so.pin && chmod 600 wrong-so.pin
 expect "a wrong SO PIN" 3 backup create --keys bk-env --custodians 3 --threshold 2 \
 	-o refused.hwb --share-dir other --so-pin-source file:wrong-so.pin
 check "... says the SO login failed" grep -q 'security officer' "$W/err"
