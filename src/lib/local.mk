@@ -6,17 +6,21 @@ libhsmwrap_la_SOURCES = \
 	src/lib/internal.h \
 	src/lib/base/buf.h src/lib/base/buf.c \
 	src/lib/base/err.c \
+	src/lib/base/text.c \
 	src/lib/base/shamir.c \
 	src/lib/format/blob.c \
 	src/lib/format/ectx.c \
 	src/lib/format/esdk.h src/lib/format/esdk.c \
+	src/lib/format/keymeta.c \
 	src/lib/token/module.c \
 	src/lib/token/pin.c \
 	src/lib/token/ctx.c \
 	src/lib/token/token.c \
 	src/lib/key/key.c \
-	src/lib/key/pkey.c \
 	src/lib/key/cert.c \
+	src/lib/key/state.c \
+	src/lib/key/logical.c \
+	src/lib/key/pkey.c \
 	src/lib/ops/ops.c \
 	src/lib/ops/sign.c \
 	src/lib/ops/envelope.c \

@@ -431,6 +431,18 @@ hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	return CKR_OK;
 }
 
+/* ctx->logged_in changes under the lock when another thread logs in. */
+bool
+hw_ctx_logged_in(hw_ctx *ctx)
+{
+	bool v;
+
+	pthread_mutex_lock(&ctx->lock);
+	v = ctx->logged_in;
+	pthread_mutex_unlock(&ctx->lock);
+	return v;
+}
+
 /* Which pool a borrowed session belongs to: fork generation and token epoch. */
 typedef struct {
 	unsigned long gen, epoch;
