@@ -1,7 +1,9 @@
 /*
- * Keys on the token: generation with safe attributes, lookup by label,
- * id or URI, listing, destruction, and what an administrator wants to see
- * of a key (attributes, URI, KCV or public-key fingerprint).
+ * Key objects on the token: generation with safe attributes, lookup by
+ * label, id or URI, listing, destruction, and what an administrator wants
+ * to see of a key (attributes, URI, KCV or public-key fingerprint). Which
+ * version of which logical key an object is, and whether it may be used,
+ * is key/state.c; the calls as callers see them are key/logical.c.
  *
  * A hw_key remembers the key's CKA_ID and class, not just its handle:
  * object handles are only meaningful within one process (and module
