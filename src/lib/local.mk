@@ -30,8 +30,9 @@ libhsmwrap_la_SOURCES = \
 	src/lib/lifecycle/audit.c \
 	src/lib/lifecycle/backup.c \
 	src/lib/lifecycle/tde.c
-libhsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) -fvisibility=hidden
-libhsmwrap_la_LIBADD = $(OPENSSL_LIBS) $(P11KIT_LIBS)
+libhsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) $(JANSSON_CFLAGS) \
+	-fvisibility=hidden
+libhsmwrap_la_LIBADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) $(JANSSON_LIBS)
 libhsmwrap_la_LDFLAGS = $(AM_LDFLAGS) -version-info $(HW_LT_VERSION) \
 	-Wl,--version-script=$(top_srcdir)/src/lib/hsmwrap.sym -no-undefined
 EXTRA_libhsmwrap_la_DEPENDENCIES = src/lib/hsmwrap.sym
