@@ -73,6 +73,17 @@ const char *hw_last_detail(void);
 void hw_free(void *p);
 void hw_free_secret(void *p, size_t len);
 
+/*
+ * Makes the calling process non-dumpable (prctl PR_SET_DUMPABLE 0): no
+ * core dump, and other processes of the same user can no longer ptrace it
+ * or read its memory through /proc. The hsmwrap tool does this first
+ * thing; an application holding PINs or keys through this library (a
+ * server using the provider or plugin) should do the same early, unless
+ * it needs core dumps. The library's own PIN buffers are excluded from
+ * dumps and locked in memory either way.
+ */
+HW_NODISCARD hw_err hw_process_harden(void);
+
 /* ------------------------------------------------------------------ */
 /* Context: one module, one token, one user login, a session pool.    */
 
@@ -92,6 +103,14 @@ HW_NODISCARD hw_err hw_ctx_new(hw_ctx **out);
  * or a path to a module. Default: the configured one of the build.
  */
 HW_NODISCARD hw_err hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path);
+/*
+ * The module's initialisation arguments: the string C_Initialize gets in
+ * CK_C_INITIALIZE_ARGS.pReserved (NSS softokn: "configdir='sql:DIR' ...").
+ * Default: the "x-init-reserved" option of a module registered with
+ * p11-kit, else none. A module is initialised once per process, so a
+ * second context naming it with other arguments fails with HW_ERR_MODULE.
+ */
+HW_NODISCARD hw_err hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args);
 /* RFC 7512 URI naming one token, e.g. "pkcs11:token=prod". */
 HW_NODISCARD hw_err hw_ctx_set_token(hw_ctx *ctx, const char *uri);
 /*
@@ -115,6 +134,15 @@ void hw_ctx_free(hw_ctx *ctx);
 /* Path of the loaded module, and the selected token's URI (borrowed). */
 const char *hw_ctx_module_path(const hw_ctx *ctx);
 const char *hw_ctx_token_uri(const hw_ctx *ctx);
+
+/*
+ * A PKCS#11 URI fit for messages and logs: the same URI formatted by
+ * p11-kit without its pin-value and pin-source attributes. A URI p11-kit
+ * cannot parse comes back as given unless it mentions a PIN at all ("pin"
+ * anywhere, any case), in which case a placeholder replaces it. Free *out
+ * with hw_free().
+ */
+HW_NODISCARD hw_err hw_uri_redact(const char *uri, char **out);
 
 /* ------------------------------------------------------------------ */
 /* Tokens                                                              */
@@ -145,10 +173,24 @@ enum {
 	HW_CAP_EC_GEN = 1u << 5,
 	HW_CAP_ECDSA = 1u << 6,
 	HW_CAP_RANDOM = 1u << 7,
+	/* Not mechanisms: behaviours known per token model (caps.c). */
+	HW_CAP_DATA_OBJECTS = 1u << 8,   /* private token CKO_DATA objects */
+	HW_CAP_ALLOWED_MECHS = 1u << 9,  /* CKA_ALLOWED_MECHANISMS honoured */
+	HW_CAP_EDDSA_GEN = 1u << 10,     /* Ed25519/Ed448 key pairs */
 };
+/* What every use of hsmwrap needs; the rest enables features. */
 #define HW_CAP_ALL 0xffu
 /* "aes-gcm", ... for bit i of HW_CAP_*; NULL past the end. */
 const char *hw_cap_name(unsigned bit_index);
+/*
+ * Features ("envelope", "keywrap", "rsa-sign", "ec-sign", "lifecycle",
+ * "backup", "mechanism-pinning", "eddsa-sign") by index, NULL past the end, and the
+ * HW_CAP_* bits each needs: a token supports feature i when
+ * (caps & hw_feature_needs(i)) == hw_feature_needs(i). Using a feature the
+ * token lacks fails with HW_ERR_UNSUPPORTED before anything is done.
+ */
+const char *hw_feature_name(unsigned index);
+unsigned hw_feature_needs(unsigned index);
 
 /* Every slot of the context's module (no token selection needed). */
 HW_NODISCARD hw_err hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *n);
@@ -183,7 +225,21 @@ typedef enum {
 	HW_KEY_RSA4096,
 	HW_KEY_EC_P256,
 	HW_KEY_EC_P384,
+	HW_KEY_EC_P521,
+	HW_KEY_ED25519,             /* CKK_EC_EDWARDS, signs with CKM_EDDSA */
+	HW_KEY_ED448,
+	/* RSA keys that may only sign with RSASSA-PSS: their
+	 * CKA_ALLOWED_MECHANISMS lists the PSS mechanisms alone, so the token
+	 * itself refuses PKCS#1 v1.5 signatures and decryption. */
+	HW_KEY_RSA2048_PSS,
+	HW_KEY_RSA3072_PSS,
+	HW_KEY_RSA4096_PSS,
 } hw_key_type;
+
+/* Key-pair families of hw_key_type (0 for AES and unknown types). */
+int hw_key_type_is_rsa(hw_key_type t);
+int hw_key_type_is_ec(hw_key_type t);      /* ECDSA/ECDH curves */
+int hw_key_type_is_eddsa(hw_key_type t);
 
 typedef enum {
 	HW_PURPOSE_NONE = 0,      /* a key whose usage flags match no purpose */
@@ -191,6 +247,7 @@ typedef enum {
 	HW_PURPOSE_KEYWRAP = 2,   /* AES-KWP wrap/unwrap only */
 	HW_PURPOSE_SIGN = 3,      /* RSA/EC sign only */
 	HW_PURPOSE_DECRYPT = 4,   /* RSA decrypt only (e.g. Raw RSA envelope recipients) */
+	HW_PURPOSE_DERIVE = 5,    /* EC key agreement (ECDH) only: CKA_DERIVE, no signing */
 } hw_purpose;
 
 /* "aes256" <-> HW_KEY_AES256 ...; "envelope" <-> HW_PURPOSE_ENVELOPE ... */
@@ -325,6 +382,10 @@ typedef enum {
 	HW_SIG_RSA_PSS_SHA512,
 	HW_SIG_ECDSA_SHA256,        /* DER-encoded ECDSA-Sig-Value */
 	HW_SIG_ECDSA_SHA384,
+	HW_SIG_ECDSA_SHA512,        /* P-521's TLS 1.3 scheme */
+	/* PureEdDSA (RFC 8032) with an Ed25519 or Ed448 key: the HSM signs the
+	 * whole message, which hw_sign and hw_sign_digest both take as is. */
+	HW_SIG_EDDSA,
 } hw_sig_alg;
 
 HW_NODISCARD hw_err hw_sig_alg_parse(const char *s, hw_sig_alg *alg);
@@ -352,6 +413,21 @@ typedef enum {
 	HW_RSA_PAD_OAEP_SHA384,     /* RSAES-OAEP, SHA-384 and MGF1-SHA-384, empty label */
 	HW_RSA_PAD_OAEP_SHA512,     /* RSAES-OAEP, SHA-512 and MGF1-SHA-512, empty label */
 } hw_rsa_padding;
+
+/*
+ * ECDH with the private half of an EC key pair made with purpose `derive`
+ * (CKM_ECDH1_DERIVE, no KDF): `peer` is the other party's uncompressed
+ * point (0x04 || X || Y). The shared secret is the X coordinate, which the
+ * caller (TLS, CMS, openssl pkeyutl -derive) feeds into its own KDF, so it
+ * has to leave the HSM: it is derived into a session object (not on the
+ * token) of type CKK_GENERIC_SECRET with CKA_SENSITIVE=FALSE and
+ * CKA_EXTRACTABLE=TRUE, read, and destroyed at once. The private key
+ * itself stays sensitive and never extractable. HW_ERR_KEY_PURPOSE for a
+ * key that is not an EC key; the token refuses keys without CKA_DERIVE.
+ * Free *secret with hw_free_secret(*secret, *len).
+ */
+HW_NODISCARD hw_err hw_ecdh_derive(hw_key *key, const uint8_t *peer, size_t peerlen,
+                                   uint8_t **secret, size_t *len);
 
 /*
  * Decrypts an RSA ciphertext inside the HSM with the private half of a
@@ -431,6 +507,16 @@ HW_NODISCARD hw_err hw_envelope_cfg_set_key_namespace(hw_envelope_cfg *cfg, cons
 HW_NODISCARD hw_err hw_envelope_cfg_set_max_buffer(hw_envelope_cfg *cfg, size_t bytes);
 /* Refuse signed messages right after the header (default: accept). */
 HW_NODISCARD hw_err hw_envelope_cfg_set_reject_signed(hw_envelope_cfg *cfg, int reject);
+/*
+ * Threads that encrypt or decrypt the frames of one stream (default 0:
+ * one per online CPU; 1: only the calling thread; at most 256). Frames
+ * are independent, so workers seal or open runs of frames while the
+ * calling thread keeps their order and hashes for the signature: the
+ * output is the same bytes whatever the count. Memory stays bounded: two
+ * jobs of 256 KiB of frames per thread. Callbacks (hw_write_cb) are only
+ * ever called on the calling thread.
+ */
+HW_NODISCARD hw_err hw_envelope_cfg_set_threads(hw_envelope_cfg *cfg, unsigned threads);
 
 /*
  * One-shot encryption for every key in keys[0..nkeys-1] (each an `envelope`
@@ -665,6 +751,26 @@ HW_NODISCARD hw_err hw_cert_get(hw_key *key, uint8_t **der, size_t *len);
 /* Destroys the certificates stored next to the key; none is not an error. */
 HW_NODISCARD hw_err hw_cert_destroy(hw_key *key);
 
+/* One certificate object on the token. */
+typedef struct {
+	uint8_t *der;               /* CKA_VALUE: DER X.509 */
+	size_t len;
+	char label[129];
+} hw_cert_entry;
+
+#define HW_CERT_FIND_MAX 64u
+
+/*
+ * The certificates a pkcs11: URI selects: its object= and id= if given,
+ * else every certificate of the token (at most HW_CERT_FIND_MAX). No match
+ * is not an error (*n = 0). Certificates are public objects: any object
+ * attribute besides these two, or a type= other than cert, is
+ * HW_ERR_URI. Free with hw_cert_entries_free().
+ */
+HW_NODISCARD hw_err hw_cert_find(hw_ctx *ctx, const char *uri, hw_cert_entry **certs,
+                                 size_t *n);
+void hw_cert_entries_free(hw_cert_entry *certs, size_t n);
+
 /* ------------------------------------------------------------------ */
 /* Tamper-evident audit log: one JSON object per line, each carrying   */
 /* the SHA-256 of the previous line's exact bytes ("prev"), and from   */
@@ -722,6 +828,18 @@ void hw_audit_set_digest_every(hw_audit *log, unsigned every);
  * says so and the caller should set one and call hw_audit_digest().
  */
 HW_NODISCARD hw_err hw_audit_append(hw_audit *log, const hw_audit_event *ev);
+/*
+ * Fail-closed auditing in two records: hw_audit_attempt() writes and syncs
+ * a record of the action about to be taken (result "attempt"; ev->result
+ * is ignored) and gives its seq; only if it succeeded should the caller
+ * act, then record the result with hw_audit_outcome(), which names the
+ * attempt ("attempt": seq). A log may thus miss an outcome (crash, full
+ * disk after the act), never an action; hw_audit_verify counts attempts
+ * left without an outcome (hw_audit_report.unfinished).
+ */
+HW_NODISCARD hw_err hw_audit_attempt(hw_audit *log, const hw_audit_event *ev, uint64_t *seq);
+HW_NODISCARD hw_err hw_audit_outcome(hw_audit *log, const hw_audit_event *ev,
+                                     uint64_t attempt_seq);
 int hw_audit_digest_due(const hw_audit *log);
 /* Appends a digest record signed by the signer now; reason e.g. "ceremony". */
 HW_NODISCARD hw_err hw_audit_digest(hw_audit *log, const char *reason);
@@ -741,6 +859,8 @@ typedef struct {
 	char key_fingerprint[65];   /* SHA-256 of its SubjectPublicKeyInfo, hex */
 	char head[65];              /* SHA-256 of the last line: keep it elsewhere */
 	uint64_t head_seq;
+	uint64_t unfinished;        /* attempt records without an outcome */
+	uint64_t unfinished_seq;    /* the first of them, 0: none */
 } hw_audit_report;
 
 /*
@@ -769,6 +889,7 @@ typedef struct {
 	hw_envelope_pair *context;
 	size_t ncontext;
 	char *prev;
+	uint64_t attempt;           /* an outcome: the seq of its attempt; else 0 */
 } hw_audit_entry;
 
 /* line without its newline; at most 64 KiB. */
@@ -816,6 +937,23 @@ HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master)
  * caller (the CLI locks PATH.lock).
  */
 HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
+/*
+ * For a database that keeps its keyring open while it runs: under
+ * PATH.lock, checks that the file is still the generation kr read or last
+ * wrote (else HW_ERR_INTEGRITY: another process changed it, nothing is
+ * overwritten), adds a version of table key `id` (version 1 of a new id)
+ * and saves. If the save fails the new version is dropped from kr again,
+ * so that no key is used that a crash would lose.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_add_save(hw_tde_keyring *kr, const char *path, uint32_t id,
+                                            uint32_t *version_out);
+/*
+ * A new, empty keyring for the master key labelled master_label (an
+ * AES-256 envelope key on ctx's token), saved at path, which must not
+ * exist (HW_ERR_IO); HW_ERR_KEY_NOT_FOUND without that key.
+ */
+HW_NODISCARD hw_err hw_tde_keyring_create_file(hw_ctx *ctx, const char *master_label,
+                                               const char *path, hw_tde_keyring **out);
 
 typedef struct {
 	uint32_t id, version;

@@ -78,8 +78,35 @@ $(TSAN_ESDK): tests/test-esdk.c $(libhsmwrap_la_SOURCES) config.h
 	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson cunit` -lpthread -ldl
 
 .PHONY: tsan-esdk
-tsan-esdk: $(TSAN_ESDK) tests/faultmod/libfaultmod.la
+tsan-esdk: $(TSAN_ESDK) $(TSAN_ESDK_PIPE) tests/faultmod/libfaultmod.la
 	FAULTMOD='$(FAULTMOD)' SOFTHSM_MODULE='$(SOFTHSM_MODULE)' \
 	SOFTHSM2_UTIL='$(SOFTHSM2_UTIL)' \
 	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $${TSAN_OPTIONS:-}" \
 	  $(SHELL) $(top_srcdir)/tests/with-token.sh ./$(TSAN_ESDK)
+	TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 $${TSAN_OPTIONS:-}" \
+	  ./$(TSAN_ESDK_PIPE)
+
+# The frame pipeline against the serial code, byte for byte (issue 14):
+# internal API with a fixed data key, signing key and message id.
+check_PROGRAMS += tests/test-esdk-pipe
+TESTS += tests/test-esdk-pipe
+tests_test_esdk_pipe_SOURCES = tests/test-esdk-pipe.c $(ESDK_LIB_SOURCES)
+tests_test_esdk_pipe_CFLAGS = $(ESDK_INTERNAL_CFLAGS) -DHW_ESDK_TEST_HOOKS
+tests_test_esdk_pipe_LDADD = $(ESDK_INTERNAL_LIBS)
+
+# ... and under ThreadSanitizer, in make tsan-esdk (workers, cancellation).
+TSAN_ESDK_PIPE = tests/test-esdk-pipe-tsan$(EXEEXT)
+CLEANFILES += $(TSAN_ESDK_PIPE)
+
+$(TSAN_ESDK_PIPE): tests/test-esdk-pipe.c $(libhsmwrap_la_SOURCES) config.h
+	@srcs=; for f in $(libhsmwrap_la_SOURCES); do \
+	  case $$f in *.c) srcs="$$srcs $(top_srcdir)/$$f";; esac; \
+	done; \
+	mkdir -p tests; \
+	echo "  TSANCC   $@"; \
+	$(TSAN_CC) $(TSAN_CFLAGS) -D_GNU_SOURCE -DHW_ESDK_TEST_HOOKS \
+	  -DSYSCONFDIR='"$(sysconfdir)"' \
+	  -I$(top_srcdir)/include -I$(top_srcdir)/src/lib -I$(top_builddir) \
+	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1` \
+	  -o $@ $$srcs $(top_srcdir)/tests/test-esdk-pipe.c \
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl

@@ -2,3 +2,7 @@
 # s_server and s_client over TLS 1.2 and 1.3, key-reference files.
 EXTRA_DIST += tests/test-provider.sh
 TESTS += tests/test-provider.sh
+# Ed25519, Ed448, P-521 and PSS-only RSA keys through the provider.
+EXTRA_DIST += tests/test-provider-keys.sh tests/provider-lib.sh tests/test-provider-store.sh \
+	tests/test-provider-ecdh.sh
+TESTS += tests/test-provider-keys.sh tests/test-provider-store.sh tests/test-provider-ecdh.sh

@@ -132,16 +132,25 @@ expect "threshold above custodians" 2 backup create --keys bk-env --custodians 2
 	-o refused.hwb --share-dir other --so-pin-source "$SO"
 expect "threshold 1" 2 backup create --keys bk-env --custodians 3 --threshold 1 \
 	-o refused.hwb --share-dir other --so-pin-source "$SO"
-expect "a missing share directory" 2 backup create --keys bk-env --custodians 3 --threshold 2 \
-	-o refused.hwb --share-dir no-such-dir --so-pin-source "$SO"
+expect "a share directory whose parent is missing" 1 backup create --keys bk-env --custodians 3 \
+	--threshold 2 -o refused.hwb --share-dir no-such-dir/shares --so-pin-source "$SO"
+check "... says which parent is missing" grep -q 'cannot create directory no-such-dir/shares: its parent no-such-dir does not exist' "$W/err"
+check "... and creates nothing" sh -c "[ ! -e refused.hwb ] && [ ! -e no-such-dir ]"
+: >a-file
+expect "a share directory that is a file" 2 backup create --keys bk-env --custodians 3 \
+	--threshold 2 -o refused.hwb --share-dir a-file --so-pin-source "$SO"
+check "... says it is not a directory" grep -q 'a-file exists and is not a directory' "$W/err"
 expect "an unknown key" 4 backup create --keys bk-env,no-such-key --custodians 3 --threshold 2 \
 	-o refused.hwb --share-dir other --so-pin-source "$SO"
 expect "the same key twice" 2 backup create --keys bk-env,bk-env --custodians 3 --threshold 2 \
 	-o refused.hwb --share-dir other --so-pin-source "$SO"
-printf 'wrong-so-pin' >wrong-so.pin
+printf 'wrong-so-pin' >wrong-so.pin && chmod 600 wrong-so.pin
 expect "a wrong SO PIN" 3 backup create --keys bk-env --custodians 3 --threshold 2 \
 	-o refused.hwb --share-dir other --so-pin-source file:wrong-so.pin
 check "... says the SO login failed" grep -q 'security officer' "$W/err"
+expect "a wrong SO PIN with a new share directory" 3 backup create --keys bk-env --custodians 3 \
+	--threshold 2 -o refused.hwb --share-dir new-shares --so-pin-source file:wrong-so.pin
+check "... removes the directory it made" test ! -e new-shares
 check "... writes nothing" sh -c "[ ! -e refused.hwb ] && [ -z \"\$(ls -A other)\" ]"
 expect "... and token 1 still works for the user afterwards" 0 datakey decrypt --key bk-env \
 	--context app=backup -i dk.wrapped -o dk.check
@@ -178,9 +187,10 @@ fi
 check "the backup key never stays on token 1" test "$(objects p11_1 | grep -c '^Secret')" -eq 3
 expect "a second backup (for mixing shares)" 0 backup create --keys bk-env --custodians 3 \
 	--threshold 3 -o other.hwb --share-dir other --so-pin-source "$SO"
-mkdir other2
-expect "a third backup with the same threshold (3 of 5)" 0 backup create --keys bk-kw --custodians 5 \
-	--threshold 3 -o third.hwb --share-dir other2 --so-pin-source "$SO"
+expect "a third backup with the same threshold (3 of 5), into a new directory" 0 backup create \
+	--keys bk-kw --custodians 5 --threshold 3 -o third.hwb --share-dir other2 --so-pin-source "$SO"
+check "... which it created with mode 0700, five shares in it" \
+	sh -c "[ \"\$(stat -c %a other2)\" = 700 ] && [ \"\$(ls other2 | wc -l)\" -eq 5 ]"
 
 # ---------------------------------------------------------------------
 # Restore refusals on token 2: nothing created

@@ -472,7 +472,7 @@ refused "ca init with a 3-letter country" 2 ca init --key x --type ec-p384 \
 refused "ca init --days 0" 2 ca init --key x --type ec-p384 --subject /CN=x --days 0 -o "$O/r.pem"
 check "no key 'x' was created by refused commands" test "$(p11_count x)" -eq 0
 
-printf 'wrong-pin\n' >wrong.pin
+printf 'wrong-pin\n' >wrong.pin && chmod 600 wrong.pin
 newout
 refused "ca init with a wrong PIN" 3 --pin-source "file:$W/wrong.pin" ca init --key wp \
 	--type ec-p384 --subject /CN=wp -o "$O/r.pem"

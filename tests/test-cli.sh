@@ -210,7 +210,7 @@ for m in d["modules"]:
             c = t["capabilities"]
             print(" ".join(sorted(k for k in c if c[k])), "usable" if t.get("usable") else "unusable")
 ' <"$W/out" 2>&1)
-	want="aes-gcm aes-keygen aes-kwp ec-keygen ecdsa random rsa-keygen rsa-pss usable"
+	want="aes-gcm aes-keygen aes-kwp allowed-mechanisms data-objects ec-keygen ecdsa eddsa-keygen random rsa-keygen rsa-pss usable"
 	if [ "$caps" = "$want" ]; then
 		ok "token list --json: test token has every capability and is usable"
 	else
@@ -575,6 +575,40 @@ check "key create --help documents --type" grep -q -- '--type' "$W/out"
 expect "hsmwrap help --man" 0 help --man
 check "help --man is a man page" grep -q '^\.TH HSMWRAP 1' "$W/out"
 check "man page documents the exit codes" grep -qi 'exit' "$W/out"
+
+# Every command of the table, however many words, through `help NAME`,
+# `NAME --help` and the man page (whose .SS lines are the table's names).
+sed -n 's/^\.SS //p' "$W/out" | sed 's/\\-/-/g' >"$W/names"
+check "man page has a section per command, three-word ones too" \
+	sh -c "[ \$(wc -l <'$W/names') -ge 40 ] && grep -qx 'tde keyring add' '$W/names'"
+nbad=0
+while IFS= read -r name; do
+	# shellcheck disable=SC2086 # the name's words are separate arguments
+	hw help $name
+	if [ "$rc" -ne 0 ] || ! head -n 1 "$W/out" | grep -qF "[GLOBAL OPTIONS] $name"; then
+		bad "help $name: exit $rc: $(first_err)"
+		nbad=$((nbad + 1))
+	fi
+	# shellcheck disable=SC2086
+	hw $name --help
+	if [ "$rc" -ne 0 ] || ! head -n 1 "$W/out" | grep -qF "[GLOBAL OPTIONS] $name"; then
+		bad "$name --help: exit $rc: $(first_err)"
+		nbad=$((nbad + 1))
+	fi
+done <"$W/names"
+check "help NAME and NAME --help reach all $(wc -l <"$W/names") commands" [ "$nbad" -eq 0 ]
+expect "hsmwrap help tde keyring add" 0 help tde keyring add
+check "help tde keyring add documents --keyring" grep -q -- '--keyring' "$W/out"
+expect "hsmwrap help tde keyring (a two-word family)" 0 help tde keyring
+check "help tde keyring lists its commands" \
+	sh -c "grep -q 'tde keyring add' '$W/out' && grep -q 'tde keyring rekey' '$W/out' && ! grep -q 'tde init' '$W/out'"
+expect "hsmwrap --json help tde keyring get" 0 --json help tde keyring get
+check "--json help is one document with the text" \
+	"$PYTHON" -c 'import json,sys; d=json.load(open(sys.argv[1])); assert d["ok"] and "tde keyring get" in d["text"]' "$W/out"
+expect "hsmwrap help tde keyring nosuch" 2 help tde keyring nosuch
+check "unknown three-word command is named in full" grep -q "unknown command 'tde keyring nosuch'" "$W/err"
+expect "hsmwrap tde keyring (no subcommand)" 2 tde keyring
+check "a family without its subcommand says so" grep -q "'tde keyring' needs a subcommand" "$W/err"
 
 # ---------------------------------------------------------------------
 # Secrets never printed.

@@ -36,6 +36,11 @@ hw wrap --key fkw -i material -o wrapped0 >/dev/null || exit 99
 # Envelope encryption: a multi-frame message (5 frames of 4096 bytes).
 head -c 20000 /dev/urandom >plain
 hw encrypt --key fenv --context app=faults -i plain -o enc0 >/dev/null || exit 99
+# ... and one of 3 MB through two frame threads (issue 14): a dozen jobs of
+# frames in flight when the run ends, whatever call failed.
+head -c 3000000 /dev/urandom >bigplain
+hw encrypt --threads 2 --key fenv --context app=faults -i bigplain -o bigenc0 >/dev/null ||
+	exit 99
 
 # injected: faults the last faulted run saw.
 injected() {
@@ -62,6 +67,11 @@ check_encrypt() {
 	hw decrypt --context app=faults -i out1 -o check.pt >/dev/null && cmp -s check.pt plain
 }
 check_decrypt() { cmp -s out1 plain; }
+check_encrypt_mt() {
+	hw decrypt --threads 1 --context app=faults -i out1 -o check.pt >/dev/null &&
+		cmp -s check.pt bigplain
+}
+check_decrypt_mt() { cmp -s out1 bigplain; }
 
 run_case() {
 	name=$1 rv=$2 outs=$3
@@ -99,6 +109,9 @@ for rv in CKR_DEVICE_ERROR CKR_GENERAL_ERROR CKR_SESSION_HANDLE_INVALID; do
 	run_case unwrap $rv "out1" unwrap --key fkw -i wrapped0 -o out1
 	run_case encrypt $rv "out1" encrypt --key fenv --context app=faults -i plain -o out1
 	run_case decrypt $rv "out1" decrypt --context app=faults -i enc0 -o out1
+	run_case encrypt_mt $rv "out1" encrypt --threads 2 --key fenv --context app=faults \
+		-i bigplain -o out1
+	run_case decrypt_mt $rv "out1" decrypt --threads 2 --context app=faults -i bigenc0 -o out1
 done
 
 echo "test-faults-cli: $runs faulted runs, $faults faults injected"

@@ -311,6 +311,9 @@ static void test_names(void)
 		{ HW_KEY_AES256, "aes256" }, { HW_KEY_RSA2048, "rsa2048" },
 		{ HW_KEY_RSA3072, "rsa3072" }, { HW_KEY_RSA4096, "rsa4096" },
 		{ HW_KEY_EC_P256, "ec-p256" }, { HW_KEY_EC_P384, "ec-p384" },
+		{ HW_KEY_EC_P521, "ec-p521" }, { HW_KEY_ED25519, "ed25519" },
+		{ HW_KEY_ED448, "ed448" }, { HW_KEY_RSA2048_PSS, "rsa-pss-2048" },
+		{ HW_KEY_RSA3072_PSS, "rsa-pss-3072" }, { HW_KEY_RSA4096_PSS, "rsa-pss-4096" },
 	};
 	static const struct { hw_purpose p; const char *name; } purposes[] = {
 		{ HW_PURPOSE_ENVELOPE, "envelope" }, { HW_PURPOSE_KEYWRAP, "keywrap" },
@@ -338,7 +341,7 @@ static void test_names(void)
 	CU_ASSERT(hw_purpose_parse("encrypt", &p) != HW_OK);
 	EXPECT_INT(p, 77);
 
-	for (i = 0; i < 8; i++) {
+	for (i = 0; i < 11; i++) {
 		const char *n = hw_cap_name(i);
 
 		CU_ASSERT_PTR_NOT_NULL_FATAL(n);
@@ -347,8 +350,14 @@ static void test_names(void)
 			CU_ASSERT(strcmp(n, hw_cap_name(j)) != 0);
 	}
 	EXPECT_STR(hw_cap_name(1), "aes-gcm");
-	CU_ASSERT_PTR_NULL(hw_cap_name(8));
+	EXPECT_STR(hw_cap_name(8), "data-objects");
+	CU_ASSERT_PTR_NULL(hw_cap_name(11));
 	CU_ASSERT_PTR_NULL(hw_cap_name(1000));
+	/* Every feature needs known capabilities. */
+	for (i = 0; hw_feature_name(i); i++)
+		CU_ASSERT(hw_feature_needs(i) != 0 && (hw_feature_needs(i) >> 11) == 0);
+	EXPECT_INT(i, 8);
+	EXPECT_STR(hw_feature_name(4), "lifecycle");
 }
 
 static void test_free_null(void)
@@ -624,7 +633,7 @@ static void test_token_list(void)
 			continue;
 		EXPECT_INT(list[i].user_pin_initialized, 1);
 		EXPECT_INT(list[i].login_required, 1);
-		EXPECT_INT(list[i].caps, HW_CAP_ALL);
+		EXPECT_INT(list[i].caps, HW_CAP_ALL | HW_CAP_DATA_OBJECTS | HW_CAP_ALLOWED_MECHS | HW_CAP_EDDSA_GEN);
 		CU_ASSERT(list[i].serial[0] != '\0');
 		EXPECT_STR(list[i].model, "SoftHSM v2");
 		CU_ASSERT(strncmp(list[i].uri, "pkcs11:", 7) == 0);
@@ -926,6 +935,12 @@ static unsigned type_bits(hw_key_type t)
 	case HW_KEY_RSA4096: return 4096;
 	case HW_KEY_EC_P256: return 256;
 	case HW_KEY_EC_P384: return 384;
+	case HW_KEY_EC_P521: return 521;
+	case HW_KEY_ED25519: return 255;
+	case HW_KEY_ED448: return 448;
+	case HW_KEY_RSA2048_PSS: return 2048;
+	case HW_KEY_RSA3072_PSS: return 3072;
+	case HW_KEY_RSA4096_PSS: return 4096;
 	}
 	return 0;
 }
@@ -1102,7 +1117,8 @@ static void test_generate_all_combinations(void)
 {
 	static const hw_key_type types[] = {
 		HW_KEY_AES256, HW_KEY_RSA2048, HW_KEY_RSA3072, HW_KEY_RSA4096,
-		HW_KEY_EC_P256, HW_KEY_EC_P384,
+		HW_KEY_EC_P256, HW_KEY_EC_P384, HW_KEY_EC_P521, HW_KEY_ED25519, HW_KEY_ED448,
+		HW_KEY_RSA2048_PSS,
 	};
 	static const hw_purpose purposes[] = {
 		HW_PURPOSE_NONE, HW_PURPOSE_ENVELOPE, HW_PURPOSE_KEYWRAP,

@@ -45,6 +45,11 @@ stop_nginx() {
 		wait "$NGINX_PID" 2>/dev/null
 	fi
 	NGINX_PID=
+	# Belt and braces: a master that got away still wrote its pid file.
+	if [ -s "$W/nginx.pid" ]; then
+		kill "$(cat "$W/nginx.pid")" 2>/dev/null
+		rm -f "$W/nginx.pid"
+	fi
 }
 trap stop_nginx EXIT
 trap 'exit 129' HUP
@@ -62,6 +67,17 @@ run() {
 		LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS} "$@"
 	else
 		"$@"
+	fi
+}
+# run_exec CMD...: the same, replacing the (sub)shell, so that `run_exec
+# nginx ... &` leaves nginx's own pid in $!. A backgrounded `run` left the
+# subshell's pid: stop_nginx killed that, and the master with its workers
+# outlived the test (two of them after each full make check).
+run_exec() {
+	if [ -n "$PRELOAD" ]; then
+		LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS} exec "$@"
+	else
+		exec "$@"
 	fi
 }
 
@@ -159,7 +175,7 @@ start_nginx() {
 		write_conf "$1" "$2" "$PORT"
 		: >"$W/logs/error.log"
 		: >"$W/logs/access.log"
-		run "$NGINX" -p "$W" -c "$W/nginx.conf" -e "$W/logs/error.log" \
+		run_exec "$NGINX" -p "$W" -c "$W/nginx.conf" -e "$W/logs/error.log" \
 			>"$W/nginx.out" 2>&1 &
 		NGINX_PID=$!
 		for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do

@@ -23,58 +23,7 @@ if [ -z "$OPENSSL" ] || [ ! -f "$MODDIR/hsmwrap.so" ]; then
 	exit 77
 fi
 
-# A sanitized provider needs its sanitizer runtime in the (uninstrumented)
-# openssl binary, preloaded: the one the module itself was linked with.
-PRELOAD=$(ldd "$MODDIR/hsmwrap.so" 2>/dev/null | awk '/asan/ { print $3; exit }')
-SERVER_PID=
-
-# s_server stops at EOF on its stdin: it reads a FIFO we hold open (fd 3).
-cleanup() {
-	[ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null && wait "$SERVER_PID" 2>/dev/null
-	SERVER_PID=
-	exec 3>&-
-}
-trap cleanup EXIT
-trap 'exit 129' HUP
-trap 'exit 130' INT
-trap 'exit 143' TERM
-
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); echo "ok   $*"; }
-bad() { failed=$((failed + 1)); echo "FAIL $*"; }
-
-# ossl ARGS...: openssl with the provider's build directory; leak checks
-# are off for the uninstrumented openssl binary's own allocations.
-ossl() {
-	if [ -n "$PRELOAD" ]; then
-		LD_PRELOAD=$PRELOAD ASAN_OPTIONS=detect_leaks=0${ASAN_OPTIONS:+:$ASAN_OPTIONS} \
-			OPENSSL_MODULES=$MODDIR "$OPENSSL" "$@"
-	else
-		OPENSSL_MODULES=$MODDIR "$OPENSSL" "$@"
-	fi
-}
-# default first: unqualified fetches (ECDHE keys, TLS 1.2 ECDSA checks)
-# must land in the default provider; keys from pkcs11: URIs and
-# reference files still come to hsmwrap. See conf/hsmwrap-provider.cnf.
-PROV="-provider default -provider hsmwrap"
-
-# expect_fail NAME PATTERN CMD...: fails (no signal) and says PATTERN on stderr.
-expect_fail() {
-	name=$1 pat=$2
-	shift 2
-	"$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	if [ $rc -eq 0 ]; then
-		bad "$name: succeeded"
-	elif [ $rc -ge 126 ]; then
-		bad "$name: exit $rc (crash?): $(head -c 300 "$W/err")"
-	elif ! grep -qi -- "$pat" "$W/err"; then
-		bad "$name: exit $rc but no '$pat' in: $(head -c 300 "$W/err")"
-	else
-		ok "$name (exit $rc: $(grep -i -m1 -- "$pat" "$W/err" | cut -c1-110))"
-	fi
-}
+. "$(dirname "$0")/provider-lib.sh"
 
 # ---------------------------------------------------------------------
 # Keys and the basics, per key type.
@@ -160,28 +109,6 @@ done
 
 # ---------------------------------------------------------------------
 # TLS: s_server with the HSM key, s_client verifying against the cert.
-
-# start_server KEY CERT: s_server on 127.0.0.1, a random free port
-# (retried on a clash), accepting up to 2 connections. Sets PORT.
-start_server() {
-	for try in 1 2 3 4 5; do
-		PORT=$(( $(od -An -tu2 -N2 /dev/urandom | tr -d ' ') % 20000 + 20000 ))
-		: >"$W/server.log"
-		rm -f "$W/stdin"
-		mkfifo "$W/stdin" || return 1
-		ossl s_server $PROV -key "$1" -cert "$2" -accept "127.0.0.1:$PORT" \
-			-naccept 2 >"$W/server.log" 2>&1 <"$W/stdin" &
-		SERVER_PID=$!
-		exec 3>"$W/stdin"
-		for i in 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20; do
-			grep -q ACCEPT "$W/server.log" && return 0
-			kill -0 "$SERVER_PID" 2>/dev/null || break
-			sleep 0.25
-		done
-		cleanup
-	done
-	return 1
-}
 
 for kt in rsa2048 ec-p256; do
 	for keysrc in uri ref; do

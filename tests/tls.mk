@@ -1,22 +1,4 @@
 # TLS servers with HSM keys (issue 4): Debian's nginx with a key-reference
-# file, and `make bench-tls` (handshakes/s and signatures/s: PEM key, the
-# hsmwrap provider, the libp11 engine, raw C_Sign).
+# file. The TLS benchmark (`make bench-tls`) is in bench/tls.mk.
 EXTRA_DIST += tests/test-nginx.sh
 TESTS += tests/test-nginx.sh
-
-# Provider signatures/s against raw C_Sign (same key, same run), and the
-# threads test test-provider.sh runs.
-noinst_PROGRAMS += hsmwrap-bench-sign
-hsmwrap_bench_sign_SOURCES = tools/bench-sign.c
-hsmwrap_bench_sign_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
-hsmwrap_bench_sign_LDADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) -ldl -lpthread
-
-# make bench-tls: handshakes/s (PEM key, hsmwrap provider, libp11 engine)
-# and provider signatures/s against raw C_Sign, on a throwaway token.
-# BENCH_ROUNDS, BENCH_SECONDS, BENCH_SIGN_ROUNDS tune it.
-EXTRA_DIST += tools/bench-tls.sh tools/bench-sign.c
-.PHONY: bench-tls
-bench-tls: hsmwrap$(EXEEXT) hsmwrap-bench-sign$(EXEEXT) hsmwrap.la
-	@SOFTHSM_MODULE='$(SOFTHSM_MODULE)' HSMWRAP='$(abs_top_builddir)/hsmwrap$(EXEEXT)' \
-	OPENSSL_BIN='$(OPENSSL_BIN)' \
-	$(SHELL) $(top_srcdir)/tests/with-token.sh $(SHELL) $(top_srcdir)/tools/bench-tls.sh

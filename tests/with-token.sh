@@ -113,4 +113,28 @@ fi
 umask "$saved_umask"
 # Not exec: the trap above must still remove the directory afterwards.
 "$@"
-exit $?
+rc=$?
+
+# A test stops what it starts (servers, background hsmwrap runs), on every
+# path. Anything still running in or on the test's directory (its working
+# directory or an argument under it) was left behind: a hard error, after
+# it is killed so it cannot outlive the directory.
+left=
+for p in /proc/[0-9]*; do
+	pid=${p#/proc/}
+	[ "$pid" = "$$" ] && continue
+	cwd=$(readlink "$p/cwd" 2>/dev/null) || cwd=
+	args=$(tr '\000' ' ' <"$p/cmdline" 2>/dev/null) || args=
+	case "$cwd/ $args" in
+	"$dir"/* | *" $dir"/* | *"=$dir"/*) left="$left $pid" ;;
+	esac
+done
+if [ -n "$left" ]; then
+	echo "with-token.sh: $* left processes behind:" >&2
+	for pid in $left; do
+		echo "  $pid: $(tr '\000' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+		kill -9 "$pid" 2>/dev/null
+	done
+	exit 99
+fi
+exit $rc

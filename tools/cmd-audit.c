@@ -29,27 +29,55 @@
 
 #include "cli.h"
 
-/* URI of the token the command logged in to (label and serial included). */
-static char used_token[512];
-
-void cli_audit_note_ctx(hw_ctx *ctx)
-{
-	const char *uri = ctx ? hw_ctx_token_uri(ctx) : NULL;
-
-	if (uri && *uri)
-		snprintf(used_token, sizeof(used_token), "%s", uri);
-}
-
 int cli_audit_is_ceremony(const struct cli_cmd *c)
 {
 	return c && (c->flags & CLI_CMD_CEREMONY) != 0;
 }
 
-int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out)
+static void add_context(const struct cli_args *a, hw_ectx *ec);
+
+/* The record of command a: who, what, which key, which context. */
+static void fill_event(struct cli *cli, const struct cli_args *a, hw_audit_event *ev,
+                       hw_ectx **ec)
 {
+	const struct cli_cmd *c = a->cmd;
+	const char *k;
+
+	memset(ev, 0, sizeof(*ev));
+	ev->action = c->name;
+	ev->token = cli->used_token[0] ? cli->used_token : cli_redact(cli->token);
+	k = cli_opt(a, "key");
+	if (!k)
+		k = cli_opt(a, "label");
+	if (!k && a->npos && c->args && strstr(c->args, "KEY"))
+		k = a->pos[0];
+	if (k && strncmp(k, "id:", 3) == 0)
+		ev->key_id_hex = k + 3;
+	else
+		ev->key_label = cli_redact(k);
+	*ec = NULL;
+	if (hw_ectx_new(ec) == HW_OK)
+		add_context(a, *ec);
+	ev->context = *ec;
+}
+
+static int audit_refused(struct cli *cli, hw_err err, const char *what)
+{
+	cli->force_exit = EXIT_AUDIT;
+	cli_fail(cli, err, what);
+	cli->force_exit = 0;
+	return EXIT_AUDIT;
+}
+
+int cli_audit_begin(struct cli *cli, const struct cli_args *a, hw_audit **out)
+{
+	const struct cli_cmd *c = a->cmd;
+	hw_audit_event ev;
+	hw_ectx *ec;
 	hw_err err;
 
 	*out = NULL;
+	cli->audit_attempt = 0;
 	if (!cli->audit_log || (c->flags & (CLI_CMD_NO_AUDIT | CLI_CMD_NO_SETTINGS)))
 		return 0;
 	err = hw_audit_open(cli->audit_log, out);
@@ -57,7 +85,22 @@ int cli_audit_begin(struct cli *cli, const struct cli_cmd *c, hw_audit **out)
 		return cli_fail(cli, err, "opening the audit log (nothing was done: commands "
 		                "do not run un-audited)");
 	hw_audit_set_digest_every(*out, cli->audit_every);
-	return 0;
+	/* Fail closed: no record of the attempt, no action. */
+	fill_event(cli, a, &ev, &ec);
+	err = hw_audit_attempt(*out, &ev, &cli->audit_attempt);
+	hw_ectx_free(ec);
+	if (!err)
+		return 0;
+	cli->audit_attempt = 0;
+	if (cli->audit_fail_open) {
+		cli_warn_err("recording the attempt in the audit log (going on: audit_fail_open)",
+		             err);
+		return 0;
+	}
+	hw_audit_close(*out);
+	*out = NULL;
+	return audit_refused(cli, err, "recording the attempt in the audit log (nothing was "
+	                     "done; --audit-fail-open would run it un-audited)");
 }
 
 /* The signing key of the log's digests, on the configured token. */
@@ -94,7 +137,6 @@ int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int 
 	const struct cli_cmd *c = a->cmd;
 	hw_audit_event ev;
 	hw_ectx *ec = NULL;
-	const char *k;
 	hw_ctx *ctx = NULL;
 	hw_key *key = NULL;
 	hw_err err;
@@ -102,27 +144,16 @@ int cli_audit_end(struct cli *cli, const struct cli_args *a, hw_audit *log, int 
 
 	if (!log)
 		return rc;
-	memset(&ev, 0, sizeof(ev));
-	ev.action = c->name;
-	ev.token = used_token[0] ? used_token : cli->token;
-	k = cli_opt(a, "key");
-	if (!k)
-		k = cli_opt(a, "label");
-	if (!k && a->npos && c->args && strstr(c->args, "KEY"))
-		k = a->pos[0];
-	if (k && strncmp(k, "id:", 3) == 0)
-		ev.key_id_hex = k + 3;
-	else
-		ev.key_label = k;
-	if (hw_ectx_new(&ec) == HW_OK)
-		add_context(a, ec);
-	ev.context = ec;
+	fill_event(cli, a, &ev, &ec);
 	ev.result = rc == 0 ? HW_OK : cli->last_err ? cli->last_err : HW_ERR_INVALID_ARG;
-	err = hw_audit_append(log, &ev);
+	err = cli->audit_attempt ? hw_audit_outcome(log, &ev, cli->audit_attempt)
+	                         : hw_audit_append(log, &ev);
 	hw_ectx_free(ec);
 	if (err) {
-		rc2 = cli_fail(cli, err, rc == 0 ? "recording in the audit log (the action WAS "
-		               "done but is not recorded)" : "recording in the audit log");
+		rc2 = cli_fail(cli, err, !cli->audit_attempt && rc == 0
+		               ? "recording in the audit log (the action WAS done but is not recorded)"
+		               : cli->audit_attempt ? "recording the outcome in the audit log (its attempt "
+		               "is recorded)" : "recording in the audit log");
 		goto out;
 	}
 	/* Ceremonies end with a signed digest; so does every N-th record. */
@@ -247,10 +278,10 @@ int cmd_audit_init(struct cli *cli, const struct cli_args *a)
 		cli_transcript_line(cli, "Public key file:", "%s", pub_out);
 	cli_transcript_end(cli);
 	if (cli->json) {
-		jw_str(&cli->out, "log", path);
-		jw_str(&cli->out, "log_id", hw_audit_log_id(log));
-		jw_str(&cli->out, "key", ki.label);
-		jw_str(&cli->out, "fingerprint", ki.kcv);
+		cj_str(cli->out, "log", path);
+		cj_str(cli->out, "log_id", hw_audit_log_id(log));
+		cj_str(cli->out, "key", ki.label);
+		cj_str(cli->out, "fingerprint", ki.kcv);
 	}
 	rc = 0;
 out:
@@ -358,21 +389,19 @@ int cmd_audit_verify(struct cli *cli, const struct cli_args *a)
 			         (unsigned long long)rep.bad_line);
 		if (cli->json && !cli->json_sent) {
 			/* The error document, with the location for scripts. */
-			jw_reset(&cli->out);
-			jw_obj_begin(&cli->out, NULL);
-			jw_bool(&cli->out, "ok", 0);
-			jw_str(&cli->out, "error", hw_errname(err));
-			jw_uint(&cli->out, "bad_line", rep.bad_line);
+			json_t *doc = json_object();
+
+			cj_bool(doc, "ok", 0);
+			cj_str(doc, "error", hw_errname(err));
+			cj_uint(doc, "bad_line", rep.bad_line);
 			if (rep.bad_seq_known)
-				jw_uint(&cli->out, "bad_seq", rep.bad_seq);
+				cj_uint(doc, "bad_seq", rep.bad_seq);
 			else
-				jw_null(&cli->out, "bad_seq");
-			jw_str(&cli->out, "reason", rep.reason);
-			jw_uint(&cli->out, "exit", EXIT_INTEGRITY);
-			jw_obj_end(&cli->out);
-			if (!cli->out.failed)
-				printf("%s\n", cli->out.buf);
-			jw_reset(&cli->out);
+				cj_null(doc, "bad_seq");
+			cj_str(doc, "reason", rep.reason);
+			cj_uint(doc, "exit", EXIT_INTEGRITY);
+			cj_print(stdout, doc);
+			json_decref(doc);
 			cli->json_sent = 1;
 		}
 		return cli_failf(cli, err, what, "%s", rep.reason);
@@ -383,22 +412,36 @@ int cmd_audit_verify(struct cli *cli, const struct cli_args *a)
 		fprintf(stderr, "%s: %s: warning: %llu record(s) after the last signed digest are "
 		        "not covered (run `hsmwrap audit digest`)\n", PROG, path,
 		        (unsigned long long)rep.uncovered);
+	/* Still running, or stopped after acting (crash, full disk): worth a look. */
+	if (rep.unfinished)
+		fprintf(stderr, "%s: %s: warning: %llu attempt(s) have no outcome record, the first "
+		        "at seq %llu (a command still running, or one that stopped after it began)\n",
+		        PROG, path, (unsigned long long)rep.unfinished,
+		        (unsigned long long)rep.unfinished_seq);
 	if (cli->json) {
-		jw_str(&cli->out, "log", path);
-		jw_str(&cli->out, "log_id", rep.log_id);
-		jw_uint(&cli->out, "records", rep.records);
-		jw_uint(&cli->out, "digests", rep.digests);
-		jw_uint(&cli->out, "uncovered", rep.uncovered);
-		jw_str(&cli->out, "key", rep.key_label);
-		jw_str(&cli->out, "fingerprint", rep.key_fingerprint);
-		jw_uint(&cli->out, "head_seq", rep.head_seq);
-		jw_str(&cli->out, "head", rep.head);
+		cj_str(cli->out, "log", path);
+		cj_str(cli->out, "log_id", rep.log_id);
+		cj_uint(cli->out, "records", rep.records);
+		cj_uint(cli->out, "digests", rep.digests);
+		cj_uint(cli->out, "uncovered", rep.uncovered);
+		cj_uint(cli->out, "unfinished", rep.unfinished);
+		if (rep.unfinished)
+			cj_uint(cli->out, "first_unfinished_seq", rep.unfinished_seq);
+		else
+			cj_null(cli->out, "first_unfinished_seq");
+		cj_str(cli->out, "key", rep.key_label);
+		cj_str(cli->out, "fingerprint", rep.key_fingerprint);
+		cj_uint(cli->out, "head_seq", rep.head_seq);
+		cj_str(cli->out, "head", rep.head);
 	} else {
 		printf("Audit log %s: %llu records, %llu signed digests verified, chain intact.\n",
 		       path, (unsigned long long)rep.records, (unsigned long long)rep.digests);
 		printf("Log id:     %s\n", rep.log_id);
 		printf("Audit key:  %s (SHA-256 of public key %s)\n", rep.key_label, rep.key_fingerprint);
 		printf("Head:       seq %llu, SHA-256 %s\n", (unsigned long long)rep.head_seq, rep.head);
+		if (rep.unfinished)
+			printf("Unfinished: %llu attempt(s) without an outcome, the first at seq %llu\n",
+			       (unsigned long long)rep.unfinished, (unsigned long long)rep.unfinished_seq);
 	}
 	if (rep.uncovered && cli_flag(a, "strict"))
 		return cli_failf(cli, HW_ERR_INTEGRITY, "verifying audit log (--strict)",
@@ -435,27 +478,28 @@ static int entry_matches(const hw_audit_entry *e, const struct cli_args *a)
 	return 1;
 }
 
-static void show_entry(struct cli *cli, const hw_audit_entry *e)
+static void show_entry(json_t *records, const hw_audit_entry *e)
 {
-	if (cli->json) {
-		jw_obj_begin(&cli->out, NULL);
-		jw_uint(&cli->out, "seq", e->seq);
-		jw_str(&cli->out, "time", e->time);
-		jw_str(&cli->out, "type", e->type);
-		jw_str(&cli->out, "user", e->user);
-		jw_str(&cli->out, "host", e->host);
-		jw_str(&cli->out, "token", e->token);
-		jw_str(&cli->out, "action", e->action);
-		jw_str(&cli->out, "key", e->key_label);
-		jw_str(&cli->out, "key_id", e->key_id);
-		jw_str(&cli->out, "key_version", e->key_version);
-		jw_obj_begin(&cli->out, "context");
+	if (records) {
+		json_t *r = cj_obj(records, NULL), *ctx;
+
+		cj_uint(r, "seq", e->seq);
+		cj_str(r, "time", e->time);
+		cj_str(r, "type", e->type);
+		cj_str(r, "user", e->user);
+		cj_str(r, "host", e->host);
+		cj_str(r, "token", e->token);
+		cj_str(r, "action", e->action);
+		cj_str(r, "key", e->key_label);
+		cj_str(r, "key_id", e->key_id);
+		cj_str(r, "key_version", e->key_version);
+		ctx = cj_obj(r, "context");
 		for (size_t i = 0; i < e->ncontext; i++)
-			jw_str(&cli->out, e->context[i].key, e->context[i].value);
-		jw_obj_end(&cli->out);
-		jw_str(&cli->out, "result", e->result);
-		jw_str(&cli->out, "reason", e->reason);
-		jw_obj_end(&cli->out);
+			cj_str(ctx, e->context[i].key, e->context[i].value);
+		cj_str(r, "result", e->result);
+		if (e->attempt)
+			cj_uint(r, "attempt", e->attempt);
+		cj_str(r, "reason", e->reason);
 		return;
 	}
 	printf("%6llu %s %-7s", (unsigned long long)e->seq, e->time, e->type);
@@ -478,6 +522,7 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 {
 	const char *path = log_path(cli, a);
 	unsigned long long lineno = 0, shown = 0;
+	json_t *records = NULL;
 	char *line = NULL;
 	size_t cap = 0;
 	ssize_t n;
@@ -493,7 +538,7 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 	if (!f)
 		return cli_failf(cli, HW_ERR_IO, "reading audit log", "%s: %s", path, strerror(errno));
 	if (cli->json)
-		jw_arr_begin(&cli->out, "records");
+		records = cj_arr(cli->out, "records");
 	while ((n = getline(&line, &cap, f)) > 0) {
 		hw_audit_entry *e = NULL;
 		size_t len = (size_t)n;
@@ -507,7 +552,7 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 			break;
 		}
 		if (entry_matches(e, a)) {
-			show_entry(cli, e);
+			show_entry(records, e);
 			shown++;
 		}
 		hw_audit_entry_free(e);
@@ -516,10 +561,8 @@ int cmd_audit_show(struct cli *cli, const struct cli_args *a)
 	fclose(f);
 	if (rc)
 		return rc;
-	if (cli->json) {
-		jw_arr_end(&cli->out);
-		jw_uint(&cli->out, "shown", shown);
-	}
+	if (cli->json)
+		cj_uint(cli->out, "shown", shown);
 	return 0;
 }
 

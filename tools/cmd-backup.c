@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <sys/stat.h>
 #include <time.h>
 
@@ -81,22 +82,22 @@ int cmd_backup_create(struct cli *cli, const struct cli_args *a)
 	char **paths = NULL, **texts = NULL;
 	size_t *tlens = NULL;
 	hw_ctx *ctx = NULL;
-	struct stat st;
 	hw_err err;
-	int rc = 0;
+	int rc = 0, made_dir = 0;
 
 	if (parse_count(cli_opt(a, "custodians"), 2, 255, &n))
 		return cli_usage(cli, a->cmd, "--custodians: a number from 2 to 255");
 	if (parse_count(cli_opt(a, "threshold"), 2, n, &m))
 		return cli_usage(cli, a->cmd, "--threshold: a number from 2 to --custodians (%u)", n);
-	if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
-		return cli_usage(cli, a->cmd, "--share-dir %s is not a directory", dir);
 	if ((rc = cli_prepare_pin_source(cli, "SO PIN source", so_src)))
 		return rc;
 	/* An old share overwritten by a new one would be lost for good. */
 	if (file_exists(outp))
 		return cli_failf(cli, HW_ERR_INVALID_ARG, "backup create", "%s exists; refusing to "
 		                 "overwrite it", outp);
+	/* Shares are secrets: a directory made for them is the owner's alone. */
+	if ((err = util_make_dir(dir, 0700, &made_dir)))
+		return cli_fail_util(cli, err, "--share-dir");
 	paths = calloc(n, sizeof(*paths));
 	texts = calloc(n, sizeof(*texts));
 	tlens = calloc(n, sizeof(*tlens));
@@ -206,6 +207,9 @@ out:
 		hw_key_free(keys[i]);
 	free(keys);
 	hw_ctx_free(ctx);
+	/* Nothing was written into it (all outputs or none): leave no trace. */
+	if (rc && made_dir)
+		(void)rmdir(dir);
 	return rc;
 }
 
@@ -300,24 +304,24 @@ int cmd_backup_show(struct cli *cli, const struct cli_args *a)
 	util_hex(info->backup_id, HW_BACKUP_ID_LEN, id);
 	date_text(info->created, date, sizeof(date));
 	if (cli->json) {
-		jw_str(&cli->out, "backup_id", id);
-		jw_uint(&cli->out, "version", info->version);
-		jw_uint(&cli->out, "threshold", info->threshold);
-		jw_uint(&cli->out, "custodians", info->custodians);
-		jw_str(&cli->out, "created", date);
-		jw_arr_begin(&cli->out, "keys");
+		cj_str(cli->out, "backup_id", id);
+		cj_uint(cli->out, "version", info->version);
+		cj_uint(cli->out, "threshold", info->threshold);
+		cj_uint(cli->out, "custodians", info->custodians);
+		cj_str(cli->out, "created", date);
+		json_t *keys = cj_arr(cli->out, "keys");
+
 		for (size_t i = 0; i < info->nentries; i++) {
 			const hw_backup_entry *e = &info->entries[i];
-			jw_obj_begin(&cli->out, NULL);
-			jw_str(&cli->out, "label", e->label);
-			jw_str(&cli->out, "id", e->id_hex);
-			jw_str(&cli->out, "type", e->type_name);
-			jw_str(&cli->out, "kcv", e->kcv[0] ? e->kcv : NULL);
-			jw_str(&cli->out, "kcv_alg", e->kcv_alg);
-			jw_uint(&cli->out, "metadata_objects", e->nmeta);
-			jw_obj_end(&cli->out);
+			json_t *k = cj_obj(keys, NULL);
+
+			cj_str(k, "label", e->label);
+			cj_str(k, "id", e->id_hex);
+			cj_str(k, "type", e->type_name);
+			cj_str(k, "kcv", e->kcv[0] ? e->kcv : NULL);
+			cj_str(k, "kcv_alg", e->kcv_alg);
+			cj_uint(k, "metadata_objects", e->nmeta);
 		}
-		jw_arr_end(&cli->out);
 	} else {
 		printf("Backup ID:  %s (format v%u, not authenticated: that needs the shares)\n",
 		       id, info->version);

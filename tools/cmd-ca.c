@@ -612,14 +612,14 @@ static void issued_of(X509 *x, const struct der *der, struct issued *is)
 static void issued_json(struct cli *cli, const char *name, const struct issued *is,
                         const char *out)
 {
-	jw_obj_begin(&cli->out, name);
-	jw_str(&cli->out, "subject", is->subject);
-	jw_str(&cli->out, "serial", is->serial);
-	jw_str(&cli->out, "not_before", is->not_before);
-	jw_str(&cli->out, "not_after", is->not_after);
-	jw_str(&cli->out, "sha256", is->sha256);
-	jw_str(&cli->out, "file", out);
-	jw_obj_end(&cli->out);
+	json_t *o = cj_obj(cli->out, name);
+
+	cj_str(o, "subject", is->subject);
+	cj_str(o, "serial", is->serial);
+	cj_str(o, "not_before", is->not_before);
+	cj_str(o, "not_after", is->not_after);
+	cj_str(o, "sha256", is->sha256);
+	cj_str(o, "file", out);
 }
 
 static int init_type(struct cli *cli, const struct cli_args *a, hw_key_type *t)
@@ -777,7 +777,7 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	                    ki.label, ki.id_hex);
 	cli_transcript_end(cli);
 	if (cli->json) {
-		key_info_json(&cli->out, "key", &ki);
+		key_info_json(cli->out, "key", &ki);
 		issued_json(cli, "certificate", &is, out);
 	}
 	goto out;
@@ -1062,7 +1062,7 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a)
 	cli_transcript_line(cli, "Certificate file:", "%s", out);
 	cli_transcript_end(cli);
 	if (cli->json) {
-		jw_str(&cli->out, "profile", profile_names[pr]);
+		cj_str(cli->out, "profile", profile_names[pr]);
 		issued_json(cli, "certificate", &is, out);
 	}
 out:
@@ -1246,22 +1246,21 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 	cli_transcript_line(cli, "CRL file:", "%s", out);
 	cli_transcript_end(cli);
 	if (cli->json) {
-		jw_obj_begin(&cli->out, "crl");
-		jw_str(&cli->out, "issuer", issuer);
-		jw_uint(&cli->out, "number", number);
-		jw_str(&cli->out, "this_update", tu);
-		jw_str(&cli->out, "next_update", nu);
-		jw_arr_begin(&cli->out, "revoked");
+		json_t *doc = cj_obj(cli->out, "crl"), *revoked;
+
+		cj_str(doc, "issuer", issuer);
+		cj_uint(doc, "number", number);
+		cj_str(doc, "this_update", tu);
+		cj_str(doc, "next_update", nu);
+		revoked = cj_arr(doc, "revoked");
 		for (size_t i = 0; i < r.n; i++) {
 			char sn[80];
 
 			int_text(r.serial[i], sn, sizeof(sn));
-			jw_str(&cli->out, NULL, sn);
+			cj_str(revoked, NULL, sn);
 		}
-		jw_arr_end(&cli->out);
-		jw_str(&cli->out, "sha256", fp);
-		jw_str(&cli->out, "file", out);
-		jw_obj_end(&cli->out);
+		cj_str(doc, "sha256", fp);
+		cj_str(doc, "file", out);
 	}
 out:
 	ERR_clear_error();

@@ -62,10 +62,10 @@ int cmd_datakey_generate(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_str(&cli->out, "key", hw_key_label(key));
-		jw_str(&cli->out, "wrapped", out_path);
-		jw_str(&cli->out, "plaintext_out", pt_path);
-		jw_uint(&cli->out, "context_pairs", hw_ectx_count(ec));
+		cj_str(cli->out, "key", hw_key_label(key));
+		cj_str(cli->out, "wrapped", out_path);
+		cj_str(cli->out, "plaintext_out", pt_path);
+		cj_uint(cli->out, "context_pairs", hw_ectx_count(ec));
 	} else {
 		printf("Data key generated with key '%s'.\n", hw_key_label(key));
 		printf("Wrapped:   %s\n", out_path);
@@ -113,9 +113,9 @@ int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_str(&cli->out, "key", hw_key_label(key));
-		jw_str(&cli->out, "input", in_path);
-		jw_str(&cli->out, "output", out_path);
+		cj_str(cli->out, "key", hw_key_label(key));
+		cj_str(cli->out, "input", in_path);
+		cj_str(cli->out, "output", out_path);
 	} else {
 		printf("Data key decrypted with key '%s' into %s (mode 0600).\n",
 		       hw_key_label(key), out_path);

@@ -4,15 +4,16 @@
  * hw_enc_stream / hw_dec_stream, in memory bounded by the frame length.
  *
  * Output rules (the "no partial output" promise of every hsmwrap command):
- *  - -o FILE: a temporary file in FILE's directory, fsync'd and renamed
- *    only when the stream finished (for decryption: after
+ *  - -o FILE: outfile.c's anonymous temporary in FILE's directory, linked
+ *    over FILE only when the stream finished (for decryption: after
  *    hw_dec_stream_final(), i.e. after the footer signature verified);
- *    removed on any failure or termination signal.
- *  - -o - (standard output): ciphertext streams straight out. Plaintext of
- *    an unsigned message streams out frame by frame as each frame
- *    authenticates; plaintext of a signed message is spooled to an
- *    unlinked mode-0600 file in $TMPDIR and copied out only after the
- *    signature verified, because its frames are not final until then.
+ *    any failure, signal or kill leaves nothing new visible.
+ *  - -o - (standard output), or -o naming a device or pipe: ciphertext
+ *    streams straight out. Plaintext of an unsigned message streams out
+ *    frame by frame as each frame authenticates; plaintext of a signed
+ *    message is spooled to an unlinked (O_TMPFILE) mode-0600 file in
+ *    $TMPDIR and copied out only after the signature verified, because
+ *    its frames are not final until then.
  */
 #include "config.h"
 
@@ -27,12 +28,20 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <openssl/bio.h>
 #include <openssl/crypto.h>
+#include <openssl/pem.h>
+#include <openssl/x509.h>
 
 #include "cli.h"
+#include "outfile.h"
 
 /* Read and write granularity; also the size of the write buffer. */
 #define IO_CHUNK (64u * 1024u)
+/* What the input pump reads and feeds to a stream at a time: large, so
+ * that one update call gives the library's frame workers many jobs (256
+ * KiB each) and the kernel few calls. */
+#define PUMP_CHUNK (4u << 20)
 /* Ciphertext bytes kept to describe the header afterwards (--json, text). */
 #define HDR_KEEP (1024u * 1024u)
 /* `inspect` reads at most this much looking for the end of the header. */
@@ -227,17 +236,18 @@ static ssize_t source_read(struct source *s, uint8_t *buf, size_t cap)
 /* Output                                                              */
 
 enum sink_mode {
-	SINK_FILE,                  /* temp file in the target's directory, renamed */
-	SINK_STDOUT,                /* straight to standard output */
+	SINK_FILE,                  /* outfile.c: appears whole at commit or never */
+	SINK_STDOUT,                /* straight to standard output, a device or pipe */
 	SINK_SPOOL,                 /* unlinked temp file, copied to stdout at the end */
 	SINK_UNDECIDED,             /* stdout, plaintext: decided by the suite */
 };
 
 struct sink {
 	enum sink_mode mode;
-	const char *path;           /* SINK_FILE: the final name */
-	char *tmp;                  /* SINK_FILE: the temporary name until renamed */
+	const char *path;           /* the output's name, "-": standard output */
+	struct outfile *of;         /* NULL for "-" */
 	int fd;
+	int out_fd;                 /* SINK_SPOOL: where the spool goes at the end */
 	int secret;                 /* plaintext: mode 0600, buffers wiped */
 	uint8_t *buf;
 	size_t used;
@@ -262,76 +272,56 @@ static int sink_init(struct cli *cli, struct sink *k, const char *path, int secr
 	k->buf = malloc(IO_CHUNK);
 	if (!k->buf)
 		return cli_failf(cli, HW_ERR_NOMEM, "output", "out of memory");
+	k->path = path;
+	k->mode = SINK_FILE;
 	if (is_stdio(path)) {
 		k->mode = secret ? SINK_UNDECIDED : SINK_STDOUT;
 		k->fd = STDOUT_FILENO;
-		return 0;
 	}
-	k->mode = SINK_FILE;
-	k->path = path;
 	return 0;
 }
 
-/* The temporary file next to the output, created only once there is work. */
+/*
+ * The output, opened only once there is work. A device or pipe named by
+ * -o is a stream like standard output and follows the same release rules.
+ */
 static int sink_create(struct cli *cli, struct sink *k)
 {
-	char *dir;
-	int e;
+	hw_err err;
 
 	if (k->mode != SINK_FILE)
 		return 0;
-	dir = util_dir_of(k->path);
-	if (!dir || asprintf(&k->tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
-		free(dir);
-		k->tmp = NULL;
-		return cli_failf(cli, HW_ERR_NOMEM, "output", "out of memory");
-	}
-	free(dir);
-	k->fd = mkostemp(k->tmp, O_CLOEXEC);
-	if (k->fd < 0) {
-		e = errno;
-		free(k->tmp);
-		k->tmp = NULL;
-		return cli_failf(cli, HW_ERR_IO, "writing output",
-		                 "%s: cannot create a file in its directory: %s", k->path,
-		                 strerror(e));
-	}
-	/* mkstemp gives 0600, which plaintext keeps. */
-	if (!k->secret && fchmod(k->fd, util_plain_mode()) < 0) {
-		e = errno;
-		unlink(k->tmp);
-		close(k->fd);
-		k->fd = -1;
-		free(k->tmp);
-		k->tmp = NULL;
-		return cli_failf(cli, HW_ERR_IO, "writing output", "%s: %s", k->path, strerror(e));
-	}
+	err = outfile_open(k->path, k->secret ? OUTFILE_SECRET : 0, &k->of);
+	if (err)
+		return cli_fail_util(cli, err, "writing output");
+	k->fd = outfile_fd(k->of);
+	if (outfile_is_stream(k->of))
+		k->mode = k->secret ? SINK_UNDECIDED : SINK_STDOUT;
 	return 0;
 }
 
 /* Plaintext spooled until a signature verifies: nobody else may open it. */
 static int spool_open(struct sink *k)
 {
-	const char *dir = getenv("TMPDIR");
-	char *tmp = NULL;
-	int fd;
+	int fd = outfile_spool();
 
-	if (!dir || !*dir)
-		dir = "/tmp";
-	if (asprintf(&tmp, "%s/hsmwrap-spool.XXXXXX", dir) < 0) {
-		sink_fail(k, "spool file", ENOMEM);
-		return -1;
-	}
-	fd = mkostemp(tmp, O_CLOEXEC);
 	if (fd < 0) {
-		sink_fail(k, tmp, errno);
-		free(tmp);
+		sink_fail(k, "spool file", errno);
 		return -1;
 	}
-	unlink(tmp);
-	free(tmp);
+	k->out_fd = k->fd;
 	k->fd = fd;
 	k->mode = SINK_SPOOL;
+	return 0;
+}
+
+static int sink_out(struct sink *k, const uint8_t *p, size_t n)
+{
+	if (write_all(k->fd, p, n) < 0) {
+		sink_fail(k, k->mode == SINK_FILE || k->of ? k->path :
+		          k->mode == SINK_SPOOL ? "spool file" : "standard output", errno);
+		return -1;
+	}
 	return 0;
 }
 
@@ -339,11 +329,8 @@ static int sink_flush(struct sink *k)
 {
 	if (!k->used || k->failed)
 		return k->failed ? -1 : 0;
-	if (write_all(k->fd, k->buf, k->used) < 0) {
-		sink_fail(k, k->mode == SINK_FILE ? k->path :
-		          k->mode == SINK_SPOOL ? "spool file" : "standard output", errno);
+	if (sink_out(k, k->buf, k->used) < 0)
 		return -1;
-	}
 	if (k->secret)
 		OPENSSL_cleanse(k->buf, k->used);
 	k->used = 0;
@@ -373,6 +360,10 @@ static hw_err sink_write(void *arg, const uint8_t *data, size_t len)
 	if (k->keep)
 		keep_add(k->keep, data, len);
 	k->total += len;
+	/* The library hands over runs of frames (up to 256 KiB): those go
+	 * straight out, without a copy through the buffer. */
+	if (k->used == 0 && len >= IO_CHUNK)
+		return sink_out(k, data, len) < 0 ? HW_ERR_IO : HW_OK;
 	while (len) {
 		size_t n = IO_CHUNK - k->used;
 
@@ -403,9 +394,9 @@ static int spool_copy_out(struct sink *k)
 			sink_fail(k, "spool file", errno);
 			return -1;
 		}
-		if (write_all(STDOUT_FILENO, k->buf, (size_t)r) < 0) {
+		if (write_all(k->out_fd, k->buf, (size_t)r) < 0) {
 			OPENSSL_cleanse(k->buf, (size_t)r);
-			sink_fail(k, "standard output", errno);
+			sink_fail(k, k->of ? k->path : "standard output", errno);
 			return -1;
 		}
 		OPENSSL_cleanse(k->buf, (size_t)r);
@@ -422,29 +413,14 @@ static int sink_commit(struct sink *k)
 		sink_fail(k, "interrupted", EINTR);
 		return -1;
 	}
-	switch (k->mode) {
-	case SINK_FILE:
-		if (k->fd < 0)
-			return 0;
-		if (fsync(k->fd) < 0 || close(k->fd) < 0) {
-			k->fd = -1;
-			sink_fail(k, k->path, errno);
-			return -1;
-		}
-		k->fd = -1;
-		if (rename(k->tmp, k->path) < 0) {
-			sink_fail(k, k->path, errno);
-			return -1;
-		}
-		free(k->tmp);
-		k->tmp = NULL;
-		util_sync_dir(k->path);
-		return 0;
-	case SINK_SPOOL:
-		return spool_copy_out(k);
-	case SINK_STDOUT:
-	case SINK_UNDECIDED:
-		return 0;
+	if (k->mode == SINK_SPOOL && spool_copy_out(k) < 0)
+		return -1;
+	/* A file appears now; a stream that is standard output sends the
+	 * report to stderr from here on. */
+	if (k->of && outfile_commit(k->of)) {
+		k->failed = 1;
+		snprintf(k->detail, sizeof(k->detail), "%s", util_detail());
+		return -1;
 	}
 	return 0;
 }
@@ -457,10 +433,9 @@ static void sink_free(struct sink *k)
 			OPENSSL_cleanse(k->buf, IO_CHUNK);
 		free(k->buf);
 	}
-	if (k->tmp)
-		unlink(k->tmp);
-	free(k->tmp);
-	if (k->fd >= 0 && k->mode != SINK_STDOUT && k->mode != SINK_UNDECIDED)
+	/* An uncommitted file output disappears with its anonymous inode. */
+	outfile_free(k->of);
+	if (k->mode == SINK_SPOOL && k->fd >= 0)
 		close(k->fd);
 	memset(k, 0, sizeof(*k));
 	k->fd = -1;
@@ -511,30 +486,30 @@ static int check_paths(struct cli *cli, const struct cli_args *a, const char *in
 }
 
 /* The context as the message stores it (inspect, --json). */
-static void pairs_json(struct jw *w, const char *name, const hw_envelope_info *info)
+static void pairs_json(json_t *w, const char *name, const hw_envelope_info *info)
 {
-	jw_obj_begin(w, name);
+	json_t *o = cj_obj(w, name);
+
 	for (size_t i = 0; info && i < info->npairs; i++)
-		jw_str(w, info->pairs[i].key, info->pairs[i].value);
-	jw_obj_end(w);
+		cj_str(o, info->pairs[i].key, info->pairs[i].value);
 }
 
-static void header_json(struct jw *w, const hw_envelope_info *info)
+static void header_json(json_t *w, const hw_envelope_info *info)
 {
 	char hex[2 * 32 + 1], suite[8];
 
 	if (!info) {
-		jw_null(w, "suite");
-		jw_null(w, "message_id");
+		cj_null(w, "suite");
+		cj_null(w, "message_id");
 		return;
 	}
 	util_hex(info->message_id, info->message_id_len, hex);
 	snprintf(suite, sizeof(suite), "0x%04x", info->suite);
-	jw_str(w, "suite", suite);
-	jw_str(w, "suite_name", info->suite_name);
-	jw_bool(w, "signed", info->signed_);
-	jw_str(w, "message_id", hex);
-	jw_uint(w, "frame_length", info->frame_length);
+	cj_str(w, "suite", suite);
+	cj_str(w, "suite_name", info->suite_name);
+	cj_bool(w, "signed", info->signed_);
+	cj_str(w, "message_id", hex);
+	cj_uint(w, "frame_length", info->frame_length);
 }
 
 /* The context on one line, "k=v, k2=v2", for the text reports. */
@@ -565,13 +540,182 @@ static int stream_fail(struct cli *cli, const struct sink *k, hw_err err, const 
 }
 
 /* ------------------------------------------------------------------ */
+/* Raw RSA recipients: the data key encrypted to an RSA public key.    */
+
+/*
+ * Names for --rsa-padding, in the order decrypt tries them when none is
+ * named (the message does not record it): hsmwrap's default, the other
+ * OAEP hashes, and PKCS#1 v1.5, the legacy one, last.
+ */
+static const struct {
+	const char *name;
+	hw_rsa_padding pad;
+} rsa_pads[] = {
+	{ "oaep-sha256", HW_RSA_PAD_OAEP_SHA256 },
+	{ "oaep-sha1", HW_RSA_PAD_OAEP_SHA1 },
+	{ "oaep-sha384", HW_RSA_PAD_OAEP_SHA384 },
+	{ "oaep-sha512", HW_RSA_PAD_OAEP_SHA512 },
+	{ "pkcs1", HW_RSA_PAD_PKCS1 },
+};
+#define NPADS (sizeof(rsa_pads) / sizeof(rsa_pads[0]))
+
+/* --rsa-padding into cfg; *named says whether it was given. */
+static int rsa_padding_opt(struct cli *cli, const struct cli_args *a, hw_envelope_cfg *cfg,
+                           int *named)
+{
+	const char *s = cli_opt(a, "rsa-padding");
+	hw_err err;
+
+	*named = s != NULL;
+	if (!s)
+		return 0;
+	for (size_t i = 0; i < NPADS; i++) {
+		if (strcmp(s, rsa_pads[i].name) != 0)
+			continue;
+		if ((err = hw_envelope_cfg_set_rsa_padding(cfg, rsa_pads[i].pad)))
+			return cli_fail(cli, err, "--rsa-padding");
+		return 0;
+	}
+	return cli_usage(cli, a->cmd, "unknown --rsa-padding '%s' (oaep-sha256, oaep-sha1, "
+	                 "oaep-sha384, oaep-sha512 or pkcs1)", s);
+}
+
+static const char *key_namespace(const struct cli_args *a)
+{
+	const char *ns = cli_opt(a, "namespace");
+
+	return ns ? ns : "hsmwrap";
+}
+
+/* DER SubjectPublicKeyInfo of a PEM public key or certificate; free with free(). */
+static hw_err pem_public_key(const uint8_t *pem, size_t len, uint8_t **der, int *derlen)
+{
+	BIO *bio = BIO_new_mem_buf(pem, (int)len);
+	EVP_PKEY *pk = NULL;
+	X509 *x = NULL;
+	unsigned char *out = NULL;
+	int n;
+
+	if (!bio)
+		return HW_ERR_NOMEM;
+	pk = PEM_read_bio_PUBKEY(bio, NULL, NULL, NULL);
+	if (!pk && BIO_reset(bio) == 1 && (x = PEM_read_bio_X509(bio, NULL, NULL, NULL)))
+		pk = X509_get_pubkey(x);
+	X509_free(x);
+	BIO_free(bio);
+	n = pk ? i2d_PUBKEY(pk, &out) : -1;
+	EVP_PKEY_free(pk);
+	if (n <= 0)
+		return HW_ERR_FORMAT;
+	*der = out;
+	*derlen = n;
+	return HW_OK;
+}
+
+/* Each --rsa-recipient NAME=FILE: a public key the host holds (escrow). */
+static int add_rsa_files(struct cli *cli, const struct cli_args *a, hw_envelope_cfg *cfg)
+{
+	size_t n;
+	const char *const *specs = cli_opt_all(a, "rsa-recipient", &n);
+
+	for (size_t i = 0; i < n; i++) {
+		const char *eq = strchr(specs[i], '=');
+		char name[256], what[300];
+		uint8_t *pem = NULL, *der = NULL;
+		size_t pemlen = 0;
+		int derlen = 0;
+		hw_err err;
+
+		if (!eq || eq == specs[i] || !eq[1] || (size_t)(eq - specs[i]) >= sizeof(name))
+			return cli_usage(cli, a->cmd, "bad --rsa-recipient '%s': expected NAME=FILE "
+			                 "(the key name stored in the message, and a PEM public key)",
+			                 specs[i]);
+		snprintf(name, sizeof(name), "%.*s", (int)(eq - specs[i]), specs[i]);
+		snprintf(what, sizeof(what), "RSA recipient '%s'", name);
+		if ((err = util_read_file(eq + 1, 64 * 1024, 0, &pem, &pemlen)))
+			return cli_fail_util(cli, err, what);
+		err = pem_public_key(pem, pemlen, &der, &derlen);
+		util_free(pem, pemlen, 0);
+		if (err)
+			return cli_failf(cli, err, what, "%s: not a PEM public key or certificate",
+			                 eq + 1);
+		err = hw_envelope_cfg_add_rsa_recipient(cfg, key_namespace(a), name, der,
+		                                        (size_t)derlen);
+		OPENSSL_free(der);
+		if (err)
+			return cli_fail(cli, err, what);
+	}
+	return 0;
+}
+
+/*
+ * A Raw RSA data key (of namespace ns, if not NULL): its provider info is
+ * the bare key name, where a Raw AES one (hsmwrap's) also holds an IV.
+ */
+static int is_rsa_edk(const hw_envelope_edk *k, const char *ns)
+{
+	return !k->key_name && strncmp(k->provider_id, "aws-kms", 7) != 0 &&
+	       (!ns || strcmp(k->provider_id, ns) == 0);
+}
+
+static const char *rsa_edk_name(const hw_envelope_edk *k, char *buf, size_t n)
+{
+	snprintf(buf, n, "%.*s", (int)k->provider_info_len, (const char *)k->provider_info);
+	return buf;
+}
+
+/* Each --rsa-key: the public half of an RSA key pair on the token. */
+static int add_rsa_keys(struct cli *cli, const struct cli_args *a, hw_ctx *ctx,
+                        hw_envelope_cfg *cfg)
+{
+	size_t n;
+	const char *const *specs = cli_opt_all(a, "rsa-key", &n);
+
+	for (size_t i = 0; i < n; i++) {
+		hw_key *key = NULL;
+		uint8_t *der = NULL;
+		size_t len = 0;
+		char what[300];
+		hw_err err;
+
+		snprintf(what, sizeof(what), "RSA key '%s'", specs[i]);
+		if (!(err = hw_key_find(ctx, specs[i], &key)) &&
+		    !(err = hw_key_public_der(key, &der, &len)))
+			err = hw_envelope_cfg_add_rsa_recipient(cfg, key_namespace(a),
+			                                        hw_key_label(key), der, len);
+		hw_free(der);
+		hw_key_free(key);
+		if (err)
+			return cli_fail(cli, err, what);
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
 /* encrypt                                                             */
+
+/* --threads, for both commands. */
+static int threads_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg *cfg)
+{
+	const char *s = cli_opt(a, "threads");
+	unsigned long long v;
+	hw_err err;
+
+	if (!s)
+		return 0;
+	if (parse_uint(s, 1, 256, &v) < 0)
+		return cli_usage(cli, a->cmd, "--threads must be 1 to 256");
+	if ((err = hw_envelope_cfg_set_threads(cfg, (unsigned)v)))
+		return cli_fail(cli, err, "--threads");
+	return 0;
+}
 
 static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out)
 {
 	const char *s;
 	unsigned long long v;
 	unsigned suite;
+	int named, rc;
 	hw_envelope_cfg *cfg = NULL;
 	hw_err err;
 
@@ -594,7 +738,9 @@ static int enc_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	if ((s = cli_opt(a, "namespace")) &&
 	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
 		return cli_fail(cli, err, "--namespace");
-	return 0;
+	if ((rc = rsa_padding_opt(cli, a, cfg, &named)) || (rc = add_rsa_files(cli, a, cfg)))
+		return rc;
+	return threads_config(cli, a, cfg);
 }
 
 /* All --key options, found on the token; *keys has n entries to free. */
@@ -644,7 +790,7 @@ static int pump(struct cli *cli, struct source *src, struct sink *out, uint8_t *
                 feed_fn feed, void *stream, const char *what)
 {
 	for (;;) {
-		ssize_t r = source_read(src, chunk, IO_CHUNK);
+		ssize_t r = source_read(src, chunk, PUMP_CHUNK);
 		hw_err err;
 
 		if (r == 0)
@@ -671,7 +817,8 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	hw_ectx *ec = NULL;
 	hw_ctx *ctx = NULL;
 	hw_key **keys = NULL;
-	size_t nkeys = 0;
+	size_t nkeys = 0, naes = 0, nrsa = 0, nfiles = 0;
+	char name[256];
 	struct source src = { .fd = -1 };
 	struct sink out;
 	struct keep hdr = { 0 };
@@ -694,17 +841,27 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 		               "FILE or redirect standard output");
 		goto done;
 	}
+	cli_opt_all(a, "key", &naes);
+	cli_opt_all(a, "rsa-key", &nrsa);
+	cli_opt_all(a, "rsa-recipient", &nfiles);
+	if (!naes && !nrsa && !nfiles) {
+		rc = cli_usage(cli, a->cmd, "give at least one --key, --rsa-key or --rsa-recipient");
+		goto done;
+	}
 	if ((rc = enc_config(cli, a, &cfg)) || (rc = cli_ectx(cli, a, &ec)))
 		goto done;
 	if ((rc = source_open(cli, in_path, &src)))
 		goto done;
-	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
-	    (rc = find_keys(cli, a, ctx, &keys, &nkeys)))
+	/* Escrow to public key files alone needs no token at all. */
+	if ((naes || nrsa) &&
+	    ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
+	     (rc = find_keys(cli, a, ctx, &keys, &nkeys)) ||
+	     (rc = add_rsa_keys(cli, a, ctx, cfg))))
 		goto done;
 	if ((rc = sink_init(cli, &out, out_path, 0)) || (rc = sink_create(cli, &out)))
 		goto done;
 	out.keep = &hdr;
-	if (!(chunk = malloc(IO_CHUNK))) {
+	if (!(chunk = malloc(PUMP_CHUNK))) {
 		rc = cli_failf(cli, HW_ERR_NOMEM, "encrypt", "out of memory");
 		goto done;
 	}
@@ -725,16 +882,21 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	}
 	info = keep_info(&hdr);
 	if (cli->json) {
-		header_json(&cli->out, info);
-		jw_arr_begin(&cli->out, "keys");
+		json_t *names;
+
+		header_json(cli->out, info);
+		names = cj_arr(cli->out, "keys");
 		for (size_t i = 0; i < nkeys; i++)
-			jw_str(&cli->out, NULL, hw_key_label(keys[i]));
-		jw_arr_end(&cli->out);
-		pairs_json(&cli->out, "context", info);
-		jw_str(&cli->out, "input", in_path);
-		jw_str(&cli->out, "output", out_path);
-		jw_uint(&cli->out, "bytes_in", src.total);
-		jw_uint(&cli->out, "bytes_out", out.total);
+			cj_str(names, NULL, hw_key_label(keys[i]));
+		names = cj_arr(cli->out, "rsa_recipients");
+		for (size_t i = 0; info && i < info->nedks; i++)
+			if (is_rsa_edk(&info->edks[i], NULL))
+				cj_str(names, NULL, rsa_edk_name(&info->edks[i], name, sizeof(name)));
+		pairs_json(cli->out, "context", info);
+		cj_str(cli->out, "input", in_path);
+		cj_str(cli->out, "output", out_path);
+		cj_uint(cli->out, "bytes_in", src.total);
+		cj_uint(cli->out, "bytes_out", out.total);
 	} else if (!is_stdio(out_path)) {
 		char hex[2 * 32 + 1] = "?";
 
@@ -742,10 +904,23 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 			util_hex(info->message_id, info->message_id_len, hex);
 		printf("Encrypted %llu bytes into %s (%llu bytes), suite 0x%04x, message ID %s.\n",
 		       src.total, out_path, out.total, info ? info->suite : 0u, hex);
-		printf("Data key wrapped by:");
-		for (size_t i = 0; i < nkeys; i++)
-			printf("%s '%s'", i ? "," : "", hw_key_label(keys[i]));
-		printf("\nContext: ");
+		if (nkeys) {
+			printf("Data key wrapped by:");
+			for (size_t i = 0; i < nkeys; i++)
+				printf("%s '%s'", i ? "," : "", hw_key_label(keys[i]));
+			putchar('\n');
+		}
+		if (nrsa || nfiles) {
+			const char *pad = cli_opt(a, "rsa-padding");
+
+			printf("Data key encrypted (%s) to RSA public keys:", pad ? pad : "oaep-sha256");
+			for (size_t i = 0, k = 0; info && i < info->nedks; i++)
+				if (is_rsa_edk(&info->edks[i], NULL))
+					printf("%s '%s'", k++ ? "," : "",
+					       rsa_edk_name(&info->edks[i], name, sizeof(name)));
+			putchar('\n');
+		}
+		printf("Context: ");
 		print_pairs_line(stdout, info);
 	}
 done:
@@ -766,12 +941,14 @@ done:
 /* ------------------------------------------------------------------ */
 /* decrypt                                                             */
 
-static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out)
+static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg **out,
+                      int *pad_named)
 {
 	const char *s;
 	unsigned long long v;
 	hw_envelope_cfg *cfg = NULL;
 	hw_err err;
+	int rc;
 
 	if ((err = hw_envelope_cfg_new(&cfg)))
 		return cli_fail(cli, err, "decrypt");
@@ -789,7 +966,51 @@ static int dec_config(struct cli *cli, const struct cli_args *a, hw_envelope_cfg
 	if ((s = cli_opt(a, "namespace")) &&
 	    (err = hw_envelope_cfg_set_key_namespace(cfg, s)))
 		return cli_fail(cli, err, "--namespace");
-	return 0;
+	if ((rc = rsa_padding_opt(cli, a, cfg, pad_named)))
+		return rc;
+	return threads_config(cli, a, cfg);
+}
+
+/*
+ * A decryption stream fed the prefetched header: 0, or the exit status
+ * after the failure was reported. When the message holds Raw RSA data keys
+ * and --rsa-padding was not named, each padding is tried in the order of
+ * rsa_pads: the message does not say which one was used, and a wrong one
+ * fails the unwrap (HW_ERR_INTEGRITY) before any plaintext exists, so the
+ * next try starts again from the same header bytes. A padding the key or
+ * token does not allow (hsmwrap's decrypt keys allow OAEP only) is passed
+ * over.
+ */
+static int dec_start(struct cli *cli, hw_ctx *ctx, hw_envelope_cfg *cfg, hw_key **keys,
+                     size_t nkeys, const hw_ectx *req, struct sink *out,
+                     const struct keep *hdr, int try_pads, hw_dec_stream **dec)
+{
+	char first[512] = "";
+	hw_err err = HW_OK;
+
+	for (size_t p = 0; p < (try_pads ? NPADS : 1); p++) {
+		if (try_pads && (err = hw_envelope_cfg_set_rsa_padding(cfg, rsa_pads[p].pad)))
+			return cli_fail(cli, err, "decrypting");
+		hw_dec_stream_free(*dec);
+		*dec = NULL;
+		/* Without --key, the message names its key and any key on the token may serve. */
+		err = hw_dec_stream_new(ctx, cfg, nkeys ? keys : NULL, nkeys, req, sink_write, out,
+		                        dec);
+		if (!err)
+			err = hw_dec_stream_update(*dec, hdr->p, hdr->len);
+		if (err == HW_OK || out->total != 0 ||
+		    (err != HW_ERR_INTEGRITY && err != HW_ERR_UNSUPPORTED))
+			break;
+		if (err == HW_ERR_INTEGRITY && !first[0])
+			snprintf(first, sizeof(first), "%s (every --rsa-padding tried)",
+			         hw_last_detail());
+	}
+	if (err == HW_OK)
+		return 0;
+	/* A padding the key does not allow says nothing; one that failed does. */
+	if (err == HW_ERR_UNSUPPORTED && first[0] && out->total == 0)
+		return cli_failf(cli, HW_ERR_INTEGRITY, "decrypting", "%s", first);
+	return stream_fail(cli, out, err, "decrypting");
 }
 
 /*
@@ -839,6 +1060,7 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	hw_dec_stream *dec = NULL;
 	hw_envelope_info *info = NULL;
 	hw_ectx *req = NULL;
+	int pad_named = 0, try_pads = 0;
 	hw_ctx *ctx = NULL;
 	hw_key **keys = NULL;
 	size_t nkeys = 0;
@@ -859,7 +1081,7 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	signals_catch(old);
 	if ((rc = check_paths(cli, a, in_path, out_path)))
 		goto done;
-	if ((rc = dec_config(cli, a, &cfg)) || (rc = cli_ectx(cli, a, &req)))
+	if ((rc = dec_config(cli, a, &cfg, &pad_named)) || (rc = cli_ectx(cli, a, &req)))
 		goto done;
 	if ((rc = source_open(cli, in_path, &src)) ||
 	    (rc = prefetch_header(cli, &src, &hdr, &info)))
@@ -870,6 +1092,8 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 		               info->suite);
 		goto done;
 	}
+	for (size_t i = 0; info && i < info->nedks; i++)
+		try_pads |= !pad_named && is_rsa_edk(&info->edks[i], key_namespace(a));
 	hw_envelope_info_free(info);
 	info = NULL;
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
@@ -878,21 +1102,12 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	if ((rc = sink_init(cli, &out, out_path, 1)) || (rc = sink_create(cli, &out)))
 		goto done;
 	out.hdr = &hdr;
-	if (!(chunk = malloc(IO_CHUNK))) {
+	if (!(chunk = malloc(PUMP_CHUNK))) {
 		rc = cli_failf(cli, HW_ERR_NOMEM, "decrypt", "out of memory");
 		goto done;
 	}
-	/* Without --key, the message names its key and any key on the token may serve. */
-	err = hw_dec_stream_new(ctx, cfg, nkeys ? keys : NULL, nkeys, req, sink_write, &out,
-	                        &dec);
-	if (err) {
-		rc = stream_fail(cli, &out, err, "decrypting");
+	if ((rc = dec_start(cli, ctx, cfg, keys, nkeys, req, &out, &hdr, try_pads, &dec)))
 		goto done;
-	}
-	if ((err = hw_dec_stream_update(dec, hdr.p, hdr.len))) {
-		rc = stream_fail(cli, &out, err, "decrypting");
-		goto done;
-	}
 	if ((rc = pump(cli, &src, &out, chunk, feed_dec, dec, "decrypting")))
 		goto done;
 	/* Only now is the message authenticated as a whole (signature included). */
@@ -906,12 +1121,12 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	}
 	info = keep_info(&hdr);
 	if (cli->json) {
-		header_json(&cli->out, info);
-		pairs_json(&cli->out, "context", info);
-		jw_str(&cli->out, "input", in_path);
-		jw_str(&cli->out, "output", out_path);
-		jw_uint(&cli->out, "bytes_in", src.total);
-		jw_uint(&cli->out, "bytes_out", out.total);
+		header_json(cli->out, info);
+		pairs_json(cli->out, "context", info);
+		cj_str(cli->out, "input", in_path);
+		cj_str(cli->out, "output", out_path);
+		cj_uint(cli->out, "bytes_in", src.total);
+		cj_uint(cli->out, "bytes_out", out.total);
 	} else if (!is_stdio(out_path)) {
 		printf("Decrypted %llu bytes into %s (suite 0x%04x, authenticated%s).\n",
 		       out.total, out_path, info ? info->suite : 0u,
@@ -924,7 +1139,7 @@ done:
 	sink_free(&out);
 	source_close(&src);
 	if (chunk) {
-		OPENSSL_cleanse(chunk, IO_CHUNK);
+		OPENSSL_cleanse(chunk, PUMP_CHUNK);
 		free(chunk);
 	}
 	free(hdr.p);
@@ -1029,6 +1244,12 @@ static void inspect_text(const hw_envelope_info *info)
 			fputs(", key '", stdout);
 			put_safe(stdout, k->key_name);
 			fputc('\'', stdout);
+		} else if (is_rsa_edk(k, NULL)) {
+			char name[256];
+
+			fputs(", RSA key '", stdout);
+			put_safe(stdout, rsa_edk_name(k, name, sizeof(name)));
+			fputc('\'', stdout);
 		} else {
 			printf(", provider info %zu bytes", k->provider_info_len);
 		}
@@ -1044,30 +1265,28 @@ int cmd_inspect(struct cli *cli, const struct cli_args *a)
 	if (rc)
 		return rc;
 	if (cli->json) {
-		struct jw *w = &cli->out;
+		json_t *w = cli->out, *edks;
 
-		jw_uint(w, "version", info->version);
+		cj_uint(w, "version", info->version);
 		header_json(w, info);
-		jw_bool(w, "committing", info->committing);
-		jw_bool(w, "framed", info->framed);
-		jw_uint(w, "header_length", info->header_len);
+		cj_bool(w, "committing", info->committing);
+		cj_bool(w, "framed", info->framed);
+		cj_uint(w, "header_length", info->header_len);
 		pairs_json(w, "context", info);
-		jw_arr_begin(w, "data_keys");
+		edks = cj_arr(w, "data_keys");
 		for (size_t i = 0; i < info->nedks; i++) {
 			const hw_envelope_edk *k = &info->edks[i];
 			char *pi = malloc(2 * k->provider_info_len + 1);
+			json_t *o = cj_obj(edks, NULL);
 
-			jw_obj_begin(w, NULL);
-			jw_str(w, "provider_id", k->provider_id);
-			jw_str(w, "key_name", k->key_name);
+			cj_str(o, "provider_id", k->provider_id);
+			cj_str(o, "key_name", k->key_name);
 			if (pi)
 				util_hex(k->provider_info, k->provider_info_len, pi);
-			jw_str(w, "provider_info", pi);
+			cj_str(o, "provider_info", pi);
 			free(pi);
-			jw_uint(w, "length", k->ciphertext_len);
-			jw_obj_end(w);
+			cj_uint(o, "length", k->ciphertext_len);
 		}
-		jw_arr_end(w);
 	} else {
 		inspect_text(info);
 	}

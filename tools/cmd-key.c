@@ -10,103 +10,6 @@
 
 #include "cli.h"
 
-const char *kcv_alg_text(const char *kcv_alg)
-{
-	if (strcmp(kcv_alg, "AES-ECB-zero") == 0)
-		return "KCV (AES-ECB of zero block)";
-	if (strcmp(kcv_alg, "SHA256-SPKI") == 0)
-		return "Fingerprint (SHA-256 of SubjectPublicKeyInfo)";
-	return "KCV";
-}
-
-static const char *kcv_value(const hw_key_info *ki)
-{
-	return ki->kcv[0] && strcmp(ki->kcv_alg, "unavailable") != 0 ? ki->kcv : "unavailable";
-}
-
-static const char *purpose_str(hw_purpose p)
-{
-	const char *s = hw_purpose_name(p);
-
-	return s ? s : "none";
-}
-
-static void key_info_fields(struct jw *w, const hw_key_info *ki);
-
-void key_info_json(struct jw *w, const char *name, const hw_key_info *ki)
-{
-	jw_obj_begin(w, name);
-	key_info_fields(w, ki);
-	jw_obj_end(w);
-}
-
-static void key_info_fields(struct jw *w, const hw_key_info *ki)
-{
-	jw_str(w, "label", ki->label);
-	jw_str(w, "id", ki->id_hex);
-	jw_str(w, "type", ki->type_name);
-	jw_uint(w, "bits", ki->bits);
-	jw_str(w, "purpose", purpose_str(ki->purpose));
-	jw_str(w, "uri", ki->uri);
-	jw_str(w, "kcv", ki->kcv[0] ? ki->kcv : NULL);
-	jw_str(w, "kcv_alg", ki->kcv_alg);
-	jw_tri(w, "token", ki->token);
-	jw_tri(w, "private", ki->private_);
-	jw_tri(w, "sensitive", ki->sensitive);
-	jw_tri(w, "extractable", ki->extractable);
-	jw_tri(w, "always_sensitive", ki->always_sensitive);
-	jw_tri(w, "never_extractable", ki->never_extractable);
-	jw_tri(w, "local", ki->local);
-	jw_tri(w, "encrypt", ki->encrypt);
-	jw_tri(w, "decrypt", ki->decrypt);
-	jw_tri(w, "wrap", ki->wrap);
-	jw_tri(w, "unwrap", ki->unwrap);
-	jw_tri(w, "sign", ki->sign);
-	jw_tri(w, "verify", ki->verify);
-	jw_tri(w, "derive", ki->derive);
-}
-
-static const char *yn(int v)
-{
-	return v < 0 ? "unknown" : v ? "yes" : "no";
-}
-
-static void key_info_text(const hw_key_info *ki, int attributes)
-{
-	static const struct { const char *name; size_t off; } attrs[] = {
-		{ "Token object", offsetof(hw_key_info, token) },
-		{ "Private", offsetof(hw_key_info, private_) },
-		{ "Sensitive", offsetof(hw_key_info, sensitive) },
-		{ "Extractable", offsetof(hw_key_info, extractable) },
-		{ "Always sensitive", offsetof(hw_key_info, always_sensitive) },
-		{ "Never extractable", offsetof(hw_key_info, never_extractable) },
-		{ "Generated on token", offsetof(hw_key_info, local) },
-		{ "Encrypt", offsetof(hw_key_info, encrypt) },
-		{ "Decrypt", offsetof(hw_key_info, decrypt) },
-		{ "Wrap", offsetof(hw_key_info, wrap) },
-		{ "Unwrap", offsetof(hw_key_info, unwrap) },
-		{ "Sign", offsetof(hw_key_info, sign) },
-		{ "Verify", offsetof(hw_key_info, verify) },
-		{ "Derive", offsetof(hw_key_info, derive) },
-	};
-
-	printf("Label:    %s\n", ki->label);
-	printf("Type:     %s (%u bits)\n", ki->type_name, ki->bits);
-	printf("Purpose:  %s\n", purpose_str(ki->purpose));
-	printf("ID:       %s\n", ki->id_hex);
-	printf("URI:      %s\n", ki->uri);
-	printf("%s: %s\n", kcv_alg_text(ki->kcv_alg), kcv_value(ki));
-	if (!attributes)
-		return;
-	printf("Attributes:\n");
-	for (size_t i = 0; i < sizeof(attrs) / sizeof(attrs[0]); i++) {
-		int v;
-
-		memcpy(&v, (const char *)ki + attrs[i].off, sizeof(v));
-		printf("  %-19s %s\n", attrs[i].name, yn(v));
-	}
-}
-
 static int key_info(struct cli *cli, hw_key *key, hw_key_info *ki)
 {
 	hw_err err = hw_key_info_get(key, ki);
@@ -132,19 +35,21 @@ static int parse_create(struct cli *cli, const struct cli_args *a,
 
 	if (hw_key_type_parse(ts, type))
 		return cli_usage(cli, a->cmd, "unknown --type '%s' (aes256, rsa2048, rsa3072, "
-		                 "rsa4096, ec-p256 or ec-p384)", ts);
+		                 "rsa4096, rsa-pss-2048, rsa-pss-3072, rsa-pss-4096, ec-p256, "
+		                 "ec-p384, ec-p521, ed25519 or ed448)", ts);
 	if (!ps) {
 		*purpose = type_is_aes(*type) ? HW_PURPOSE_ENVELOPE : HW_PURPOSE_SIGN;
 		return 0;
 	}
 	if (hw_purpose_parse(ps, purpose) || *purpose == HW_PURPOSE_NONE)
-		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign or "
-		                 "decrypt)", ps);
-	if (*purpose == HW_PURPOSE_DECRYPT ? *type < HW_KEY_RSA2048 || *type > HW_KEY_RSA4096
+		return cli_usage(cli, a->cmd, "unknown --purpose '%s' (envelope, keywrap, sign, "
+		                 "decrypt or derive)", ps);
+	if (*purpose == HW_PURPOSE_DECRYPT ? !hw_key_type_is_rsa(*type) || *type >= HW_KEY_RSA2048_PSS
+	    : *purpose == HW_PURPOSE_DERIVE ? !hw_key_type_is_ec(*type)
 	    : type_is_aes(*type) != (*purpose != HW_PURPOSE_SIGN))
 		return cli_usage(cli, a->cmd, "purpose %s does not fit type %s: envelope and "
-		                 "keywrap need aes256, sign an rsa or ec type, decrypt an rsa type",
-		                 ps, ts);
+		                 "keywrap need aes256, sign an rsa, ec or ed type, decrypt an "
+		                 "rsa type (not rsa-pss), derive an ec-p* type", ps, ts);
 	if (cli_flag(a, "allow-raw-rsa") && *purpose != HW_PURPOSE_DECRYPT)
 		return cli_usage(cli, a->cmd, "--allow-raw-rsa is for --purpose decrypt keys only");
 	return 0;
@@ -158,10 +63,10 @@ static void create_transcript(struct cli *cli, hw_ctx *ctx, const hw_key_info *k
 
 	strftime(when, sizeof(when), "%Y-%m-%dT%H:%M:%SZ", gmtime_r(&now, &tm));
 	if (cli->json) {
-		jw_str(&cli->out, "created", when);
-		jw_str(&cli->out, "module", hw_ctx_module_path(ctx));
-		jw_str(&cli->out, "token", hw_ctx_token_uri(ctx));
-		key_info_json(&cli->out, "key", ki);
+		cj_str(cli->out, "created", when);
+		cj_str(cli->out, "module", hw_ctx_module_path(ctx));
+		cj_str(cli->out, "token", hw_ctx_token_uri(ctx));
+		key_info_json(cli->out, "key", ki);
 		return;
 	}
 	printf("Key created by %s %s\n", PROG, PACKAGE_VERSION);
@@ -215,7 +120,8 @@ struct list_row {
 static int by_row_label(const void *a, const void *b)
 {
 	const struct list_row *x = a, *y = b;
-	int c = strcmp(x->label, y->label);
+	/* Not x->label: it may point into a row that qsort is moving. */
+	int c = strcmp(x->m ? x->m->label : x->ki.label, y->m ? y->m->label : y->ki.label);
 
 	return c ? c : strcmp(x->ki.id_hex, y->ki.id_hex);
 }
@@ -261,38 +167,37 @@ static void list_text(const struct list_row *r, size_t n)
 			printf("%-*s  %-8s  %-8s  %-16s  %-8s  %-32s  %s\n", lw, "LABEL", "TYPE",
 			       "PURPOSE", "STATE", "VERSIONS", "ID", "KCV/FINGERPRINT");
 		printf("%-*s  %-8s  %-8s  %-16s  %-8zu  %-32s  %s\n", lw, r[i].label, r[i].ki.type_name,
-		       purpose_str(r[i].ki.purpose), row_state(&r[i]), r[i].m ? r[i].m->nversions : 1,
-		       r[i].ki.id_hex, kcv_value(&r[i].ki));
+		       key_purpose_text(r[i].ki.purpose), row_state(&r[i]), r[i].m ? r[i].m->nversions : 1,
+		       r[i].ki.id_hex, key_kcv_value(&r[i].ki));
 	}
 	if (!shown)
 		printf("No keys on this token.\n");
 }
 
-static void meta_json(struct jw *w, const hw_key_meta *m);
+static void meta_json(json_t *parent, const hw_key_meta *m);
 
 static void list_json(struct cli *cli, const struct list_row *r, size_t n)
 {
-	jw_arr_begin(&cli->out, "keys");
+	json_t *keys = cj_arr(cli->out, "keys");
+
 	for (size_t i = 0; i < n; i++) {
 		hw_key_info ki;
+		json_t *k, *tags;
 
 		if (r[i].hidden)
 			continue;
 		ki = r[i].ki;
 		snprintf(ki.label, sizeof(ki.label), "%s", r[i].label);
-		jw_obj_begin(&cli->out, NULL);
-		key_info_fields(&cli->out, &ki);
-		jw_str(&cli->out, "object_label", r[i].ki.label);
-		jw_str(&cli->out, "state", row_state(&r[i]));
-		jw_uint(&cli->out, "versions", r[i].m ? r[i].m->nversions : 1);
-		jw_uint(&cli->out, "current_version", r[i].m ? r[i].m->current : 1);
-		jw_obj_begin(&cli->out, "tags");
+		k = cj_obj(keys, NULL);
+		key_info_fields(k, &ki);
+		cj_str(k, "object_label", r[i].ki.label);
+		cj_str(k, "state", row_state(&r[i]));
+		cj_uint(k, "versions", r[i].m ? r[i].m->nversions : 1);
+		cj_uint(k, "current_version", r[i].m ? r[i].m->current : 1);
+		tags = cj_obj(k, "tags");
 		for (size_t t = 0; r[i].m && t < r[i].m->ntags; t++)
-			jw_str(&cli->out, r[i].m->tags[t].key, r[i].m->tags[t].value);
-		jw_obj_end(&cli->out);
-		jw_obj_end(&cli->out);
+			cj_str(tags, r[i].m->tags[t].key, r[i].m->tags[t].value);
 	}
-	jw_arr_end(&cli->out);
 }
 
 int cmd_key_list(struct cli *cli, const struct cli_args *a)
@@ -380,6 +285,11 @@ int cmd_key_list(struct cli *cli, const struct cli_args *a)
 				r->hidden = 1;
 	}
 	qsort(rows, n, sizeof(*rows), by_row_label);
+	/* The sort moved the rows, and the labels of keys without metadata
+	 * (tokens without data objects) with them. */
+	for (size_t i = 0; i < n; i++)
+		if (!rows[i].m)
+			rows[i].label = rows[i].ki.label;
 	if (cli->json)
 		list_json(cli, rows, n);
 	else
@@ -404,42 +314,39 @@ static void fmt_time(int64_t t, char *out, size_t outsz)
 		snprintf(out, outsz, "unknown");
 }
 
-static void meta_json(struct jw *w, const hw_key_meta *m)
+static void meta_json(json_t *parent, const hw_key_meta *m)
 {
+	json_t *w = cj_obj(parent, "lifecycle"), *versions, *tags;
 	char when[40];
 
-	jw_obj_begin(w, "lifecycle");
-	jw_str(w, "label", m->label);
-	jw_bool(w, "stored", m->stored);
-	jw_str(w, "state", hw_key_state_name(m->state));
+	cj_str(w, "label", m->label);
+	cj_bool(w, "stored", m->stored);
+	cj_str(w, "state", hw_key_state_name(m->state));
 	if (m->state == HW_KEY_STATE_PENDING_DELETION) {
 		fmt_time(m->deletion_date, when, sizeof(when));
-		jw_str(w, "deletion_date", when);
+		cj_str(w, "deletion_date", when);
 	} else {
-		jw_null(w, "deletion_date");
+		cj_null(w, "deletion_date");
 	}
-	jw_str(w, "purpose", purpose_str(m->purpose));
+	cj_str(w, "purpose", key_purpose_text(m->purpose));
 	fmt_time(m->created, when, sizeof(when));
-	jw_str(w, "created", m->created ? when : NULL);
-	jw_uint(w, "current_version", m->current);
-	jw_arr_begin(w, "versions");
+	cj_str(w, "created", m->created ? when : NULL);
+	cj_uint(w, "current_version", m->current);
+	versions = cj_arr(w, "versions");
 	for (size_t i = 0; i < m->nversions; i++) {
-		jw_obj_begin(w, NULL);
-		jw_uint(w, "number", m->versions[i].number);
-		jw_str(w, "label", m->versions[i].label);
-		jw_str(w, "id", m->versions[i].id_hex);
+		json_t *v = cj_obj(versions, NULL);
+
+		cj_uint(v, "number", m->versions[i].number);
+		cj_str(v, "label", m->versions[i].label);
+		cj_str(v, "id", m->versions[i].id_hex);
 		fmt_time(m->versions[i].created, when, sizeof(when));
-		jw_str(w, "created", m->versions[i].created ? when : NULL);
-		jw_bool(w, "current", m->versions[i].number == m->current);
-		jw_obj_end(w);
+		cj_str(v, "created", m->versions[i].created ? when : NULL);
+		cj_bool(v, "current", m->versions[i].number == m->current);
 	}
-	jw_arr_end(w);
-	jw_obj_begin(w, "tags");
+	tags = cj_obj(w, "tags");
 	for (size_t i = 0; i < m->ntags; i++)
-		jw_str(w, m->tags[i].key, m->tags[i].value);
-	jw_obj_end(w);
-	jw_str(w, "description", m->description);
-	jw_obj_end(w);
+		cj_str(tags, m->tags[i].key, m->tags[i].value);
+	cj_str(w, "description", m->description);
 }
 
 static void meta_text(const hw_key_meta *m, unsigned version)
@@ -486,7 +393,7 @@ int cmd_key_rotate(struct cli *cli, const struct cli_args *a)
 		goto out;
 	err = hw_key_rotate(key, &nk);
 	if (err) {
-		snprintf(what, sizeof(what), "rotating key '%s'", a->pos[0]);
+		snprintf(what, sizeof(what), "rotating key '%s'", cli_redact(a->pos[0]));
 		rc = cli_fail(cli, err, what);
 		goto out;
 	}
@@ -503,12 +410,12 @@ int cmd_key_rotate(struct cli *cli, const struct cli_args *a)
 	cli_transcript_line(cli, "New version:", "%u (now current)", hw_key_version(nk));
 	cli_transcript_line(cli, "Version label:", "%s", ki.label);
 	cli_transcript_line(cli, "Type:", "%s (%u bits)", ki.type_name, ki.bits);
-	cli_transcript_line(cli, "Purpose:", "%s", purpose_str(ki.purpose));
+	cli_transcript_line(cli, "Purpose:", "%s", key_purpose_text(ki.purpose));
 	cli_transcript_line(cli, "ID:", "%s", ki.id_hex);
 	cli_transcript_line(cli, "URI:", "%s", ki.uri);
-	cli_transcript_line(cli, kcv_alg_text(ki.kcv_alg), "%s", kcv_value(&ki));
-	cli_transcript_line(cli, "Sensitive:", "%s", yn(ki.sensitive));
-	cli_transcript_line(cli, "Extractable:", "%s", yn(ki.extractable));
+	cli_transcript_line(cli, kcv_alg_text(ki.kcv_alg), "%s", key_kcv_value(&ki));
+	cli_transcript_line(cli, "Sensitive:", "%s", key_tri_text(ki.sensitive));
+	cli_transcript_line(cli, "Extractable:", "%s", key_tri_text(ki.extractable));
 	for (size_t i = 0; i < m->nversions; i++)
 		if (m->versions[i].number != m->current)
 			cli_transcript_line(cli, "Kept for decryption:", "version %u (%s, ID %s)",
@@ -562,12 +469,12 @@ static int life_run(struct cli *cli, const struct cli_args *a, enum life_op op,
 	if (!err)
 		err = hw_key_meta_get(key, &m);
 	if (err) {
-		snprintf(what, sizeof(what), "%s key '%s'", a->cmd->name + 4, a->pos[0]);
+		snprintf(what, sizeof(what), "%s key '%s'", a->cmd->name + 4, cli_redact(a->pos[0]));
 		rc = cli_fail(cli, err, what);
 		goto out;
 	}
 	if (cli->json) {
-		meta_json(&cli->out, m);
+		meta_json(cli->out, m);
 		goto out;
 	}
 	switch (op) {
@@ -672,10 +579,10 @@ int cmd_key_purge(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_arr_begin(&cli->out, "purged");
+		json_t *list = cj_arr(cli->out, "purged");
+
 		for (size_t i = 0; i < n; i++)
-			jw_str(&cli->out, NULL, purged[i]);
-		jw_arr_end(&cli->out);
+			cj_str(list, NULL, purged[i]);
 	} else if (n == 0) {
 		printf("No key is past its deletion date.\n");
 	} else {
@@ -704,9 +611,9 @@ int cmd_key_show(struct cli *cli, const struct cli_args *a)
 		if (err) {
 			rc = cli_fail(cli, err, "reading the key's lifecycle metadata");
 		} else if (cli->json) {
-			key_info_json(&cli->out, "key", &ki);
-			jw_uint(&cli->out, "version", hw_key_version(key));
-			meta_json(&cli->out, m);
+			key_info_json(cli->out, "key", &ki);
+			cj_uint(cli->out, "version", hw_key_version(key));
+			meta_json(cli->out, m);
 		} else {
 			key_info_text(&ki, 1);
 			meta_text(m, hw_key_version(key));
@@ -754,8 +661,8 @@ int cmd_key_destroy(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		key_info_json(&cli->out, "destroyed", &ki);
-		jw_uint(&cli->out, "versions_destroyed", all ? nversions : 1);
+		key_info_json(cli->out, "destroyed", &ki);
+		cj_uint(cli->out, "versions_destroyed", all ? nversions : 1);
 	} else if (all && nversions > 1) {
 		printf("Destroyed key '%s' (%s): all %zu versions and its metadata.\n",
 		       hw_key_logical_label(key), ki.type_name, nversions);

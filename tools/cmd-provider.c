@@ -39,10 +39,10 @@ int cmd_key_export_ref(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	/* Only key pairs can stand behind a TLS or CA private key. */
-	if (ki.type != HW_KEY_RSA2048 && ki.type != HW_KEY_RSA3072 && ki.type != HW_KEY_RSA4096 &&
-	    ki.type != HW_KEY_EC_P256 && ki.type != HW_KEY_EC_P384) {
+	if (!hw_key_type_is_rsa(ki.type) && !hw_key_type_is_ec(ki.type) &&
+	    !hw_key_type_is_eddsa(ki.type)) {
 		rc = cli_failf(cli, HW_ERR_KEY_PURPOSE, "exporting a key reference",
-		               "'%s' is a %s key; only RSA and EC key pairs can be referenced",
+		               "'%s' is a %s key; only RSA, EC and EdDSA key pairs can be referenced",
 		               ki.label, ki.type_name);
 		goto out;
 	}
@@ -68,9 +68,9 @@ int cmd_key_export_ref(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_str(&cli->out, "key", ki.label);
-		jw_str(&cli->out, "uri", ki.uri);
-		jw_str(&cli->out, "output", cli_opt(a, "output"));
+		cj_str(cli->out, "key", ki.label);
+		cj_str(cli->out, "uri", ki.uri);
+		cj_str(cli->out, "output", cli_opt(a, "output"));
 	} else {
 		printf("Wrote a reference to key '%s' (%s) into %s.\nURI: %s\n", ki.label,
 		       ki.type_name, cli_opt(a, "output"), ki.uri);

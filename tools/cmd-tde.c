@@ -54,7 +54,7 @@ int cmd_tde_init(struct cli *cli, const struct cli_args *a)
 	cli_transcript_line(cli, "Extractable:", "%s", ki.extractable == 0 ? "no" : "YES");
 	cli_transcript_end(cli);
 	if (cli->json)
-		key_info_json(&cli->out, "key", &ki);
+		key_info_json(cli->out, "key", &ki);
 out:
 	cli_close_key(ctx, key);
 	return rc;
@@ -201,9 +201,9 @@ int cmd_tde_keyring_add(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_str(&cli->out, "keyring", path);
-		jw_uint(&cli->out, "id", id);
-		jw_uint(&cli->out, "version", version);
+		cj_str(cli->out, "keyring", path);
+		cj_uint(cli->out, "id", id);
+		cj_uint(cli->out, "version", version);
 	} else {
 		printf("Table key %" PRIu32 " version %" PRIu32 " added to %s%s.\n", id, version, path,
 		       exists ? "" : " (new keyring)");
@@ -256,23 +256,23 @@ int cmd_tde_keyring_list(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_str(&cli->out, "keyring", path);
-		jw_str(&cli->out, "keyring_id", info->keyring_id);
-		jw_str(&cli->out, "master_key", info->master_label);
-		jw_str(&cli->out, "master_id", info->master_id);
-		jw_str(&cli->out, "master_kcv", info->master_kcv);
-		jw_str(&cli->out, "kcv_alg", "AES-ECB-zero");
-		jw_uint(&cli->out, "generation", info->generation);
-		jw_arr_begin(&cli->out, "keys");
+		cj_str(cli->out, "keyring", path);
+		cj_str(cli->out, "keyring_id", info->keyring_id);
+		cj_str(cli->out, "master_key", info->master_label);
+		cj_str(cli->out, "master_id", info->master_id);
+		cj_str(cli->out, "master_kcv", info->master_kcv);
+		cj_str(cli->out, "kcv_alg", "AES-ECB-zero");
+		cj_uint(cli->out, "generation", info->generation);
+		json_t *keys = cj_arr(cli->out, "keys");
+
 		for (size_t i = 0; i < info->nentries; i++) {
+			json_t *k = cj_obj(keys, NULL);
+
 			fmt_time(info->entries[i].created, t);
-			jw_obj_begin(&cli->out, NULL);
-			jw_uint(&cli->out, "id", info->entries[i].id);
-			jw_uint(&cli->out, "version", info->entries[i].version);
-			jw_str(&cli->out, "created", t);
-			jw_obj_end(&cli->out);
+			cj_uint(k, "id", info->entries[i].id);
+			cj_uint(k, "version", info->entries[i].version);
+			cj_str(k, "created", t);
 		}
-		jw_arr_end(&cli->out);
 		goto out;
 	}
 	printf("Keyring:    %s (id %s, generation %" PRIu32 ", integrity verified)\n", path,
@@ -377,9 +377,9 @@ int cmd_tde_keyring_get(struct cli *cli, const struct cli_args *a)
 		goto out;
 	}
 	if (cli->json) {
-		jw_uint(&cli->out, "id", id);
-		jw_uint(&cli->out, "version", got);
-		jw_str(&cli->out, "output", out_path);
+		cj_uint(cli->out, "id", id);
+		cj_uint(cli->out, "version", got);
+		cj_str(cli->out, "output", out_path);
 	} else {
 		printf("Table key %" PRIu32 " version %" PRIu32 " written to %s (32 bytes, mode 0600).\n",
 		       id, got, out_path);

@@ -29,34 +29,52 @@ static void missing_caps(const hw_token_info *t, char *buf, size_t n)
 	}
 }
 
-static void token_json(struct jw *w, const hw_token_info *t)
+static int has_feature(const hw_token_info *t, unsigned i)
+{
+	return (t->caps & hw_feature_needs(i)) == hw_feature_needs(i);
+}
+
+/* "envelope, keywrap" (want = 1) or the ones the token lacks (want = 0). */
+static void features_text(const hw_token_info *t, int want, char *buf, size_t n)
 {
 	const char *name;
+	size_t used = 0;
 
-	jw_obj_begin(w, "token");
-	jw_str(w, "label", t->label);
-	jw_str(w, "manufacturer", t->manufacturer);
-	jw_str(w, "model", t->model);
-	jw_str(w, "serial", t->serial);
-	jw_str(w, "uri", t->uri);
-	jw_bool(w, "initialized", t->token_initialized);
-	jw_bool(w, "user_pin_initialized", t->user_pin_initialized);
-	jw_bool(w, "login_required", t->login_required);
+	buf[0] = '\0';
+	for (unsigned i = 0; (name = hw_feature_name(i)) != NULL; i++)
+		if (has_feature(t, i) == want)
+			used += (size_t)snprintf(buf + used, used < n ? n - used : 0, "%s%s",
+			                         used ? ", " : "", name);
+}
+
+static void token_json(json_t *parent, const hw_token_info *t)
+{
+	json_t *w = cj_obj(parent, "token"), *caps, *feats, *missing;
+	const char *name;
+
+	cj_str(w, "label", t->label);
+	cj_str(w, "manufacturer", t->manufacturer);
+	cj_str(w, "model", t->model);
+	cj_str(w, "serial", t->serial);
+	cj_str(w, "uri", t->uri);
+	cj_bool(w, "initialized", t->token_initialized);
+	cj_bool(w, "user_pin_initialized", t->user_pin_initialized);
+	cj_bool(w, "login_required", t->login_required);
 	if (t->free_objects_hint)
-		jw_uint(w, "free_objects", t->free_objects_hint);
+		cj_uint(w, "free_objects", t->free_objects_hint);
 	else
-		jw_null(w, "free_objects");
-	jw_obj_begin(w, "capabilities");
+		cj_null(w, "free_objects");
+	caps = cj_obj(w, "capabilities");
 	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
-		jw_bool(w, name, (t->caps >> i) & 1u);
-	jw_obj_end(w);
-	jw_bool(w, "usable", token_usable(t));
-	jw_arr_begin(w, "missing");
+		cj_bool(caps, name, (t->caps >> i) & 1u);
+	feats = cj_obj(w, "features");
+	for (unsigned i = 0; (name = hw_feature_name(i)) != NULL; i++)
+		cj_bool(feats, name, has_feature(t, i));
+	cj_bool(w, "usable", token_usable(t));
+	missing = cj_arr(w, "missing");
 	for (unsigned i = 0; (name = hw_cap_name(i)) != NULL; i++)
 		if (!(t->caps & (1u << i)))
-			jw_str(w, NULL, name);
-	jw_arr_end(w);
-	jw_obj_end(w);
+			cj_str(missing, NULL, name);
 }
 
 static void token_text(const hw_token_info *t)
@@ -86,28 +104,37 @@ static void token_text(const hw_token_info *t)
 	printf("    Login required: %s\n", t->login_required ? "yes" : "no");
 	if (t->free_objects_hint)
 		printf("    Free objects:   %lu\n", t->free_objects_hint);
-	if (token_usable(t))
+	if (token_usable(t)) {
+		char yes[256], no[256];
+
 		printf("    Usable:         yes\n");
-	else
+		features_text(t, 1, yes, sizeof(yes));
+		features_text(t, 0, no, sizeof(no));
+		printf("    Features:       %s\n", yes);
+		if (no[0])
+			printf("    Not supported:  %s (missing %s)\n", no, missing);
+	} else {
 		printf("    Usable:         no (missing %s)\n", missing);
+	}
 }
 
-static void slots_out(struct cli *cli, const hw_token_info *list, size_t n)
+/* The slots of one module: as text, or into its JSON object `mod`. */
+static void slots_out(json_t *mod, const hw_token_info *list, size_t n)
 {
-	if (cli->json) {
-		jw_arr_begin(&cli->out, "slots");
+	if (mod) {
+		json_t *slots = cj_arr(mod, "slots");
+
 		for (size_t i = 0; i < n; i++) {
-			jw_obj_begin(&cli->out, NULL);
-			jw_uint(&cli->out, "slot_id", list[i].slot_id);
-			jw_str(&cli->out, "description", list[i].slot_description);
-			jw_bool(&cli->out, "token_present", list[i].token_present);
+			json_t *s = cj_obj(slots, NULL);
+
+			cj_uint(s, "slot_id", list[i].slot_id);
+			cj_str(s, "description", list[i].slot_description);
+			cj_bool(s, "token_present", list[i].token_present);
 			if (list[i].token_present)
-				token_json(&cli->out, &list[i]);
+				token_json(s, &list[i]);
 			else
-				jw_null(&cli->out, "token");
-			jw_obj_end(&cli->out);
+				cj_null(s, "token");
 		}
-		jw_arr_end(&cli->out);
 		return;
 	}
 	if (n == 0)
@@ -120,7 +147,8 @@ static void slots_out(struct cli *cli, const hw_token_info *list, size_t n)
  * Opens `name` without selecting a token. Returns the error and sets
  * *what instead of reporting it: the caller decides whether it is fatal.
  */
-static hw_err module_open(const char *name, hw_ctx **out, const char **what)
+static hw_err module_open(const char *name, const char *init_args, hw_ctx **out,
+                          const char **what)
 {
 	hw_ctx *ctx = NULL;
 	hw_err err;
@@ -129,7 +157,8 @@ static hw_err module_open(const char *name, hw_ctx **out, const char **what)
 	if ((err = hw_ctx_new(&ctx)))
 		return err;
 	*what = "loading module";
-	if (!(err = hw_ctx_set_module(ctx, name)))
+	if (!(err = hw_ctx_set_module(ctx, name)) &&
+	    !(err = hw_ctx_set_module_init_args(ctx, init_args)))
 		err = hw_ctx_open(ctx);
 	if (err) {
 		hw_ctx_free(ctx);
@@ -140,16 +169,18 @@ static hw_err module_open(const char *name, hw_ctx **out, const char **what)
 }
 
 /* One module; failures are fatal only when the module was asked for. */
-static int list_module(struct cli *cli, const char *name, int fatal)
+static int list_module(struct cli *cli, json_t *modules, const char *name, int fatal)
 {
 	hw_token_info *list = NULL;
+	json_t *mod = NULL;
 	hw_ctx *ctx = NULL;
 	const char *what;
 	char whatbuf[600];
 	size_t n = 0;
 	hw_err err;
 
-	err = module_open(name, &ctx, &what);
+	/* Init arguments given to hsmwrap belong to the module it was given. */
+	err = module_open(name, fatal ? cli->module_init_args : NULL, &ctx, &what);
 	if (!err) {
 		what = "listing slots";
 		err = hw_token_list(ctx, &list, &n);
@@ -160,14 +191,14 @@ static int list_module(struct cli *cli, const char *name, int fatal)
 		return cli_fail(cli, err, whatbuf);
 	}
 	if (cli->json) {
-		jw_obj_begin(&cli->out, NULL);
-		jw_str(&cli->out, "name", name);
-		jw_str(&cli->out, "path", ctx ? hw_ctx_module_path(ctx) : NULL);
-		jw_bool(&cli->out, "ok", !err);
+		mod = cj_obj(modules, NULL);
+		cj_str(mod, "name", name);
+		cj_str(mod, "path", ctx ? hw_ctx_module_path(ctx) : NULL);
+		cj_bool(mod, "ok", !err);
 		if (err) {
-			jw_str(&cli->out, "error", hw_errname(err));
-			jw_str(&cli->out, "message", hw_strerror(err));
-			jw_str(&cli->out, "detail", hw_last_detail());
+			cj_str(mod, "error", hw_errname(err));
+			cj_str(mod, "message", hw_strerror(err));
+			cj_str(mod, "detail", hw_last_detail());
 		}
 	} else {
 		printf("Module %s", name);
@@ -178,9 +209,7 @@ static int list_module(struct cli *cli, const char *name, int fatal)
 	if (err)
 		cli_warn_err(whatbuf, err);
 	else
-		slots_out(cli, list, n);
-	if (cli->json)
-		jw_obj_end(&cli->out);
+		slots_out(mod, list, n);
 	hw_free(list);
 	hw_ctx_free(ctx);
 	return 0;
@@ -191,6 +220,7 @@ int cmd_token_list(struct cli *cli, const struct cli_args *a)
 	char **names = NULL;
 	size_t n = 0;
 	hw_err err;
+	json_t *modules = NULL;
 	int rc = 0;
 
 	(void)a;
@@ -200,17 +230,15 @@ int cmd_token_list(struct cli *cli, const struct cli_args *a)
 			return cli_fail(cli, err, "listing p11-kit modules");
 	}
 	if (cli->json)
-		jw_arr_begin(&cli->out, "modules");
+		modules = cj_arr(cli->out, "modules");
 	if (cli->module_explicit)
-		rc = list_module(cli, cli->module, 1);
+		rc = list_module(cli, modules, cli->module, 1);
 	for (size_t i = 0; i < n && !rc; i++) {
 		if (i && !cli->json)
 			putchar('\n');
-		rc = list_module(cli, names[i], 0);
+		rc = list_module(cli, modules, names[i], 0);
 	}
-	if (cli->json)
-		jw_arr_end(&cli->out);
-	else if (!cli->module_explicit && n == 0)
+	if (!cli->json && !cli->module_explicit && n == 0)
 		printf("No PKCS#11 modules are registered with p11-kit; use --module PATH.\n");
 	hw_strv_free(names, n);
 	return rc;
@@ -261,10 +289,10 @@ int cmd_token_init(struct cli *cli, const struct cli_args *a)
 	}
 	new_token_uri(ctx, slot, uri, sizeof(uri));
 	if (cli->json) {
-		jw_uint(&cli->out, "slot_id", slot);
-		jw_str(&cli->out, "label", label);
-		jw_str(&cli->out, "uri", uri[0] ? uri : NULL);
-		jw_str(&cli->out, "module", hw_ctx_module_path(ctx));
+		cj_uint(cli->out, "slot_id", slot);
+		cj_str(cli->out, "label", label);
+		cj_str(cli->out, "uri", uri[0] ? uri : NULL);
+		cj_str(cli->out, "module", hw_ctx_module_path(ctx));
 	} else {
 		/* No slot number: some modules renumber a token once initialised. */
 		printf("Initialised token '%s'.\n", label);

@@ -11,10 +11,10 @@ static void done(struct cli *cli, const struct cli_args *a, hw_key *key, const c
                  size_t len)
 {
 	if (cli->json) {
-		jw_str(&cli->out, "key", hw_key_label(key));
-		jw_str(&cli->out, "input", cli_opt(a, "input"));
-		jw_str(&cli->out, "output", cli_opt(a, "output"));
-		jw_uint(&cli->out, "length", len);
+		cj_str(cli->out, "key", hw_key_label(key));
+		cj_str(cli->out, "input", cli_opt(a, "input"));
+		cj_str(cli->out, "output", cli_opt(a, "output"));
+		cj_uint(cli->out, "length", len);
 	} else {
 		printf("%s %zu bytes of key material with key '%s' into %s.\n", verb, len,
 		       hw_key_label(key), cli_opt(a, "output"));

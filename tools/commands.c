@@ -6,6 +6,7 @@
 #include "config.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "cli.h"
@@ -28,11 +29,13 @@ static const struct cli_opt_spec token_init_opts[] = {
 static const struct cli_opt_spec key_create_opts[] = {
 	{ "label", 0, "L", CLI_OPT_REQUIRED, "Label of the new key; it must not exist on the token yet." },
 	{ "type", 0, "TYPE", CLI_OPT_REQUIRED,
-	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384." },
+	  "One of aes256, rsa2048, rsa3072, rsa4096, ec-p256, ec-p384, ec-p521, ed25519, "
+	  "ed448, or rsa-pss-2048/3072/4096 (an RSA key the token lets sign with PSS only)." },
 	{ "purpose", 0, "P", 0,
 	  "envelope (AES-GCM for data keys; aes256 only), keywrap (AES key wrap with padding; "
-	  "aes256 only), sign (rsa and ec only) or decrypt (RSA-OAEP, e.g. the private half of "
-	  "an escrow recipient; rsa only). Default: envelope for aes256, sign otherwise." },
+	  "aes256 only), sign (rsa, ec and ed only), decrypt (RSA-OAEP, e.g. the private half of "
+	  "an escrow recipient; rsa only) or derive (ECDH, e.g. openssl pkeyutl -derive and CMS "
+	  "for EC recipients; ec-p* only). Default: envelope for aes256, sign otherwise." },
 	{ "allow-raw-rsa", 0, NULL, 0,
 	  "Decrypt keys only: also allow raw RSA, so a token without RSA-OAEP over SHA-2 "
 	  "(SoftHSMv2) can unwrap OAEP-SHA256 data keys (the host checks the padding). Whoever "
@@ -156,10 +159,24 @@ static const char *const ex_help[] = {
 
 /* Envelope encryption of files and streams (cmd-envelope.c). */
 static const struct cli_opt_spec encrypt_opts[] = {
-	{ "key", 0, "KEY", CLI_OPT_REQUIRED | CLI_OPT_REPEAT,
+	{ "key", 0, "KEY", CLI_OPT_REPEAT,
 	  KEY_HELP " It must be an envelope key. Give it once per key: the data key is wrapped "
 	  "by each, and any one of them can decrypt (e.g. a second key kept for disaster "
-	  "recovery)." },
+	  "recovery). At least one --key, --rsa-key or --rsa-recipient is needed." },
+	{ "rsa-key", 0, "KEY", CLI_OPT_REPEAT,
+	  "An RSA key pair on the token (e.g. `key create --type rsa3072 --purpose decrypt`): "
+	  "the data key is also encrypted on the host to its public half, and `hsmwrap "
+	  "decrypt` unwraps it with the private half in the HSM. Stored as the SDKs' Raw RSA "
+	  "keyring stores it: provider id = --namespace, key name = the key's label." },
+	{ "rsa-recipient", 0, "NAME=PEM", CLI_OPT_REPEAT,
+	  "Offline escrow: the data key is also encrypted to this RSA public key (a PEM public "
+	  "key or certificate file, 2048 bits or more), which needs no token. NAME is the key "
+	  "name stored in the message: the private key's holder decrypts with any SDK's Raw "
+	  "RSA keyring of that name, --namespace and --rsa-padding, or with `hsmwrap decrypt` "
+	  "once the private key is on a token under the label NAME." },
+	{ "rsa-padding", 0, "PAD", 0,
+	  "Padding for --rsa-key and --rsa-recipient: oaep-sha256 (the default; MGF1 with the "
+	  "same hash), oaep-sha1, oaep-sha384, oaep-sha512, or pkcs1 (PKCS#1 v1.5, legacy)." },
 	{ "context", 0, "K=V", CLI_OPT_REPEAT,
 	  "Encryption context pair, stored in the message header and authenticated with it; give "
 	  "it once per pair. Keys starting with aws-crypto- are reserved. The context is not "
@@ -174,6 +191,9 @@ static const struct cli_opt_spec encrypt_opts[] = {
 	{ "namespace", 0, "NS", 0,
 	  "Key namespace stored as the provider id of the wrapped data keys (default "
 	  "hsmwrap). Other SDKs name the same key by this namespace and the key's label." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The plaintext; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the message; - (the default) writes standard output, which must not be "
@@ -190,12 +210,21 @@ static const struct cli_opt_spec decrypt_opts[] = {
 	  "other pairs may be present too. Without it any context is accepted: check the one "
 	  "printed." },
 	{ "namespace", 0, "NS", 0, "Key namespace of the HSM's wrapped data keys (default hsmwrap)." },
+	{ "rsa-padding", 0, "PAD", 0,
+	  "Padding of Raw RSA data keys (they do not record it): oaep-sha256, oaep-sha1, "
+	  "oaep-sha384, oaep-sha512 (OAEP with MGF1 of the same hash) or pkcs1 (PKCS#1 v1.5). "
+	  "Default: each in that order until one unwraps the data key; a wrong one fails "
+	  "before any plaintext exists. Name it to try only that one (and to keep PKCS#1 v1.5 "
+	  "out of it)." },
 	{ "allow-legacy", 0, NULL, 0,
 	  "Also decrypt messages without key commitment (version 1, suites 0x0014 to 0x0378): "
 	  "the commitment policy require-encrypt-allow-decrypt. Default: refused." },
 	{ "max-edks", 0, "N", 0,
 	  "Refuse messages with more than N wrapped data keys before unwrapping any (default "
 	  "16; 0 means no limit)." },
+	{ "threads", 0, "N", 0,
+	  "Threads that encrypt and decrypt frames, 1 to 256 (default: one per CPU). The output "
+	  "is the same bytes whatever the count." },
 	{ "input", 'i', "FILE", 0, "The message; - (the default) reads standard input." },
 	{ "output", 'o', "FILE", 0,
 	  "Where to write the plaintext (mode 0600); - (the default) writes standard output. A "
@@ -208,11 +237,17 @@ static const char *const ex_encrypt[] = {
 	"# two keys: either one decrypts; a smaller, unsigned message",
 	"hsmwrap encrypt --key app-kek --key dr-kek --suite 0x0478 -i db.dump -o db.dump.enc",
 	"tar c data/ | hsmwrap encrypt --key app-kek > data.tar.enc",
+	"# also to an escrow officer's RSA public key, decryptable by any SDK's Raw RSA keyring",
+	"hsmwrap encrypt --key app-kek --rsa-recipient escrow-2026=escrow.pem -i db.dump -o db.enc",
+	"# only to an RSA key pair on the token",
+	"hsmwrap encrypt --rsa-key archive-rsa -i db.dump -o db.enc",
 	NULL
 };
 static const char *const ex_decrypt[] = {
 	"hsmwrap decrypt --context app=billing -i report.pdf.enc -o report.pdf",
 	"hsmwrap decrypt --key app-kek < data.tar.enc | tar x",
+	"# a message of another SDK's Raw RSA keyring (key name rsa-archive) in namespace acme",
+	"hsmwrap decrypt --namespace acme --rsa-padding oaep-sha512 -i msg.enc -o msg",
 	NULL
 };
 static const char *const ex_inspect[] = {
@@ -492,7 +527,8 @@ static const struct cli_opt_spec backup_create_opts[] = {
 	{ "output", 'o', "FILE", CLI_OPT_REQUIRED, "Where to write the backup file." },
 	{ "share-dir", 0, "DIR", CLI_OPT_REQUIRED,
 	  "Directory for the share files share-1.txt ... share-N.txt (mode 0600), one to "
-	  "hand to each custodian." },
+	  "hand to each custodian. Created with mode 0700 when missing (its parent must "
+	  "exist)." },
 	{ "so-pin-source", 0, "SRC", 0,
 	  "Where the Security Officer PIN comes from (file:PATH, env:NAME or prompt; default "
 	  "prompt): only the SO may mark the backup key CKA_TRUSTED." },
@@ -660,7 +696,8 @@ const struct cli_cmd cli_commands[] = {
 	  "Encrypts a file or stream of any size, in bounded memory, into an AWS Encryption SDK "
 	  "message (version 2, key commitment) that the SDK's Java, Python, JavaScript, C, .NET "
 	  "and CLI implementations can also decrypt given the same key. A fresh data key is "
-	  "drawn for each message and wrapped inside the HSM with AES-256-GCM by every --key. "
+	  "drawn for each message and wrapped inside the HSM with AES-256-GCM by every --key, "
+	  "and encrypted on the host to every --rsa-key and --rsa-recipient public key. "
 	  "The output file is written to a temporary file in its directory and renamed into "
 	  "place only when the message is complete; on any failure it is removed. Written to "
 	  "standard output, the message streams out as it is made, and a failure leaves a "
@@ -669,8 +706,9 @@ const struct cli_cmd cli_commands[] = {
 	{ "decrypt", NULL, 0, 0, 0,
 	  "Decrypt an AWS Encryption SDK message with a key on the token",
 	  "Decrypts a message made by `hsmwrap encrypt` or an AWS Encryption SDK with a Raw AES "
-	  "keyring of the same key. The data key is unwrapped in the HSM by the key the "
-	  "message names, which must be on the token (and among --key, if given). No plaintext "
+	  "keyring of the same key, or a Raw RSA keyring whose private key is on the token "
+	  "(label = the keyring's key name; see --rsa-padding). The data key is unwrapped in "
+	  "the HSM by the key the message names, which must be on the token (and among --key, if given). No plaintext "
 	  "is released before it is authenticated: an output file is written under a temporary "
 	  "name and renamed only after the whole message, footer signature included, verified; "
 	  "on any failure nothing is left. On standard output, an unsigned message (0x0478) is "
@@ -754,7 +792,7 @@ const struct cli_cmd cli_commands[] = {
 	  "Shows a backup file's id, threshold, custodians, date and keys (label, id, type, "
 	  "KCV) without authenticating it: shares are needed for that.",
 	  no_opts, ex_backup_show, cmd_backup_show },
-	{ "help", "[COMMAND]", 0, 2, CLI_CMD_NO_SETTINGS,
+	{ "help", "[COMMAND]", 0, 8, CLI_CMD_NO_SETTINGS,
 	  "Show help for hsmwrap or one command",
 	  "Shows the list of commands, or the options of one command. `hsmwrap COMMAND --help` "
 	  "does the same.",
@@ -820,90 +858,41 @@ const struct cli_cmd cli_commands[] = {
 
 const size_t cli_ncommands = sizeof(cli_commands) / sizeof(cli_commands[0]);
 
-const struct cli_global_opt cli_global_opts[] = {
-	{ "module", "NAME|PATH", "HSMWRAP_MODULE",
-	  "PKCS#11 module: a p11-kit module name or the path of a module. Default: "
-	  HW_DEFAULT_MODULE "." },
-	{ "token", "URI", "HSMWRAP_TOKEN",
-	  "The token, as a pkcs11: URI (e.g. pkcs11:token=prod). Without it the module must "
-	  "hold exactly one initialised token." },
-	{ "pin-source", "SRC", "HSMWRAP_PIN_SOURCE",
-	  "Where the user PIN comes from: file:PATH (the first line of the file), env:NAME "
-	  "(an environment variable) or prompt (asked on /dev/tty without echo). Default: prompt. "
-	  "There is no way to give a PIN on the command line." },
-	{ "config", "FILE", "HSMWRAP_CONFIG",
-	  "Configuration file. Default: " SYSCONFDIR "/hsmwrap.conf, which may be absent." },
-	{ "json", NULL, NULL,
-	  "Print exactly one JSON document on standard output, also on failure." },
-	{ "help", NULL, NULL, "Show this help." },
-	{ "version", NULL, NULL, "Show the version." },
-	{ "audit-log", "FILE", "HSMWRAP_AUDIT_LOG",
-	  "Append a record of every command to this audit log (see `audit init`). When set, "
-	  "a command whose record cannot be written is not run. Config: audit_log." },
-	{ "audit-key", "L", "HSMWRAP_AUDIT_KEY",
-	  "Audit signing key for digests. Default: the key the log's genesis names. "
-	  "Config: audit_key." },
-	{ 0 }
-};
-
-static const hw_err exit_other[] = { HW_ERR_IO, HW_ERR_NOMEM, HW_ERR_CRYPTO, HW_OK };
-static const hw_err exit_usage[] = { HW_ERR_INVALID_ARG, HW_ERR_URI, HW_OK };
-static const hw_err exit_auth[] = {
-	HW_ERR_PIN_INCORRECT, HW_ERR_PIN_LOCKED, HW_ERR_PIN_SOURCE, HW_ERR_CANCELLED,
-	HW_ERR_NOT_LOGGED_IN, HW_OK
-};
-static const hw_err exit_notfound[] = {
-	HW_ERR_MODULE, HW_ERR_TOKEN_NOT_FOUND, HW_ERR_TOKEN_AMBIGUOUS, HW_ERR_KEY_NOT_FOUND,
-	HW_ERR_KEY_AMBIGUOUS, HW_ERR_NO_FREE_SLOT, HW_OK
-};
-static const hw_err exit_integrity[] = {
-	HW_ERR_FORMAT, HW_ERR_INTEGRITY, HW_ERR_WRONG_KEY, HW_ERR_TOO_LARGE, HW_OK
-};
-static const hw_err exit_hsm[] = { HW_ERR_HSM, HW_ERR_DEVICE, HW_ERR_UNSUPPORTED, HW_OK };
-static const hw_err exit_policy[] = { HW_ERR_KEY_PURPOSE, HW_ERR_KEY_EXISTS,
-	HW_ERR_KEY_DISABLED, HW_ERR_KEY_PENDING_DELETION, HW_OK };
-static const hw_err exit_none[] = { HW_OK };
-
-const struct cli_exit_class cli_exit_classes[] = {
-	{ EXIT_OK, "Success.", exit_none },
-	{ EXIT_FAILURE_OTHER, "Other failure: input/output, out of memory, host-side crypto.", exit_other },
-	{ EXIT_USAGE, "Usage error: unknown or missing option or argument, malformed URI, "
-	  "bad --context, destroy without --yes, bad configuration file.", exit_usage },
-	{ EXIT_AUTH, "Authentication failure: wrong or locked PIN, unreadable PIN source, "
-	  "prompt cancelled or impossible.", exit_auth },
-	{ EXIT_NOT_FOUND, "Not found: module, token or key missing or ambiguous, no free slot.",
-	  exit_notfound },
-	{ EXIT_INTEGRITY, "Integrity failure: malformed, tampered, too large, wrong key or "
-	  "wrong encryption context.", exit_integrity },
-	{ EXIT_HSM, "HSM failure: the token failed, was removed, or lacks a needed mechanism.",
-	  exit_hsm },
-	{ EXIT_POLICY, "Refused by policy: the key's purpose does not allow the operation, or "
-	  "a key with that label exists, or the key is disabled or pending deletion.", exit_policy },
-	{ -1, NULL, NULL }
-};
-
 /* ------------------------------------------------------------------ */
 /* Lookup                                                              */
 
-const struct cli_cmd *cli_find_command(const char *w1, const char *w2, int *words)
+/* How many leading words of argv spell `name` (all of it), else 0. */
+static int name_words(const char *name, int argc, const char *const *argv)
 {
-	size_t l1 = strlen(w1);
+	const char *p = name;
 
-	for (size_t i = 0; w2 && i < cli_ncommands; i++) {
-		const char *n = cli_commands[i].name;
+	for (int k = 0; k < argc; k++) {
+		size_t l = strlen(argv[k]);
 
-		if (strncmp(n, w1, l1) == 0 && n[l1] == ' ' && strcmp(n + l1 + 1, w2) == 0) {
-			*words = 2;
-			return &cli_commands[i];
-		}
+		if (l == 0 || strncmp(p, argv[k], l) != 0 || (p[l] != ' ' && p[l] != '\0'))
+			return 0;
+		if (p[l] == '\0')
+			return k + 1;
+		p += l + 1;
 	}
+	return 0;
+}
+
+/* The longest name wins, so "tde keyring add" is never a shorter command. */
+const struct cli_cmd *cli_find_command(int argc, const char *const *argv, int *words)
+{
+	const struct cli_cmd *best = NULL;
+
+	*words = 0;
 	for (size_t i = 0; i < cli_ncommands; i++) {
-		if (strcmp(cli_commands[i].name, w1) == 0) {
-			*words = 1;
-			return &cli_commands[i];
+		int n = name_words(cli_commands[i].name, argc, argv);
+
+		if (n > *words) {
+			*words = n;
+			best = &cli_commands[i];
 		}
 	}
-	return NULL;
+	return best;
 }
 
 int cli_is_family(const char *w)
@@ -916,38 +905,38 @@ int cli_is_family(const char *w)
 	return 0;
 }
 
+/* The first n words joined by spaces; 0, or -1 when they do not fit. */
+static int join_words(int n, const char *const *argv, char *buf, size_t size)
+{
+	size_t len = 0;
+
+	buf[0] = '\0';
+	for (int k = 0; k < n; k++) {
+		int w = snprintf(buf + len, size - len, "%s%s", k ? " " : "", argv[k]);
+
+		if (w < 0 || (size_t)w >= size - len)
+			return -1;
+		len += (size_t)w;
+	}
+	return 0;
+}
+
+int cli_find_family(int argc, const char *const *argv, char *buf, size_t size)
+{
+	int found = 0;
+
+	for (int k = 1; k <= argc; k++) {
+		if (join_words(k, argv, buf, size) != 0 || !cli_is_family(buf))
+			break;
+		found = k;
+	}
+	if (join_words(found, argv, buf, size) != 0)
+		buf[0] = '\0';
+	return found;
+}
+
 /* ------------------------------------------------------------------ */
 /* Plain-text help                                                     */
-
-static void synopsis(FILE *f, const struct cli_cmd *c)
-{
-	fprintf(f, "%s [GLOBAL OPTIONS] %s", PROG, c->name);
-	if (c->args)
-		fprintf(f, " %s", c->args);
-	for (const struct cli_opt_spec *o = c->opts; o->name; o++) {
-		int shown = (o->flags & (CLI_OPT_REQUIRED | CLI_OPT_CONFIRM)) != 0;
-		char sw[40];
-
-		if (o->short_name)
-			snprintf(sw, sizeof(sw), "-%c", o->short_name);
-		else
-			snprintf(sw, sizeof(sw), "--%s", o->name);
-		fprintf(f, " %s%s%s%s%s%s", shown ? "" : "[", sw, o->metavar ? " " : "",
-		        o->metavar ? o->metavar : "", shown ? "" : "]",
-		        (o->flags & CLI_OPT_REPEAT) ? "..." : "");
-	}
-}
-
-void cli_usage_hint(FILE *f, const struct cli_cmd *c)
-{
-	if (c) {
-		fputs("Usage: ", f);
-		synopsis(f, c);
-		fprintf(f, "\nTry '%s help %s' for more information.\n", PROG, c->name);
-	} else {
-		fprintf(f, "Try '%s help' for more information.\n", PROG);
-	}
-}
 
 static void option_name(char *buf, size_t n, const char *lname, int sname, const char *metavar)
 {
@@ -1004,7 +993,7 @@ void cli_help_family(FILE *f, const char *family)
 		if (strncmp(c->name, family, l) != 0 || c->name[l] != ' ')
 			continue;
 		fputs("  ", f);
-		synopsis(f, c);
+		cli_synopsis(f, c);
 		fputc('\n', f);
 		util_wrap(f, c->summary, 6, 0, 79);
 	}
@@ -1016,7 +1005,7 @@ void cli_help_command(FILE *f, const struct cli_cmd *c)
 	char name[96];
 
 	fputs("Usage: ", f);
-	synopsis(f, c);
+	cli_synopsis(f, c);
 	fputs("\n\n", f);
 	util_wrap(f, c->description, 0, 0, 79);
 	if (c->opts[0].name) {
@@ -1278,21 +1267,83 @@ void cli_man_page(FILE *f)
 	      ".BR softhsm2\\-util (1)\n", f);
 }
 
-/* Three-word commands ("tde keyring add"): tried before the two-word lookup. */
-const struct cli_cmd *cli_find_command3(int argc, char **argv, int *words)
-{
-	if (argc < 3)
-		return NULL;
-	for (size_t i = 0; i < cli_ncommands; i++) {
-		const char *n = cli_commands[i].name;
-		size_t l1 = strlen(argv[0]), l2 = strlen(argv[1]);
+/* ------------------------------------------------------------------ */
+/* `help` (also as JSON)                                              */
 
-		if (strncmp(n, argv[0], l1) == 0 && n[l1] == ' ' &&
-		    strncmp(n + l1 + 1, argv[1], l2) == 0 && n[l1 + 1 + l2] == ' ' &&
-		    strcmp(n + l1 + l2 + 2, argv[2]) == 0) {
-			*words = 3;
-			return &cli_commands[i];
-		}
+static int print_text(struct cli *cli, void (*fn)(FILE *, const void *), const void *arg)
+{
+	char *text = NULL;
+	size_t len = 0;
+	FILE *f;
+
+	if (!cli->json) {
+		fn(stdout, arg);
+		return 0;
 	}
-	return NULL;
+	f = open_memstream(&text, &len);
+	if (!f)
+		return cli_failf(cli, HW_ERR_NOMEM, "help", "out of memory");
+	fn(f, arg);
+	fclose(f);
+	cj_str(cli->out, "text", text);
+	free(text);
+	return 0;
+}
+
+static void text_overview(FILE *f, const void *arg)
+{
+	(void)arg;
+	cli_help_overview(f);
+}
+
+static void text_command(FILE *f, const void *arg)
+{
+	cli_help_command(f, arg);
+}
+
+static void text_family(FILE *f, const void *arg)
+{
+	cli_help_family(f, arg);
+}
+
+static void text_man(FILE *f, const void *arg)
+{
+	(void)arg;
+	cli_man_page(f);
+}
+
+int cmd_help(struct cli *cli, const struct cli_args *a)
+{
+	const struct cli_cmd *c;
+	char name[256];
+	int words = 0, n = (int)a->npos;
+
+	if (cli_flag(a, "man"))
+		return print_text(cli, text_man, NULL);
+	if (n == 0)
+		return print_text(cli, text_overview, NULL);
+	/* Any number of words: "help key show", "help tde keyring add". */
+	c = cli_find_command(n, a->pos, &words);
+	if (c && words == n)
+		return print_text(cli, text_command, c);
+	if (cli_find_family(n, a->pos, name, sizeof(name)) == n)
+		return print_text(cli, text_family, name);
+	if (join_words(n, a->pos, name, sizeof(name)) != 0)
+		snprintf(name, sizeof(name), "%s ...", a->pos[0]);
+	return cli_usage(cli, a->cmd, "unknown command '%s'", name);
+}
+
+int cli_show_overview(struct cli *cli)
+{
+	return print_text(cli, text_overview, NULL);
+}
+
+int cli_show_family(struct cli *cli, const char *family)
+{
+	return print_text(cli, text_family, family);
+}
+
+int cli_show_command(struct cli *cli, const struct cli_cmd *c)
+{
+	return print_text(cli, text_command, c);
 }

@@ -16,11 +16,15 @@ static const struct {
 	size_t off;
 } settings[] = {
 	{ "module", NULL, offsetof(struct conf_values, module) },
+	{ "module_init_args", "module-init-args", offsetof(struct conf_values, module_init_args) },
 	{ "token", NULL, offsetof(struct conf_values, token) },
 	{ "pin-source", NULL, offsetof(struct conf_values, pin_source) },
 	{ "audit_log", "audit-log", offsetof(struct conf_values, audit_log) },
 	{ "audit_key", "audit-key", offsetof(struct conf_values, audit_key) },
 	{ "audit_digest_every", "audit-digest-every", offsetof(struct conf_values, audit_every) },
+	{ "audit_fail_open", "audit-fail-open", offsetof(struct conf_values, audit_fail_open) },
+	{ "allow_shared_pin_file", "allow-shared-pin-file",
+	  offsetof(struct conf_values, allow_shared_pin_file) },
 };
 #define NSETTINGS (sizeof(settings) / sizeof(settings[0]))
 
@@ -68,8 +72,8 @@ static int line_parse(const char *path, unsigned lineno, char *line, struct conf
 		    (settings[i].alias && strcmp(name, settings[i].alias) == 0))
 			slot = (char **)((char *)out + settings[i].off);
 	if (!slot) {
-		snprintf(err, errlen, "%s:%u: unknown setting '%.64s' (known: module, token, "
-		         "pin-source, audit_log, audit_key, audit_digest_every)", path, lineno, name);
+		snprintf(err, errlen, "%s:%u: unknown setting '%.64s' (known: module, "
+		         "module_init_args, token, pin-source, audit_log, audit_key, audit_digest_every)", path, lineno, name);
 		return -1;
 	}
 	if (!*value) {

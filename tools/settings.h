@@ -9,8 +9,9 @@
 #include <stddef.h>
 
 struct conf_values {
-	char *module, *token, *pin_source;
+	char *module, *module_init_args, *token, *pin_source;
 	char *audit_log, *audit_key, *audit_every;
+	char *audit_fail_open, *allow_shared_pin_file;  /* "yes" or "no" */
 };
 
 /*

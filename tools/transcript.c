@@ -18,10 +18,10 @@
 static void tr_field(struct cli *cli, const char *field, const char *value)
 {
 	if (cli->json) {
-		jw_obj_begin(&cli->out, NULL);
-		jw_str(&cli->out, "field", field);
-		jw_str(&cli->out, "value", value);
-		jw_obj_end(&cli->out);
+		json_t *item = cj_obj(cli->transcript, NULL);
+
+		cj_str(item, "field", field);
+		cj_str(item, "value", value);
 	} else {
 		printf("  %-22s %s\n", field, value);
 	}
@@ -43,18 +43,19 @@ void cli_transcript_begin(struct cli *cli, const char *ceremony)
 	         (unsigned long)geteuid(), host);
 
 	if (cli->json) {
-		jw_obj_begin(&cli->out, "transcript");
-		jw_str(&cli->out, "ceremony", ceremony);
-		jw_str(&cli->out, "date", date);
-		jw_str(&cli->out, "operator", who);
-		jw_str(&cli->out, "token", cli->token);
-		jw_arr_begin(&cli->out, "items");
+		json_t *t = cj_obj(cli->out, "transcript");
+
+		cj_str(t, "ceremony", ceremony);
+		cj_str(t, "date", date);
+		cj_str(t, "operator", who);
+		cj_str(t, "token", cli_redact(cli->token));
+		cli->transcript = cj_arr(t, "items");
 		return;
 	}
 	printf("==== hsmwrap ceremony transcript: %s ====\n", ceremony);
 	tr_field(cli, "Date (UTC):", date);
 	tr_field(cli, "Operator:", who);
-	tr_field(cli, "Token:", cli->token ? cli->token : "(first token with the key)");
+	tr_field(cli, "Token:", cli->token ? cli_redact(cli->token) : "(first token with the key)");
 }
 
 void cli_transcript_line(struct cli *cli, const char *field, const char *fmt, ...)
@@ -71,8 +72,7 @@ void cli_transcript_line(struct cli *cli, const char *field, const char *fmt, ..
 void cli_transcript_end(struct cli *cli)
 {
 	if (cli->json) {
-		jw_arr_end(&cli->out);
-		jw_obj_end(&cli->out);
+		cli->transcript = NULL;
 		return;
 	}
 	printf("  Signatures (print, compare the values above with the HSM, sign):\n");

@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 
 #include "cli.h"
+#include "outfile.h"
 
 static char detail_buf[1024];
 
@@ -28,6 +29,15 @@ const char *util_detail(void)
 
 __attribute__((format(printf, 1, 2)))
 static void set_detail(const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(detail_buf, sizeof(detail_buf), fmt, ap);
+	va_end(ap);
+}
+
+void util_set_detail(const char *fmt, ...)
 {
 	va_list ap;
 
@@ -159,11 +169,6 @@ hw_err util_read_file(const char *path, size_t cap, int secret,
 /* ------------------------------------------------------------------ */
 /* Atomic writing                                                      */
 
-struct staged {
-	char *tmp;                  /* temp file, NULL once renamed */
-	int committed;
-};
-
 char *util_dir_of(const char *path)
 {
 	const char *slash = strrchr(path, '/');
@@ -175,68 +180,12 @@ char *util_dir_of(const char *path)
 	return strndup(path, (size_t)(slash - path));
 }
 
-static int write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t w = write(fd, p, n);
-
-		if (w < 0 && errno == EINTR)
-			continue;
-		if (w < 0)
-			return -1;
-		p += w;
-		n -= (size_t)w;
-	}
-	return 0;
-}
-
 mode_t util_plain_mode(void)
 {
 	mode_t m = umask(077);
 
 	umask(m);
 	return 0666 & ~m;
-}
-
-static hw_err stage_one(const struct out_spec *o, struct staged *s)
-{
-	char *dir = util_dir_of(o->path);
-	char *tmp = NULL;
-	int fd = -1, e;
-
-	if (!dir || asprintf(&tmp, "%s/.hsmwrap.XXXXXX", dir) < 0) {
-		free(dir);
-		set_detail("%s", o->path);
-		return HW_ERR_NOMEM;
-	}
-	free(dir);
-	fd = mkostemp(tmp, O_CLOEXEC);
-	if (fd < 0) {
-		e = errno;
-		set_detail("%s: cannot create a file in its directory: %s",
-		           o->path, strerror(e));
-		free(tmp);
-		return errno_err(e);
-	}
-	/* mkstemp gives 0600; only non-secret files get the usual mode. */
-	if ((!o->secret && fchmod(fd, util_plain_mode()) < 0) ||
-	    write_all(fd, o->data, o->len) < 0 || fsync(fd) < 0) {
-		e = errno;
-		close(fd);
-		unlink(tmp);
-		free(tmp);
-		set_detail("%s: %s", o->path, strerror(e));
-		return errno_err(e);
-	}
-	if (close(fd) < 0) {
-		e = errno;
-		unlink(tmp);
-		free(tmp);
-		set_detail("%s: %s", o->path, strerror(e));
-		return errno_err(e);
-	}
-	s->tmp = tmp;
-	return HW_OK;
 }
 
 void util_sync_dir(const char *path)
@@ -255,68 +204,70 @@ void util_sync_dir(const char *path)
 	}
 }
 
-static void rollback(const struct out_spec *outs, struct staged *st, size_t n)
+hw_err util_make_dir(const char *path, mode_t mode, int *created)
 {
-	for (size_t i = 0; i < n; i++) {
-		if (st[i].tmp)
-			unlink(st[i].tmp);
-		else if (st[i].committed)
-			unlink(outs[i].path);
-		free(st[i].tmp);
-		st[i].tmp = NULL;
+	struct stat st;
+	char *parent;
+	int e;
+
+	*created = 0;
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode))
+			return HW_OK;
+		set_detail("%s exists and is not a directory", path);
+		return HW_ERR_INVALID_ARG;
 	}
+	if (errno == ENOENT && mkdir(path, mode) == 0) {
+		*created = 1;
+		/* The new entry in its parent must survive a crash with the files. */
+		util_sync_dir(path);
+		return HW_OK;
+	}
+	e = errno;
+	/* One level only: a mistyped parent should not grow a tree. */
+	if (e == ENOENT && (parent = util_dir_of(path))) {
+		set_detail("cannot create directory %s: its parent %s does not exist", path, parent);
+		free(parent);
+	} else {
+		set_detail("cannot create directory %s: %s", path, strerror(e));
+	}
+	return HW_ERR_IO;
 }
 
-/*
- * Termination signals are held back while temp files exist, so an
- * interrupt cannot leave one behind; they are delivered afterwards.
- */
-static void block_signals(sigset_t *old)
-{
-	sigset_t set;
-
-	sigemptyset(&set);
-	sigaddset(&set, SIGINT);
-	sigaddset(&set, SIGTERM);
-	sigaddset(&set, SIGHUP);
-	sigaddset(&set, SIGQUIT);
-	sigaddset(&set, SIGPIPE);
-	sigprocmask(SIG_BLOCK, &set, old);
-}
-
+/* All or none: every output is written in full before any is committed. */
 hw_err util_write_outputs(const struct out_spec *outs, size_t n)
 {
-	struct staged st[8];
-	sigset_t old;
+	struct outfile *of[8] = { 0 };
+	size_t streams = 0, i, done = 0;
 	hw_err err = HW_OK;
-	size_t i;
 
-	if (n > sizeof(st) / sizeof(st[0])) {
+	if (n > sizeof(of) / sizeof(of[0])) {
 		set_detail("too many output files");
 		return HW_ERR_INVALID_ARG;
 	}
-	memset(st, 0, sizeof(st));
-	block_signals(&old);
-	for (i = 0; i < n && !err; i++)
-		err = stage_one(&outs[i], &st[i]);
 	for (i = 0; i < n && !err; i++) {
-		if (rename(st[i].tmp, outs[i].path) < 0) {
-			int e = errno;
-
-			set_detail("%s: %s", outs[i].path, strerror(e));
-			err = errno_err(e);
-			break;
+		err = outfile_open(outs[i].path, outs[i].secret ? OUTFILE_SECRET : 0, &of[i]);
+		if (!err && outfile_is_stream(of[i]) && ++streams > 1) {
+			set_detail("%s: only one output may be standard output or a device",
+			           outs[i].path);
+			err = HW_ERR_INVALID_ARG;
 		}
-		free(st[i].tmp);
-		st[i].tmp = NULL;
-		st[i].committed = 1;
 	}
-	if (err)
-		rollback(outs, st, n);
-	else
-		for (i = 0; i < n; i++)
-			util_sync_dir(outs[i].path);
-	sigprocmask(SIG_SETMASK, &old, NULL);
+	/* Files first, so a stream is written only once everything else was. */
+	for (i = 0; i < n && !err; i++)
+		if (!outfile_is_stream(of[i]))
+			err = outfile_write(of[i], outs[i].data, outs[i].len);
+	for (i = 0; i < n && !err; i++)
+		if (outfile_is_stream(of[i]))
+			err = outfile_write(of[i], outs[i].data, outs[i].len);
+	for (i = 0; i < n && !err; i++, done++)
+		err = outfile_commit(of[i]);
+	/* A later commit failed: take back the files already in place. */
+	for (i = 0; err && i < done; i++)
+		if (!outfile_is_stream(of[i]))
+			unlink(outs[i].path);
+	for (i = 0; i < n; i++)
+		outfile_free(of[i]);
 	return err;
 }
 
@@ -343,204 +294,6 @@ void util_hex(const uint8_t *in, size_t len, char *out)
 		out[2 * i + 1] = digits[in[i] & 15];
 	}
 	out[2 * len] = '\0';
-}
-
-/* ------------------------------------------------------------------ */
-/* JSON                                                                */
-
-void jw_init(struct jw *w)
-{
-	memset(w, 0, sizeof(*w));
-}
-
-void jw_reset(struct jw *w)
-{
-	w->len = 0;
-	w->failed = 0;
-	w->need_comma = 0;
-}
-
-void jw_free(struct jw *w)
-{
-	free(w->buf);
-	jw_init(w);
-}
-
-static void jw_put(struct jw *w, const char *s, size_t n)
-{
-	if (w->failed)
-		return;
-	if (w->len + n + 1 > w->cap) {
-		size_t nc = w->cap ? w->cap : 256;
-		char *nb;
-
-		while (nc < w->len + n + 1)
-			nc *= 2;
-		nb = realloc(w->buf, nc);
-		if (!nb) {
-			w->failed = 1;
-			return;
-		}
-		w->buf = nb;
-		w->cap = nc;
-	}
-	memcpy(w->buf + w->len, s, n);
-	w->len += n;
-	w->buf[w->len] = '\0';
-}
-
-static void jw_puts(struct jw *w, const char *s)
-{
-	jw_put(w, s, strlen(s));
-}
-
-/* Length of the valid UTF-8 sequence at s, or 0 if it is not one. */
-static size_t utf8_seq(const unsigned char *s)
-{
-	unsigned c = s[0];
-	size_t n;
-	unsigned cp;
-
-	if (c < 0x80)
-		return 1;
-	if (c >= 0xc2 && c <= 0xdf) {
-		n = 2;
-		cp = c & 0x1f;
-	} else if (c >= 0xe0 && c <= 0xef) {
-		n = 3;
-		cp = c & 0x0f;
-	} else if (c >= 0xf0 && c <= 0xf4) {
-		n = 4;
-		cp = c & 0x07;
-	} else {
-		return 0;
-	}
-	for (size_t i = 1; i < n; i++) {
-		if ((s[i] & 0xc0) != 0x80)
-			return 0;
-		cp = (cp << 6) | (s[i] & 0x3f);
-	}
-	/* Overlong forms, surrogates and values past U+10FFFF are not UTF-8. */
-	if ((n == 3 && cp < 0x800) || (n == 4 && (cp < 0x10000 || cp > 0x10ffff)) ||
-	    (cp >= 0xd800 && cp <= 0xdfff))
-		return 0;
-	return n;
-}
-
-/* Token labels are arbitrary bytes: invalid UTF-8 becomes U+FFFD. */
-static void jw_string(struct jw *w, const char *str)
-{
-	const unsigned char *s = (const unsigned char *)str;
-	char esc[8];
-
-	jw_put(w, "\"", 1);
-	while (*s) {
-		size_t n = utf8_seq(s);
-
-		if (n == 0) {
-			jw_puts(w, "\\ufffd");
-			s++;
-			continue;
-		}
-		if (n > 1) {
-			jw_put(w, (const char *)s, n);
-			s += n;
-			continue;
-		}
-		switch (*s) {
-		case '"': jw_puts(w, "\\\""); break;
-		case '\\': jw_puts(w, "\\\\"); break;
-		case '\b': jw_puts(w, "\\b"); break;
-		case '\f': jw_puts(w, "\\f"); break;
-		case '\n': jw_puts(w, "\\n"); break;
-		case '\r': jw_puts(w, "\\r"); break;
-		case '\t': jw_puts(w, "\\t"); break;
-		default:
-			if (*s < 0x20 || *s == 0x7f) {
-				snprintf(esc, sizeof(esc), "\\u%04x", *s);
-				jw_puts(w, esc);
-			} else {
-				jw_put(w, (const char *)s, 1);
-			}
-		}
-		s++;
-	}
-	jw_put(w, "\"", 1);
-}
-
-static void jw_key(struct jw *w, const char *key)
-{
-	if (w->need_comma)
-		jw_put(w, ",", 1);
-	if (key) {
-		jw_string(w, key);
-		jw_put(w, ":", 1);
-	}
-	w->need_comma = 1;
-}
-
-void jw_obj_begin(struct jw *w, const char *key)
-{
-	jw_key(w, key);
-	jw_put(w, "{", 1);
-	w->need_comma = 0;
-}
-
-void jw_obj_end(struct jw *w)
-{
-	jw_put(w, "}", 1);
-	w->need_comma = 1;
-}
-
-void jw_arr_begin(struct jw *w, const char *key)
-{
-	jw_key(w, key);
-	jw_put(w, "[", 1);
-	w->need_comma = 0;
-}
-
-void jw_arr_end(struct jw *w)
-{
-	jw_put(w, "]", 1);
-	w->need_comma = 1;
-}
-
-void jw_str(struct jw *w, const char *key, const char *v)
-{
-	jw_key(w, key);
-	if (v)
-		jw_string(w, v);
-	else
-		jw_puts(w, "null");
-}
-
-void jw_bool(struct jw *w, const char *key, int v)
-{
-	jw_key(w, key);
-	jw_puts(w, v ? "true" : "false");
-}
-
-void jw_tri(struct jw *w, const char *key, int v)
-{
-	if (v < 0)
-		jw_null(w, key);
-	else
-		jw_bool(w, key, v);
-}
-
-void jw_null(struct jw *w, const char *key)
-{
-	jw_key(w, key);
-	jw_puts(w, "null");
-}
-
-void jw_uint(struct jw *w, const char *key, unsigned long long v)
-{
-	char num[32];
-
-	jw_key(w, key);
-	snprintf(num, sizeof(num), "%llu", v);
-	jw_puts(w, num);
 }
 
 /* ------------------------------------------------------------------ */

@@ -49,6 +49,12 @@ int hw_unhex(const char *s, uint8_t *out, size_t max, size_t *len);
 /* "YYYY-MM-DDTHH:MM:SSZ" (or the number if it is no date). */
 void hw_fmt_utc(int64_t t, char *out, size_t outsz);
 
+/* ---- base/secmem.c ---- */
+/* Page-backed memory for secrets: not in core dumps, locked where the
+ * limits allow. hw_secmem_free wipes it; pass the length allocated. */
+void *hw_secmem_alloc(size_t len);
+void hw_secmem_free(void *p, size_t len);
+
 /* ---- base/err.c ---- */
 /* Records the failure for hw_last_ckrv()/hw_last_detail() and returns err. */
 hw_err hw_fail(hw_err err, unsigned long ckrv, const char *fmt, ...)
@@ -116,6 +122,7 @@ bool hw_meta_tag_key_ok(const uint8_t *p, size_t n);
 typedef struct hw_module hw_module;
 struct hw_module {
 	char *path;                 /* file actually loaded */
+	char *init_args;            /* C_Initialize's pReserved, NULL if none */
 	CK_FUNCTION_LIST *fl;
 	unsigned refs;
 	unsigned long init_gen;     /* fork generation of our C_Initialize */
@@ -124,7 +131,9 @@ struct hw_module {
 	hw_module *next;
 };
 
-hw_err hw_module_acquire(const char *name_or_path, hw_module **out);
+/* init_args (may be NULL): pReserved of C_Initialize; overrides the
+ * x-init-reserved of a module registered with p11-kit. */
+hw_err hw_module_acquire(const char *name_or_path, const char *init_args, hw_module **out);
 void hw_module_release(hw_module *m);
 /* Makes sure the module is initialised in this process (after fork too). */
 hw_err hw_module_ensure(hw_module *m);
@@ -139,6 +148,25 @@ hw_err hw_random(uint8_t *buf, size_t len);
 void hw_fork_register(pthread_mutex_t *lock);
 void hw_fork_unregister(pthread_mutex_t *lock);
 
+/* ---- token/caps.c ---- */
+/* HW_CAP_* from a mechanism list and the token's known quirks. */
+unsigned hw_caps_of(const CK_MECHANISM_TYPE *m, size_t n, const CK_TOKEN_INFO *ti);
+/* HW_OK if the selected token has every HW_CAP_* bit of needs, else
+ * HW_ERR_UNSUPPORTED naming `what`, the token and the first one missing. */
+hw_err hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what);
+/* The token (already selected) has cap. */
+bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
+
+/* ---- token/tlock.c ---- */
+/* Advisory lock of the token between processes (flock), around
+ * read-modify-write updates; nests within a thread. */
+hw_err hw_token_lock(hw_ctx *ctx);
+void hw_token_unlock(void);
+/* Inter-process lock around one module call that reads (shared) or
+ * rewrites (exclusive) the token's files; -1 if it could not be taken. */
+int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
+void hw_module_io_unlock(int fd);
+
 /* ---- token/pin.c ---- */
 /* Reads a PIN from "file:", "env:", "prompt" (via cb); NUL-terminated. */
 hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
@@ -148,7 +176,9 @@ hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cba
 struct hw_ctx {
 	pthread_mutex_t lock;       /* guards everything below */
 	char *module_spec;
+	char *module_init_args;
 	char *token_spec;
+	char *token_shown;          /* token_spec without PINs, for messages */
 	char *pin_source;
 	hw_pin_cb pin_cb;
 	void *pin_cb_arg;
@@ -162,8 +192,9 @@ struct hw_ctx {
 	bool have_slot;
 	CK_TOKEN_INFO tinfo;
 
-	/* Kept for re-login after fork or a lost login; wiped on free. */
-	char pin[HW_PIN_MAX];
+	/* Kept for re-login after fork or a lost login; wiped on free.
+	 * HW_PIN_MAX bytes of hw_secmem (not dumped, locked). */
+	char *pin;
 	size_t pin_len;
 	bool have_pin;
 
@@ -184,6 +215,7 @@ struct hw_ctx {
 	CK_MECHANISM_TYPE *mechs;
 	size_t nmechs;
 	CK_MECHANISM_TYPE kwp_mech;
+	unsigned caps;              /* HW_CAP_* of the token (caps.c) */
 };
 
 /* One operation on a session; must be safe to run again from scratch. */
@@ -278,6 +310,8 @@ typedef struct {
 
 hw_err hw_key_spec_parse(const char *spec, hw_key_spec *ks);
 void hw_key_spec_free(hw_key_spec *ks);
+/* RSA-PSS-only key types (no decryption). */
+int hw_key_type_is_pss(hw_key_type t);
 /* Find a secret/private key by CKA_ID, for blobs that name their key. */
 hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);
 /* The key object `spec` (a label, "id:HEX" or a URI) names, before
@@ -355,8 +389,9 @@ hw_err hw_meta_update(hw_key *key, hw_meta_fn fn, void *fnarg, hw_key_meta **res
 hw_err hw_key_destroy_after(hw_key *key, hw_err e, const char *what);
 
 /* ---- key/pkey.c ---- */
-/* OpenSSL's name of the hash of a signature algorithm, NULL if unknown. */
-const char *hw_sig_alg_md(hw_sig_alg alg);
+/* False for an unknown algorithm; else *md is OpenSSL's name of its hash,
+ * NULL for EdDSA (the HSM signs the message itself). */
+bool hw_sig_alg_md(hw_sig_alg alg, const char **md);
 
 /* OAEP hash and MGF of an HW_RSA_PAD_OAEP_* padding (SHA-256 otherwise). */
 void hw_rsa_oaep_params(hw_rsa_padding p, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf);

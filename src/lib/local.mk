@@ -7,15 +7,19 @@ libhsmwrap_la_SOURCES = \
 	src/lib/base/buf.h src/lib/base/buf.c \
 	src/lib/base/err.c \
 	src/lib/base/text.c \
+	src/lib/base/secmem.c \
 	src/lib/base/shamir.c \
 	src/lib/format/blob.c \
 	src/lib/format/ectx.c \
 	src/lib/format/esdk.h src/lib/format/esdk.c \
 	src/lib/format/keymeta.c \
+	src/lib/format/esdk-pipe.c \
 	src/lib/token/module.c \
 	src/lib/token/pin.c \
 	src/lib/token/ctx.c \
 	src/lib/token/token.c \
+	src/lib/token/caps.c \
+	src/lib/token/tlock.c \
 	src/lib/key/key.c \
 	src/lib/key/cert.c \
 	src/lib/key/state.c \
@@ -23,7 +27,13 @@ libhsmwrap_la_SOURCES = \
 	src/lib/key/pkey.c \
 	src/lib/ops/ops.c \
 	src/lib/ops/sign.c \
-	src/lib/ops/envelope.c \
+	src/lib/ops/envelope.h \
+	src/lib/ops/envelope-cfg.c \
+	src/lib/ops/envelope-cache.c \
+	src/lib/ops/envelope-keyring.c \
+	src/lib/ops/envelope-stream.c \
+	src/lib/ops/envelope-oneshot.c \
+	src/lib/ops/envelope-inspect.c \
 	src/lib/ops/cluster.c \
 	src/lib/lifecycle/meta.c \
 	src/lib/lifecycle/import.c \

@@ -9,9 +9,20 @@
  *
  * No key material and no PIN: the PIN comes from the provider's
  * pin-source. Two decoders: PEM -> "DER" (the URI text, structure
- * hsmwrap-key-ref), and that -> an RSA or EC key object. OpenSSL's own
- * PEM decoder may hand the unarmoured body to the second decoder too, so
- * that one recognises the URI text by itself.
+ * hsmwrap-key-ref), and that -> an RSA, EC or EdDSA key object. OpenSSL's
+ * own PEM decoder may hand the unarmoured body to the second decoder too,
+ * so that one recognises the URI text by itself.
+ *
+ * pkcs11-provider's reference files are read too, so users can switch
+ * providers without re-issuing references:
+ *
+ *   -----BEGIN PKCS#11 PROVIDER URI-----
+ *   <base64 of DER SEQUENCE { desc VisibleString "PKCS#11 Provider URI v1.0",
+ *                             uri UTF8String }>
+ *   -----END PKCS#11 PROVIDER URI-----
+ *
+ * Its URI may carry pkcs11-provider's own query attributes; p11-kit's
+ * parser (in libhsmwrap) rejects what it does not know, with an error.
  */
 #include "config.h"
 
@@ -19,6 +30,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/asn1t.h>
 #include <openssl/bio.h>
 #include <openssl/core_names.h>
 #include <openssl/core_object.h>
@@ -29,6 +41,46 @@
 
 /* A reference file is tiny; anything far bigger is something else. */
 #define REF_FILE_MAX (64u * 1024u)
+
+#define P11PROV_PEM_LABEL "PKCS#11 PROVIDER URI"
+#define P11PROV_DESC "PKCS#11 Provider URI v1.0"
+
+/* pkcs11-provider's reference body, parsed by OpenSSL's DER templates. */
+typedef struct {
+	ASN1_VISIBLESTRING *desc;
+	ASN1_UTF8STRING *uri;
+} P11PROV_REF;
+
+ASN1_SEQUENCE(P11PROV_REF) = {
+	ASN1_SIMPLE(P11PROV_REF, desc, ASN1_VISIBLESTRING),
+	ASN1_SIMPLE(P11PROV_REF, uri, ASN1_UTF8STRING),
+} static_ASN1_SEQUENCE_END(P11PROV_REF)
+
+
+/*
+ * The URI inside a pkcs11-provider reference body, as a malloc'd string
+ * (*len bytes, NUL-terminated), or NULL if the body is not one.
+ */
+static unsigned char *
+p11prov_uri(const unsigned char *der, long dlen, long *len)
+{
+	const unsigned char *q = der;
+	P11PROV_REF *ref = (P11PROV_REF *)ASN1_item_d2i(NULL, &q, dlen, ASN1_ITEM_rptr(P11PROV_REF));
+	unsigned char *out = NULL;
+	int n;
+
+	if (ref && q == der + dlen &&
+	    ASN1_STRING_length(ref->desc) == (int)strlen(P11PROV_DESC) &&
+	    memcmp(ASN1_STRING_get0_data(ref->desc), P11PROV_DESC, strlen(P11PROV_DESC)) == 0 &&
+	    (n = ASN1_STRING_length(ref->uri)) > 0 && n <= HWP_URI_MAX &&
+	    (out = malloc((size_t)n + 1))) {
+		memcpy(out, ASN1_STRING_get0_data(ref->uri), (size_t)n);
+		out[n] = '\0';
+		*len = n;
+	}
+	ASN1_item_free((ASN1_VALUE *)ref, ASN1_ITEM_rptr(P11PROV_REF));
+	return out;
+}
 
 static void *
 dec_newctx(void *provctx)
@@ -78,7 +130,9 @@ pem2der_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data
 	if (!in)
 		return 1;               /* not ours: carry on with other decoders */
 	if (!memmem(in, len, "-----BEGIN " HWP_REF_PEM_LABEL "-----",
-	            sizeof("-----BEGIN " HWP_REF_PEM_LABEL "-----") - 1)) {
+	            sizeof("-----BEGIN " HWP_REF_PEM_LABEL "-----") - 1) &&
+	    !memmem(in, len, "-----BEGIN " P11PROV_PEM_LABEL "-----",
+	            sizeof("-----BEGIN " P11PROV_PEM_LABEL "-----") - 1)) {
 		free(in);
 		return 1;
 	}
@@ -86,7 +140,8 @@ pem2der_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data
 	/* A file may hold other PEM blocks (a certificate) before ours. */
 	ERR_set_mark();
 	while (b && !found && PEM_read_bio(b, &name, &header, &data, &dlen) > 0) {
-		found = strcmp(name, HWP_REF_PEM_LABEL) == 0;
+		found = strcmp(name, HWP_REF_PEM_LABEL) == 0 ? 1
+		        : strcmp(name, P11PROV_PEM_LABEL) == 0 ? 2 : 0;
 		if (!found) {
 			OPENSSL_free(data);
 			data = NULL;
@@ -96,6 +151,28 @@ pem2der_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data
 		name = header = NULL;
 	}
 	ERR_pop_to_mark();
+	if (found == 2) {
+		/* Unwrapped here: the key decoders then see plain URI text. */
+		long ulen = 0;
+		unsigned char *uri = p11prov_uri(data, dlen, &ulen);
+
+		OPENSSL_free(data);
+		data = NULL;
+		if (!uri) {
+			hwp_raise(p, HWP_R_BAD_REFERENCE, "the " P11PROV_PEM_LABEL " block is not "
+			          "a pkcs11-provider URI reference (" P11PROV_DESC ")");
+			BIO_free(b);
+			free(in);
+			return 0;
+		}
+		data = OPENSSL_malloc((size_t)ulen);
+		if (data)
+			memcpy(data, uri, (size_t)ulen);
+		dlen = ulen;
+		free(uri);
+		if (!data)
+			found = 0;
+	}
 	if (!found) {
 		/* Fatal, not "not ours": OpenSSL's decoder drops the errors of a
 		 * decoder that returns 1, and the user would only learn that no
@@ -245,6 +322,20 @@ der2ec_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_
 }
 
 static int
+der2ed25519_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
+                   void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+	return der2key(ctx, HWP_ED25519, cin, data_cb, data_cbarg);
+}
+
+static int
+der2ed448_decode(void *ctx, OSSL_CORE_BIO *cin, int selection, OSSL_CALLBACK *data_cb,
+                 void *data_cbarg, OSSL_PASSPHRASE_CALLBACK *pw_cb, void *pw_cbarg)
+{
+	return der2key(ctx, HWP_ED448, cin, data_cb, data_cbarg);
+}
+
+static int
 dec_does_selection(void *provctx, int selection)
 {
 	/* A reference stands for the whole key pair. */
@@ -266,6 +357,18 @@ const OSSL_DISPATCH hwp_der2rsa_decoder[] = {
 
 const OSSL_DISPATCH hwp_der2ec_decoder[] = {
 	FN(NEWCTX, dec_newctx), FN(FREECTX, dec_freectx), FN(DECODE, der2ec_decode),
+	FN(DOES_SELECTION, dec_does_selection),
+	{ 0, NULL }
+};
+
+const OSSL_DISPATCH hwp_der2ed25519_decoder[] = {
+	FN(NEWCTX, dec_newctx), FN(FREECTX, dec_freectx), FN(DECODE, der2ed25519_decode),
+	FN(DOES_SELECTION, dec_does_selection),
+	{ 0, NULL }
+};
+
+const OSSL_DISPATCH hwp_der2ed448_decoder[] = {
+	FN(NEWCTX, dec_newctx), FN(FREECTX, dec_freectx), FN(DECODE, der2ed448_decode),
 	FN(DOES_SELECTION, dec_does_selection),
 	{ 0, NULL }
 };

@@ -53,7 +53,11 @@ hwp_key_unref(hwp_key *k)
 const char *
 hwp_key_type_name(const hwp_key *k)
 {
-	return k->kind == HWP_RSA ? "RSA" : "EC";
+	static const char *const names[] = {
+		[HWP_RSA] = "RSA", [HWP_EC] = "EC", [HWP_ED25519] = "ED25519", [HWP_ED448] = "ED448",
+	};
+
+	return names[k->kind];
 }
 
 hwp_key *
@@ -94,9 +98,27 @@ hwp_key_open(hwp_prov *p, const char *uri)
 		k = key_alloc(p, HWP_RSA);
 	else if (EVP_PKEY_is_a(pub, "EC"))
 		k = key_alloc(p, HWP_EC);
+	else if (EVP_PKEY_is_a(pub, "ED25519"))
+		k = key_alloc(p, HWP_ED25519);
+	else if (EVP_PKEY_is_a(pub, "ED448"))
+		k = key_alloc(p, HWP_ED448);
 	else
-		hwp_raise(p, HWP_R_WRONG_KEY_TYPE, "'%s' is neither an RSA nor an EC key",
+		hwp_raise(p, HWP_R_WRONG_KEY_TYPE, "'%s' is not an RSA, EC or EdDSA key",
 		          hw_key_label(key));
+	if (k && k->kind == HWP_RSA) {
+		hw_key_info ki;
+		HWP_HSM_BEGIN();
+		e = hw_key_info_get(key, &ki);
+		HWP_HSM_END();
+		if (e) {
+			hwp_raise_hw(p, e, "reading the key's attributes");
+			hwp_key_unref(k);
+			k = NULL;
+			goto out;
+		}
+		k->pss_only = ki.type == HW_KEY_RSA2048_PSS || ki.type == HW_KEY_RSA3072_PSS ||
+		              ki.type == HW_KEY_RSA4096_PSS;
+	}
 	if (k) {
 		k->key = key;
 		k->pub = pub;
@@ -173,6 +195,18 @@ ec_new(void *provctx)
 	return key_alloc(provctx, HWP_EC);
 }
 
+static void *
+ed25519_new(void *provctx)
+{
+	return key_alloc(provctx, HWP_ED25519);
+}
+
+static void *
+ed448_new(void *provctx)
+{
+	return key_alloc(provctx, HWP_ED448);
+}
+
 static int
 km_has(const void *kd, int selection)
 {
@@ -245,6 +279,21 @@ ec_gettable(void *provctx)
 	return t;
 }
 
+static const OSSL_PARAM *
+ed_gettable(void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
+		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_MANDATORY_DIGEST, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
 static int
 km_export(void *kd, int selection, OSSL_CALLBACK *cb, void *cbarg)
 {
@@ -310,6 +359,28 @@ ec_types(int selection)
 	};
 	return (selection & (OSSL_KEYMGMT_SELECT_PUBLIC_KEY | OSSL_KEYMGMT_SELECT_ALL_PARAMETERS))
 	       ? t : NULL;
+}
+
+static const OSSL_PARAM *
+ed_types(int selection)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) ? t : NULL;
+}
+
+static const char *
+ed25519_opname(int op)
+{
+	return op == OSSL_OP_SIGNATURE ? "ED25519" : NULL;
+}
+
+static const char *
+ed448_opname(int op)
+{
+	return op == OSSL_OP_SIGNATURE ? "ED448" : NULL;
 }
 
 static const char *
@@ -522,3 +593,17 @@ const OSSL_DISPATCH hwp_ec_keymgmt[] = {
 	FN(SET_PARAMS, ec_set_params), FN(SETTABLE_PARAMS, ec_settable),
 	{ 0, NULL }
 };
+
+/* EdDSA keys: HSM keys and public-only copies; no software generation
+ * (TLS key exchange uses X25519/X448, which are not these key types). */
+#define ED_KEYMGMT(newfn, opnamefn) \
+	FN(NEW, newfn), FN(FREE, km_free), FN(LOAD, km_load), FN(DUP, km_dup), \
+	FN(HAS, km_has), FN(MATCH, km_match), \
+	FN(GET_PARAMS, km_get_params), FN(GETTABLE_PARAMS, ed_gettable), \
+	FN(IMPORT, km_import), FN(IMPORT_TYPES, ed_types), \
+	FN(EXPORT, km_export), FN(EXPORT_TYPES, ed_types), \
+	FN(QUERY_OPERATION_NAME, opnamefn), \
+	{ 0, NULL }
+
+const OSSL_DISPATCH hwp_ed25519_keymgmt[] = { ED_KEYMGMT(ed25519_new, ed25519_opname) };
+const OSSL_DISPATCH hwp_ed448_keymgmt[] = { ED_KEYMGMT(ed448_new, ed448_opname) };

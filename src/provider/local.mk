@@ -12,12 +12,14 @@ AM_DISTCHECK_CONFIGURE_FLAGS = --with-modulesdir='$${libdir}/ossl-modules'
 osslmodules_LTLIBRARIES = hsmwrap.la
 hsmwrap_la_SOURCES = \
 	src/provider/provider.h \
-	src/provider/provider.c \
+	src/provider/common.c \
 	src/provider/keymgmt.c \
 	src/provider/store.c \
 	src/provider/signature.c \
 	src/provider/asym.c \
-	src/provider/decoder.c
+	src/provider/keyexch.c \
+	src/provider/decoder.c \
+	src/provider/provider.c
 hsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) -fvisibility=hidden
 hsmwrap_la_LIBADD = libhsmwrap.la $(OPENSSL_LIBS)
 # Only the entry point is exported (it is marked visible in provider.c).

@@ -25,105 +25,6 @@
 #include "provider.h"
 
 /* ------------------------------------------------------------------ */
-/* Errors                                                              */
-
-void
-hwp_raise(hwp_prov *p, int reason, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (!p || !p->new_error || !p->vset_error)
-		return;
-	p->new_error(p->handle);
-	if (p->set_error_debug)
-		p->set_error_debug(p->handle, __FILE__, __LINE__, HWP_NAME);
-	va_start(ap, fmt);
-	p->vset_error(p->handle, reason, fmt, ap);
-	va_end(ap);
-}
-
-void
-hwp_raise_hw(hwp_prov *p, hw_err e, const char *what)
-{
-	const char *d = hw_last_detail();
-	unsigned long rv = hw_last_ckrv();
-
-	/* The reason code is the hw_err itself: its string is hw_strerror(). */
-	if (rv)
-		hwp_raise(p, (int)e, "%s%s%s (CK_RV 0x%lx)", what, *d ? ": " : "", d, rv);
-	else
-		hwp_raise(p, (int)e, "%s%s%s", what, *d ? ": " : "", d);
-}
-
-#define HW_ERR_LAST HW_ERR_NO_FREE_SLOT
-static OSSL_ITEM reasons[HW_ERR_LAST + 7 + 1];
-
-static void
-init_reasons(void)
-{
-	static const OSSL_ITEM own[] = {
-		{ HWP_R_BAD_URI, "not a usable pkcs11: key URI" },
-		{ HWP_R_NOT_SUPPORTED, "operation not supported by an HSM key" },
-		{ HWP_R_BAD_REFERENCE, "corrupt hsmwrap key reference" },
-		{ HWP_R_PRIVATE_EXPORT, "the private key stays in the HSM and cannot be exported" },
-		{ HWP_R_WRONG_KEY_TYPE, "the key is of another type" },
-		{ HWP_R_INTERNAL, "internal error in the hsmwrap provider" },
-	};
-	size_t n = 0;
-
-	for (int e = 1; e <= HW_ERR_LAST; e++)
-		reasons[n++] = (OSSL_ITEM){ (unsigned)e, (void *)hw_strerror((hw_err)e) };
-	for (size_t i = 0; i < sizeof(own) / sizeof(own[0]); i++)
-		reasons[n++] = own[i];
-	reasons[n] = (OSSL_ITEM){ 0, NULL };
-}
-
-static const OSSL_ITEM *
-prov_reasons(void *provctx)
-{
-	static pthread_once_t once = PTHREAD_ONCE_INIT;
-
-	pthread_once(&once, init_reasons);
-	return reasons;
-}
-
-/* ------------------------------------------------------------------ */
-/* The HSM context                                                     */
-
-hw_ctx *
-hwp_ctx(hwp_prov *p, const char *uri)
-{
-	hw_ctx *ctx = NULL;
-	hw_err e;
-
-	pthread_mutex_lock(&p->lock);
-	if (p->ctx) {
-		ctx = p->ctx;
-		goto out;
-	}
-	/* Without a configured token the key URI's token attributes (and its
-	 * module-path or pin-source, if any) select it: a key URI is a valid
-	 * token URI, libhsmwrap ignores the object attributes there. */
-	HWP_HSM_BEGIN();
-	if ((e = hw_ctx_new(&ctx)) ||
-	    (p->module && (e = hw_ctx_set_module(ctx, p->module))) ||
-	    ((p->token || uri) && (e = hw_ctx_set_token(ctx, p->token ? p->token : uri))) ||
-	    (p->pin_source && (e = hw_ctx_set_pin_source(ctx, p->pin_source))) ||
-	    (e = hw_ctx_open(ctx))) {
-		HWP_HSM_END();
-		hwp_raise_hw(p, e, "opening the HSM token");
-		hw_ctx_free(ctx);
-		ctx = NULL;
-		goto out;
-	}
-	HWP_HSM_END();
-	p->ctx = ctx;
-out:
-	pthread_mutex_unlock(&p->lock);
-	return ctx;
-}
-
-/* ------------------------------------------------------------------ */
 /* Provider entry points                                               */
 
 static const OSSL_ALGORITHM store_algs[] = {
@@ -134,17 +35,26 @@ static const OSSL_ALGORITHM store_algs[] = {
 static const OSSL_ALGORITHM keymgmt_algs[] = {
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", HWP_PROPS, hwp_rsa_keymgmt, "HSM RSA key" },
 	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", HWP_PROPS, hwp_ec_keymgmt, "HSM EC key" },
+	{ "ED25519:1.3.101.112", HWP_PROPS, hwp_ed25519_keymgmt, "HSM Ed25519 key" },
+	{ "ED448:1.3.101.113", HWP_PROPS, hwp_ed448_keymgmt, "HSM Ed448 key" },
 	{ NULL, NULL, NULL, NULL }
 };
 
 static const OSSL_ALGORITHM signature_algs[] = {
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", HWP_PROPS, hwp_rsa_signature, NULL },
 	{ "ECDSA", HWP_PROPS, hwp_ecdsa_signature, NULL },
+	{ "ED25519:1.3.101.112", HWP_PROPS, hwp_ed25519_signature, NULL },
+	{ "ED448:1.3.101.113", HWP_PROPS, hwp_ed448_signature, NULL },
 	{ NULL, NULL, NULL, NULL }
 };
 
 static const OSSL_ALGORITHM asym_algs[] = {
 	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", HWP_PROPS, hwp_rsa_asym, NULL },
+	{ NULL, NULL, NULL, NULL }
+};
+
+static const OSSL_ALGORITHM keyexch_algs[] = {
+	{ "ECDH", HWP_PROPS, hwp_ecdh_keyexch, NULL },
 	{ NULL, NULL, NULL, NULL }
 };
 
@@ -154,6 +64,10 @@ static const OSSL_ALGORITHM decoder_algs[] = {
 	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2rsa_decoder, NULL },
 	{ "EC:id-ecPublicKey:1.2.840.10045.2.1",
 	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2ec_decoder, NULL },
+	{ "ED25519:1.3.101.112",
+	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2ed25519_decoder, NULL },
+	{ "ED448:1.3.101.113",
+	  HWP_PROPS ",input=der,structure=" HWP_REF_STRUCTURE, hwp_der2ed448_decoder, NULL },
 	{ NULL, NULL, NULL, NULL }
 };
 
@@ -170,6 +84,8 @@ prov_query(void *provctx, int op, int *no_cache)
 		return signature_algs;
 	case OSSL_OP_ASYM_CIPHER:
 		return asym_algs;
+	case OSSL_OP_KEYEXCH:
+		return keyexch_algs;
 	case OSSL_OP_DECODER:
 		return decoder_algs;
 	default:
@@ -249,6 +165,7 @@ prov_teardown(void *provctx)
 		hw_ctx_free(p->ctx);
 	OSSL_LIB_CTX_free(p->libctx);
 	free(p->module);
+	free(p->module_init_args);
 	free(p->token);
 	free(p->pin_source);
 	pthread_mutex_destroy(&p->lock);
@@ -260,7 +177,7 @@ static const OSSL_DISPATCH prov_dispatch[] = {
 	{ OSSL_FUNC_PROVIDER_GETTABLE_PARAMS, (void (*)(void))prov_gettable },
 	{ OSSL_FUNC_PROVIDER_GET_PARAMS, (void (*)(void))prov_get_params },
 	{ OSSL_FUNC_PROVIDER_QUERY_OPERATION, (void (*)(void))prov_query },
-	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))prov_reasons },
+	{ OSSL_FUNC_PROVIDER_GET_REASON_STRINGS, (void (*)(void))hwp_reasons },
 	{ OSSL_FUNC_PROVIDER_GET_CAPABILITIES, (void (*)(void))hwp_get_capabilities },
 	{ 0, NULL }
 };
@@ -286,9 +203,10 @@ setting(const char *v, int *ok)
 static int
 read_config(hwp_prov *p, OSSL_FUNC_core_get_params_fn *get_params)
 {
-	char *module = NULL, *token = NULL, *pin = NULL;
+	char *module = NULL, *init_args = NULL, *token = NULL, *pin = NULL;
 	OSSL_PARAM req[] = {
 		OSSL_PARAM_utf8_ptr("pkcs11-module", &module, 0),
+		OSSL_PARAM_utf8_ptr("pkcs11-module-init-args", &init_args, 0),
 		OSSL_PARAM_utf8_ptr("token", &token, 0),
 		OSSL_PARAM_utf8_ptr("pin-source", &pin, 0),
 		OSSL_PARAM_END
@@ -298,6 +216,8 @@ read_config(hwp_prov *p, OSSL_FUNC_core_get_params_fn *get_params)
 	if (get_params && !get_params(p->handle, req))
 		return 0;
 	p->module = setting(module ? module : getenv("HSMWRAP_MODULE"), &ok);
+	p->module_init_args = setting(init_args ? init_args :
+	                              getenv("HSMWRAP_MODULE_INIT_ARGS"), &ok);
 	p->token = setting(token ? token : getenv("HSMWRAP_TOKEN"), &ok);
 	p->pin_source = setting(pin ? pin : getenv("HSMWRAP_PIN_SOURCE"), &ok);
 	return ok;

@@ -1,13 +1,17 @@
 /*
  * Internal interfaces of the hsmwrap OpenSSL provider (hsmwrap.so).
  *
- *   provider.c   entry point, configuration, the lazily opened hw_ctx, errors
- *   keymgmt.c    RSA and EC key objects: a hw_key for the private half plus
+ * Files are layered, each calls only those listed before it (no cycles):
+ *
+ *   common.c     errors and the lazily opened hw_ctx (the bottom)
+ *   keymgmt.c    RSA, EC and EdDSA key objects: a hw_key for the private half plus
  *                a host copy of the public half (for matching and export)
  *   store.c      the pkcs11: URI store loader
- *   signature.c  RSA PKCS#1 v1.5 / PSS and ECDSA, signing in the HSM
+ *   signature.c  RSA PKCS#1 v1.5 / PSS, ECDSA and EdDSA, signing in the HSM
  *   asym.c       RSA decryption in the HSM (PKCS#1 v1.5, OAEP)
+ *   keyexch.c    ECDH in the HSM
  *   decoder.c    HSMWRAP KEY REFERENCE PEM files
+ *   provider.c   entry point, configuration, dispatch tables (the top)
  */
 #ifndef HWP_PROVIDER_H
 #define HWP_PROVIDER_H
@@ -35,7 +39,7 @@
 typedef struct hwp_prov {
 	const OSSL_CORE_HANDLE *handle;
 	OSSL_LIB_CTX *libctx;       /* child of the application's: digests, decoding */
-	char *module, *token, *pin_source;
+	char *module, *module_init_args, *token, *pin_source;
 	pthread_mutex_t lock;       /* guards ctx creation */
 	hw_ctx *ctx;                /* opened at first use, one per provider instance */
 	OSSL_FUNC_core_new_error_fn *new_error;
@@ -44,14 +48,17 @@ typedef struct hwp_prov {
 	OSSL_FUNC_BIO_read_ex_fn *bio_read_ex;
 } hwp_prov;
 
-enum { HWP_RSA = 1, HWP_EC = 2 };
+enum { HWP_RSA = 1, HWP_EC = 2, HWP_ED25519 = 3, HWP_ED448 = 4 };
 
 typedef struct hwp_key {
 	atomic_int refs;
 	hwp_prov *prov;
-	int kind;                   /* HWP_RSA or HWP_EC */
+	int kind;                   /* HWP_RSA, HWP_EC, HWP_ED25519, HWP_ED448 */
 	hw_key *key;                /* private half in the HSM; NULL: public only */
 	EVP_PKEY *pub;              /* public half, host copy; whole soft key */
+	/* An rsa-pss-* key: the token lets it sign with RSASSA-PSS only, so
+	 * PSS is its default and PKCS#1 v1.5 is refused up front. */
+	int pss_only;
 	/* A software key made by gen (see keymgmt.c): ephemeral TLS keys when
 	 * this provider is listed before the default one. */
 	int soft;
@@ -80,7 +87,7 @@ enum {
 #define HWP_HSM_BEGIN() ERR_set_mark()
 #define HWP_HSM_END() ERR_pop_to_mark()
 
-/* provider.c */
+/* common.c */
 void hwp_raise(hwp_prov *p, int reason, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
 /* Raises an hw_err with hw_last_detail(): the HSM's side of the story. */
@@ -88,10 +95,14 @@ void hwp_raise_hw(hwp_prov *p, hw_err e, const char *what);
 /* The provider's context, opened at first use; `uri` names the token when
  * the configuration does not. NULL on failure (error raised). */
 hw_ctx *hwp_ctx(hwp_prov *p, const char *uri);
+/* Reason strings: hw_strerror() for hw_err codes, then our own. */
+const OSSL_ITEM *hwp_reasons(void *provctx);
 
 /* keymgmt.c */
 extern const OSSL_DISPATCH hwp_rsa_keymgmt[];
 extern const OSSL_DISPATCH hwp_ec_keymgmt[];
+extern const OSSL_DISPATCH hwp_ed25519_keymgmt[];
+extern const OSSL_DISPATCH hwp_ed448_keymgmt[];
 /* TLS-GROUP capabilities: the NIST curves, served by hwp_ec_keymgmt. */
 int hwp_get_capabilities(void *provctx, const char *capability, OSSL_CALLBACK *cb, void *arg);
 /* Finds the key `uri` names and builds its object (refs = 1). */
@@ -105,10 +116,15 @@ int hwp_key_pass(hwp_key *k, OSSL_CALLBACK *cb, void *cbarg);
 extern const OSSL_DISPATCH hwp_store[];
 extern const OSSL_DISPATCH hwp_rsa_signature[];
 extern const OSSL_DISPATCH hwp_ecdsa_signature[];
+extern const OSSL_DISPATCH hwp_ed25519_signature[];
+extern const OSSL_DISPATCH hwp_ed448_signature[];
 extern const OSSL_DISPATCH hwp_rsa_asym[];
+extern const OSSL_DISPATCH hwp_ecdh_keyexch[];
 extern const OSSL_DISPATCH hwp_pem2der_decoder[];
 extern const OSSL_DISPATCH hwp_der2rsa_decoder[];
 extern const OSSL_DISPATCH hwp_der2ec_decoder[];
+extern const OSSL_DISPATCH hwp_der2ed25519_decoder[];
+extern const OSSL_DISPATCH hwp_der2ed448_decoder[];
 /* Drops what the decoders remember of provider p (at teardown). */
 void hwp_decoder_forget(hwp_prov *p);
 

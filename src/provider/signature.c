@@ -18,7 +18,7 @@
 
 typedef struct {
 	hwp_prov *prov;
-	int kind;                   /* HWP_RSA / HWP_EC */
+	int kind;                   /* HWP_RSA / HWP_EC / HWP_ED25519 / HWP_ED448 */
 	hwp_key *key;
 	int pad;                    /* RSA_PKCS1_PADDING or RSA_PKCS1_PSS_PADDING */
 	int saltlen;                /* RSA_PSS_SALTLEN_DIGEST or an exact length */
@@ -52,6 +52,24 @@ static void *
 ecdsa_newctx(void *provctx, const char *propq)
 {
 	return sig_newctx(provctx, HWP_EC);
+}
+
+static void *
+ed25519_newctx(void *provctx, const char *propq)
+{
+	return sig_newctx(provctx, HWP_ED25519);
+}
+
+static void *
+ed448_newctx(void *provctx, const char *propq)
+{
+	return sig_newctx(provctx, HWP_ED448);
+}
+
+static int
+is_ed(const sig_ctx *c)
+{
+	return c->kind == HWP_ED25519 || c->kind == HWP_ED448;
 }
 
 static void
@@ -268,6 +286,16 @@ sig_get_params(void *vc, OSSL_PARAM params[])
 	uint8_t aid[80];
 	int idx = md_index(c->md);
 
+	if (is_ed(c)) {
+		/* id-Ed25519 / id-Ed448 (RFC 8410): no parameters, no digest. */
+		static const uint8_t ed[] = { 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70 };
+		memcpy(aid, ed, sizeof(ed));
+		aid[sizeof(ed) - 1] = c->kind == HWP_ED25519 ? 0x70 : 0x71;
+		if ((q = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID)) &&
+		    !OSSL_PARAM_set_octet_string(q, aid, sizeof(ed)))
+			return 0;
+		return 1;
+	}
 	if ((q = OSSL_PARAM_locate(params, OSSL_SIGNATURE_PARAM_ALGORITHM_ID))) {
 		/* PSS with another salt length has no fixed encoding here. */
 		if (!idx || (c->kind == HWP_RSA && c->pad == RSA_PKCS1_PSS_PADDING &&
@@ -331,6 +359,8 @@ sig_init(void *vc, void *provkey, const OSSL_PARAM params[])
 	atomic_fetch_add(&k->refs, 1);
 	hwp_key_unref(c->key);
 	c->key = k;
+	if (k->pss_only)
+		c->pad = RSA_PKCS1_PSS_PADDING;
 	/* A context may be initialised again: forget the last operation. */
 	EVP_MD_CTX_free(c->mdctx);
 	c->mdctx = NULL;
@@ -349,12 +379,15 @@ pick_alg(sig_ctx *c, size_t mdlen, hw_sig_alg *alg)
 		return 0;
 	}
 	if (c->kind == HWP_EC) {
-		if (idx == 3) {
-			hwp_raise(c->prov, HWP_R_NOT_SUPPORTED, "ECDSA with SHA-512");
-			return 0;
-		}
-		*alg = idx == 1 ? HW_SIG_ECDSA_SHA256 : HW_SIG_ECDSA_SHA384;
+		*alg = idx == 1 ? HW_SIG_ECDSA_SHA256 : idx == 2 ? HW_SIG_ECDSA_SHA384
+		       : HW_SIG_ECDSA_SHA512;
 		return 1;
+	}
+	if (c->pad == RSA_PKCS1_PADDING && c->key->pss_only) {
+		hwp_raise(c->prov, HWP_R_NOT_SUPPORTED,
+		          "PKCS#1 v1.5 with key '%s': the token allows it RSA-PSS signatures only",
+		          hw_key_label(c->key->key));
+		return 0;
 	}
 	if (c->pad == RSA_PKCS1_PADDING) {
 		*alg = (hw_sig_alg)(HW_SIG_RSA_PKCS1_SHA256 + idx - 1);
@@ -487,3 +520,102 @@ const OSSL_DISPATCH hwp_rsa_signature[] = {
 const OSSL_DISPATCH hwp_ecdsa_signature[] = {
 	FN(NEWCTX, ecdsa_newctx), COMMON, FN(SETTABLE_CTX_PARAMS, ecdsa_settable), { 0, NULL }
 };
+
+/* ------------------------------------------------------------------ */
+/*
+ * EdDSA (PureEdDSA, RFC 8032): the HSM hashes the message itself, twice,
+ * so there is no host-side digest and no streaming -- only the one-shot
+ * EVP_DigestSign that TLS 1.3 and X.509 signing use. Ed25519ph/ctx and
+ * Ed448ph are not offered: CKM_EDDSA without parameters is PureEdDSA.
+ */
+
+/* No context string or prehash: any parameter is one we would ignore. */
+static int
+ed_set_params(void *vc, const OSSL_PARAM params[])
+{
+	sig_ctx *c = vc;
+
+	if (params && params->key) {
+		hwp_raise(c->prov, HWP_R_NOT_SUPPORTED, "EdDSA parameter '%s' (PureEdDSA only)",
+		          params->key);
+		return 0;
+	}
+	return 1;
+}
+
+static const OSSL_PARAM *
+ed_settable(void *vc, void *provctx)
+{
+	static const OSSL_PARAM t[] = { OSSL_PARAM_END };
+	return t;
+}
+
+static const OSSL_PARAM *
+ed_gettable(void *vc, void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_octet_string(OSSL_SIGNATURE_PARAM_ALGORITHM_ID, NULL, 0),
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
+static int
+ed_dsig_init(void *vc, const char *mdname, void *provkey, const OSSL_PARAM params[])
+{
+	sig_ctx *c = vc;
+
+	if (mdname && *mdname) {
+		hwp_raise(c->prov, HWP_R_NOT_SUPPORTED,
+		          "digest '%s' with EdDSA (it signs the message itself: no digest)", mdname);
+		return 0;
+	}
+	if (!sig_init(vc, provkey, NULL))
+		return 0;
+	c->dsig = 1;
+	return ed_set_params(c, params);
+}
+
+static int
+ed_dsig(void *vc, unsigned char *sig, size_t *siglen, size_t sigsize,
+        const unsigned char *tbs, size_t tbslen)
+{
+	sig_ctx *c = vc;
+	uint8_t *out = NULL;
+	size_t outlen = 0;
+	hw_err e;
+
+	if (!c->dsig || !c->key)
+		return 0;
+	if (!sig) {
+		*siglen = (size_t)EVP_PKEY_get_size(c->key->pub);
+		return 1;
+	}
+	HWP_HSM_BEGIN();
+	e = hw_sign_digest(c->key->key, HW_SIG_EDDSA, tbs ? tbs : (const unsigned char *)"",
+	                   tbslen, &out, &outlen);
+	HWP_HSM_END();
+	if (e) {
+		hwp_raise_hw(c->prov, e, "signing with the HSM key");
+		return 0;
+	}
+	if (outlen > sigsize) {
+		hwp_raise(c->prov, HWP_R_INTERNAL, "signature buffer too small");
+		hw_free(out);
+		return 0;
+	}
+	memcpy(sig, out, outlen);
+	*siglen = outlen;
+	hw_free(out);
+	return 1;
+}
+
+#define ED_SIG(newfn) \
+	FN(NEWCTX, newfn), FN(FREECTX, sig_freectx), FN(DUPCTX, sig_dupctx), \
+	FN(DIGEST_SIGN_INIT, ed_dsig_init), FN(DIGEST_SIGN, ed_dsig), \
+	FN(GET_CTX_PARAMS, sig_get_params), FN(GETTABLE_CTX_PARAMS, ed_gettable), \
+	FN(SET_CTX_PARAMS, ed_set_params), FN(SETTABLE_CTX_PARAMS, ed_settable), \
+	{ 0, NULL }
+
+const OSSL_DISPATCH hwp_ed25519_signature[] = { ED_SIG(ed25519_newctx) };
+const OSSL_DISPATCH hwp_ed448_signature[] = { ED_SIG(ed448_newctx) };

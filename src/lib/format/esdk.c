@@ -537,6 +537,57 @@ seq_iv(uint8_t iv[ESDK_IV_LEN], uint32_t seq)
 		iv[ESDK_IV_LEN - 1 - i] = (uint8_t)(seq >> (8 * i));
 }
 
+hw_err
+esdk_gcm_ctx_new(bool enc, const uint8_t *key, size_t keylen, EVP_CIPHER_CTX **out)
+{
+	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
+	hw_err e = c ? gcm_key(c, enc, key, keylen) : hw_fail(HW_ERR_NOMEM, 0, NULL);
+
+	if (e != HW_OK) {
+		EVP_CIPHER_CTX_free(c);
+		return e;
+	}
+	*out = c;
+	return HW_OK;
+}
+
+/*
+ * A regular (non-final) frame: seq || IV || ct || tag into unit (len + 32
+ * bytes). The IV is the sequence number, so frames are independent of
+ * each other and any thread may seal any frame (esdk-pipe.c).
+ */
+hw_err
+esdk_frame_seal(EVP_CIPHER_CTX *c, const uint8_t *msgid, size_t msgid_len, uint32_t seq,
+                const uint8_t *pt, size_t len, uint8_t *unit)
+{
+	uint8_t aad[BODY_AAD_MAX];
+	size_t aadlen = body_aad(aad, msgid, msgid_len, LABEL_FRAME, seq, len);
+
+	for (int i = 3; i >= 0; i--)
+		unit[3 - i] = (uint8_t)(seq >> (8 * i));
+	seq_iv(unit + 4, seq);
+	return gcm(c, true, unit + 4, aad, aadlen, NULL, 0, pt, len, unit + 4 + ESDK_IV_LEN,
+	           unit + 4 + ESDK_IV_LEN + len);
+}
+
+/* The reverse, for a frame whose sequence number the caller checked. The
+ * IV is used as serialized: some SDKs' messages have other IVs. */
+hw_err
+esdk_frame_open(EVP_CIPHER_CTX *c, const uint8_t *msgid, size_t msgid_len, uint32_t seq,
+                const uint8_t *unit, size_t len, uint8_t *pt)
+{
+	uint8_t aad[BODY_AAD_MAX];
+	size_t aadlen = body_aad(aad, msgid, msgid_len, LABEL_FRAME, seq, len);
+	const uint8_t *ct = unit + 4 + ESDK_IV_LEN;
+	hw_err e = gcm(c, false, unit + 4, aad, aadlen, NULL, 0, ct, len, pt,
+	               (uint8_t *)ct + len);
+
+	if (e == HW_ERR_INTEGRITY)
+		e = hw_fail(e, 0, "frame %u failed authentication (altered or truncated message)",
+		            seq);
+	return e;
+}
+
 /* ---------------------------------------------------------------- */
 /* Signatures: ECDSA keys as the ESDK stores them in the context     */
 
@@ -647,6 +698,7 @@ struct esdk_enc {
 	size_t ptlen, ptcap;
 	uint8_t *unit;              /* one serialized frame */
 	size_t unitcap;
+	esdk_pipe *pipe;            /* runs of whole frames, made on first use */
 };
 
 /* Grows a buffer that may hold secrets, wiping the old copy. */
@@ -774,6 +826,18 @@ enc_frame(esdk_enc *e, const uint8_t *pt, size_t len, bool final)
 	return r;
 }
 
+#ifdef HW_ESDK_TEST_HOOKS
+static _Thread_local uint8_t test_msgid[32];
+static _Thread_local bool test_msgid_set;
+
+void
+esdk_enc_test_set_msgid(const uint8_t msgid[32])
+{
+	memcpy(test_msgid, msgid, 32);
+	test_msgid_set = true;
+}
+#endif
+
 static bool
 reserved_key(const esdk_pair *p)
 {
@@ -836,6 +900,12 @@ esdk_enc_new(const esdk_enc_params *p, const esdk_ec *user_ec, esdk_enc **out)
 	}
 	if (r != HW_OK)
 		goto fail;
+#ifdef HW_ESDK_TEST_HOOKS
+	if (test_msgid_set) {
+		memcpy(e->msgid, test_msgid, 32);
+		test_msgid_set = false;
+	} else
+#endif
 	if (RAND_bytes(e->msgid, 32) != 1)
 		r = hw_fail(HW_ERR_CRYPTO, 0, "RAND_bytes");
 	if (r == HW_OK && p->dk)
@@ -876,6 +946,40 @@ esdk_enc_test_set_seq(esdk_enc *e, uint64_t seq)
 }
 #endif
 
+/*
+ * Runs of whole frames go through the frame workers (esdk-pipe.c), also
+ * with one thread: one output call per job instead of per frame. Frames
+ * longer than a job keep the frame-at-a-time path, which holds one frame.
+ */
+#define BULK_FRAME_MAX ESDK_PIPE_JOB_BYTES
+
+static bool
+bulk_ok(uint32_t frame_len)
+{
+	return frame_len <= BULK_FRAME_MAX;
+}
+
+static hw_err
+enc_emit_cb(void *arg, const uint8_t *p, size_t n)
+{
+	return enc_emit(arg, p, n);
+}
+
+/* n whole frames from in, none of them the final frame. */
+static hw_err
+enc_bulk(esdk_enc *e, const uint8_t *in, size_t n)
+{
+	hw_err r = HW_OK;
+
+	if (!e->pipe)
+		r = esdk_pipe_new(true, e->p.threads, e->key, e->s->key_len, e->msgid, 32,
+		                  e->p.frame_len, &e->pipe);
+	if (r == HW_OK)
+		r = esdk_pipe_run(e->pipe, in, n, (uint32_t)e->seq, NULL, enc_emit_cb, e);
+	e->seq += n;
+	return r;
+}
+
 hw_err
 esdk_enc_update(esdk_enc *e, const uint8_t *in, size_t len)
 {
@@ -898,6 +1002,18 @@ esdk_enc_update(esdk_enc *e, const uint8_t *in, size_t len)
 			continue;
 		}
 		if (e->ptlen == 0 && len > fl) {
+			/* Regular frames end at 0xfffffffe; enc_frame refuses more. */
+			size_t n = (len - 1) / fl;
+			uint64_t room = e->seq < UINT32_MAX ? UINT32_MAX - e->seq : 0;
+
+			if (n > room)
+				n = (size_t)room;
+			if (n > 1 && bulk_ok(e->p.frame_len)) {
+				r = enc_bulk(e, in, n);
+				in += n * fl;
+				len -= n * fl;
+				continue;
+			}
 			r = enc_frame(e, in, fl, false);
 			in += fl;
 			len -= fl;
@@ -959,6 +1075,7 @@ esdk_enc_free(esdk_enc *e)
 		free(e->pt);
 	}
 	free(e->unit);
+	esdk_pipe_free(e->pipe);
 	EVP_CIPHER_CTX_free(e->cc);
 	EVP_MD_CTX_free(e->sig);
 	free(e);
@@ -988,6 +1105,7 @@ struct esdk_dec {
 	size_t ptcap;
 	size_t held_len;            /* final plaintext in pt waiting for the footer */
 	bool holding;
+	esdk_pipe *pipe;            /* runs of whole frames, made on first use */
 };
 
 #define NEED_MORE HW_OK
@@ -1341,9 +1459,75 @@ step(esdk_dec *d, const uint8_t *in, size_t len, size_t *used, size_t *need)
 }
 
 static hw_err
+dec_absorb_cb(void *arg, const uint8_t *p, size_t n)
+{
+	return dec_absorb(arg, p, n);
+}
+
+static hw_err
+dec_release_cb(void *arg, const uint8_t *p, size_t n)
+{
+	return dec_release(arg, p, n);
+}
+
+/*
+ * The regular frames at the start of in that are whole, in sequence and
+ * within the buffer limit; anything else (the final frame, a partial or
+ * wrong frame) is left to step_frame, which also reports the errors.
+ */
+static size_t
+dec_scan(const esdk_dec *d, const uint8_t *in, size_t len)
+{
+	size_t unit = (size_t)d->h.frame_len + 4 + ESDK_IV_LEN + ESDK_TAG_LEN, n = 0;
+	uint64_t seq = 0;
+	hw_rbuf r;
+	size_t z = 0;
+
+	if (unit > d->p.max_buffer)
+		return 0;
+	hw_rbuf_init(&r, in, len);
+	while (hw_rbuf_left(&r) >= unit && d->seq + n < UINT32_MAX) {
+		const uint8_t *skip;
+
+		(void)rd_be(&r, 4, &seq, &z);
+		if (seq != d->seq + n)
+			break;
+		(void)rd(&r, unit - 4, &skip, &z);
+		n++;
+	}
+	return n;
+}
+
+/* Whole frames straight from the caller's bytes, through the workers. */
+static hw_err
+dec_bulk(esdk_dec *d, const uint8_t *in, size_t len, size_t *used)
+{
+	size_t n = bulk_ok(d->h.frame_len) ? dec_scan(d, in, len) : 0;
+	hw_err e = HW_OK;
+
+	*used = 0;
+	if (n < 2)
+		return HW_OK;
+	if (!d->pipe)
+		e = esdk_pipe_new(false, d->p.threads, d->key, d->h.suite->key_len, d->h.msgid,
+		                  d->h.msgid_len, d->h.frame_len, &d->pipe);
+	if (e == HW_OK)
+		e = esdk_pipe_run(d->pipe, in, n, (uint32_t)d->seq, d->sig ? dec_absorb_cb : NULL,
+		                  dec_release_cb, d);
+	if (e == HW_OK) {
+		d->seq += n;
+		*used = n * ((size_t)d->h.frame_len + 4 + ESDK_IV_LEN + ESDK_TAG_LEN);
+	}
+	return e;
+}
+
+static hw_err
 dec_fail(esdk_dec *d, hw_err e)
 {
 	d->err = e;
+	/* Its buffers may hold plaintext of frames not released. */
+	esdk_pipe_free(d->pipe);
+	d->pipe = NULL;
 	if (d->pt)
 		OPENSSL_cleanse(d->pt, d->ptcap);
 	d->holding = false;
@@ -1365,6 +1549,15 @@ esdk_dec_update(esdk_dec *d, const uint8_t *in, size_t len)
 		return hw_fail(d->err, 0, "the decryption stream failed earlier");
 	while (len > 0) {
 		if (d->blen == 0) {
+			if (d->state == ST_FRAME) {
+				e = dec_bulk(d, in, len, &used);
+				if (e != HW_OK)
+					return dec_fail(d, e);
+				in += used;
+				len -= used;
+				if (len == 0)
+					break;
+			}
 			/* Straight from the caller's bytes, copying nothing. */
 			e = step(d, in, len, &used, &need);
 			if (e != HW_OK)
@@ -1450,6 +1643,7 @@ esdk_dec_free(esdk_dec *d)
 		OPENSSL_cleanse(d->buf, d->bcap);
 		free(d->buf);
 	}
+	esdk_pipe_free(d->pipe);
 	esdk_header_free(&d->h);
 	esdk_ec_free(&d->ctx);
 	free(d->hdr_bytes);

@@ -2,7 +2,7 @@
  * AWS Encryption SDK message format (internal). The format engine knows
  * nothing about HSMs: it is given a keyring as two callbacks (wrap the data
  * key into encrypted-data-key entries; recover the data key from them), so
- * that the same code serves the HSM keyring (envelope.c), the known-answer
+ * that the same code serves the HSM keyring (ops/envelope-keyring.c), the known-answer
  * tests (a static data key) and the fuzzer.
  *
  * Reference: the public specification (awslabs/aws-encryption-sdk-
@@ -130,11 +130,12 @@ typedef struct {
 	void *wrap_arg;
 	esdk_write_fn out;
 	void *out_arg;
-	/* Optional (the data-key cache, envelope.c): this data key (suite
+	/* Optional (the data-key cache, ops/envelope-stream.c): this data key (suite
 	 * key_len bytes) and, for signed suites, this signing key (not taken
 	 * over) instead of fresh ones. NULL: fresh. */
 	const uint8_t *dk;
 	struct evp_pkey_st *sign_key;
+	unsigned threads;           /* frame workers (0, 1: none; see esdk_pipe) */
 } esdk_enc_params;
 
 typedef struct esdk_enc esdk_enc;
@@ -144,6 +145,9 @@ hw_err esdk_enc_update(esdk_enc *e, const uint8_t *in, size_t len);
 hw_err esdk_enc_final(esdk_enc *e);
 #ifdef HW_ESDK_TEST_HOOKS
 void esdk_enc_test_set_seq(esdk_enc *e, uint64_t seq);
+/* The message id of the next esdk_enc_new() on this thread (then random
+ * again): with a fixed data key and signing key, the same bytes. */
+void esdk_enc_test_set_msgid(const uint8_t msgid[32]);
 #endif
 void esdk_enc_free(esdk_enc *e);
 
@@ -157,6 +161,7 @@ typedef struct {
 	void *unwrap_arg;
 	esdk_write_fn out;
 	void *out_arg;
+	unsigned threads;           /* frame workers (0, 1: none; see esdk_pipe) */
 } esdk_dec_params;
 
 typedef struct esdk_dec esdk_dec;
@@ -174,6 +179,50 @@ const esdk_header *esdk_dec_header(const esdk_dec *d);
 /* The context the data key was bound to (stored + reproduced pairs). */
 const esdk_ec *esdk_dec_context(const esdk_dec *d);
 void esdk_dec_free(esdk_dec *d);
+
+/*
+ * Frames on their own (esdk.c), for the frame workers below: a regular
+ * frame is sealed into / opened from unit = seq || IV || ct || tag (len +
+ * 32 bytes) under a context esdk_gcm_ctx_new() keyed.
+ */
+struct evp_cipher_ctx_st;
+hw_err esdk_gcm_ctx_new(bool enc, const uint8_t *key, size_t keylen,
+                        struct evp_cipher_ctx_st **out);
+hw_err esdk_frame_seal(struct evp_cipher_ctx_st *c, const uint8_t *msgid, size_t msgid_len,
+                       uint32_t seq, const uint8_t *pt, size_t len, uint8_t *unit);
+hw_err esdk_frame_open(struct evp_cipher_ctx_st *c, const uint8_t *msgid, size_t msgid_len,
+                       uint32_t seq, const uint8_t *unit, size_t len, uint8_t *pt);
+
+/*
+ * Frame workers (esdk-pipe.c): runs of regular frames sealed or opened by
+ * a bounded pool of threads, the results handed back in order on the
+ * calling thread, which also hashes for the signature. Frames are
+ * independent (IV = sequence number); the hash is not, so it stays on the
+ * one thread that keeps the order. Memory: a fixed number of jobs of
+ * ESDK_PIPE_JOB_BYTES each, whatever the message size.
+ */
+#define ESDK_PIPE_JOB_BYTES ((size_t)256 << 10)
+#define ESDK_PIPE_MAX_THREADS 256u
+
+typedef struct esdk_pipe esdk_pipe;
+/* threads: worker threads (0 or 1: everything on the calling thread). */
+hw_err esdk_pipe_new(bool enc, unsigned threads, const uint8_t *key, size_t keylen,
+                     const uint8_t *msgid, size_t msgid_len, uint32_t frame_len,
+                     esdk_pipe **out);
+/*
+ * Seals (enc: in = n * frame_len plaintext bytes) or opens (dec: in = n
+ * serialized frames of frame_len + 32 bytes, sequence numbers checked by
+ * the caller) n frames numbered from seq0. absorb(in piece) is called in
+ * order for the input of each job (dec: the signature hash; may be NULL),
+ * emit(out piece) in order for each job's result once the whole job
+ * succeeded. Returns when every job is done (in may be reused then). The
+ * first failure, in frame order, stops the run: the jobs still in flight
+ * are abandoned, every buffer wiped, and that failure returned; the pipe
+ * is unusable afterwards.
+ */
+hw_err esdk_pipe_run(esdk_pipe *p, const uint8_t *in, size_t n, uint32_t seq0,
+                     esdk_write_fn absorb, esdk_write_fn emit, void *arg);
+void esdk_pipe_free(esdk_pipe *p);
 
 /* Key derivation (exposed for the known-answer tests). */
 hw_err esdk_derive(const esdk_suite *s, const uint8_t *dk, const uint8_t *msgid,

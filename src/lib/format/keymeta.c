@@ -175,7 +175,7 @@ hw_key_meta_decode(const uint8_t *in, size_t len, hw_key_meta **out)
 	if ((state == HW_KEY_STATE_PENDING_DELETION) != (deletion != 0) || deletion > INT64_MAX ||
 	    created > INT64_MAX)
 		return bad("bad dates");
-	if (purpose > HW_PURPOSE_DECRYPT)
+	if (purpose > HW_PURPOSE_DERIVE)
 		return bad("unknown purpose");
 	if (nv == 0 || nv > HW_META_MAX_VERSIONS)
 		return bad("bad number of versions");
@@ -290,7 +290,7 @@ hw_key_meta_encode(const hw_key_meta *m, uint8_t **out, size_t *len)
 	/* Written only in the form decode accepts. */
 	if (m->state < HW_KEY_STATE_ENABLED || m->state > HW_KEY_STATE_PENDING_DELETION ||
 	    (m->state == HW_KEY_STATE_PENDING_DELETION) != (m->deletion_date > 0) ||
-	    m->deletion_date < 0 || m->created < 0 || (unsigned)m->purpose > HW_PURPOSE_DECRYPT ||
+	    m->deletion_date < 0 || m->created < 0 || (unsigned)m->purpose > HW_PURPOSE_DERIVE ||
 	    m->nversions == 0 || m->nversions > HW_META_MAX_VERSIONS ||
 	    m->ntags > HW_META_MAX_TAGS)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "key metadata out of bounds");

@@ -241,3 +241,137 @@ hw_cert_destroy(hw_key *key)
 	a.key = key;
 	return hw_ctx_run_once(key->ctx, op_cert_destroy, &a, "C_DestroyObject (certificate)");
 }
+
+/* ---------------------------------------------------------------- */
+/* Finding certificates by URI (the OpenSSL provider's store)        */
+
+typedef struct {
+	CK_ATTRIBUTE tmpl[3];
+	CK_ULONG ntmpl;
+	hw_cert_entry *certs;       /* HW_CERT_FIND_MAX entries */
+	size_t n;
+} list_arg;
+
+static void
+list_reset(list_arg *a)
+{
+	for (size_t i = 0; i < a->n; i++)
+		free(a->certs[i].der);
+	memset(a->certs, 0, HW_CERT_FIND_MAX * sizeof(*a->certs));
+	a->n = 0;
+}
+
+static CK_RV
+op_cert_list(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	list_arg *a = arg;
+	CK_OBJECT_HANDLE found[HW_CERT_FIND_MAX];
+	CK_ULONG nfound = 0;
+	CK_RV rv, final;
+
+	/* A retried run starts over. */
+	list_reset(a);
+	rv = ctx->fl->C_FindObjectsInit(s, a->tmpl, a->ntmpl);
+	if (rv != CKR_OK)
+		return rv;
+	rv = ctx->fl->C_FindObjects(s, found, HW_CERT_FIND_MAX, &nfound);
+	final = ctx->fl->C_FindObjectsFinal(s);
+	if (rv == CKR_OK)
+		rv = final;
+	for (CK_ULONG i = 0; rv == CKR_OK && i < nfound; i++) {
+		hw_cert_entry *c = &a->certs[a->n];
+		CK_ATTRIBUTE t[2] = {
+			{ CKA_VALUE, NULL, 0 },
+			{ CKA_LABEL, c->label, sizeof(c->label) - 1 },
+		};
+
+		rv = ctx->fl->C_GetAttributeValue(s, found[i], t, 2);
+		if (rv == CKR_ATTRIBUTE_TYPE_INVALID || rv == CKR_ATTRIBUTE_SENSITIVE ||
+		    t[0].ulValueLen == CK_UNAVAILABLE_INFORMATION || t[0].ulValueLen == 0 ||
+		    t[0].ulValueLen > CERT_MAX) {
+			rv = CKR_OK;        /* not a certificate we can hand out: skip it */
+			memset(c->label, 0, sizeof(c->label));
+			continue;
+		}
+		if (rv != CKR_OK)
+			break;
+		if (!(t[0].pValue = malloc(t[0].ulValueLen)))
+			return CKR_HOST_MEMORY;
+		t[1].ulValueLen = sizeof(c->label) - 1;
+		rv = ctx->fl->C_GetAttributeValue(s, found[i], t, 2);
+		if (rv != CKR_OK) {
+			free(t[0].pValue);
+			break;
+		}
+		c->der = t[0].pValue;
+		c->len = t[0].ulValueLen;
+		c->label[t[1].ulValueLen == CK_UNAVAILABLE_INFORMATION ? 0 : t[1].ulValueLen] = '\0';
+		a->n++;
+	}
+	return rv;
+}
+
+HW_EXPORT void
+hw_cert_entries_free(hw_cert_entry *certs, size_t n)
+{
+	for (size_t i = 0; certs && i < n; i++)
+		free(certs[i].der);
+	free(certs);
+}
+
+HW_EXPORT hw_err
+hw_cert_find(hw_ctx *ctx, const char *uri, hw_cert_entry **certs, size_t *n)
+{
+	CK_OBJECT_CLASS cls = CKO_CERTIFICATE;
+	P11KitUri *u = NULL;
+	CK_ATTRIBUTE *attr;
+	list_arg a;
+	hw_err e;
+	int r;
+
+	if (!ctx || !uri || !certs || !n)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_cert_find");
+	hw_clear_error();
+	if ((e = hw_ctx_ready(ctx)) != HW_OK)
+		return e;
+	if (!(u = p11_kit_uri_new()))
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	r = p11_kit_uri_parse(uri, P11_KIT_URI_FOR_OBJECT_ON_TOKEN, u);
+	if (r != P11_KIT_URI_OK) {
+		p11_kit_uri_free(u);
+		return hw_fail(HW_ERR_URI, 0, "%s", p11_kit_uri_message(r));
+	}
+	if ((attr = p11_kit_uri_get_attribute(u, CKA_CLASS)) &&
+	    (attr->ulValueLen != sizeof(CK_OBJECT_CLASS) ||
+	     *(CK_OBJECT_CLASS *)attr->pValue != CKO_CERTIFICATE)) {
+		p11_kit_uri_free(u);
+		return hw_fail(HW_ERR_URI, 0, "the URI names a key (type=), not certificates");
+	}
+	/* A URI for another token must not silently list this one's. */
+	if (!p11_kit_uri_match_token_info(u, &ctx->tinfo)) {
+		p11_kit_uri_free(u);
+		*certs = NULL;
+		*n = 0;
+		return HW_OK;
+	}
+	memset(&a, 0, sizeof(a));
+	a.tmpl[a.ntmpl++] = (CK_ATTRIBUTE){ CKA_CLASS, &cls, sizeof(cls) };
+	if ((attr = p11_kit_uri_get_attribute(u, CKA_LABEL)))
+		a.tmpl[a.ntmpl++] = *attr;
+	if ((attr = p11_kit_uri_get_attribute(u, CKA_ID)))
+		a.tmpl[a.ntmpl++] = *attr;
+	if (!(a.certs = calloc(HW_CERT_FIND_MAX, sizeof(*a.certs)))) {
+		p11_kit_uri_free(u);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
+	e = hw_ctx_run(ctx, op_cert_list, &a, "searching certificates");
+	p11_kit_uri_free(u);
+	if (e != HW_OK) {
+		list_reset(&a);
+		free(a.certs);
+		return e;
+	}
+	*certs = a.certs;
+	*n = a.n;
+	return HW_OK;
+}

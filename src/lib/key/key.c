@@ -33,12 +33,81 @@ static const struct {
 	{ "rsa4096", HW_KEY_RSA4096, CKK_RSA, 4096 },
 	{ "ec-p256", HW_KEY_EC_P256, CKK_EC, 256 },
 	{ "ec-p384", HW_KEY_EC_P384, CKK_EC, 384 },
+	{ "ec-p521", HW_KEY_EC_P521, CKK_EC, 521 },
+	{ "ed25519", HW_KEY_ED25519, CKK_EC_EDWARDS, 255 },
+	{ "ed448", HW_KEY_ED448, CKK_EC_EDWARDS, 448 },
+	{ "rsa-pss-2048", HW_KEY_RSA2048_PSS, CKK_RSA, 2048 },
+	{ "rsa-pss-3072", HW_KEY_RSA3072_PSS, CKK_RSA, 3072 },
+	{ "rsa-pss-4096", HW_KEY_RSA4096_PSS, CKK_RSA, 4096 },
 };
 #define NTYPES (sizeof(types) / sizeof(types[0]))
 
 /* DER OIDs for CKA_EC_PARAMS (namedCurve). */
 static const uint8_t oid_p256[] = { 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x03, 0x01, 0x07 };
 static const uint8_t oid_p384[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x22 };
+static const uint8_t oid_p521[] = { 0x06, 0x05, 0x2b, 0x81, 0x04, 0x00, 0x23 };
+/* id-Ed25519 and id-Ed448 (RFC 8410), the form SoftHSM and PKCS#11 3.0 take. */
+static const uint8_t oid_ed25519[] = { 0x06, 0x03, 0x2b, 0x65, 0x70 };
+static const uint8_t oid_ed448[] = { 0x06, 0x03, 0x2b, 0x65, 0x71 };
+
+/* The curve OIDs of the EC and Edwards types, for CKA_EC_PARAMS. */
+static const struct {
+	hw_key_type type;
+	const uint8_t *oid;
+	size_t len;
+	const char *ossl;           /* OpenSSL group or key type name */
+} curves[] = {
+	{ HW_KEY_EC_P256, oid_p256, sizeof(oid_p256), "P-256" },
+	{ HW_KEY_EC_P384, oid_p384, sizeof(oid_p384), "P-384" },
+	{ HW_KEY_EC_P521, oid_p521, sizeof(oid_p521), "P-521" },
+	{ HW_KEY_ED25519, oid_ed25519, sizeof(oid_ed25519), "ED25519" },
+	{ HW_KEY_ED448, oid_ed448, sizeof(oid_ed448), "ED448" },
+};
+#define NCURVES (sizeof(curves) / sizeof(curves[0]))
+
+/* The curve entry whose OID is params (CKA_EC_PARAMS), or NULL. */
+static const __typeof__(curves[0]) *
+curve_by_oid(const uint8_t *params, size_t len)
+{
+	for (size_t i = 0; i < NCURVES; i++)
+		if (curves[i].len == len && memcmp(curves[i].oid, params, len) == 0)
+			return &curves[i];
+	return NULL;
+}
+
+static const __typeof__(curves[0]) *
+curve_by_type(hw_key_type t)
+{
+	for (size_t i = 0; i < NCURVES; i++)
+		if (curves[i].type == t)
+			return &curves[i];
+	return NULL;
+}
+
+HW_EXPORT int
+hw_key_type_is_rsa(hw_key_type t)
+{
+	return t == HW_KEY_RSA2048 || t == HW_KEY_RSA3072 || t == HW_KEY_RSA4096 ||
+	       t == HW_KEY_RSA2048_PSS || t == HW_KEY_RSA3072_PSS || t == HW_KEY_RSA4096_PSS;
+}
+
+HW_EXPORT int
+hw_key_type_is_ec(hw_key_type t)
+{
+	return t == HW_KEY_EC_P256 || t == HW_KEY_EC_P384 || t == HW_KEY_EC_P521;
+}
+
+HW_EXPORT int
+hw_key_type_is_eddsa(hw_key_type t)
+{
+	return t == HW_KEY_ED25519 || t == HW_KEY_ED448;
+}
+
+int
+hw_key_type_is_pss(hw_key_type t)
+{
+	return t == HW_KEY_RSA2048_PSS || t == HW_KEY_RSA3072_PSS || t == HW_KEY_RSA4096_PSS;
+}
 
 static const char *purposes[] = {
 	[HW_PURPOSE_NONE] = "none",
@@ -46,6 +115,7 @@ static const char *purposes[] = {
 	[HW_PURPOSE_KEYWRAP] = "keywrap",
 	[HW_PURPOSE_SIGN] = "sign",
 	[HW_PURPOSE_DECRYPT] = "decrypt",
+	[HW_PURPOSE_DERIVE] = "derive",
 };
 
 HW_EXPORT const char *
@@ -78,7 +148,7 @@ hw_purpose_name(hw_purpose p)
 HW_EXPORT hw_err
 hw_purpose_parse(const char *s, hw_purpose *p)
 {
-	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DECRYPT; i++) {
+	for (unsigned i = HW_PURPOSE_ENVELOPE; s && i <= HW_PURPOSE_DERIVE; i++) {
 		if (strcmp(purposes[i], s) == 0) {
 			*p = (hw_purpose)i;
 			return HW_OK;
@@ -428,8 +498,16 @@ hw_key_find_object(hw_ctx *ctx, const char *spec, bool *by_label, hw_key **out)
 	if (ks.uri && !p11_kit_uri_match_token_info(ks.uri, &ctx->tinfo))
 		e = hw_fail(HW_ERR_KEY_NOT_FOUND, 0, "the URI names another token than %s",
 		            ctx->token_uri_str);
-	else
-		e = find_one(ctx, ks.attrs, ks.nattrs, ks.only, spec, out);
+	else {
+		char *shown = NULL;
+
+		/* A key URI may carry pin-value: messages name it without. */
+		if (ks.uri && hw_uri_redact(spec, &shown) != HW_OK)
+			shown = NULL;
+		e = find_one(ctx, ks.attrs, ks.nattrs, ks.only,
+		             shown ? shown : ks.uri ? "the key URI" : spec, out);
+		free(shown);
+	}
 	*by_label = ks.by_label;
 	hw_key_spec_free(&ks);
 	return e;
@@ -592,6 +670,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	bool envelope = a->purpose == HW_PURPOSE_ENVELOPE;
 	bool keywrap = a->purpose == HW_PURPOSE_KEYWRAP;
 	bool decrypt = a->purpose == HW_PURPOSE_DECRYPT;
+	bool derive = a->purpose == HW_PURPOSE_DERIVE;
 	/* OAEP; raw RSA too only when asked (HW_KEYGEN_RAW_RSA), for tokens
 	 * whose OAEP lacks the SHA-2 hashes: the OAEP check is then the host's. */
 	static const CK_MECHANISM_TYPE dec_mechs[] = { CKM_RSA_PKCS_OAEP, CKM_RSA_X_509 };
@@ -624,15 +703,31 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
 		};
 		mech.mechanism = CKM_AES_KEY_GEN;
-		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]), &a->h);
+		/* Last: tokens that cannot pin mechanisms (caps.c) reject it. */
+		return ctx->fl->C_GenerateKey(s, &mech, t, sizeof(t) / sizeof(t[0]) -
+		                              !hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS), &a->h);
 	}
 
-	const uint8_t *oid = a->type == HW_KEY_EC_P256 ? oid_p256 : oid_p384;
-	size_t oid_len = a->type == HW_KEY_EC_P256 ? sizeof(oid_p256) : sizeof(oid_p384);
-	bool rsa = a->type == HW_KEY_RSA2048 || a->type == HW_KEY_RSA3072 ||
-	           a->type == HW_KEY_RSA4096;
-	kt = rsa ? CKK_RSA : CKK_EC;
-	bits = a->type == HW_KEY_RSA2048 ? 2048 : a->type == HW_KEY_RSA3072 ? 3072 : 4096;
+	bool rsa = hw_key_type_is_rsa(a->type), pss = hw_key_type_is_pss(a->type);
+	bool eddsa = hw_key_type_is_eddsa(a->type);
+	const __typeof__(curves[0]) *cv = curve_by_type(a->type);
+	const uint8_t *oid = cv ? cv->oid : oid_p256;
+	size_t oid_len = cv ? cv->len : sizeof(oid_p256);
+	/* PSS-only keys: the token, not the host, refuses every other use. */
+	static const CK_MECHANISM_TYPE pss_mechs[] = {
+		CKM_RSA_PKCS_PSS, CKM_SHA256_RSA_PKCS_PSS, CKM_SHA384_RSA_PKCS_PSS,
+		CKM_SHA512_RSA_PKCS_PSS,
+	};
+	static const CK_MECHANISM_TYPE ecdh_mechs[] = { CKM_ECDH1_DERIVE };
+	const CK_MECHANISM_TYPE *mechs = decrypt ? dec_mechs : pss ? pss_mechs
+	                                 : derive ? ecdh_mechs : NULL;
+	CK_ULONG nmechs = decrypt ? ndec_mechs : pss ? sizeof(pss_mechs) / sizeof(pss_mechs[0])
+	                  : derive ? 1 : 0;
+
+	kt = rsa ? CKK_RSA : eddsa ? CKK_EC_EDWARDS : CKK_EC;
+	for (size_t i = 0; i < NTYPES; i++)
+		if (types[i].type == a->type)
+			bits = types[i].bits;
 	CK_ATTRIBUTE pub[] = {
 		{ CKA_CLASS, &pubc, sizeof(pubc) },
 		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
@@ -640,7 +735,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		{ CKA_ID, a->id, sizeof(a->id) },
 		BOOL_ATTR(CKA_TOKEN, &yes),
 		BOOL_ATTR(CKA_PRIVATE, &no),
-		BOOL_ATTR(CKA_VERIFY, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_VERIFY, decrypt || derive ? &no : &yes),
 		BOOL_ATTR(CKA_ENCRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP, &no),
 		rsa ? (CK_ATTRIBUTE){ CKA_MODULUS_BITS, &bits, sizeof(bits) }
@@ -658,16 +753,18 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		BOOL_ATTR(CKA_SENSITIVE, &yes),
 		BOOL_ATTR(CKA_EXTRACTABLE, a->backupable ? &yes : &no),
 		BOOL_ATTR(CKA_WRAP_WITH_TRUSTED, a->backupable ? &yes : &no),
-		BOOL_ATTR(CKA_SIGN, decrypt ? &no : &yes),
+		BOOL_ATTR(CKA_SIGN, decrypt || derive ? &no : &yes),
 		BOOL_ATTR(CKA_DECRYPT, decrypt ? &yes : &no),
 		BOOL_ATTR(CKA_UNWRAP, &no),
-		BOOL_ATTR(CKA_DERIVE, &no),
-		/* Last: only decrypt keys get it. */
-		{ CKA_ALLOWED_MECHANISMS, (void *)dec_mechs, ndec_mechs * sizeof(dec_mechs[0]) },
+		BOOL_ATTR(CKA_DERIVE, derive ? &yes : &no),
+		/* Last: only decrypt, PSS-only and derive keys get it. */
+		{ CKA_ALLOWED_MECHANISMS, (void *)mechs, nmechs * sizeof(CK_MECHANISM_TYPE) },
 	};
-	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
+	mech.mechanism = rsa ? CKM_RSA_PKCS_KEY_PAIR_GEN
+	                 : eddsa ? CKM_EC_EDWARDS_KEY_PAIR_GEN : CKM_EC_KEY_PAIR_GEN;
 	return ctx->fl->C_GenerateKeyPair(s, &mech, pub, sizeof(pub) / sizeof(pub[0]), priv,
-	                                  sizeof(priv) / sizeof(priv[0]) - !decrypt, &a->pub,
+	                                  sizeof(priv) / sizeof(priv[0]) -
+	                                  !(mechs && hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS)), &a->pub,
 	                                  &a->h);
 }
 
@@ -834,11 +931,28 @@ build_pkey(const pub_arg *a, EVP_PKEY **out)
 		    !OSSL_PARAM_BLD_push_BN(bld, OSSL_PKEY_PARAM_RSA_E, ex))
 			goto out;
 		pc = EVP_PKEY_CTX_new_from_name(NULL, "RSA", NULL);
+	} else if (a->key->ktype == CKK_EC_EDWARDS) {
+		const __typeof__(curves[0]) *cv = curve_by_oid(a->a, a->alen);
+		size_t rawlen = cv && cv->type == HW_KEY_ED25519 ? 32 : 57;
+
+		/* CKA_EC_POINT: an OCTET STRING around the raw key (as SoftHSM
+		 * writes it) or the raw key itself (PKCS#11 3.0). */
+		if (cv && a->blen == rawlen + 2 && a->b[0] == 0x04 && a->b[1] == rawlen) {
+			pt = a->b + 2;
+		} else if (cv && a->blen == rawlen) {
+			pt = a->b;
+		} else {
+			e = hw_fail(HW_ERR_UNSUPPORTED, 0, "Edwards curve or point encoding");
+			goto out;
+		}
+		if (!(*out = EVP_PKEY_new_raw_public_key_ex(NULL, cv->ossl, NULL, pt, rawlen)))
+			goto out;
+		e = HW_OK;
+		goto out;
 	} else {
-		if (a->alen == sizeof(oid_p256) && memcmp(a->a, oid_p256, a->alen) == 0)
-			group = "P-256";
-		else if (a->alen == sizeof(oid_p384) && memcmp(a->a, oid_p384, a->alen) == 0)
-			group = "P-384";
+		const __typeof__(curves[0]) *cv = curve_by_oid(a->a, a->alen);
+
+		group = cv && hw_key_type_is_ec(cv->type) ? cv->ossl : NULL;
 		if (!group || ec_point(a->b, a->blen, &pt, &ptlen) != 0) {
 			e = hw_fail(HW_ERR_UNSUPPORTED, 0, "EC curve or point encoding");
 			goto out;
@@ -908,6 +1022,7 @@ typedef struct {
 	hw_key_info *info;
 	uint8_t kcv[32];
 	CK_ULONG kcv_len;
+	bool pss_only;              /* RSA restricted to RSASSA-PSS */
 } info_arg;
 
 static CK_RV
@@ -956,12 +1071,38 @@ op_info(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 				i++;
 			in->bits = (unsigned)(mod_len - i) * 8;
 		}
-	} else if (a->key->ktype == CKK_EC) {
-		if (read_alloc(ctx, s, h, CKA_EC_PARAMS, &params, &params_len) == CKR_OK) {
-			if (params_len == sizeof(oid_p256) && !memcmp(params, oid_p256, params_len))
-				in->bits = 256;
-			else if (params_len == sizeof(oid_p384) && !memcmp(params, oid_p384, params_len))
-				in->bits = 384;
+		/* PSS-only: CKA_ALLOWED_MECHANISMS names nothing but PSS. */
+		free(params);
+		params = NULL;
+		if (read_alloc(ctx, s, h, CKA_ALLOWED_MECHANISMS, &params, &params_len) == CKR_OK &&
+		    params_len >= sizeof(CK_MECHANISM_TYPE)) {
+			CK_MECHANISM_TYPE m;
+			a->pss_only = true;
+			for (CK_ULONG i = 0; i + sizeof(m) <= params_len; i += sizeof(m)) {
+				memcpy(&m, params + i, sizeof(m));
+				if (m != CKM_RSA_PKCS_PSS && m != CKM_SHA256_RSA_PKCS_PSS &&
+				    m != CKM_SHA384_RSA_PKCS_PSS && m != CKM_SHA512_RSA_PKCS_PSS &&
+				    m != CKM_SHA1_RSA_PKCS_PSS && m != CKM_SHA224_RSA_PKCS_PSS)
+					a->pss_only = false;
+			}
+		}
+	} else if (a->key->ktype == CKK_EC || a->key->ktype == CKK_EC_EDWARDS) {
+		const __typeof__(curves[0]) *cv = NULL;
+
+		if (read_alloc(ctx, s, h, CKA_EC_PARAMS, &params, &params_len) == CKR_OK)
+			cv = curve_by_oid(params, params_len);
+		/* SoftHSM keeps an Edwards key's curve on the public half only. */
+		if (!cv && a->key->pub_handle != CK_INVALID_HANDLE) {
+			free(params);
+			params = NULL;
+			if (read_alloc(ctx, s, a->key->pub_handle, CKA_EC_PARAMS, &params,
+			               &params_len) == CKR_OK)
+				cv = curve_by_oid(params, params_len);
+		}
+		{
+			for (size_t i = 0; cv && i < NTYPES; i++)
+				if (types[i].type == cv->type)
+					in->bits = types[i].bits;
 		}
 	}
 	free(mod);
@@ -992,11 +1133,12 @@ key_uri(hw_key *key, char *out, size_t outsz)
 }
 
 static void
-derive_type(hw_key *key, hw_key_info *in)
+derive_type(hw_key *key, hw_key_info *in, bool pss_only)
 {
 	in->type = 0;
 	for (size_t i = 0; i < NTYPES; i++)
-		if (types[i].ck == key->ktype && types[i].bits == in->bits)
+		if (types[i].ck == key->ktype && types[i].bits == in->bits &&
+		    hw_key_type_is_pss(types[i].type) == pss_only)
 			in->type = types[i].type;
 	if (in->type)
 		snprintf(in->type_name, sizeof(in->type_name), "%s", hw_key_type_name(in->type));
@@ -1006,6 +1148,8 @@ derive_type(hw_key *key, hw_key_info *in)
 		snprintf(in->type_name, sizeof(in->type_name), "rsa%u", in->bits);
 	else if (key->ktype == CKK_EC)
 		snprintf(in->type_name, sizeof(in->type_name), "ec");
+	else if (key->ktype == CKK_EC_EDWARDS)
+		snprintf(in->type_name, sizeof(in->type_name), "eddsa");
 	else
 		snprintf(in->type_name, sizeof(in->type_name), "other");
 
@@ -1022,6 +1166,9 @@ derive_type(hw_key *key, hw_key_info *in)
 	else if (key->cls == CKO_PRIVATE_KEY && in->decrypt == 1 && in->sign != 1 &&
 	         in->unwrap != 1)
 		in->purpose = HW_PURPOSE_DECRYPT;
+	else if (key->cls == CKO_PRIVATE_KEY && in->derive == 1 && in->sign != 1 &&
+	         in->decrypt != 1 && in->unwrap != 1)
+		in->purpose = HW_PURPOSE_DERIVE;
 }
 
 HW_EXPORT hw_err
@@ -1042,7 +1189,7 @@ hw_key_info_get(hw_key *key, hw_key_info *info)
 		return e;
 	snprintf(in.label, sizeof(in.label), "%s", key->label);
 	hw_hex(key->id, key->id_len, in.id_hex);
-	derive_type(key, &in);
+	derive_type(key, &in, a.pss_only);
 	key_uri(key, in.uri, sizeof(in.uri));
 
 	snprintf(in.kcv_alg, sizeof(in.kcv_alg), "unavailable");

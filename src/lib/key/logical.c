@@ -62,12 +62,14 @@ hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose pur
 	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
 }
 
+static hw_err generate_locked(hw_ctx *ctx, const char *label, hw_key_type type,
+                              hw_purpose purpose, unsigned flags, hw_key **out);
+
 HW_EXPORT hw_err
 hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                      unsigned flags, hw_key **out)
 {
-	uint8_t id[HW_ID_LEN];
-	hw_key *existing = NULL, *key = NULL;
+	hw_key *key = NULL;
 	bool aes = type == HW_KEY_AES256;
 	hw_err e;
 
@@ -77,20 +79,55 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "labels ending in '#' and a number of 2 or more "
 		               "name key versions (as made by key rotate): '%s' cannot be a new key's "
 		               "label", label);
-	if (type < HW_KEY_AES256 || type > HW_KEY_EC_P384)
+	if (type < HW_KEY_AES256 || type > HW_KEY_RSA4096_PSS)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key type");
 	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
 	        : purpose != HW_PURPOSE_SIGN &&
-	          !(purpose == HW_PURPOSE_DECRYPT && type >= HW_KEY_RSA2048 &&
-	            type <= HW_KEY_RSA4096))
+	          !(purpose == HW_PURPOSE_DECRYPT && hw_key_type_is_rsa(type) &&
+	            !hw_key_type_is_pss(type)) &&
+	          !(purpose == HW_PURPOSE_DERIVE && hw_key_type_is_ec(type)))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "purpose %s does not fit a %s key",
 		               hw_purpose_name(purpose), hw_key_type_name(type));
 	hw_clear_error();
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (purpose == HW_PURPOSE_KEYWRAP && !ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	{
+		unsigned needs = !aes ? (type == HW_KEY_ED25519 || type == HW_KEY_ED448
+		                         ? HW_CAP_EDDSA_GEN
+		                         : type == HW_KEY_EC_P256 || type == HW_KEY_EC_P384
+		                         ? HW_CAP_EC_GEN | HW_CAP_ECDSA
+		                         : purpose == HW_PURPOSE_SIGN ? HW_CAP_RSA_GEN | HW_CAP_RSA_PSS
+		                         : HW_CAP_RSA_GEN)
+		               : purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_GEN | HW_CAP_AES_KWP
+		               : HW_CAP_AES_GEN | HW_CAP_AES_GCM;
+		/* A backup-able key is only worth making where backups work. */
+		if (flags & HW_KEYGEN_BACKUPABLE)
+			needs |= HW_CAP_DATA_OBJECTS | HW_CAP_AES_KWP;
+		if ((e = hw_ctx_require(ctx, needs, "creating the key")) != HW_OK)
+			return e;
+	}
+	/* Two processes making one label would both find it free. */
+	if ((e = hw_token_lock(ctx)) != HW_OK)
+		return e;
+	e = generate_locked(ctx, label, type, purpose, flags, &key);
+	hw_token_unlock();
+	if (e != HW_OK)
+		return e;
+	if (out)
+		*out = key;
+	else
+		hw_key_free(key);
+	return HW_OK;
+}
+
+static hw_err
+generate_locked(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
+                unsigned flags, hw_key **out)
+{
+	uint8_t id[HW_ID_LEN];
+	hw_key *existing = NULL, *key = NULL;
+	hw_err e;
 
 	e = hw_key_find(ctx, label, &existing);
 	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {
@@ -114,12 +151,10 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 		hw_key_free(key);
 		return e;
 	}
-	if (out)
-		*out = key;
-	else
-		hw_key_free(key);
+	*out = key;
 	return HW_OK;
 }
+
 
 /* ---------------------------------------------------------------- */
 /* Destroy                                                           */

@@ -19,7 +19,7 @@
 typedef struct {
 	const char *name;
 	hw_sig_alg alg;
-	const char *md;             /* OpenSSL's name of the hash */
+	const char *md;             /* OpenSSL's name of the hash; NULL: none (EdDSA) */
 	CK_KEY_TYPE kt;
 	CK_MECHANISM_TYPE mech;
 	size_t mdlen;
@@ -38,6 +38,10 @@ static const dalg dalgs[] = {
 	  CKM_SHA512, CKG_MGF1_SHA512 },
 	{ "ecdsa-sha256", HW_SIG_ECDSA_SHA256, "SHA256", CKK_EC, CKM_ECDSA, 32, 0, 0 },
 	{ "ecdsa-sha384", HW_SIG_ECDSA_SHA384, "SHA384", CKK_EC, CKM_ECDSA, 48, 0, 0 },
+	{ "ecdsa-sha512", HW_SIG_ECDSA_SHA512, "SHA512", CKK_EC, CKM_ECDSA, 64, 0, 0 },
+	/* No host hash, mdlen 0: the message itself, any length (PureEdDSA
+	 * hashes inside the HSM). */
+	{ "eddsa", HW_SIG_EDDSA, NULL, CKK_EC_EDWARDS, CKM_EDDSA, 0, 0, 0 },
 };
 #define NDALGS (sizeof(dalgs) / sizeof(dalgs[0]))
 
@@ -70,13 +74,17 @@ hw_sig_alg_name(hw_sig_alg alg)
 	return d ? d->name : "unknown";
 }
 
-const char *
-hw_sig_alg_md(hw_sig_alg alg)
+bool
+hw_sig_alg_md(hw_sig_alg alg, const char **md)
 {
 	const dalg *d = dalg_of(alg);
 
-	return d ? d->md : NULL;
+	*md = d ? d->md : NULL;
+	return d != NULL;
 }
+
+/* The longest message handed to the HSM for EdDSA in one C_Sign. */
+#define EDDSA_MAX (1u << 20)
 
 /* DER DigestInfo prefixes (RFC 8017, 9.2 note 1), indexed by digest size. */
 #define DI_LEN 19
@@ -171,9 +179,10 @@ hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
 	hw_clear_error();
 	if (!(d = dalg_of(alg)))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown signature algorithm");
-	if (len != d->mdlen)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "a %s digest is %zu bytes, not %zu",
-		               hw_sig_alg_name(alg), d->mdlen, len);
+	if (d->mdlen ? len != d->mdlen : len > EDDSA_MAX)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, d->mdlen ? "a %s digest is %zu bytes, not %zu"
+		               : "%s messages up to %zu bytes, not %zu", hw_sig_alg_name(alg),
+		               d->mdlen ? d->mdlen : (size_t)EDDSA_MAX, len);
 	if (key->cls != CKO_PRIVATE_KEY || !key->can_sign || key->ktype != d->kt)
 		return hw_fail(HW_ERR_KEY_PURPOSE, 0, "key '%s' cannot make %s signatures",
 		               key->label, hw_sig_alg_name(alg));
@@ -188,6 +197,9 @@ hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
 		memcpy(in, di_prefix[len == 32 ? 0 : len == 48 ? 1 : 2], DI_LEN);
 		memcpy(in + DI_LEN, digest, len);
 		a->inlen = DI_LEN + len;
+	} else if (d->mech == CKM_EDDSA) {
+		a->in = digest;
+		a->inlen = len;
 	} else {
 		memcpy(in, digest, len);
 		a->inlen = len;
@@ -280,6 +292,94 @@ hw_rsa_decrypt(hw_key *key, hw_rsa_padding padding, const uint8_t *ct, size_t ct
 		} else {
 			memcpy(*pt, a->out, a->outlen);
 			*ptlen = a->outlen;
+		}
+	}
+	OPENSSL_cleanse(a, sizeof(*a));
+	free(a);
+	return e;
+}
+
+/* ---------------------------------------------------------------- */
+/* ECDH                                                              */
+
+typedef struct {
+	hw_key *key;
+	const uint8_t *peer;
+	size_t peerlen;
+	CK_ULONG len;               /* field size: the X coordinate's bytes */
+	uint8_t out[66];            /* P-521's 66 bytes at most; wiped */
+	CK_ULONG outlen;
+} dh_arg;
+
+static CK_RV
+op_ecdh(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
+{
+	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
+	dh_arg *a = arg;
+	CK_OBJECT_CLASS cls = CKO_SECRET_KEY;
+	CK_KEY_TYPE kt = CKK_GENERIC_SECRET;
+	/* A session object that may be read: the secret must reach the
+	 * caller's KDF. It lives only until the C_DestroyObject below. */
+	CK_ATTRIBUTE t[] = {
+		{ CKA_CLASS, &cls, sizeof(cls) },
+		{ CKA_KEY_TYPE, &kt, sizeof(kt) },
+		{ CKA_TOKEN, (void *)&no, sizeof(CK_BBOOL) },
+		{ CKA_PRIVATE, (void *)&yes, sizeof(CK_BBOOL) },
+		{ CKA_SENSITIVE, (void *)&no, sizeof(CK_BBOOL) },
+		{ CKA_EXTRACTABLE, (void *)&yes, sizeof(CK_BBOOL) },
+		{ CKA_VALUE_LEN, &a->len, sizeof(a->len) },
+	};
+	CK_ECDH1_DERIVE_PARAMS p = { CKD_NULL, 0, NULL, (CK_ULONG)a->peerlen, (CK_BYTE *)a->peer };
+	CK_MECHANISM mech = { CKM_ECDH1_DERIVE, &p, sizeof(p) };
+	CK_ATTRIBUTE v = { CKA_VALUE, a->out, sizeof(a->out) };
+	CK_OBJECT_HANDLE h, secret = CK_INVALID_HANDLE;
+	CK_RV rv = hw_key_handle_ck(a->key, s, &h);
+
+	if (rv != CKR_OK)
+		return rv;
+	rv = ctx->fl->C_DeriveKey(s, &mech, h, t, sizeof(t) / sizeof(t[0]), &secret);
+	if (rv != CKR_OK)
+		return rv;
+	rv = ctx->fl->C_GetAttributeValue(s, secret, &v, 1);
+	if (rv == CKR_OK)
+		a->outlen = v.ulValueLen;
+	/* Destroyed whatever the read gave: no derived secret stays behind. */
+	ctx->fl->C_DestroyObject(s, secret);
+	return rv;
+}
+
+HW_EXPORT hw_err
+hw_ecdh_derive(hw_key *key, const uint8_t *peer, size_t peerlen, uint8_t **secret,
+               size_t *len)
+{
+	dh_arg *a;
+	hw_err e;
+
+	if (!key || !peer || !secret || !len)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_ecdh_derive");
+	hw_clear_error();
+	if (key->cls != CKO_PRIVATE_KEY || key->ktype != CKK_EC)
+		return hw_fail(HW_ERR_KEY_PURPOSE, 0, "key '%s' is not an EC key: no ECDH",
+		               key->label);
+	/* Uncompressed points only: 0x04 || X || Y with equal halves. */
+	if (peerlen < 3 || peerlen > 1 + 2 * 66 || peer[0] != 0x04 || peerlen % 2 != 1)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "the peer's public key is not an "
+		               "uncompressed EC point");
+	if (!(a = calloc(1, sizeof(*a))))
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	a->key = key;
+	a->peer = peer;
+	a->peerlen = peerlen;
+	a->len = (peerlen - 1) / 2;
+	e = hw_ctx_run(key->ctx, op_ecdh, a, "ECDH in the HSM");
+	if (e == HW_OK && (a->outlen == 0 || a->outlen > sizeof(a->out)))
+		e = hw_fail(HW_ERR_HSM, 0, "the token returned no usable ECDH secret");
+	if (e == HW_OK) {
+		if (!(*secret = malloc(a->outlen))) {
+			e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+		} else {
+			memcpy(*secret, a->out, a->outlen);
+			*len = a->outlen;
 		}
 	}
 	OPENSSL_cleanse(a, sizeof(*a));

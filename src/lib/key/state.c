@@ -732,14 +732,19 @@ hw_meta_update(hw_key *key, hw_meta_fn fn, void *fnarg, hw_key_meta **result)
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	hw_clear_error();
-	if ((e = hw_key_ensure_identified(key)) != HW_OK)
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_DATA_OBJECTS, "key lifecycle")) != HW_OK ||
+	    (e = hw_key_ensure_identified(key)) != HW_OK)
 		return e;
 	memset(&a, 0, sizeof(a));
 	a.key = key;
 	a.fn = fn;
 	a.fnarg = fnarg;
-	/* Read, change and write on one session; running it again reads again. */
+	/* Read, change and write on one session; running it again reads
+	 * again. The lock keeps a concurrent updater's change from being lost. */
+	if ((e = hw_token_lock(key->ctx)) != HW_OK)
+		return e;
 	e = hw_ctx_run(key->ctx, op_update, &a, "updating key metadata");
+	hw_token_unlock();
 	if (e != HW_OK) {
 		hw_key_meta_free(a.result);
 		return e;
@@ -762,6 +767,9 @@ hw_meta_create(hw_key *key, hw_purpose purpose)
 	memset(&a, 0, sizeof(a));
 	snprintf(key->base, sizeof(key->base), "%s", key->label);
 	key->version = 1;
+	/* Such a token keeps keys without versions or states (token/caps.c). */
+	if (!hw_ctx_can(key->ctx, HW_CAP_DATA_OBJECTS))
+		return HW_OK;
 	a.key = key;
 	a.create = true;
 	a.purpose = purpose;

@@ -465,6 +465,7 @@ static json_t *who(hw_ctx *ctx, const char *token)
 	bool ok;
 	char host[256] = "", tlabel[33] = "", serial[17] = "";
 	const char *uri = token;
+	char *shown = NULL;
 
 	if (gethostname(host, sizeof(host) - 1) != 0)
 		host[0] = '\0';
@@ -491,6 +492,12 @@ static json_t *who(hw_ctx *ctx, const char *token)
 		if (pu)
 			p11_kit_uri_free(pu);
 	}
+	/* The caller's URI may carry pin-value: the record never does. */
+	if (uri && uri == token) {
+		if (hw_uri_redact(token, &shown) != HW_OK)
+			shown = NULL;
+		uri = shown ? shown : "(not shown)";
+	}
 	o = json_object();
 	ok = jset(o, "user", jtext(pw ? pw->pw_name : "?")) &&
 	     jset(o, "uid", json_integer((json_int_t)geteuid())) &&
@@ -498,6 +505,7 @@ static json_t *who(hw_ctx *ctx, const char *token)
 	     jset(o, "token", jtext(tlabel[0] ? tlabel : NULL)) &&
 	     jset(o, "serial", jtext(serial[0] ? serial : NULL)) &&
 	     jset(o, "uri", jtext(uri));
+	free(shown);
 	if (!ok) {
 		json_decref(o);
 		return NULL;
@@ -546,7 +554,9 @@ static hw_err context_member(json_t *rec, const hw_ectx *ec)
 	return e == HW_OK ? HW_OK : hw_fail(e, 0, "encryption context");
 }
 
-static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_audit_event *ev)
+/* result: NULL for ev->result; attempt: the attempt's seq this is the outcome of, or 0. */
+static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_audit_event *ev,
+                          const char *result, uint64_t attempt)
 {
 	char t[32], idhex[129];
 	const char *label = ev->key_label, *id = ev->key_id_hex;
@@ -578,7 +588,9 @@ static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_a
 		json_decref(rec);
 		return hw_last_ckrv() ? HW_ERR_HSM : HW_ERR_NOMEM;
 	}
-	if (!jset(rec, "result", jtext(ev->result == HW_OK ? "ok" : hw_errname(ev->result))) ||
+	if (!jset(rec, "result", jtext(result ? result
+	                                      : ev->result == HW_OK ? "ok" : hw_errname(ev->result))) ||
+	    (attempt && !jset(rec, "attempt", json_integer((json_int_t)attempt))) ||
 	    !jset(rec, "prev", jtext(prev)))
 		e = hw_fail(HW_ERR_NOMEM, 0, NULL);
 	else
@@ -818,8 +830,8 @@ hw_audit_create(const char *path, hw_key *signer, hw_audit **out)
 	return HW_OK;
 }
 
-HW_EXPORT hw_err
-hw_audit_append(hw_audit *log, const hw_audit_event *ev)
+static hw_err append_event(hw_audit *log, const hw_audit_event *ev, const char *result,
+                           uint64_t attempt, uint64_t *seq_out)
 {
 	uint64_t seq;
 	char prev[65];
@@ -834,12 +846,14 @@ hw_audit_append(hw_audit *log, const hw_audit_event *ev)
 	e = read_tail(log, &seq, prev);
 	if (e == HW_OK) {
 		hw_wbuf_init(&w, AUDIT_LINE_MAX);
-		e = build_event(&w, seq + 1, prev, ev);
+		e = build_event(&w, seq + 1, prev, ev, result, attempt);
 		if (e == HW_OK)
 			e = append_line(log, &w);
 		if (e == HW_OK) {
 			sha256_hex(w.p, w.len - 1, prev);
 			seq++;
+			if (seq_out)
+				*seq_out = seq;
 		}
 		hw_wbuf_free(&w);
 	}
@@ -852,6 +866,33 @@ hw_audit_append(hw_audit *log, const hw_audit_event *ev)
 	}
 	unlock_log(log);
 	return e;
+}
+
+HW_EXPORT hw_err
+hw_audit_append(hw_audit *log, const hw_audit_event *ev)
+{
+	return append_event(log, ev, NULL, 0, NULL);
+}
+
+/*
+ * The record is on disk (append_line fsyncs) before this returns: an
+ * action taken afterwards can lose its outcome in a crash, never its trace.
+ */
+HW_EXPORT hw_err
+hw_audit_attempt(hw_audit *log, const hw_audit_event *ev, uint64_t *seq)
+{
+	if (!seq)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_audit_attempt");
+	*seq = 0;
+	return append_event(log, ev, "attempt", 0, seq);
+}
+
+HW_EXPORT hw_err
+hw_audit_outcome(hw_audit *log, const hw_audit_event *ev, uint64_t attempt_seq)
+{
+	if (!attempt_seq)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_audit_outcome");
+	return append_event(log, ev, NULL, attempt_seq, NULL);
 }
 
 HW_EXPORT hw_err
@@ -889,7 +930,11 @@ struct vstate {
 	char h1[65], h2[65];
 	uint64_t s1, s2;
 	bool failed;
+	/* Attempts without an outcome so far (seq numbers, in log order). */
+	uint64_t *open_att;
+	size_t nopen, capopen;
 };
+
 
 static hw_err vbad(struct vstate *st, uint64_t line, const uint64_t *seq, const char *fmt, ...)
 	__attribute__((format(printf, 4, 5)));
@@ -990,6 +1035,39 @@ static hw_err v_digest(struct vstate *st, const json_t *root, uint64_t seq)
 	return HW_OK;
 }
 
+/* An attempt record opens, an outcome naming it closes. */
+static hw_err v_attempts(struct vstate *st, const json_t *root, uint64_t seq)
+{
+	const char *result = jstr(root, "result");
+	uint64_t att;
+
+	if (result && strcmp(result, "attempt") == 0) {
+		if (st->nopen == st->capopen) {
+			size_t nc = st->capopen ? st->capopen * 2 : 16;
+			uint64_t *n = realloc(st->open_att, nc * sizeof(*n));
+
+			if (!n)
+				return hw_fail(HW_ERR_NOMEM, 0, NULL);
+			st->open_att = n;
+			st->capopen = nc;
+		}
+		st->open_att[st->nopen++] = seq;
+		return HW_OK;
+	}
+	if (!jnum(root, "attempt", &att))
+		return HW_OK;
+	for (size_t i = 0; i < st->nopen; i++) {
+		if (st->open_att[i] == att) {
+			memmove(&st->open_att[i], &st->open_att[i + 1],
+			        (st->nopen - i - 1) * sizeof(*st->open_att));
+			st->nopen--;
+			return HW_OK;
+		}
+	}
+	return vbad(st, st->line, &seq, "outcome of seq %" PRIu64 ", which is not an open "
+	            "attempt", att);
+}
+
 static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_t *spki,
                      size_t spki_len)
 {
@@ -1034,6 +1112,8 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
 		e = v_digest(st, root, seq);
 	} else if (strcmp(type, "event") != 0) {
 		e = vbad(st, st->line, &seq, "unknown record type");
+	} else {
+		e = v_attempts(st, root, seq);
 	}
 	is_digest = strcmp(type, "digest") == 0;
 	json_decref(root);
@@ -1077,6 +1157,10 @@ static hw_err v_end(struct vstate *st, hw_err e)
 	EVP_PKEY_free(st->pub);
 	if (e == HW_OK && st->line == 0)
 		e = vbad(st, 1, NULL, "the log is empty (no genesis record)");
+	st->rep->unfinished = st->nopen;
+	st->rep->unfinished_seq = st->nopen ? st->open_att[0] : 0;
+	free(st->open_att);
+	st->open_att = NULL;
 	return e;
 }
 
@@ -1240,6 +1324,8 @@ hw_audit_entry_parse(const uint8_t *line, size_t len, hw_audit_entry **out)
 	if (e == HW_OK) e = dup_field(key, "label", &en->key_label);
 	if (e == HW_OK) e = dup_field(key, "id", &en->key_id);
 	if (e == HW_OK) e = dup_field(key, "version", &en->key_version);
+	if (e == HW_OK && !jnum(root, "attempt", &en->attempt))
+		en->attempt = 0;
 	if (e == HW_OK && json_is_object(ctx) && json_object_size(ctx)) {
 		const char *name;
 		json_t *v;

@@ -1019,8 +1019,8 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	memset(hsm_rand, 0, sizeof(hsm_rand));
 	if ((e = hw_ctx_login(ctx)))
 		return e;
-	if (!ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	if ((e = hw_ctx_require(ctx, HW_CAP_AES_KWP | HW_CAP_DATA_OBJECTS, "backup create")))
+		return e;
 	pthread_mutex_lock(&ctx->lock);
 	bool have_pin = ctx->have_pin;
 	pthread_mutex_unlock(&ctx->lock);
@@ -1487,10 +1487,8 @@ hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len, const hw_backup_
 	}
 	if ((e = hw_ctx_login(ctx)))
 		goto out;
-	if (!ctx->kwp_mech) {
-		e = hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	if ((e = hw_ctx_require(ctx, HW_CAP_AES_KWP | HW_CAP_DATA_OBJECTS, "backup restore")))
 		goto out;
-	}
 	for (size_t i = 0; i < f.nentries; i++) {
 		char label[129];
 		const bk_entry *en = &f.entries[i];

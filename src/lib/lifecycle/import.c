@@ -50,7 +50,8 @@ hw_secret_key_template(hw_ctx *ctx, hw_purpose purpose, const char *label, bool 
 	t[n++] = BOOL_ATTR(CKA_SIGN, &st->no);
 	t[n++] = BOOL_ATTR(CKA_VERIFY, &st->no);
 	t[n++] = BOOL_ATTR(CKA_DERIVE, &st->no);
-	t[n++] = (CK_ATTRIBUTE){ CKA_ALLOWED_MECHANISMS, &st->allowed, sizeof(st->allowed) };
+	if (hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS))
+		t[n++] = (CK_ATTRIBUTE){ CKA_ALLOWED_MECHANISMS, &st->allowed, sizeof(st->allowed) };
 	return n;
 }
 
@@ -85,9 +86,9 @@ check_new_key(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpo
 	e = hw_ctx_ready(ctx);
 	if (e != HW_OK)
 		return e;
-	if (purpose == HW_PURPOSE_KEYWRAP && !ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
-	return hw_label_free_check(ctx, label);
+	e = hw_ctx_require(ctx, purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_KWP : HW_CAP_AES_GCM,
+	                   "key import");
+	return e != HW_OK ? e : hw_label_free_check(ctx, label);
 }
 
 HW_EXPORT hw_err

@@ -458,8 +458,25 @@ fn_add_version(hw_key_meta *m, void *arg, int64_t now)
 	return HW_OK;
 }
 
+static hw_err rotate_locked(hw_key *key, hw_key **new_version);
+
+/* Two rotations at once would both make version n+1. */
 HW_EXPORT hw_err
 hw_key_rotate(hw_key *key, hw_key **new_version)
+{
+	hw_err e;
+
+	if (!key)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
+	if ((e = hw_token_lock(key->ctx)) != HW_OK)
+		return e;
+	e = rotate_locked(key, new_version);
+	hw_token_unlock();
+	return e;
+}
+
+static hw_err
+rotate_locked(hw_key *key, hw_key **new_version)
 {
 	hw_key_meta *m = NULL;
 	hw_key *cur = NULL, *nk = NULL, *exists = NULL;
@@ -472,6 +489,8 @@ hw_key_rotate(hw_key *key, hw_key **new_version)
 	if (!key)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
 	hw_clear_error();
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_DATA_OBJECTS, "key rotate")) != HW_OK)
+		return e;
 	e = hw_key_meta_get(key, &m);
 	if (e != HW_OK)
 		return e;

@@ -28,6 +28,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -382,24 +383,17 @@ static hw_err find_master(hw_ctx *ctx, const uint8_t *id, size_t id_len, const c
 	return e;
 }
 
-HW_EXPORT hw_err
-hw_tde_keyring_open(hw_ctx *ctx, const char *path, hw_tde_keyring **out)
+/* The whole file, at most TDE_MAX_FILE bytes; *buf to free(). */
+static hw_err read_file(const char *path, uint8_t **buf_out, size_t *len_out)
 {
-	struct hw_tde_keyring *kr;
-	uint8_t *buf = NULL;
-	const uint8_t *seal;
-	size_t len = 0, body, seal_len;
+	uint8_t *buf;
+	size_t len;
 	struct stat st;
 	FILE *f;
-	hw_err e;
 
-	if (!ctx || !path || !out)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_tde_keyring_open");
-	hw_clear_error();
 	f = fopen(path, "rb");
 	if (!f)
-		return hw_fail(errno == ENOENT ? HW_ERR_IO : HW_ERR_IO, 0, "%s: %s", path,
-		               strerror(errno));
+		return hw_fail(HW_ERR_IO, 0, "%s: %s", path, strerror(errno));
 	if (fstat(fileno(f), &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > TDE_MAX_FILE) {
 		fclose(f);
 		return hw_fail(st.st_size > TDE_MAX_FILE ? HW_ERR_TOO_LARGE : HW_ERR_IO, 0,
@@ -413,6 +407,26 @@ hw_tde_keyring_open(hw_ctx *ctx, const char *path, hw_tde_keyring **out)
 		return hw_fail(buf ? HW_ERR_IO : HW_ERR_NOMEM, 0, "reading %s", path);
 	}
 	fclose(f);
+	*buf_out = buf;
+	*len_out = len;
+	return HW_OK;
+}
+
+HW_EXPORT hw_err
+hw_tde_keyring_open(hw_ctx *ctx, const char *path, hw_tde_keyring **out)
+{
+	struct hw_tde_keyring *kr;
+	uint8_t *buf = NULL;
+	const uint8_t *seal;
+	size_t len = 0, body, seal_len;
+	hw_err e;
+
+	if (!ctx || !path || !out)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_tde_keyring_open");
+	hw_clear_error();
+	e = read_file(path, &buf, &len);
+	if (e != HW_OK)
+		return e;
 	kr = calloc(1, sizeof(*kr));
 	if (!kr) {
 		free(buf);
@@ -766,4 +780,134 @@ out:
 	free(dir);
 	hw_wbuf_free(&w);
 	return e;
+}
+
+/* ---------------------------------------------------------------- */
+/* A keyring kept by a running database (the MariaDB plugin)         */
+
+/* PATH.lock, exclusively: the lock the CLI's writers take too. */
+static hw_err lock_path(const char *path, int *fd_out)
+{
+	char *lp = NULL;
+	int fd;
+
+	if (asprintf(&lp, "%s.lock", path) < 0)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	if (fd < 0 || flock(fd, LOCK_EX) < 0) {
+		hw_err e = hw_fail(HW_ERR_IO, 0, "locking %s: %s", lp, strerror(errno));
+
+		if (fd >= 0)
+			close(fd);
+		free(lp);
+		return e;
+	}
+	free(lp);
+	*fd_out = fd;
+	return HW_OK;
+}
+
+/*
+ * The file must still be the generation this keyring read or wrote: if an
+ * administrator changed it meanwhile (a rekey while the database ran),
+ * saving our copy would silently undo that change.
+ */
+static hw_err check_on_disk(const struct hw_tde_keyring *kr, const char *path)
+{
+	struct hw_tde_keyring disk = { 0 };
+	const uint8_t *seal;
+	size_t len = 0, body, seal_len;
+	uint8_t *buf = NULL;
+	hw_err e = read_file(path, &buf, &len);
+
+	if (e == HW_OK)
+		e = parse(buf, len, &disk, &body, &seal, &seal_len);
+	if (e == HW_OK && (memcmp(disk.kid, kr->kid, sizeof(kr->kid)) != 0 ||
+	                   disk.generation != kr->generation))
+		e = hw_fail(HW_ERR_INTEGRITY, 0, "TDE keyring %s was changed by another process "
+		            "(generation %" PRIu32 ", this copy is %" PRIu32 "): not overwritten",
+		            path, disk.generation, kr->generation);
+	entries_free(disk.e, disk.n);
+	free(buf);
+	return e;
+}
+
+/* Drops entry (id, version), the one hw_tde_keyring_add just made. */
+static void drop_entry(struct hw_tde_keyring *kr, uint32_t id, uint32_t version)
+{
+	for (size_t i = 0; i < kr->n; i++)
+		if (kr->e[i].id == id && kr->e[i].version == version) {
+			free(kr->e[i].blob);
+			memmove(&kr->e[i], &kr->e[i + 1], (kr->n - i - 1) * sizeof(*kr->e));
+			kr->n--;
+			return;
+		}
+}
+
+HW_EXPORT hw_err
+hw_tde_keyring_add_save(hw_tde_keyring *kr, const char *path, uint32_t id,
+                        uint32_t *version_out)
+{
+	uint32_t version = 0, gen;
+	int lockfd = -1;
+	hw_err e;
+
+	if (!kr || !path)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_tde_keyring_add_save");
+	hw_clear_error();
+	e = lock_path(path, &lockfd);
+	if (e == HW_OK)
+		e = check_on_disk(kr, path);
+	if (e == HW_OK)
+		e = hw_tde_keyring_add(kr, id, &version);
+	if (e == HW_OK) {
+		gen = kr->generation;
+		e = hw_tde_keyring_save(kr, path);
+		/* Not on disk: not in memory either, so that no one uses a key
+		 * a crash would lose. (Renamed but not synced: it is the file.) */
+		if (e != HW_OK && kr->generation == gen)
+			drop_entry(kr, id, version);
+	}
+	if (lockfd >= 0)
+		close(lockfd);
+	if (e == HW_OK && version_out)
+		*version_out = version;
+	return e;
+}
+
+HW_EXPORT hw_err
+hw_tde_keyring_create_file(hw_ctx *ctx, const char *master_label, const char *path,
+                           hw_tde_keyring **out)
+{
+	hw_tde_keyring *kr = NULL;
+	hw_key *master = NULL;
+	struct stat st;
+	int lockfd = -1;
+	hw_err e;
+
+	if (!ctx || !master_label || !*master_label || !path || !out)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_tde_keyring_create_file");
+	hw_clear_error();
+	e = lock_path(path, &lockfd);
+	/* Under the lock: two first starts must not make two keyrings. */
+	if (e == HW_OK && stat(path, &st) == 0)
+		e = hw_fail(HW_ERR_IO, 0, "%s exists already", path);
+	if (e == HW_OK) {
+		e = hw_key_find(ctx, master_label, &master);
+		if (e == HW_ERR_KEY_NOT_FOUND)
+			e = hw_fail(e, 0, "the master key '%s' is not on the token", master_label);
+	}
+	if (e == HW_OK)
+		e = hw_tde_keyring_create(master, &kr);
+	if (e == HW_OK)
+		e = hw_tde_keyring_save(kr, path);
+	hw_key_free(master);
+	if (lockfd >= 0)
+		close(lockfd);
+	if (e != HW_OK) {
+		hw_tde_keyring_close(kr);
+		return e;
+	}
+	*out = kr;
+	return HW_OK;
 }

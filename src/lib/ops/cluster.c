@@ -341,6 +341,8 @@ member_rebuild(member *m, uint64_t now)
 	e = hw_ctx_new(&nc);
 	if (e == HW_OK && old->module_spec)
 		e = hw_ctx_set_module(nc, old->module_spec);
+	if (e == HW_OK && old->module_init_args)
+		e = hw_ctx_set_module_init_args(nc, old->module_init_args);
 	if (e == HW_OK && old->token_spec)
 		e = hw_ctx_set_token(nc, old->token_spec);
 	if (e == HW_OK && old->pin_source)

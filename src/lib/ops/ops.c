@@ -444,8 +444,8 @@ hw_wrap(hw_key *key, const uint8_t *material, size_t len, uint8_t **blob, size_t
 	e = hw_ctx_ready(key->ctx);
 	if (e != HW_OK)
 		return e;
-	if (!key->ctx->kwp_mech)
-		return hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	if ((e = hw_ctx_require(key->ctx, HW_CAP_AES_KWP, "wrap")) != HW_OK)
+		return e;
 	/* v2.40 tokens offer RFC 5649 as CKM_AES_KEY_WRAP_PAD, and SoftHSMv2
 	 * zero-pads the key to 8 bytes before wrapping: the result is RFC 5649
 	 * only for whole 8-byte blocks, and unwrap could not restore the length. */
@@ -498,8 +498,8 @@ hw_unwrap(hw_ctx *ctx, hw_key *given, const uint8_t *blob, size_t bloblen,
 	e = blob_key(ctx, given, &b, &key, &owned);
 	if (e == HW_OK)
 		e = check_key(key, key->can_unwrap, "unwrap (it is not a keywrap key)");
-	if (e == HW_OK && !ctx->kwp_mech)
-		e = hw_fail(HW_ERR_UNSUPPORTED, 0, "AES key wrap with padding (RFC 5649)");
+	if (e == HW_OK)
+		e = hw_ctx_require(ctx, HW_CAP_AES_KWP, "unwrap");
 	if (e != HW_OK)
 		goto out;
 	memset(&a, 0, sizeof(a));

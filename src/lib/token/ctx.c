@@ -34,6 +34,11 @@ hw_ctx_new(hw_ctx **out)
 	ctx = calloc(1, sizeof(*ctx));
 	if (!ctx)
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	ctx->pin = hw_secmem_alloc(HW_PIN_MAX);
+	if (!ctx->pin) {
+		free(ctx);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
 	pthread_mutex_init(&ctx->lock, NULL);
 	ctx->pool_max = 32;
 	hw_fork_register(&ctx->lock);
@@ -64,9 +69,23 @@ hw_ctx_set_module(hw_ctx *ctx, const char *name_or_path)
 }
 
 HW_EXPORT hw_err
+hw_ctx_set_module_init_args(hw_ctx *ctx, const char *init_args)
+{
+	return set_string(ctx, &ctx->module_init_args, init_args);
+}
+
+HW_EXPORT hw_err
 hw_ctx_set_token(hw_ctx *ctx, const char *uri)
 {
-	return set_string(ctx, &ctx->token_spec, uri);
+	char *shown = NULL;
+	hw_err e = set_string(ctx, &ctx->token_spec, uri);
+
+	/* A URI may carry pin-value (RFC 7512): messages use this copy. */
+	if (e == HW_OK && uri && (e = hw_uri_redact(uri, &shown)) != HW_OK)
+		return e;
+	free(ctx->token_shown);
+	ctx->token_shown = shown;
+	return HW_OK;
 }
 
 HW_EXPORT hw_err
@@ -74,7 +93,7 @@ hw_ctx_set_pin_source(hw_ctx *ctx, const char *source)
 {
 	hw_err e = set_string(ctx, &ctx->pin_source, source);
 	if (e == HW_OK && source && ctx) {
-		OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+		OPENSSL_cleanse(ctx->pin, HW_PIN_MAX);
 		ctx->have_pin = false;
 	}
 	return e;
@@ -121,7 +140,7 @@ token_matches(hw_ctx *ctx, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 }
 
 static hw_err
-select_token(hw_ctx *ctx)
+select_token_once(hw_ctx *ctx)
 {
 	CK_SLOT_ID *slots = NULL, found = 0;
 	CK_ULONG n = 0;
@@ -155,10 +174,10 @@ select_token(hw_ctx *ctx)
 	free(slots);
 	if (matches == 0)
 		return hw_fail(HW_ERR_TOKEN_NOT_FOUND, 0, "%s",
-		               ctx->token_spec ? ctx->token_spec : "no initialised token");
+		               ctx->token_shown ? ctx->token_shown : "no initialised token");
 	if (matches > 1)
 		return hw_fail(HW_ERR_TOKEN_AMBIGUOUS, 0, "%u tokens match %s", matches,
-		               ctx->token_spec ? ctx->token_spec : "(no token URI given)");
+		               ctx->token_shown ? ctx->token_shown : "(no token URI given)");
 	ctx->slot = found;
 	ctx->tinfo = found_ti;
 	ctx->have_slot = true;
@@ -208,6 +227,7 @@ read_mechanisms(hw_ctx *ctx)
 		ctx->kwp_mech = CKM_AES_KEY_WRAP_KWP;
 	else if (hw_ctx_has_mech(ctx, CKM_AES_KEY_WRAP_PAD))
 		ctx->kwp_mech = CKM_AES_KEY_WRAP_PAD;
+	ctx->caps = hw_caps_of(ctx->mechs, ctx->nmechs, &ctx->tinfo);
 	return HW_OK;
 }
 
@@ -254,14 +274,14 @@ hw_ctx_open(hw_ctx *ctx)
 		if (r != P11_KIT_URI_OK) {
 			p11_kit_uri_free(ctx->token_uri);
 			ctx->token_uri = NULL;
-			return hw_fail(HW_ERR_URI, 0, "%s: %s", ctx->token_spec,
+			return hw_fail(HW_ERR_URI, 0, "%s: %s", ctx->token_shown,
 			               p11_kit_uri_message(r));
 		}
 	}
 	spec = ctx->module_spec ? ctx->module_spec : uri_module(ctx);
 	if (!spec)
 		spec = HW_DEFAULT_MODULE;
-	e = hw_module_acquire(spec, &ctx->mod);
+	e = hw_module_acquire(spec, ctx->module_init_args, &ctx->mod);
 	if (e != HW_OK)
 		return e;
 	ctx->fl = ctx->mod->fl;
@@ -269,6 +289,36 @@ hw_ctx_open(hw_ctx *ctx)
 	/* A named token is selected now, so a wrong URI fails here; without
 	 * one, selection waits (token list and token init need none). */
 	return ctx->token_spec ? hw_ctx_ready(ctx) : HW_OK;
+}
+
+/*
+ * SoftHSMv2 rewrites its token file in place (at every login, object
+ * creation...) and another process reading it meanwhile sees no token, or
+ * a token without its label: a URI that matched a moment ago matches
+ * nothing. Tries over about 4 s (measured: on a loaded machine, 1 s was
+ * not always enough for 14 processes) tell that from a wrong URI, which
+ * then takes that long to report. Called with the call lock held: fork()
+ * waits that long at most.
+ */
+static hw_err
+select_token(hw_ctx *ctx)
+{
+	static const unsigned backoff_ms[] = { 10, 30, 60, 120, 250, 500, 1000, 2000 };
+	hw_err e;
+	int fd = hw_module_io_lock(ctx, false);
+
+	e = select_token_once(ctx);
+	hw_module_io_unlock(fd);
+	for (size_t i = 0; e == HW_ERR_TOKEN_NOT_FOUND && ctx->token_spec &&
+	     i < sizeof(backoff_ms) / sizeof(backoff_ms[0]); i++) {
+		struct timespec ts = { 0, (long)backoff_ms[i] * 1000000L };
+		nanosleep(&ts, NULL);
+		hw_clear_error();
+		fd = hw_module_io_lock(ctx, false);
+		e = select_token_once(ctx);
+		hw_module_io_unlock(fd);
+	}
+	return e;
 }
 
 /* Token selection is lazy so that `token list` and `token init` work
@@ -353,7 +403,7 @@ get_pin_locked(hw_ctx *ctx)
 		val = p11_kit_uri_get_pin_value(ctx->token_uri);
 		if (val) {
 			len = strlen(val);
-			if (len >= sizeof(ctx->pin))
+			if (len >= HW_PIN_MAX)
 				return hw_fail(HW_ERR_PIN_SOURCE, 0, "pin-value too long");
 			memcpy(ctx->pin, val, len + 1);
 			ctx->pin_len = len;
@@ -368,7 +418,7 @@ get_pin_locked(hw_ctx *ctx)
 		return hw_fail(HW_ERR_PIN_SOURCE, 0,
 		               "no PIN source: give file:PATH, env:NAME or prompt");
 	e = hw_pin_read(src, what, ctx->pin_cb, ctx->pin_cb_arg, ctx->pin,
-	                sizeof(ctx->pin), &len);
+	                HW_PIN_MAX, &len);
 	if (e != HW_OK)
 		return e;
 	ctx->pin_len = len;
@@ -379,7 +429,7 @@ get_pin_locked(hw_ctx *ctx)
 static void
 forget_pin_locked(hw_ctx *ctx)
 {
-	OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+	OPENSSL_cleanse(ctx->pin, HW_PIN_MAX);
 	ctx->pin_len = 0;
 	ctx->have_pin = false;
 }
@@ -400,10 +450,28 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	    !ctx->pin_cb) {
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
 	} else {
+		int fd;
+
 		e = get_pin_locked(ctx);
 		if (e != HW_OK)
 			return e;
+		fd = hw_module_io_lock(ctx, true);
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+		hw_module_io_unlock(fd);
+		/* SoftHSMv2 fails a login with CKR_GENERAL_ERROR while another
+		 * process rewrites its token file. That is no verdict on the PIN
+		 * (a wrong one is CKR_PIN_INCORRECT and is never retried), so a
+		 * few more tries cost no lockout. Its token flags may read as
+		 * zero then too: "PIN not initialised" (about 2.5 s in all). */
+		for (unsigned i = 0; i < 7 && (rv == CKR_GENERAL_ERROR || rv == CKR_DEVICE_ERROR ||
+		                               rv == CKR_FUNCTION_FAILED ||
+		                               rv == CKR_USER_PIN_NOT_INITIALIZED); i++) {
+			struct timespec ts = { 0, (long)(20u << i) * 1000000L };
+			nanosleep(&ts, NULL);
+			fd = hw_module_io_lock(ctx, true);
+			rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+			hw_module_io_unlock(fd);
+		}
 	}
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
@@ -782,11 +850,13 @@ hw_ctx_free(hw_ctx *ctx)
 	hw_module_release(ctx->mod);
 	if (ctx->token_uri)
 		p11_kit_uri_free(ctx->token_uri);
-	OPENSSL_cleanse(ctx->pin, sizeof(ctx->pin));
+	hw_secmem_free(ctx->pin, HW_PIN_MAX);
 	free(ctx->idle);
 	free(ctx->mechs);
 	free(ctx->module_spec);
+	free(ctx->module_init_args);
 	free(ctx->token_spec);
+	free(ctx->token_shown);
 	free(ctx->pin_source);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);

@@ -166,23 +166,37 @@ hw_fork_unregister(pthread_mutex_t *lock)
 }
 
 /*
- * A name without '/' is looked up in p11-kit's module configuration;
- * returns the module's file name (malloc'd) or NULL.
+ * A name without '/' is looked up in p11-kit's module configuration: sets
+ * the module's file name and its configured init arguments (p11-kit's
+ * "x-init-reserved", which p11-kit itself would pass in pReserved to a
+ * managed module), both malloc'd, NULL when absent.
+ *
+ * We read the option instead of loading the module managed: a managed
+ * module is initialised by p11-kit, which then owns C_Initialize and
+ * C_Finalize, and our fork handling (re-initialise in the child, with the
+ * same arguments) needs to own them.
  */
-static char *
-registered_filename(const char *name)
+static void
+registered_module(const char *name, char **file, char **reserved)
 {
 	CK_FUNCTION_LIST **all, *m;
-	char *file = NULL;
 
+	*file = *reserved = NULL;
 	all = p11_kit_modules_load(NULL, P11_KIT_MODULE_UNMANAGED);
 	if (!all)
-		return NULL;
+		return;
 	m = p11_kit_module_for_name(all, name);
-	if (m)
-		file = p11_kit_module_get_filename(m);
+	if (m) {
+		*file = p11_kit_module_get_filename(m);
+		*reserved = p11_kit_config_option(m, "x-init-reserved");
+	}
 	p11_kit_modules_release(all);
-	return file;
+}
+
+static bool
+same_args(const char *a, const char *b)
+{
+	return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
 HW_EXPORT hw_err
@@ -226,19 +240,21 @@ hw_strv_free(char **v, size_t n)
 }
 
 static CK_RV
-initialize(CK_FUNCTION_LIST *fl)
+initialize(hw_module *m)
 {
 	CK_C_INITIALIZE_ARGS args;
 
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
-	return fl->C_Initialize(&args);
+	/* NSS softokn reads its database location from here. */
+	args.pReserved = m->init_args;
+	return m->fl->C_Initialize(&args);
 }
 
 hw_err
-hw_module_acquire(const char *spec, hw_module **out)
+hw_module_acquire(const char *spec, const char *init_args, hw_module **out)
 {
-	char *file = NULL;
+	char *file = NULL, *reserved = NULL;
 	const char *path = spec;
 	CK_FUNCTION_LIST *fl;
 	hw_module *m;
@@ -247,19 +263,35 @@ hw_module_acquire(const char *spec, hw_module **out)
 	if (!spec || !*spec)
 		return hw_fail(HW_ERR_MODULE, 0, "no PKCS#11 module configured");
 	if (!strchr(spec, '/')) {
-		file = registered_filename(spec);
+		registered_module(spec, &file, &reserved);
 		if (file)
 			path = file;
 	}
+	/* The caller's arguments override the module's configuration. */
+	if (init_args && *init_args)
+		reserved = (free(reserved), strdup(init_args));
 
 	pthread_once(&atfork_once, atfork_init);
 	hw_calls_enter();
 	pthread_mutex_lock(&reg_lock);
 	for (m = modules; m; m = m->next) {
 		if (strcmp(m->path, path) == 0) {
+			/* One C_Initialize per module and process: a second set of
+			 * arguments cannot take effect, and ignoring it would
+			 * silently use another database. */
+			if (!same_args(m->init_args, reserved)) {
+				pthread_mutex_unlock(&reg_lock);
+				hw_calls_leave();
+				e = hw_fail(HW_ERR_MODULE, 0, "%s: already loaded in this process "
+				            "with other init arguments", spec);
+				free(file);
+				free(reserved);
+				return e;
+			}
 			m->refs++;
 			pthread_mutex_unlock(&reg_lock);
 			free(file);
+			free(reserved);
 			e = hw_module_ensure(m);
 			hw_calls_leave();
 			if (e != HW_OK) {
@@ -278,6 +310,7 @@ hw_module_acquire(const char *spec, hw_module **out)
 		hw_calls_leave();
 		e = hw_fail(HW_ERR_MODULE, 0, "%s: %s", spec, msg ? msg : "cannot load");
 		free(file);
+		free(reserved);
 		return e;
 	}
 	m = calloc(1, sizeof(*m));
@@ -287,9 +320,13 @@ hw_module_acquire(const char *spec, hw_module **out)
 		pthread_mutex_unlock(&reg_lock);
 		hw_calls_leave();
 		free(file);
+		free(reserved);
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
 	}
 	free(file);
+	/* Kept for the module's lifetime: re-initialising after fork must
+	 * pass the same arguments, and a module may keep the pointer. */
+	m->init_args = reserved;
 	m->fl = fl;
 	m->refs = 1;
 	pthread_mutex_init(&m->lock, NULL);
@@ -321,11 +358,11 @@ hw_module_ensure(hw_module *m)
 	}
 	/* A previous generation means we are in a forked child. */
 	child = m->init_gen != 0;
-	rv = initialize(m->fl);
+	rv = initialize(m);
 	if (rv == CKR_CRYPTOKI_ALREADY_INITIALIZED && child) {
 		/* The module did not notice the fork: restart it. */
 		m->fl->C_Finalize(NULL);
-		rv = initialize(m->fl);
+		rv = initialize(m);
 	}
 	if (rv == CKR_OK) {
 		m->we_initialized = true;
@@ -370,5 +407,6 @@ hw_module_release(hw_module *m)
 	hw_calls_leave();
 	pthread_mutex_destroy(&m->lock);
 	free(m->path);
+	free(m->init_args);
 	free(m);
 }

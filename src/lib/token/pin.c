@@ -10,6 +10,8 @@
 
 #include <openssl/crypto.h>
 #include <p11-kit/pin.h>
+#include <p11-kit/uri.h>
+#include <strings.h>
 
 /* PIN files written by editors and `echo` end in a newline that is not part of the PIN. */
 static size_t
@@ -104,4 +106,43 @@ hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
 	/* Not echoed: a PIN typed where its source belongs must not reach logs. */
 	return hw_fail(HW_ERR_PIN_SOURCE, 0,
 	               "unknown PIN source: use file:PATH, env:NAME or prompt");
+}
+
+/* Any PIN spelling, also percent-encoded ("p%69n"), counts: not shown. */
+static bool
+mentions_pin(const char *s)
+{
+	for (; *s; s++)
+		if (strncasecmp(s, "pin", 3) == 0 || *s == '%')
+			return true;
+	return false;
+}
+
+HW_EXPORT hw_err
+hw_uri_redact(const char *uri, char **out)
+{
+	P11KitUri *u;
+	char *s = NULL;
+
+	if (!uri || !out)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_uri_redact");
+	*out = NULL;
+	u = p11_kit_uri_new();
+	if (!u)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	if (p11_kit_uri_parse(uri, P11_KIT_URI_FOR_ANY, u) == P11_KIT_URI_OK) {
+		p11_kit_uri_set_pin_value(u, NULL);
+		p11_kit_uri_set_pin_source(u, NULL);
+		if (p11_kit_uri_format(u, P11_KIT_URI_FOR_ANY, &s) != P11_KIT_URI_OK)
+			s = NULL;
+	} else if (!mentions_pin(uri)) {
+		s = strdup(uri);
+	} else {
+		s = strdup("(a PKCS#11 URI naming a PIN, not shown)");
+	}
+	p11_kit_uri_free(u);
+	if (!s)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	*out = s;
+	return HW_OK;
 }

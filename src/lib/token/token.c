@@ -7,29 +7,6 @@
 
 #include <openssl/crypto.h>
 
-/* Any one of a capability's mechanisms suffices (nmech of them; note that
- * CKM_RSA_PKCS_KEY_PAIR_GEN is 0, so 0 cannot mean "none"). */
-static const struct {
-	const char *name;
-	CK_MECHANISM_TYPE mech[2];
-	unsigned nmech;
-} caps[] = {
-	{ "aes-keygen", { CKM_AES_KEY_GEN }, 1 },
-	{ "aes-gcm", { CKM_AES_GCM }, 1 },
-	{ "aes-kwp", { CKM_AES_KEY_WRAP_KWP, CKM_AES_KEY_WRAP_PAD }, 2 },
-	{ "rsa-keygen", { CKM_RSA_PKCS_KEY_PAIR_GEN }, 1 },
-	{ "rsa-pss", { CKM_RSA_PKCS_PSS }, 1 },
-	{ "ec-keygen", { CKM_EC_KEY_PAIR_GEN }, 1 },
-	{ "ecdsa", { CKM_ECDSA }, 1 },
-	{ "random", { 0 }, 0 },     /* a token flag, CKF_RNG */
-};
-
-HW_EXPORT const char *
-hw_cap_name(unsigned i)
-{
-	return i < sizeof(caps) / sizeof(caps[0]) ? caps[i].name : NULL;
-}
-
 static void
 copy_padded(char *dst, size_t dstsz, const unsigned char *src, size_t srclen)
 {
@@ -45,20 +22,13 @@ slot_caps(CK_FUNCTION_LIST *fl, CK_SLOT_ID slot, const CK_TOKEN_INFO *ti)
 {
 	CK_MECHANISM_TYPE *m = NULL;
 	CK_ULONG n = 0;
-	unsigned c = 0;
+	unsigned c;
 
-	if (fl->C_GetMechanismList(slot, NULL, &n) == CKR_OK && n > 0 &&
-	    (m = calloc(n, sizeof(*m))) &&
-	    fl->C_GetMechanismList(slot, m, &n) == CKR_OK) {
-		for (unsigned i = 0; i < sizeof(caps) / sizeof(caps[0]); i++)
-			for (CK_ULONG j = 0; j < n; j++)
-				for (unsigned k = 0; k < caps[i].nmech; k++)
-					if (m[j] == caps[i].mech[k])
-						c |= 1u << i;
-	}
+	if (fl->C_GetMechanismList(slot, NULL, &n) != CKR_OK || n == 0 ||
+	    !(m = calloc(n, sizeof(*m))) || fl->C_GetMechanismList(slot, m, &n) != CKR_OK)
+		n = 0;
+	c = hw_caps_of(m, n, ti);
 	free(m);
-	if (ti->flags & CKF_RNG)
-		c |= HW_CAP_RANDOM;
 	return c;
 }
 

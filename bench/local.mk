@@ -1,19 +1,20 @@
+# Benchmarks live in bench/ (programs, driver scripts, these fragments).
 # hsmwrap-bench: the library against raw PKCS#11 calls on the same token,
-# plus `make bench` and `make demo`, which both run on a throwaway SoftHSM
-# token under the build tree (never the machine's own token directory).
+# and `make bench`, which runs it on a throwaway SoftHSM token under the
+# build tree (never the machine's own token directory).
 
 bin_PROGRAMS += hsmwrap-bench
-hsmwrap_bench_SOURCES = tools/hsmwrap-bench.c
+hsmwrap_bench_SOURCES = bench/hsmwrap-bench.c
 hsmwrap_bench_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
 hsmwrap_bench_LDADD = libhsmwrap.la $(OPENSSL_LIBS) $(P11KIT_LIBS)
 
-EXTRA_DIST += tools/demo.sh tools/bench-instructions.sh
+EXTRA_DIST += bench/bench-instructions.sh
 
 # Extra options for hsmwrap-bench, e.g. make bench BENCH_ARGS='--seconds 2 --json'
 BENCH_ARGS =
 BENCH_DIR = $(abs_top_builddir)/bench-token
 
-.PHONY: bench demo
+.PHONY: bench
 
 # The token is created by hsmwrap itself (PINs from files, never argv) and
 # thrown away on the next run; --setup creates the two bench keys.
@@ -48,16 +49,9 @@ bench-instructions: hsmwrap-bench$(EXEEXT)
 	@SOFTHSM2_CONF='$(BENCH_DIR)/softhsm2.conf' HSMWRAP_CONFIG='$(BENCH_DIR)/hsmwrap.conf' \
 	HSMWRAP_MODULE='$(SOFTHSM_MODULE)' HSMWRAP_PIN_SOURCE='file:$(BENCH_DIR)/user.pin' \
 	HSMWRAP_TOKEN='pkcs11:token=bench' HSMWRAP_BENCH='$(abs_top_builddir)/hsmwrap-bench$(EXEEXT)' \
-	$(SHELL) $(top_srcdir)/tools/bench-instructions.sh
+	$(SHELL) $(top_srcdir)/bench/bench-instructions.sh
 
-# A demo ceremony on an embedded SoftHSM token in demo/ (see tools/demo.sh).
-demo: hsmwrap$(EXEEXT)
-	@HSMWRAP_BIN='$(abs_top_builddir)/hsmwrap$(EXEEXT)' \
-	SOFTHSM_MODULE='$(SOFTHSM_MODULE)' \
-	DEMO_DIR='$(abs_top_builddir)/demo' \
-	$(SHELL) $(top_srcdir)/tools/demo.sh
-
-clean-local: clean-bench-demo
-.PHONY: clean-bench-demo
-clean-bench-demo:
-	-rm -rf '$(BENCH_DIR)' '$(abs_top_builddir)/demo'
+clean-local: clean-bench
+.PHONY: clean-bench
+clean-bench:
+	-rm -rf '$(BENCH_DIR)'
