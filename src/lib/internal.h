@@ -151,6 +151,9 @@ void hw_fork_unregister(pthread_mutex_t *lock);
 /* ---- token/caps.c ---- */
 /* HW_CAP_* from a mechanism list and the token's known quirks. */
 unsigned hw_caps_of(const CK_MECHANISM_TYPE *m, size_t n, const CK_TOKEN_INFO *ti);
+/* What cap bit i is, for error messages; NULL past the last. */
+const char *hw_cap_needs(unsigned i);
+/* ctx.c: */
 /* HW_OK if the selected token has every HW_CAP_* bit of needs, else
  * HW_ERR_UNSUPPORTED naming `what`, the token and the first one missing. */
 hw_err hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what);
@@ -162,7 +165,7 @@ bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
  * read-modify-write updates; nests within a thread. */
 hw_err hw_token_lock(hw_ctx *ctx);
 void hw_token_unlock(void);
-/* Inter-process lock around one module call that reads (shared) or
+/* module.c: inter-process lock around one module call that reads (shared) or
  * rewrites (exclusive) the token's files; -1 if it could not be taken. */
 int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
 void hw_module_io_unlock(int fd);

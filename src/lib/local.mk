@@ -11,9 +11,10 @@ libhsmwrap_la_SOURCES = \
 	src/lib/base/shamir.c \
 	src/lib/format/blob.c \
 	src/lib/format/ectx.c \
-	src/lib/format/esdk.h src/lib/format/esdk.c \
-	src/lib/format/keymeta.c \
+	src/lib/format/esdk.h src/lib/format/esdk-frame.c \
 	src/lib/format/esdk-pipe.c \
+	src/lib/format/esdk.c \
+	src/lib/format/keymeta.c \
 	src/lib/token/module.c \
 	src/lib/token/pin.c \
 	src/lib/token/ctx.c \

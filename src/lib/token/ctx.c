@@ -861,3 +861,34 @@ hw_ctx_free(hw_ctx *ctx)
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
 }
+
+/* Capabilities (token/caps.c reads them off the token when it is selected). */
+hw_err
+hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what)
+{
+	unsigned missing;
+	hw_err e;
+
+	if ((e = hw_ctx_ready(ctx)) != HW_OK)
+		return e;
+	missing = needs & ~ctx->caps;
+	if (!missing)
+		return HW_OK;
+	for (unsigned i = 0; hw_cap_needs(i); i++)
+		if (missing & (1u << i))
+			return hw_fail(HW_ERR_UNSUPPORTED, 0, "%s: the token '%.*s' (%.*s) has no %s",
+			               what,
+			               (int)p11_kit_space_strlen(ctx->tinfo.label,
+			                                         sizeof(ctx->tinfo.label)),
+			               (const char *)ctx->tinfo.label,
+			               (int)p11_kit_space_strlen(ctx->tinfo.model,
+			                                         sizeof(ctx->tinfo.model)),
+			               (const char *)ctx->tinfo.model, hw_cap_needs(i));
+	return HW_OK;
+}
+
+bool
+hw_ctx_can(hw_ctx *ctx, unsigned cap)
+{
+	return (ctx->caps & cap) == cap;
+}
