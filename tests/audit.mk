@@ -4,7 +4,7 @@
 # tests/fuzz.mk).
 
 TESTS += tests/test-audit.sh tests/test-tde.sh
-EXTRA_DIST += tests/test-audit.sh tests/test-tde.sh
+EXTRA_DIST += tests/test-audit.sh tests/test-tde.sh tests/audit-fixture
 
 FUZZ_NAMES += audit keyring
 check_PROGRAMS += tests/fuzz-replay-audit tests/fuzz-replay-keyring
@@ -24,8 +24,8 @@ FUZZ_BINS += tests/fuzz-audit-fuzzer$(EXEEXT) tests/fuzz-keyring-fuzzer$(EXEEXT)
 
 tests/fuzz-audit-fuzzer$(EXEEXT): tests/fuzz-audit.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-audit.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
 
 tests/fuzz-keyring-fuzzer$(EXEEXT): tests/fuzz-keyring.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-keyring.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl

@@ -37,8 +37,8 @@ FUZZ_BINS += tests/fuzz-backup-fuzzer$(EXEEXT) tests/fuzz-share-fuzzer$(EXEEXT)
 
 tests/fuzz-backup-fuzzer$(EXEEXT): tests/fuzz-backup.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-backup.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
 
 tests/fuzz-share-fuzzer$(EXEEXT): tests/fuzz-share.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-share.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl

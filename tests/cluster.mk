@@ -5,8 +5,8 @@
 EXTRA_DIST += tests/test-cluster.sh
 check_PROGRAMS += tests/test-cluster
 tests_test_cluster_SOURCES = tests/test-cluster.c $(libhsmwrap_la_SOURCES)
-tests_test_cluster_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
-tests_test_cluster_LDADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) -lpthread
+tests_test_cluster_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) $(JANSSON_CFLAGS)
+tests_test_cluster_LDADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) $(JANSSON_LIBS) -lpthread
 TESTS += tests/test-cluster.sh
 AM_TESTS_ENVIRONMENT += \
 	HW_CLUSTER_RUNNER='$(abs_top_builddir)/tests/test-cluster'; export HW_CLUSTER_RUNNER; \

@@ -15,8 +15,8 @@ EXTRA_DIST += tests/esdk-vectors.sh tests/fuzz-corpus/esdk
 
 # Every library source, compiled into test programs that need internals.
 ESDK_LIB_SOURCES = $(libhsmwrap_la_SOURCES)
-ESDK_INTERNAL_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
-ESDK_INTERNAL_LIBS = $(OPENSSL_LIBS) $(P11KIT_LIBS) -lpthread
+ESDK_INTERNAL_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) $(JANSSON_CFLAGS)
+ESDK_INTERNAL_LIBS = $(OPENSSL_LIBS) $(P11KIT_LIBS) $(JANSSON_LIBS) -lpthread
 
 check_PROGRAMS += tests/esdk-vectors tests/fuzz-replay-esdk
 tests_esdk_vectors_SOURCES = tests/esdk-vectors.c $(ESDK_LIB_SOURCES)
@@ -50,7 +50,7 @@ tests_fuzz_replay_esdk_LDADD = $(ESDK_INTERNAL_LIBS)
 
 tests/fuzz-esdk-fuzzer$(EXEEXT): tests/fuzz-esdk.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-esdk.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
 
 FUZZ_NAMES += esdk
 FUZZ_BINS += tests/fuzz-esdk-fuzzer$(EXEEXT)
@@ -73,9 +73,9 @@ $(TSAN_ESDK): tests/test-esdk.c $(libhsmwrap_la_SOURCES) config.h
 	echo "  TSANCC   $@"; \
 	$(TSAN_CC) $(TSAN_CFLAGS) -D_GNU_SOURCE -DSYSCONFDIR='"$(sysconfdir)"' \
 	  -I$(top_srcdir)/include -I$(top_srcdir)/src/lib -I$(top_builddir) \
-	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 cunit` \
+	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 jansson cunit` \
 	  -o $@ $$srcs $(top_srcdir)/tests/test-esdk.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 cunit` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson cunit` -lpthread -ldl
 
 .PHONY: tsan-esdk
 tsan-esdk: $(TSAN_ESDK) $(TSAN_ESDK_PIPE) tests/faultmod/libfaultmod.la

@@ -45,9 +45,9 @@ $(TSAN_STRESS): tests/test-stress.c $(libhsmwrap_la_SOURCES) config.h
 	echo "  TSANCC   $@"; \
 	$(TSAN_CC) $(TSAN_CFLAGS) -D_GNU_SOURCE -DSYSCONFDIR='"$(sysconfdir)"' \
 	  -I$(top_srcdir)/include -I$(top_srcdir)/src/lib -I$(top_builddir) \
-	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 cunit` \
+	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 jansson cunit` \
 	  -o $@ $$srcs $(top_srcdir)/tests/test-stress.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 cunit` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson cunit` -lpthread -ldl
 
 # halt_on_error: the first race fails the run. SoftHSM and OpenSSL are not
 # instrumented; races inside them are not reported (only ours are).

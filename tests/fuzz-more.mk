@@ -23,11 +23,11 @@ tests_fuzz_replay_keyspec_SOURCES = tests/fuzz-keyspec.c tests/fuzz-replay.c \
 	$(libhsmwrap_la_SOURCES)
 tests_fuzz_replay_keyspec_CPPFLAGS = $(AM_CPPFLAGS) \
 	-DFUZZ_CORPUS_DIR='"$(abs_top_srcdir)/tests/fuzz-corpus/keyspec"'
-tests_fuzz_replay_keyspec_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS)
-tests_fuzz_replay_keyspec_LDADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) -lpthread
+tests_fuzz_replay_keyspec_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) $(JANSSON_CFLAGS)
+tests_fuzz_replay_keyspec_LDADD = $(OPENSSL_LIBS) $(P11KIT_LIBS) $(JANSSON_LIBS) -lpthread
 
 FUZZ_NAMES += keyspec
 FUZZ_BINS += tests/fuzz-keyspec-fuzzer$(EXEEXT)
 tests/fuzz-keyspec-fuzzer$(EXEEXT): tests/fuzz-keyspec.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-keyspec.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl

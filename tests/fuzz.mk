@@ -40,16 +40,16 @@ FUZZ_BUILD = \
 	echo "  FUZZCC   $@"; \
 	$(FUZZ_CC) $(FUZZ_CFLAGS) -D_GNU_SOURCE -DSYSCONFDIR='"$(sysconfdir)"' \
 	  -I$(top_srcdir)/include -I$(top_srcdir)/src/lib -I$(top_builddir) \
-	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1` \
+	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 jansson` \
 	  -o $@ $$srcs
 
 tests/fuzz-blob-fuzzer$(EXEEXT): tests/fuzz-blob.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-blob.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
 
 tests/fuzz-ectx-fuzzer$(EXEEXT): tests/fuzz-ectx.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-ectx.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
 
 # New inputs libFuzzer finds go to $(FUZZ_WORK)/NAME/corpus, never into the
 # source tree; crashes to $(FUZZ_WORK)/NAME/crash-*. A run that finds one

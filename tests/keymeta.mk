@@ -14,7 +14,7 @@ tests_fuzz_replay_meta_LDADD = libhsmwrap.la $(OPENSSL_LIBS) $(P11KIT_LIBS)
 FUZZ_BINS += tests/fuzz-meta-fuzzer$(EXEEXT)
 tests/fuzz-meta-fuzzer$(EXEEXT): tests/fuzz-meta.c $(libhsmwrap_la_SOURCES) config.h
 	@$(FUZZ_BUILD) $(top_srcdir)/tests/fuzz-meta.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
 
 # A small library client for what the CLI does not offer (ESDK messages,
 # blob headers, a long-lived process).

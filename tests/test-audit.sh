@@ -267,6 +267,21 @@ if [ -n "$PYTHON" ]; then
 		[ "$(json_get 'd["ok"], d["bad_line"], d["bad_seq"]' <"$W/out")" = "(False, 5, 5)" ]
 fi
 
+# Logs written before the JSON library changed (tests/audit-fixture/make-log.sh,
+# the hand-written writer) verify as they are, and a copy still takes records.
+F=$TESTS_DIR/audit-fixture
+expect "a log written by the earlier record writer verifies (no HSM)" 0 \
+	--module /nonexistent/module.so audit verify --pubkey "$F/log-v1.pub.pem" "$F/log-v1.jsonl"
+check "... all 14 records and 4 signed digests" \
+	grep -q "14 records, 4 signed digests verified, chain intact" "$W/out"
+expect "audit show reads every record of it" 0 \
+	--module /nonexistent/module.so audit show --action "datakey generate" "$F/log-v1.jsonl"
+check "... with its escaped and non-ASCII context" \
+	sh -c "grep -q 'naïve' '$W/out' && grep -q 'billing' '$W/out'"
+sed '7s/"app":"billing"/"app":"billinh"/' "$F/log-v1.jsonl" >t-old-edit
+expect "an edit of it is found" 5 audit verify --pubkey "$F/log-v1.pub.pem" t-old-edit
+check "... at line 7 (seq 6)" grep -q "line 7" "$W/err"
+
 check "no PIN in any output" sh -c "! grep -qF '$PIN' '$ALL'"
 echo "$npass passed, $nfail failed"
 [ "$nfail" -eq 0 ]

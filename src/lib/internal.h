@@ -1,18 +1,9 @@
 /*
  * Internal interfaces of libhsmwrap. Nothing here is exported.
  *
- * Layers, bottom up:
- *   err.c     error codes, per-thread CK_RV and detail text
- *   buf.c     bounded reader/writer for every byte format
- *   module.c  p11-kit module loading, one C_Initialize per module and fork
- *   ctx.c     token selection, login, session pool, the retrying op runner
- *   pin.c     PIN sources (file:, env:, prompt, URI pin-value/pin-source)
- *   token.c   slot/token listing and initialisation
- *   key.c     key generation, lookup, attributes, KCV
- *   ectx.c    encryption contexts (ESDK serialization)
- *   blob.c    the self-describing blob format
- *   ops.c     encrypt/decrypt, data keys, AES-KWP wrap/unwrap
- *   cluster.c several tokens with the same keys: spreading and failover
+ * Sections follow the layers bottom up (doc/ARCHITECTURE.md): base/,
+ * format/, token/, key/, ops/, lifecycle/. A file calls only files of its
+ * own layer or of the layers below (tests/check-layers.py checks it).
  */
 #ifndef HW_INTERNAL_H
 #define HW_INTERNAL_H
@@ -50,13 +41,21 @@ CK_RV hw_op_fail(hw_err err);
 #define HW_PIN_MAX 256
 #define HW_ID_LEN 16
 
-/* ---- secmem.c ---- */
+/* ---- base/text.c ---- */
+/* Lower-case hex of in[0..len); out holds 2 * len + 1 bytes. */
+void hw_hex(const uint8_t *in, size_t len, char *out);
+/* Exactly two hex digits (either case) per byte, 1 to max bytes; 0 or -1. */
+int hw_unhex(const char *s, uint8_t *out, size_t max, size_t *len);
+/* "YYYY-MM-DDTHH:MM:SSZ" (or the number if it is no date). */
+void hw_fmt_utc(int64_t t, char *out, size_t outsz);
+
+/* ---- base/secmem.c ---- */
 /* Page-backed memory for secrets: not in core dumps, locked where the
  * limits allow. hw_secmem_free wipes it; pass the length allocated. */
 void *hw_secmem_alloc(size_t len);
 void hw_secmem_free(void *p, size_t len);
 
-/* ---- err.c ---- */
+/* ---- base/err.c ---- */
 /* Records the failure for hw_last_ckrv()/hw_last_detail() and returns err. */
 hw_err hw_fail(hw_err err, unsigned long ckrv, const char *fmt, ...)
 	__attribute__((format(printf, 3, 4)));
@@ -66,7 +65,60 @@ hw_err hw_err_from_ckrv(CK_RV rv);
 hw_err hw_fail_ck(CK_RV rv, const char *what);
 void hw_clear_error(void);
 
-/* ---- module.c ---- */
+/* ---- base/shamir.c (pure: no HSM, no error state) ---- */
+uint8_t hw_gf256_mul(uint8_t a, uint8_t b);
+uint8_t hw_gf256_inv(uint8_t a);
+/*
+ * Splits secret[0..len) into n shares (share i at shares[i*len], for
+ * x = i+1) any m of which rebuild it; coeffs holds len*(m-1) random bytes
+ * (byte b's coefficient of x^k at coeffs[b*(m-1)+k-1]). 0 or -1.
+ */
+int hw_shamir_split(const uint8_t *secret, size_t len, unsigned n, unsigned m,
+                    const uint8_t *coeffs, uint8_t *shares);
+/* f(0) from k points (xs[j], ys[j][0..len)); x distinct and non-zero. 0 or -1. */
+int hw_shamir_combine(const uint8_t *xs, const uint8_t *const *ys, size_t k, size_t len,
+                      uint8_t *secret);
+
+/* ---- format/blob.c ---- */
+typedef struct {
+	hw_blob_kind kind;
+	unsigned version;
+	const uint8_t *key_id;
+	size_t key_id_len;
+	const uint8_t *label;
+	size_t label_len;
+	const uint8_t *iv;
+	size_t iv_len;
+	const uint8_t *payload;     /* ciphertext || tag */
+	size_t payload_len;
+	const uint8_t *header;      /* bytes bound as AAD */
+	size_t header_len;
+} hw_blob;
+
+hw_err hw_blob_parse(const uint8_t *in, size_t len, hw_blob *b);
+/*
+ * Writing a blob: the header (the AAD-bound prefix, hw_blob_header_len()
+ * bytes), then room for the IV and the payload, which the token fills in
+ * place. Reserve the whole size first so the pointers stay valid.
+ */
+size_t hw_blob_header_len(const hw_key *key);
+void hw_blob_put_header(hw_wbuf *w, hw_blob_kind kind, const hw_key *key);
+void hw_blob_put_body(hw_wbuf *w, size_t iv_len, size_t payload_len, uint8_t **iv,
+                      uint8_t **payload);
+/* Largest blob hsmwrap writes or reads. */
+#define HW_BLOB_MAX (HW_DIRECT_MAX + 1024)
+
+/* ---- format/keymeta.c: the lifecycle metadata record ---- */
+#define HW_META_APP "hsmwrap-key-meta"
+#define HW_META_VALUE_MAX (64u * 1024u)
+/* "L#n" with n >= 2: *baselen = strlen(L). */
+bool hw_label_is_version(const char *label, size_t *baselen, unsigned *n);
+/* The label of version n of key base: base itself for n <= 1, else "base#n". */
+void hw_version_label(const char *base, unsigned n, char *out, size_t outsz);
+/* 1 to HW_META_MAX_TAG_KEY bytes, no NUL, no '='. */
+bool hw_meta_tag_key_ok(const uint8_t *p, size_t n);
+
+/* ---- token/module.c ---- */
 typedef struct hw_module hw_module;
 struct hw_module {
 	char *path;                 /* file actually loaded */
@@ -96,31 +148,34 @@ hw_err hw_random(uint8_t *buf, size_t len);
 void hw_fork_register(pthread_mutex_t *lock);
 void hw_fork_unregister(pthread_mutex_t *lock);
 
-/* ---- caps.c ---- */
+/* ---- token/caps.c ---- */
 /* HW_CAP_* from a mechanism list and the token's known quirks. */
 unsigned hw_caps_of(const CK_MECHANISM_TYPE *m, size_t n, const CK_TOKEN_INFO *ti);
+/* What cap bit i is, for error messages; NULL past the last. */
+const char *hw_cap_needs(unsigned i);
+/* ctx.c: */
 /* HW_OK if the selected token has every HW_CAP_* bit of needs, else
  * HW_ERR_UNSUPPORTED naming `what`, the token and the first one missing. */
 hw_err hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what);
 /* The token (already selected) has cap. */
 bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
 
-/* ---- tlock.c ---- */
+/* ---- token/tlock.c ---- */
 /* Advisory lock of the token between processes (flock), around
  * read-modify-write updates; nests within a thread. */
 hw_err hw_token_lock(hw_ctx *ctx);
 void hw_token_unlock(void);
-/* Inter-process lock around one module call that reads (shared) or
+/* module.c: inter-process lock around one module call that reads (shared) or
  * rewrites (exclusive) the token's files; -1 if it could not be taken. */
 int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
 void hw_module_io_unlock(int fd);
 
-/* ---- pin.c ---- */
+/* ---- token/pin.c ---- */
 /* Reads a PIN from "file:", "env:", "prompt" (via cb); NUL-terminated. */
 hw_err hw_pin_read(const char *source, const char *what, hw_pin_cb cb, void *cbarg,
                    char *pin, size_t max, size_t *len);
 
-/* ---- ctx.c ---- */
+/* ---- token/ctx.c ---- */
 struct hw_ctx {
 	pthread_mutex_t lock;       /* guards everything below */
 	char *module_spec;
@@ -202,8 +257,10 @@ hw_err hw_ctx_ready(hw_ctx *ctx);
 CK_RV hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s);
 /* An object or key handle the token no longer knows. */
 bool hw_is_stale_handle(CK_RV rv);
+/* ctx->logged_in read under the context lock (ops run without it). */
+bool hw_ctx_logged_in(hw_ctx *ctx);
 
-/* ---- key.c ---- */
+/* ---- key/key.c: key objects on the token ---- */
 struct hw_key {
 	hw_ctx *ctx;
 	char label[129];
@@ -256,9 +313,19 @@ typedef struct {
 
 hw_err hw_key_spec_parse(const char *spec, hw_key_spec *ks);
 void hw_key_spec_free(hw_key_spec *ks);
+/* RSA-PSS-only key types (no decryption). */
+int hw_key_type_is_pss(hw_key_type t);
 /* Find a secret/private key by CKA_ID, for blobs that name their key. */
 hw_err hw_key_find_by_id(hw_ctx *ctx, const uint8_t *id, size_t id_len, hw_key **out);
-void hw_hex(const uint8_t *in, size_t len, char *out);
+/* The key object `spec` (a label, "id:HEX" or a URI) names, before
+ * key/state.c identifies it; *by_label: a plain label named it. */
+hw_err hw_key_find_object(hw_ctx *ctx, const char *spec, bool *by_label, hw_key **out);
+/* A key object by its exact CKA_LABEL, not identified. */
+hw_err hw_key_find_label_raw(hw_ctx *ctx, const char *label, hw_key **out);
+/* The handle without the lifecycle check: for reading attributes and destroying. */
+CK_RV hw_key_handle_raw(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
+/* Destroys the key object (and its public half): nothing else. */
+hw_err hw_key_destroy_object(hw_key *key);
 
 /*
  * Key object generation without the label checks of hw_key_generate (key
@@ -266,13 +333,10 @@ void hw_hex(const uint8_t *in, size_t len, char *out);
  */
 hw_err hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
                          unsigned flags, uint8_t id[HW_ID_LEN], hw_key **out);
-/* A key object by its exact CKA_LABEL (no current-version redirect), identified. */
-hw_err hw_key_find_label_exact(hw_ctx *ctx, const char *label, hw_key **out);
 /* Builds a hw_key for a key object without reading its metadata. */
 hw_err hw_key_load(hw_ctx *ctx, CK_OBJECT_HANDLE h, hw_key **out);
 
-/* ---- meta.c ---- */
-#define HW_META_APP "hsmwrap-key-meta"
+/* ---- key/state.c: the metadata record on the token, versions, state ---- */
 /* Before each use of a key (hw_key_handle_ck): its lifecycle state. */
 CK_RV hw_key_state_check(hw_key *key, CK_SESSION_HANDLE s);
 /*
@@ -282,21 +346,60 @@ CK_RV hw_key_state_check(hw_key *key, CK_SESSION_HANDLE s);
  * its plain label is replaced by the current version (*key changes).
  */
 hw_err hw_key_identify(hw_key **key, bool current);
-/* The metadata object of a new key; on failure the key is destroyed. */
-hw_err hw_meta_create(hw_key *key, hw_purpose purpose);
-/* ctx->logged_in read under the context lock (ops run without it). */
-bool hw_ctx_logged_in(hw_ctx *ctx);
-/* After the key object was destroyed: its version leaves the metadata. */
-hw_err hw_meta_forget(hw_key *key);
-/* "L#n" with n >= 2: *baselen = strlen(L). */
-bool hw_label_is_version(const char *label, size_t *baselen, unsigned *n);
+/* hw_key_identify once per hw_key (base and version known afterwards). */
+hw_err hw_key_ensure_identified(hw_key *key);
+/* A key object by its exact CKA_LABEL (no current-version redirect), identified. */
+hw_err hw_key_find_label_exact(hw_ctx *ctx, const char *label, hw_key **out);
 /*
  * hw_envelope_decrypt with allowed keys: the EDK names `name`, which is
  * another version of allowed key `key`'s logical key: that version.
  */
 hw_err hw_key_find_sibling(hw_key *key, const uint8_t *name, size_t nl, hw_key **out);
+/* The metadata object of a new key (the caller destroys the key on failure). */
+hw_err hw_meta_create(hw_key *key, hw_purpose purpose);
+/* After the key object was destroyed: its version leaves the metadata. */
+hw_err hw_meta_forget(hw_key *key);
+/* Wall-clock seconds for deletion windows (HSMWRAP_TEST_NOW on SoftHSM). */
+int64_t hw_meta_now(hw_ctx *ctx);
+/* Handles of metadata objects (of `label`, or all if NULL); malloc'd. */
+CK_RV hw_meta_find_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label, size_t limit,
+                     CK_OBJECT_HANDLE **found, size_t *n);
+/* Reads and decodes one metadata object. */
+CK_RV hw_meta_load_s(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, hw_key_meta **out);
+/* The record of `label` (*out NULL if none); older copies are removed. */
+CK_RV hw_meta_read_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const char *label, hw_key_meta **out,
+                     CK_OBJECT_HANDLE *h);
+/* Writes m with the next serial, replacing the object *h. */
+CK_RV hw_meta_write_s(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h, hw_key_meta *m);
+/* Destroys every key object of every version, then the metadata object. */
+CK_RV hw_meta_purge_s(hw_ctx *ctx, CK_SESSION_HANDLE s, const hw_key_meta *m,
+                      CK_OBJECT_HANDLE mh);
+/* What a key without a metadata object is: version 1, enabled. */
+hw_key_meta *hw_meta_defaults(const hw_key *key);
+/* The version of m that is this key object, or NULL. */
+const hw_key_version_info *hw_meta_version_of(const hw_key_meta *m, const hw_key *key);
+/* Remembers m's state in key for STATE_TTL_MS (m NULL: enabled). */
+void hw_key_cache_state(hw_key *key, const hw_key_meta *m);
+/* One change to a key's record, read-modify-write on one session. */
+typedef hw_err (*hw_meta_fn)(hw_key_meta *m, void *arg, int64_t now);
+hw_err hw_meta_update(hw_key *key, hw_meta_fn fn, void *fnarg, hw_key_meta **result);
 
-/* ---- ops.c ---- */
+/* ---- key/logical.c: keys as callers see them ---- */
+/*
+ * After a failure e that leaves the new key (or version) `what` useless:
+ * destroys it and returns e, its detail saying whether that worked.
+ */
+hw_err hw_key_destroy_after(hw_key *key, hw_err e, const char *what);
+
+/* ---- key/pkey.c ---- */
+/* False for an unknown algorithm; else *md is OpenSSL's name of its hash,
+ * NULL for EdDSA (the HSM signs the message itself). */
+bool hw_sig_alg_md(hw_sig_alg alg, const char **md);
+
+/* OAEP hash and MGF of an HW_RSA_PAD_OAEP_* padding (SHA-256 otherwise). */
+void hw_rsa_oaep_params(hw_rsa_padding p, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf);
+
+/* ---- ops/ops.c ---- */
 /*
  * One AES-GCM operation (96-bit IV, 128-bit tag) with a key in the HSM,
  * shared by the blob format and the ESDK keyring. On encrypt a fresh IV
@@ -318,54 +421,7 @@ typedef struct {
 
 CK_RV hw_op_gcm(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg);
 
-/* ---- blob.c ---- */
-typedef struct {
-	hw_blob_kind kind;
-	unsigned version;
-	const uint8_t *key_id;
-	size_t key_id_len;
-	const uint8_t *label;
-	size_t label_len;
-	const uint8_t *iv;
-	size_t iv_len;
-	const uint8_t *payload;     /* ciphertext || tag */
-	size_t payload_len;
-	const uint8_t *header;      /* bytes bound as AAD */
-	size_t header_len;
-} hw_blob;
-
-hw_err hw_blob_parse(const uint8_t *in, size_t len, hw_blob *b);
-/*
- * Writing a blob: the header (the AAD-bound prefix, hw_blob_header_len()
- * bytes), then room for the IV and the payload, which the token fills in
- * place. Reserve the whole size first so the pointers stay valid.
- */
-size_t hw_blob_header_len(const hw_key *key);
-void hw_blob_put_header(hw_wbuf *w, hw_blob_kind kind, const hw_key *key);
-void hw_blob_put_body(hw_wbuf *w, size_t iv_len, size_t payload_len, uint8_t **iv,
-                      uint8_t **payload);
-/* Largest blob hsmwrap writes or reads. */
-#define HW_BLOB_MAX (HW_DIRECT_MAX + 1024)
-
-/* ---- pkey.c (issue 3) ---- */
-/* OAEP hash and MGF of an HW_RSA_PAD_OAEP_* padding (SHA-256 otherwise). */
-void hw_rsa_oaep_params(hw_rsa_padding p, CK_MECHANISM_TYPE *hash, CK_RSA_PKCS_MGF_TYPE *mgf);
-
-/* ---- shamir.c (pure: no HSM, no error state) ---- */
-uint8_t hw_gf256_mul(uint8_t a, uint8_t b);
-uint8_t hw_gf256_inv(uint8_t a);
-/*
- * Splits secret[0..len) into n shares (share i at shares[i*len], for
- * x = i+1) any m of which rebuild it; coeffs holds len*(m-1) random bytes
- * (byte b's coefficient of x^k at coeffs[b*(m-1)+k-1]). 0 or -1.
- */
-int hw_shamir_split(const uint8_t *secret, size_t len, unsigned n, unsigned m,
-                    const uint8_t *coeffs, uint8_t *shares);
-/* f(0) from k points (xs[j], ys[j][0..len)); x distinct and non-zero. 0 or -1. */
-int hw_shamir_combine(const uint8_t *xs, const uint8_t *const *ys, size_t k, size_t len,
-                      uint8_t *secret);
-
-/* ---- import.c ---- */
+/* ---- lifecycle/import.c ---- */
 /*
  * Attributes of a new AES secret key of `purpose`, the ones key.c gives
  * generated keys (usage flags, one allowed mechanism, sensitive, private,

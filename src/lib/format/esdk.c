@@ -47,13 +47,6 @@ esdk_suite_get(uint16_t id)
 	return NULL;
 }
 
-static const EVP_CIPHER *
-gcm_cipher(size_t key_len)
-{
-	return key_len == 16 ? EVP_aes_128_gcm() : key_len == 24 ? EVP_aes_192_gcm() :
-	       EVP_aes_256_gcm();
-}
-
 /* ---------------------------------------------------------------- */
 /* Encryption context                                                */
 
@@ -440,155 +433,6 @@ esdk_derive(const esdk_suite *s, const uint8_t *dk, const uint8_t *msgid, size_t
 }
 
 /* ---------------------------------------------------------------- */
-/* AES-GCM (host side: the body key is a derived key, never the HSM's) */
-
-#define GCM_CHUNK (1u << 30)
-
-static bool
-gcm_update(EVP_CIPHER_CTX *c, const uint8_t *in, size_t len, uint8_t *out)
-{
-	int n;
-
-	while (len > 0) {
-		size_t k = len > GCM_CHUNK ? GCM_CHUNK : len;
-
-		if (EVP_CipherUpdate(c, out, &n, in, (int)k) != 1)
-			return false;
-		in += k;
-		if (out)
-			out += k;
-		len -= k;
-	}
-	return true;
-}
-
-/*
- * The body key is set once per message (gcm_key): the AES key schedule and
- * GHASH tables are computed once, and each frame only sets its IV. Doing
- * the whole initialisation per frame cost more than encrypting a 4 KiB
- * frame.
- */
-static hw_err
-gcm_key(EVP_CIPHER_CTX *c, bool enc, const uint8_t *key, size_t keylen)
-{
-	if (EVP_CipherInit_ex(c, gcm_cipher(keylen), NULL, NULL, NULL, enc) != 1 ||
-	    EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_IVLEN, ESDK_IV_LEN, NULL) != 1 ||
-	    EVP_CipherInit_ex(c, NULL, NULL, key, NULL, enc) != 1)
-		return hw_fail(HW_ERR_CRYPTO, 0, "AES-GCM");
-	return HW_OK;
-}
-
-/*
- * One AES-GCM invocation under the key gcm_key() set. aad is aad1 || aad2.
- * On encrypt tag is written; on decrypt it is checked and a mismatch is
- * HW_ERR_INTEGRITY (the output must then be discarded by the caller).
- */
-static hw_err
-gcm(EVP_CIPHER_CTX *c, bool enc, const uint8_t *iv, const uint8_t *aad1, size_t aad1len,
-    const uint8_t *aad2, size_t aad2len, const uint8_t *in, size_t len, uint8_t *out,
-    uint8_t *tag)
-{
-	static const uint8_t empty;
-	int n;
-
-	if (EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, enc) != 1 ||
-	    (aad1len && !gcm_update(c, aad1, aad1len, NULL)) ||
-	    (aad2len && !gcm_update(c, aad2, aad2len, NULL)) || !gcm_update(c, in, len, out))
-		return hw_fail(HW_ERR_CRYPTO, 0, "AES-GCM");
-	if (!enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_SET_TAG, ESDK_TAG_LEN, tag) != 1)
-		return hw_fail(HW_ERR_CRYPTO, 0, "AES-GCM");
-	if (EVP_CipherFinal_ex(c, (uint8_t *)&empty, &n) != 1)
-		return enc ? hw_fail(HW_ERR_CRYPTO, 0, "AES-GCM") :
-		       hw_fail(HW_ERR_INTEGRITY, 0, "authentication tag mismatch");
-	if (enc && EVP_CIPHER_CTX_ctrl(c, EVP_CTRL_GCM_GET_TAG, ESDK_TAG_LEN, tag) != 1)
-		return hw_fail(HW_ERR_CRYPTO, 0, "AES-GCM");
-	return HW_OK;
-}
-
-static const char LABEL_FRAME[] = "AWSKMSEncryptionClient Frame";
-static const char LABEL_FINAL[] = "AWSKMSEncryptionClient Final Frame";
-static const char LABEL_SINGLE[] = "AWSKMSEncryptionClient Single Block";
-
-/* message-body-aad.md, with the whole message id (32 bytes in v2). */
-static size_t
-body_aad(uint8_t *out, const uint8_t *msgid, size_t msgid_len, const char *label,
-         uint32_t seq, uint64_t len)
-{
-	size_t ll = strlen(label), o = 0;
-
-	memcpy(out, msgid, msgid_len);
-	o += msgid_len;
-	memcpy(out + o, label, ll);
-	o += ll;
-	for (int i = 3; i >= 0; i--)
-		out[o++] = (uint8_t)(seq >> (8 * i));
-	for (int i = 7; i >= 0; i--)
-		out[o++] = (uint8_t)(len >> (8 * i));
-	return o;
-}
-
-#define BODY_AAD_MAX (ESDK_MSGID_MAX + sizeof(LABEL_SINGLE) + 12)
-
-static void
-seq_iv(uint8_t iv[ESDK_IV_LEN], uint32_t seq)
-{
-	memset(iv, 0, ESDK_IV_LEN);
-	for (int i = 0; i < 4; i++)
-		iv[ESDK_IV_LEN - 1 - i] = (uint8_t)(seq >> (8 * i));
-}
-
-hw_err
-esdk_gcm_ctx_new(bool enc, const uint8_t *key, size_t keylen, EVP_CIPHER_CTX **out)
-{
-	EVP_CIPHER_CTX *c = EVP_CIPHER_CTX_new();
-	hw_err e = c ? gcm_key(c, enc, key, keylen) : hw_fail(HW_ERR_NOMEM, 0, NULL);
-
-	if (e != HW_OK) {
-		EVP_CIPHER_CTX_free(c);
-		return e;
-	}
-	*out = c;
-	return HW_OK;
-}
-
-/*
- * A regular (non-final) frame: seq || IV || ct || tag into unit (len + 32
- * bytes). The IV is the sequence number, so frames are independent of
- * each other and any thread may seal any frame (esdk-pipe.c).
- */
-hw_err
-esdk_frame_seal(EVP_CIPHER_CTX *c, const uint8_t *msgid, size_t msgid_len, uint32_t seq,
-                const uint8_t *pt, size_t len, uint8_t *unit)
-{
-	uint8_t aad[BODY_AAD_MAX];
-	size_t aadlen = body_aad(aad, msgid, msgid_len, LABEL_FRAME, seq, len);
-
-	for (int i = 3; i >= 0; i--)
-		unit[3 - i] = (uint8_t)(seq >> (8 * i));
-	seq_iv(unit + 4, seq);
-	return gcm(c, true, unit + 4, aad, aadlen, NULL, 0, pt, len, unit + 4 + ESDK_IV_LEN,
-	           unit + 4 + ESDK_IV_LEN + len);
-}
-
-/* The reverse, for a frame whose sequence number the caller checked. The
- * IV is used as serialized: some SDKs' messages have other IVs. */
-hw_err
-esdk_frame_open(EVP_CIPHER_CTX *c, const uint8_t *msgid, size_t msgid_len, uint32_t seq,
-                const uint8_t *unit, size_t len, uint8_t *pt)
-{
-	uint8_t aad[BODY_AAD_MAX];
-	size_t aadlen = body_aad(aad, msgid, msgid_len, LABEL_FRAME, seq, len);
-	const uint8_t *ct = unit + 4 + ESDK_IV_LEN;
-	hw_err e = gcm(c, false, unit + 4, aad, aadlen, NULL, 0, ct, len, pt,
-	               (uint8_t *)ct + len);
-
-	if (e == HW_ERR_INTEGRITY)
-		e = hw_fail(e, 0, "frame %u failed authentication (altered or truncated message)",
-		            seq);
-	return e;
-}
-
-/* ---------------------------------------------------------------- */
 /* Signatures: ECDSA keys as the ESDK stores them in the context     */
 
 static size_t
@@ -761,7 +605,7 @@ enc_header(esdk_enc *e, const esdk_ec *ec, const uint8_t *dk)
 	if (r == HW_OK)
 		r = esdk_derive(e->s, dk, e->msgid, 32, e->key, commit);
 	if (r == HW_OK)
-		r = gcm_key(e->cc, true, e->key, e->s->key_len);
+		r = esdk_gcm_key(e->cc, true, e->key, e->s->key_len);
 	if (r != HW_OK)
 		goto out;
 	hw_wbuf_init(&w, SIZE_MAX);
@@ -776,7 +620,7 @@ enc_header(esdk_enc *e, const esdk_ec *ec, const uint8_t *dk)
 	hw_wbuf_put(&w, commit, sizeof(commit));
 	r = hw_wbuf_finish(&w, &hdr, &hdrlen);
 	if (r == HW_OK)
-		r = gcm(e->cc, true, zero_iv, hdr, hdrlen, NULL, 0, NULL, 0, NULL, tag);
+		r = esdk_gcm(e->cc, true, zero_iv, hdr, hdrlen, NULL, 0, NULL, 0, NULL, tag);
 	if (r == HW_OK)
 		r = enc_emit(e, hdr, hdrlen);
 	if (r == HW_OK)
@@ -792,7 +636,7 @@ out:
 static hw_err
 enc_frame(esdk_enc *e, const uint8_t *pt, size_t len, bool final)
 {
-	uint8_t aad[BODY_AAD_MAX], *iv, *ct;
+	uint8_t aad[ESDK_BODY_AAD_MAX], *iv, *ct;
 	size_t aadlen, o = 0;
 	uint32_t seq;
 	hw_err r;
@@ -812,14 +656,14 @@ enc_frame(esdk_enc *e, const uint8_t *pt, size_t len, bool final)
 	for (int i = 3; i >= 0; i--)
 		e->unit[o++] = (uint8_t)(seq >> (8 * i));
 	iv = e->unit + o;
-	seq_iv(iv, seq);
+	esdk_seq_iv(iv, seq);
 	o += ESDK_IV_LEN;
 	if (final)
 		for (int i = 3; i >= 0; i--)
 			e->unit[o++] = (uint8_t)(len >> (8 * i));
 	ct = e->unit + o;
-	aadlen = body_aad(aad, e->msgid, 32, final ? LABEL_FINAL : LABEL_FRAME, seq, len);
-	r = gcm(e->cc, true, iv, aad, aadlen, NULL, 0, pt, len, ct, ct + len);
+	aadlen = esdk_body_aad(aad, e->msgid, 32, final ? ESDK_LABEL_FINAL : ESDK_LABEL_FRAME, seq, len);
+	r = esdk_gcm(e->cc, true, iv, aad, aadlen, NULL, 0, pt, len, ct, ct + len);
 	if (r == HW_OK)
 		r = enc_emit(e, e->unit, o + len + ESDK_TAG_LEN);
 	e->seq++;
@@ -1220,9 +1064,9 @@ dec_header_accept(esdk_dec *d)
 		e = hw_fail(HW_ERR_INTEGRITY, 0, "key commitment mismatch: the data key does not "
 		            "belong to this message");
 	if (e == HW_OK)
-		e = gcm_key(d->cc, false, d->key, s->key_len);
+		e = esdk_gcm_key(d->cc, false, d->key, s->key_len);
 	if (e == HW_OK) {
-		e = gcm(d->cc, false, d->h.hdr_iv ? d->h.hdr_iv : zero_iv, d->h.body,
+		e = esdk_gcm(d->cc, false, d->h.hdr_iv ? d->h.hdr_iv : zero_iv, d->h.body,
 		        d->h.body_len, aser, aserlen, NULL, 0, NULL, (uint8_t *)d->h.tag);
 		if (e == HW_ERR_INTEGRITY)
 			e = hw_fail(e, 0, auth_only.n ? "header authentication failed (altered "
@@ -1291,16 +1135,16 @@ static hw_err
 dec_unit(esdk_dec *d, const uint8_t *unit, size_t unitlen, const uint8_t *iv,
          const uint8_t *ct, size_t ctlen, const char *label, uint32_t seq)
 {
-	uint8_t aad[BODY_AAD_MAX];
-	size_t aadlen = body_aad(aad, d->h.msgid, d->h.msgid_len, label, seq, ctlen);
+	uint8_t aad[ESDK_BODY_AAD_MAX];
+	size_t aadlen = esdk_body_aad(aad, d->h.msgid, d->h.msgid_len, label, seq, ctlen);
 	hw_err e = grow(&d->pt, &d->ptcap, ctlen ? ctlen : 1, 0);
 
 	if (e == HW_OK)
-		e = gcm(d->cc, false, iv, aad, aadlen, NULL, 0, ct, ctlen, d->pt,
+		e = esdk_gcm(d->cc, false, iv, aad, aadlen, NULL, 0, ct, ctlen, d->pt,
 		        (uint8_t *)ct + ctlen);
 	if (e == HW_ERR_INTEGRITY)
 		e = hw_fail(e, 0, "%s %u failed authentication (altered or truncated message)",
-		            label == LABEL_SINGLE ? "the body" : "frame", seq);
+		            label == ESDK_LABEL_SINGLE ? "the body" : "frame", seq);
 	if (e != HW_OK) {
 		OPENSSL_cleanse(d->pt, d->ptcap);
 		return e;
@@ -1367,7 +1211,7 @@ step_frame(esdk_dec *d, const uint8_t *in, size_t len, size_t *used, size_t *nee
 	if (!final)
 		(void)rd(&r, ESDK_IV_LEN, &iv, &z);
 	(void)rd(&r, (size_t)clen, &ct, &z);
-	e = dec_unit(d, in, (size_t)unit, iv, ct, (size_t)clen, final ? LABEL_FINAL : LABEL_FRAME,
+	e = dec_unit(d, in, (size_t)unit, iv, ct, (size_t)clen, final ? ESDK_LABEL_FINAL : ESDK_LABEL_FRAME,
 	             (uint32_t)seq);
 	if (e != HW_OK)
 		return e;
@@ -1406,7 +1250,7 @@ step_nonframed(esdk_dec *d, const uint8_t *in, size_t len, size_t *used, size_t 
 		return NEED_MORE;
 	}
 	(void)rd(&r, (size_t)clen, &ct, &z);
-	e = dec_unit(d, in, (size_t)unit, iv, ct, (size_t)clen, LABEL_SINGLE, 1);
+	e = dec_unit(d, in, (size_t)unit, iv, ct, (size_t)clen, ESDK_LABEL_SINGLE, 1);
 	if (e != HW_OK)
 		return e;
 	*used = (size_t)unit;

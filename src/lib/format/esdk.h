@@ -181,11 +181,22 @@ const esdk_ec *esdk_dec_context(const esdk_dec *d);
 void esdk_dec_free(esdk_dec *d);
 
 /*
- * Frames on their own (esdk.c), for the frame workers below: a regular
+ * Frames on their own (esdk-frame.c), for the frame workers below: a regular
  * frame is sealed into / opened from unit = seq || IV || ct || tag (len +
  * 32 bytes) under a context esdk_gcm_ctx_new() keyed.
  */
 struct evp_cipher_ctx_st;
+
+/* esdk-frame.c: AES-GCM under the body key and the body AAD (message-body-aad.md). */
+extern const char ESDK_LABEL_FRAME[], ESDK_LABEL_FINAL[], ESDK_LABEL_SINGLE[];
+#define ESDK_BODY_AAD_MAX (ESDK_MSGID_MAX + sizeof("AWSKMSEncryptionClient Single Block") + 12)
+hw_err esdk_gcm_key(struct evp_cipher_ctx_st *c, bool enc, const uint8_t *key, size_t keylen);
+hw_err esdk_gcm(struct evp_cipher_ctx_st *c, bool enc, const uint8_t *iv, const uint8_t *aad1,
+                size_t aad1len, const uint8_t *aad2, size_t aad2len, const uint8_t *in,
+                size_t len, uint8_t *out, uint8_t *tag);
+size_t esdk_body_aad(uint8_t *out, const uint8_t *msgid, size_t msgid_len, const char *label,
+                     uint32_t seq, uint64_t len);
+void esdk_seq_iv(uint8_t iv[ESDK_IV_LEN], uint32_t seq);
 hw_err esdk_gcm_ctx_new(bool enc, const uint8_t *key, size_t keylen,
                         struct evp_cipher_ctx_st **out);
 hw_err esdk_frame_seal(struct evp_cipher_ctx_st *c, const uint8_t *msgid, size_t msgid_len,

@@ -1,7 +1,9 @@
 /*
- * Keys on the token: generation with safe attributes, lookup by label,
- * id or URI, listing, destruction, and what an administrator wants to see
- * of a key (attributes, URI, KCV or public-key fingerprint).
+ * Key objects on the token: generation with safe attributes, lookup by
+ * label, id or URI, listing, destruction, and what an administrator wants
+ * to see of a key (attributes, URI, KCV or public-key fingerprint). Which
+ * version of which logical key an object is, and whether it may be used,
+ * is key/state.c; the calls as callers see them are key/logical.c.
  *
  * A hw_key remembers the key's CKA_ID and class, not just its handle:
  * object handles are only meaningful within one process (and module
@@ -101,8 +103,8 @@ hw_key_type_is_eddsa(hw_key_type t)
 	return t == HW_KEY_ED25519 || t == HW_KEY_ED448;
 }
 
-static int
-type_is_pss(hw_key_type t)
+int
+hw_key_type_is_pss(hw_key_type t)
 {
 	return t == HW_KEY_RSA2048_PSS || t == HW_KEY_RSA3072_PSS || t == HW_KEY_RSA4096_PSS;
 }
@@ -159,44 +161,6 @@ HW_EXPORT const char *
 hw_key_label(const hw_key *key)
 {
 	return key ? key->label : NULL;
-}
-
-void
-hw_hex(const uint8_t *in, size_t len, char *out)
-{
-	static const char digits[] = "0123456789abcdef";
-	for (size_t i = 0; i < len; i++) {
-		out[2 * i] = digits[in[i] >> 4];
-		out[2 * i + 1] = digits[in[i] & 15];
-	}
-	out[2 * len] = '\0';
-}
-
-static int
-hexdigit(char c)
-{
-	return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
-	       : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
-}
-
-static int
-unhex(const char *s, uint8_t *out, size_t max, size_t *len)
-{
-	size_t n = strlen(s);
-
-	if (n == 0 || n % 2 || n / 2 > max)
-		return -1;
-	/* Strictly two hex digits per byte: sscanf's %2x would take "0g" as
-	 * 0x00 and " 1" as 0x01 (found by tests/fuzz-keyspec.c). */
-	for (size_t i = 0; i < n / 2; i++) {
-		int hi = hexdigit(s[2 * i]), lo = hexdigit(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return -1;
-		out[i] = (uint8_t)(hi << 4 | lo);
-	}
-	*len = n / 2;
-	return 0;
 }
 
 /* ---------------------------------------------------------------- */
@@ -479,7 +443,7 @@ hw_key_spec_parse(const char *spec, hw_key_spec *ks)
 	if (!spec || !*spec)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "an empty key name");
 	if (strncmp(spec, "id:", 3) == 0) {
-		if (unhex(spec + 3, ks->id, sizeof(ks->id), &ks->id_len) != 0 || ks->id_len == 0)
+		if (hw_unhex(spec + 3, ks->id, sizeof(ks->id), &ks->id_len) != 0 || ks->id_len == 0)
 			return hw_fail(HW_ERR_INVALID_ARG, 0, "id: wants an even number of hex digits "
 			               "(at most %zu bytes)", sizeof(ks->id));
 		ks->attrs[ks->nattrs++] = (CK_ATTRIBUTE){ CKA_ID, ks->id, ks->id_len };
@@ -515,11 +479,10 @@ hw_key_spec_parse(const char *spec, hw_key_spec *ks)
 	return HW_OK;
 }
 
-HW_EXPORT hw_err
-hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
+hw_err
+hw_key_find_object(hw_ctx *ctx, const char *spec, bool *by_label, hw_key **out)
 {
 	hw_key_spec ks;
-	bool by_label;
 	hw_err e;
 
 	if (!ctx || !spec || !*spec || !out)
@@ -545,32 +508,17 @@ hw_key_find(hw_ctx *ctx, const char *spec, hw_key **out)
 		             shown ? shown : ks.uri ? "the key URI" : spec, out);
 		free(shown);
 	}
-	by_label = ks.by_label;
+	*by_label = ks.by_label;
 	hw_key_spec_free(&ks);
-	if (e != HW_OK)
-		return e;
-	/* A URI or id names one object exactly (how blobs and messages find the
-	 * version they were made with); a plain label names the logical key,
-	 * that is its current version. */
-	e = hw_key_identify(out, by_label);
-	if (e != HW_OK) {
-		hw_key_free(*out);
-		*out = NULL;
-	}
 	return e;
 }
 
 hw_err
-hw_key_find_label_exact(hw_ctx *ctx, const char *label, hw_key **out)
+hw_key_find_label_raw(hw_ctx *ctx, const char *label, hw_key **out)
 {
 	CK_ATTRIBUTE a = { CKA_LABEL, (void *)label, strlen(label) };
-	hw_err e = find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, label, out);
 
-	if (e == HW_OK && (e = hw_key_identify(out, false)) != HW_OK) {
-		hw_key_free(*out);
-		*out = NULL;
-	}
-	return e;
+	return find_one(ctx, &a, 1, (CK_OBJECT_CLASS)-1, label, out);
 }
 
 HW_EXPORT hw_err
@@ -660,9 +608,8 @@ op_refind(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	return rv;
 }
 
-/* The handle without the lifecycle check: for reading attributes and destroying. */
-static CK_RV
-key_handle_raw(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
+CK_RV
+hw_key_handle_raw(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
 {
 	hw_ctx *ctx = key->ctx;
 	handle_arg a = { key, CK_INVALID_HANDLE, CK_INVALID_HANDLE };
@@ -691,29 +638,6 @@ key_handle_raw(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
 	pthread_mutex_unlock(&ctx->lock);
 	*h = a.h;
 	return CKR_OK;
-}
-
-/* Every use of a key comes here: a disabled or deleted key does nothing. */
-CK_RV
-hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
-{
-	CK_RV rv = hw_key_state_check(key, s);
-
-	if (rv != CKR_OK)
-		return rv;
-	return key_handle_raw(key, s, h);
-}
-
-hw_err
-hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h)
-{
-	CK_RV rv = hw_key_handle_ck(key, s, h);
-
-	if (rv == HW_CKR_HWERR)
-		return HW_ERR_KEY_NOT_FOUND;
-	if (rv != CKR_OK)
-		return hw_fail_ck(rv, "finding the key again");
-	return HW_OK;
 }
 
 /* ---------------------------------------------------------------- */
@@ -784,7 +708,7 @@ op_generate(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		                              !hw_ctx_can(ctx, HW_CAP_ALLOWED_MECHS), &a->h);
 	}
 
-	bool rsa = hw_key_type_is_rsa(a->type), pss = type_is_pss(a->type);
+	bool rsa = hw_key_type_is_rsa(a->type), pss = hw_key_type_is_pss(a->type);
 	bool eddsa = hw_key_type_is_eddsa(a->type);
 	const __typeof__(curves[0]) *cv = curve_by_type(a->type);
 	const uint8_t *oid = cv ? cv->oid : oid_p256;
@@ -878,105 +802,6 @@ hw_key_gen_object(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose p
 	return e;
 }
 
-HW_EXPORT hw_err
-hw_key_generate(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
-                hw_key **out)
-{
-	return hw_key_generate_opts(ctx, label, type, purpose, 0, out);
-}
-
-static hw_err generate_locked(hw_ctx *ctx, const char *label, hw_key_type type,
-                              hw_purpose purpose, unsigned flags, hw_key **out);
-
-HW_EXPORT hw_err
-hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
-                     unsigned flags, hw_key **out)
-{
-	hw_key *key = NULL;
-	bool aes = type == HW_KEY_AES256;
-	hw_err e;
-
-	if (!ctx || !label || !*label || strlen(label) > 128)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "a key label of 1 to 128 bytes is required");
-	if (hw_label_is_version(label, NULL, NULL))
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "labels ending in '#' and a number of 2 or more "
-		               "name key versions (as made by key rotate): '%s' cannot be a new key's "
-		               "label", label);
-	if (type < HW_KEY_AES256 || type > HW_KEY_RSA4096_PSS)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key type");
-	if (aes ? purpose != HW_PURPOSE_ENVELOPE && purpose != HW_PURPOSE_KEYWRAP
-	        : purpose != HW_PURPOSE_SIGN &&
-	          !(purpose == HW_PURPOSE_DECRYPT && hw_key_type_is_rsa(type) &&
-	            !type_is_pss(type)) &&
-	          !(purpose == HW_PURPOSE_DERIVE && hw_key_type_is_ec(type)))
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "purpose %s does not fit a %s key",
-		               hw_purpose_name(purpose), hw_key_type_name(type));
-	hw_clear_error();
-	e = hw_ctx_ready(ctx);
-	if (e != HW_OK)
-		return e;
-	{
-		unsigned needs = !aes ? (type == HW_KEY_ED25519 || type == HW_KEY_ED448
-		                         ? HW_CAP_EDDSA_GEN
-		                         : type == HW_KEY_EC_P256 || type == HW_KEY_EC_P384
-		                         ? HW_CAP_EC_GEN | HW_CAP_ECDSA
-		                         : purpose == HW_PURPOSE_SIGN ? HW_CAP_RSA_GEN | HW_CAP_RSA_PSS
-		                         : HW_CAP_RSA_GEN)
-		               : purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_GEN | HW_CAP_AES_KWP
-		               : HW_CAP_AES_GEN | HW_CAP_AES_GCM;
-		/* A backup-able key is only worth making where backups work. */
-		if (flags & HW_KEYGEN_BACKUPABLE)
-			needs |= HW_CAP_DATA_OBJECTS | HW_CAP_AES_KWP;
-		if ((e = hw_ctx_require(ctx, needs, "creating the key")) != HW_OK)
-			return e;
-	}
-	/* Two processes making one label would both find it free. */
-	if ((e = hw_token_lock(ctx)) != HW_OK)
-		return e;
-	e = generate_locked(ctx, label, type, purpose, flags, &key);
-	hw_token_unlock();
-	if (e != HW_OK)
-		return e;
-	if (out)
-		*out = key;
-	else
-		hw_key_free(key);
-	return HW_OK;
-}
-
-static hw_err
-generate_locked(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose purpose,
-                unsigned flags, hw_key **out)
-{
-	uint8_t id[HW_ID_LEN];
-	hw_key *existing = NULL, *key = NULL;
-	hw_err e;
-
-	e = hw_key_find(ctx, label, &existing);
-	if (e == HW_OK || e == HW_ERR_KEY_AMBIGUOUS) {
-		hw_key_free(existing);
-		return hw_fail(HW_ERR_KEY_EXISTS, 0, "%s", label);
-	}
-	if (e != HW_ERR_KEY_NOT_FOUND)
-		return e;
-	hw_clear_error();
-
-	if (flags & ~(unsigned)(HW_KEYGEN_BACKUPABLE | HW_KEYGEN_RAW_RSA))
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown key generation flags");
-	if ((flags & HW_KEYGEN_RAW_RSA) && purpose != HW_PURPOSE_DECRYPT)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "raw RSA is an option of decrypt keys only");
-	e = hw_key_gen_object(ctx, label, type, purpose, flags, id, &key);
-	/* The lifecycle metadata goes with the key, or the key goes. */
-	if (e == HW_OK)
-		e = hw_meta_create(key, purpose);
-	if (e != HW_OK) {
-		hw_key_free(key);
-		return e;
-	}
-	*out = key;
-	return HW_OK;
-}
-
 /* ---------------------------------------------------------------- */
 /* Destroy                                                           */
 
@@ -985,7 +810,7 @@ op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	hw_key *key = arg;
 	CK_OBJECT_HANDLE h;
-	CK_RV rv = key_handle_raw(key, s, &h);
+	CK_RV rv = hw_key_handle_raw(key, s, &h);
 
 	if (rv != CKR_OK)
 		return rv;
@@ -995,24 +820,10 @@ op_destroy(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	return rv;
 }
 
-HW_EXPORT hw_err
-hw_key_destroy(hw_key *key)
+hw_err
+hw_key_destroy_object(hw_key *key)
 {
-	hw_err e;
-
-	if (!key)
-		return hw_fail(HW_ERR_INVALID_ARG, 0, "no key");
-	/* Which logical key it belongs to is read while the object is there. */
-	if ((e = hw_key_identify(&key, false)) != HW_OK)
-		return e;
-	/* A certificate stored next to a key pair (ca init) names a key that
-	 * no longer exists once the pair is gone: it goes first. */
-	if (key->cls == CKO_PRIVATE_KEY && (e = hw_cert_destroy(key)) != HW_OK)
-		return e;
-	e = hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
-	if (e == HW_OK)
-		e = hw_meta_forget(key);
-	return e;
+	return hw_ctx_run_once(key->ctx, op_destroy, key, "C_DestroyObject");
 }
 
 /* ---------------------------------------------------------------- */
@@ -1053,7 +864,7 @@ op_pub(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	pub_arg *a = arg;
 	CK_OBJECT_HANDLE h;
-	CK_RV rv = key_handle_raw(a->key, s, &h);
+	CK_RV rv = hw_key_handle_raw(a->key, s, &h);
 
 	if (rv != CKR_OK)
 		return rv;
@@ -1235,7 +1046,7 @@ op_info(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		&in->decrypt, &in->wrap, &in->unwrap, &in->sign, &in->verify, &in->derive,
 	};
 	CK_ATTRIBUTE t[16];
-	CK_RV rv = key_handle_raw(a->key, s, &h);
+	CK_RV rv = hw_key_handle_raw(a->key, s, &h);
 
 	if (rv != CKR_OK)
 		return rv;
@@ -1327,7 +1138,7 @@ derive_type(hw_key *key, hw_key_info *in, bool pss_only)
 	in->type = 0;
 	for (size_t i = 0; i < NTYPES; i++)
 		if (types[i].ck == key->ktype && types[i].bits == in->bits &&
-		    type_is_pss(types[i].type) == pss_only)
+		    hw_key_type_is_pss(types[i].type) == pss_only)
 			in->type = types[i].type;
 	if (in->type)
 		snprintf(in->type_name, sizeof(in->type_name), "%s", hw_key_type_name(in->type));

@@ -3,7 +3,8 @@
  * for the OpenSSL provider: TLS and X.509 hash on the host (incrementally),
  * so the HSM must sign a ready digest; legacy TLS 1.2 RSA key exchange
  * decrypts a premaster secret.
- * hw_sign (sign.c) hashes and then calls hw_sign_digest.
+ * hw_sign (ops/sign.c) hashes and then calls hw_sign_digest. The table of
+ * signature algorithms is here, the lowest file that needs it.
  */
 #include "internal.h"
 
@@ -14,8 +15,11 @@
 #include <openssl/ecdsa.h>
 
 
+/* Every signature algorithm: its name, the host's hash and the HSM's mechanism. */
 typedef struct {
+	const char *name;
 	hw_sig_alg alg;
+	const char *md;             /* OpenSSL's name of the hash; NULL: none (EdDSA) */
 	CK_KEY_TYPE kt;
 	CK_MECHANISM_TYPE mech;
 	size_t mdlen;
@@ -23,18 +27,61 @@ typedef struct {
 } dalg;
 
 static const dalg dalgs[] = {
-	{ HW_SIG_RSA_PKCS1_SHA256, CKK_RSA, CKM_RSA_PKCS, 32, 0, 0 },
-	{ HW_SIG_RSA_PKCS1_SHA384, CKK_RSA, CKM_RSA_PKCS, 48, 0, 0 },
-	{ HW_SIG_RSA_PKCS1_SHA512, CKK_RSA, CKM_RSA_PKCS, 64, 0, 0 },
-	{ HW_SIG_RSA_PSS_SHA256, CKK_RSA, CKM_RSA_PKCS_PSS, 32, CKM_SHA256, CKG_MGF1_SHA256 },
-	{ HW_SIG_RSA_PSS_SHA384, CKK_RSA, CKM_RSA_PKCS_PSS, 48, CKM_SHA384, CKG_MGF1_SHA384 },
-	{ HW_SIG_RSA_PSS_SHA512, CKK_RSA, CKM_RSA_PKCS_PSS, 64, CKM_SHA512, CKG_MGF1_SHA512 },
-	{ HW_SIG_ECDSA_SHA256, CKK_EC, CKM_ECDSA, 32, 0, 0 },
-	{ HW_SIG_ECDSA_SHA384, CKK_EC, CKM_ECDSA, 48, 0, 0 },
-	{ HW_SIG_ECDSA_SHA512, CKK_EC, CKM_ECDSA, 64, 0, 0 },
-	/* mdlen 0: the message itself, any length (PureEdDSA hashes inside). */
-	{ HW_SIG_EDDSA, CKK_EC_EDWARDS, CKM_EDDSA, 0, 0, 0 },
+	{ "rsa-pkcs1-sha256", HW_SIG_RSA_PKCS1_SHA256, "SHA256", CKK_RSA, CKM_RSA_PKCS, 32, 0, 0 },
+	{ "rsa-pkcs1-sha384", HW_SIG_RSA_PKCS1_SHA384, "SHA384", CKK_RSA, CKM_RSA_PKCS, 48, 0, 0 },
+	{ "rsa-pkcs1-sha512", HW_SIG_RSA_PKCS1_SHA512, "SHA512", CKK_RSA, CKM_RSA_PKCS, 64, 0, 0 },
+	{ "rsa-pss-sha256", HW_SIG_RSA_PSS_SHA256, "SHA256", CKK_RSA, CKM_RSA_PKCS_PSS, 32,
+	  CKM_SHA256, CKG_MGF1_SHA256 },
+	{ "rsa-pss-sha384", HW_SIG_RSA_PSS_SHA384, "SHA384", CKK_RSA, CKM_RSA_PKCS_PSS, 48,
+	  CKM_SHA384, CKG_MGF1_SHA384 },
+	{ "rsa-pss-sha512", HW_SIG_RSA_PSS_SHA512, "SHA512", CKK_RSA, CKM_RSA_PKCS_PSS, 64,
+	  CKM_SHA512, CKG_MGF1_SHA512 },
+	{ "ecdsa-sha256", HW_SIG_ECDSA_SHA256, "SHA256", CKK_EC, CKM_ECDSA, 32, 0, 0 },
+	{ "ecdsa-sha384", HW_SIG_ECDSA_SHA384, "SHA384", CKK_EC, CKM_ECDSA, 48, 0, 0 },
+	{ "ecdsa-sha512", HW_SIG_ECDSA_SHA512, "SHA512", CKK_EC, CKM_ECDSA, 64, 0, 0 },
+	/* No host hash, mdlen 0: the message itself, any length (PureEdDSA
+	 * hashes inside the HSM). */
+	{ "eddsa", HW_SIG_EDDSA, NULL, CKK_EC_EDWARDS, CKM_EDDSA, 0, 0, 0 },
 };
+#define NDALGS (sizeof(dalgs) / sizeof(dalgs[0]))
+
+static const dalg *
+dalg_of(hw_sig_alg alg)
+{
+	for (size_t i = 0; i < NDALGS; i++)
+		if (dalgs[i].alg == alg)
+			return &dalgs[i];
+	return NULL;
+}
+
+HW_EXPORT hw_err
+hw_sig_alg_parse(const char *s, hw_sig_alg *alg)
+{
+	for (size_t i = 0; s && alg && i < NDALGS; i++) {
+		if (strcmp(dalgs[i].name, s) == 0) {
+			*alg = dalgs[i].alg;
+			return HW_OK;
+		}
+	}
+	return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown signature algorithm");
+}
+
+HW_EXPORT const char *
+hw_sig_alg_name(hw_sig_alg alg)
+{
+	const dalg *d = dalg_of(alg);
+
+	return d ? d->name : "unknown";
+}
+
+bool
+hw_sig_alg_md(hw_sig_alg alg, const char **md)
+{
+	const dalg *d = dalg_of(alg);
+
+	*md = d ? d->md : NULL;
+	return d != NULL;
+}
 
 /* The longest message handed to the HSM for EdDSA in one C_Sign. */
 #define EDDSA_MAX (1u << 20)
@@ -130,10 +177,7 @@ hw_sign_digest(hw_key *key, hw_sig_alg alg, const uint8_t *digest, size_t len,
 	if (!key || !digest || !sig || !siglen)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_sign_digest");
 	hw_clear_error();
-	for (size_t i = 0; i < sizeof(dalgs) / sizeof(dalgs[0]); i++)
-		if (dalgs[i].alg == alg)
-			d = &dalgs[i];
-	if (!d)
+	if (!(d = dalg_of(alg)))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "unknown signature algorithm");
 	if (d->mdlen ? len != d->mdlen : len > EDDSA_MAX)
 		return hw_fail(HW_ERR_INVALID_ARG, 0, d->mdlen ? "a %s digest is %zu bytes, not %zu"

@@ -34,320 +34,96 @@
 #include <openssl/evp.h>
 #include <openssl/x509.h>
 
+#include <jansson.h>
+
 #define AUDIT_LINE_MAX (64u * 1024u)
 #define GENESIS_PREFIX "hsmwrap-audit-v1 genesis "
 #define DIGEST_PREFIX "hsmwrap-audit-v1 digest\n"
 #define MAX_MEMBERS 64
 
 /* ---------------------------------------------------------------- */
-/* A small JSON reader for records: one object whose values are      */
-/* strings, non-negative integers, null, or objects of those.        */
+/* Records and their encoding (jansson)                              */
 
-enum { JV_NULL = 1, JV_STR, JV_NUM, JV_OBJ };
+/*
+ * The canonical encoding of a record: jansson's compact form with the
+ * members in the order they are set here (JSON_PRESERVE_ORDER), UTF-8
+ * as it is (no \u escapes for non-ASCII). For every record without
+ * control characters this is byte for byte what the hand-written writer
+ * of hsmwrap <= cc16f7c produced; control characters are now escaped
+ * jansson's way (\t, \n, \u0001) and DEL is written as it is. The
+ * chain hashes the bytes of each line as stored, so logs written either
+ * way verify (tests/audit-fixture/).
+ */
+#define RECORD_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER)
 
-struct jmember;
-
-struct jv {
-	int type;
-	char *s;                    /* JV_STR: NUL-terminated, no NUL inside */
-	uint64_t num;
-	struct jmember *m;          /* JV_OBJ */
-	size_t n;
-};
-
-struct jmember {
-	char *name;
-	struct jv v;
-};
-
-static void jv_free(struct jv *v)
+/*
+ * What a record may hold: one object whose values are strings,
+ * non-negative integers, null, or objects of those (one level deep), at
+ * most MAX_MEMBERS members each, names unique and no NUL in any string
+ * (JSON_REJECT_DUPLICATES, jansson's default without JSON_ALLOW_NUL).
+ */
+static bool shape_ok(const json_t *v, int depth)
 {
-	free(v->s);
-	for (size_t i = 0; i < v->n; i++) {
-		free(v->m[i].name);
-		jv_free(&v->m[i].v);
-	}
-	free(v->m);
-	memset(v, 0, sizeof(*v));
-}
+	const char *name;
+	json_t *m;
 
-static int peek(const hw_rbuf *r)
-{
-	return hw_rbuf_left(r) ? *hw_rbuf_pos(r) : -1;
-}
-
-static void skip_ws(hw_rbuf *r)
-{
-	int c;
-
-	while ((c = peek(r)) == ' ' || c == '\t')
-		(void)hw_rbuf_bytes(r, 1, NULL);
-}
-
-static hw_err expect_ch(hw_rbuf *r, int want)
-{
-	uint8_t c;
-
-	skip_ws(r);
-	if (hw_rbuf_u8(r, &c) != HW_OK || c != want)
-		return HW_ERR_FORMAT;
-	return HW_OK;
-}
-
-static hw_err hex4(hw_rbuf *r, unsigned *v)
-{
-	const uint8_t *p;
-
-	if (hw_rbuf_bytes(r, 4, &p) != HW_OK)
-		return HW_ERR_FORMAT;
-	*v = 0;
-	for (int i = 0; i < 4; i++) {
-		unsigned c = p[i], d;
-
-		if (c >= '0' && c <= '9')
-			d = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			d = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			d = c - 'A' + 10;
-		else
-			return HW_ERR_FORMAT;
-		*v = (*v << 4) | d;
-	}
-	return HW_OK;
-}
-
-static void put_utf8(hw_wbuf *w, unsigned cp)
-{
-	if (cp < 0x80) {
-		hw_wbuf_u8(w, (uint8_t)cp);
-	} else if (cp < 0x800) {
-		hw_wbuf_u8(w, (uint8_t)(0xc0 | (cp >> 6)));
-		hw_wbuf_u8(w, (uint8_t)(0x80 | (cp & 0x3f)));
-	} else if (cp < 0x10000) {
-		hw_wbuf_u8(w, (uint8_t)(0xe0 | (cp >> 12)));
-		hw_wbuf_u8(w, (uint8_t)(0x80 | ((cp >> 6) & 0x3f)));
-		hw_wbuf_u8(w, (uint8_t)(0x80 | (cp & 0x3f)));
-	} else {
-		hw_wbuf_u8(w, (uint8_t)(0xf0 | (cp >> 18)));
-		hw_wbuf_u8(w, (uint8_t)(0x80 | ((cp >> 12) & 0x3f)));
-		hw_wbuf_u8(w, (uint8_t)(0x80 | ((cp >> 6) & 0x3f)));
-		hw_wbuf_u8(w, (uint8_t)(0x80 | (cp & 0x3f)));
+	switch (json_typeof(v)) {
+	case JSON_STRING:
+	case JSON_NULL:
+		return true;
+	case JSON_INTEGER:
+		return json_integer_value(v) >= 0;
+	case JSON_OBJECT:
+		if (depth >= 2 || json_object_size(v) > MAX_MEMBERS)
+			return false;
+		json_object_foreach((json_t *)v, name, m)
+			if (!shape_ok(m, depth + 1))
+				return false;
+		return true;
+	default:
+		return false;
 	}
 }
 
-/* A JSON string into a NUL-terminated C string; \u0000 is refused. */
-static hw_err parse_str(hw_rbuf *r, char **out)
+static hw_err parse_record(const uint8_t *line, size_t len, json_t **root)
 {
-	hw_wbuf w;
-	uint8_t c, *p;
-	size_t len;
-	hw_err e = HW_OK;
+	json_error_t err;
 
-	if (expect_ch(r, '"') != HW_OK)
-		return HW_ERR_FORMAT;
-	hw_wbuf_init(&w, AUDIT_LINE_MAX + 1);
-	for (;;) {
-		if (hw_rbuf_u8(r, &c) != HW_OK || c < 0x20) {
-			e = HW_ERR_FORMAT;
-			break;
-		}
-		if (c == '"')
-			break;
-		if (c != '\\') {
-			hw_wbuf_u8(&w, c);
-			continue;
-		}
-		if (hw_rbuf_u8(r, &c) != HW_OK) {
-			e = HW_ERR_FORMAT;
-			break;
-		}
-		switch (c) {
-		case '"': case '\\': case '/': hw_wbuf_u8(&w, c); break;
-		case 'b': hw_wbuf_u8(&w, '\b'); break;
-		case 'f': hw_wbuf_u8(&w, '\f'); break;
-		case 'n': hw_wbuf_u8(&w, '\n'); break;
-		case 'r': hw_wbuf_u8(&w, '\r'); break;
-		case 't': hw_wbuf_u8(&w, '\t'); break;
-		case 'u': {
-			unsigned cp, lo;
-
-			if (hex4(r, &cp) != HW_OK || cp == 0) {
-				e = HW_ERR_FORMAT;
-				break;
-			}
-			if (cp >= 0xd800 && cp <= 0xdbff) {
-				uint8_t b1, b2;
-
-				if (hw_rbuf_u8(r, &b1) != HW_OK || hw_rbuf_u8(r, &b2) != HW_OK ||
-				    b1 != '\\' || b2 != 'u' || hex4(r, &lo) != HW_OK ||
-				    lo < 0xdc00 || lo > 0xdfff) {
-					e = HW_ERR_FORMAT;
-					break;
-				}
-				cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-			} else if (cp >= 0xdc00 && cp <= 0xdfff) {
-				e = HW_ERR_FORMAT;
-				break;
-			}
-			put_utf8(&w, cp);
-			break;
-		}
-		default:
-			e = HW_ERR_FORMAT;
-		}
-		if (e != HW_OK)
-			break;
-	}
-	hw_wbuf_u8(&w, 0);
-	if (e == HW_OK)
-		e = hw_wbuf_finish(&w, &p, &len);
-	else
-		hw_wbuf_free(&w);
-	if (e != HW_OK)
-		return HW_ERR_FORMAT;
-	*out = (char *)p;
-	return HW_OK;
-}
-
-static hw_err parse_value(hw_rbuf *r, struct jv *v, int depth);
-
-static hw_err parse_obj(hw_rbuf *r, struct jv *v, int depth)
-{
-	hw_err e;
-
-	if (expect_ch(r, '{') != HW_OK)
-		return HW_ERR_FORMAT;
-	v->type = JV_OBJ;
-	skip_ws(r);
-	if (peek(r) == '}')
-		return expect_ch(r, '}');
-	for (;;) {
-		struct jmember *m;
-		char *name = NULL;
-
-		if (v->n == MAX_MEMBERS)
-			return HW_ERR_FORMAT;
-		if (parse_str(r, &name) != HW_OK)
-			return HW_ERR_FORMAT;
-		/* A duplicate name would let two readers see two records. */
-		for (size_t i = 0; i < v->n; i++) {
-			if (strcmp(v->m[i].name, name) == 0) {
-				free(name);
-				return HW_ERR_FORMAT;
-			}
-		}
-		m = realloc(v->m, (v->n + 1) * sizeof(*m));
-		if (!m) {
-			free(name);
-			return HW_ERR_NOMEM;
-		}
-		v->m = m;
-		memset(&m[v->n], 0, sizeof(m[v->n]));
-		m[v->n].name = name;
-		v->n++;
-		if (expect_ch(r, ':') != HW_OK)
-			return HW_ERR_FORMAT;
-		e = parse_value(r, &m[v->n - 1].v, depth + 1);
-		if (e != HW_OK)
-			return e;
-		skip_ws(r);
-		if (peek(r) == ',') {
-			(void)hw_rbuf_bytes(r, 1, NULL);
-			continue;
-		}
-		return expect_ch(r, '}');
-	}
-}
-
-static hw_err parse_value(hw_rbuf *r, struct jv *v, int depth)
-{
-	int c;
-
-	skip_ws(r);
-	c = peek(r);
-	if (c == '"') {
-		v->type = JV_STR;
-		return parse_str(r, &v->s);
-	}
-	if (c == '{') {
-		if (depth >= 2)
-			return HW_ERR_FORMAT;
-		return parse_obj(r, v, depth);
-	}
-	if (c == 'n') {
-		const uint8_t *p;
-
-		if (hw_rbuf_bytes(r, 4, &p) != HW_OK || memcmp(p, "null", 4) != 0)
-			return HW_ERR_FORMAT;
-		v->type = JV_NULL;
-		return HW_OK;
-	}
-	if (c >= '0' && c <= '9') {
-		uint64_t x = 0;
-		int digits = 0;
-
-		/* Integers only, without leading zeros, and no wrap-around. */
-		while ((c = peek(r)) >= '0' && c <= '9') {
-			if (digits == 1 && x == 0)
-				return HW_ERR_FORMAT;
-			if (x > (UINT64_MAX - (uint64_t)(c - '0')) / 10)
-				return HW_ERR_FORMAT;
-			x = x * 10 + (uint64_t)(c - '0');
-			digits++;
-			(void)hw_rbuf_bytes(r, 1, NULL);
-		}
-		v->type = JV_NUM;
-		v->num = x;
-		return HW_OK;
-	}
-	return HW_ERR_FORMAT;
-}
-
-static hw_err parse_record(const uint8_t *line, size_t len, struct jv *root)
-{
-	hw_rbuf r;
-	hw_err e;
-
-	memset(root, 0, sizeof(*root));
+	*root = NULL;
 	if (len > AUDIT_LINE_MAX)
 		return HW_ERR_TOO_LARGE;
-	hw_rbuf_init(&r, line, len);
-	e = parse_obj(&r, root, 0);
-	if (e == HW_OK) {
-		skip_ws(&r);
-		if (hw_rbuf_left(&r))
-			e = HW_ERR_FORMAT;
+	*root = json_loadb((const char *)line, len, JSON_REJECT_DUPLICATES, &err);
+	if (!*root)
+		return json_error_code(&err) == json_error_out_of_memory ? HW_ERR_NOMEM
+		       : HW_ERR_FORMAT;
+	if (!json_is_object(*root) || !shape_ok(*root, 0)) {
+		json_decref(*root);
+		*root = NULL;
+		return HW_ERR_FORMAT;
 	}
-	if (e != HW_OK)
-		jv_free(root);
-	return e;
+	return HW_OK;
 }
 
-static const struct jv *jget(const struct jv *o, const char *name)
+static const json_t *jget(const json_t *o, const char *name)
 {
-	if (!o || o->type != JV_OBJ)
-		return NULL;
-	for (size_t i = 0; i < o->n; i++)
-		if (strcmp(o->m[i].name, name) == 0)
-			return &o->m[i].v;
-	return NULL;
+	return json_is_object(o) ? json_object_get(o, name) : NULL;
 }
 
-static const char *jstr(const struct jv *o, const char *name)
+static const char *jstr(const json_t *o, const char *name)
 {
-	const struct jv *v = jget(o, name);
+	const json_t *v = jget(o, name);
 
-	return v && v->type == JV_STR ? v->s : NULL;
+	return json_is_string(v) ? json_string_value(v) : NULL;
 }
 
-static bool jnum(const struct jv *o, const char *name, uint64_t *x)
+static bool jnum(const json_t *o, const char *name, uint64_t *x)
 {
-	const struct jv *v = jget(o, name);
+	const json_t *v = jget(o, name);
 
-	if (!v || v->type != JV_NUM)
+	/* Never negative: shape_ok. */
+	if (!json_is_integer(v))
 		return false;
-	*x = v->num;
+	*x = (uint64_t)json_integer_value(v);
 	return true;
 }
 
@@ -361,41 +137,26 @@ static bool is_hex(const char *s, size_t len)
 	return true;
 }
 
-/* ---------------------------------------------------------------- */
-/* Record writer                                                     */
-
-static void w_raw(hw_wbuf *w, const char *s)
-{
-	hw_wbuf_put(w, s, strlen(s));
-}
-
-/* Valid UTF-8 passes; control characters are escaped; a byte that is not
- * UTF-8 becomes U+FFFD, so every line is valid JSON. */
-static void w_str(hw_wbuf *w, const char *s)
+/* Valid UTF-8 passes; a byte that is not UTF-8 becomes U+FFFD, so every
+ * string can be a JSON string (jansson takes UTF-8 only). NULL: null. */
+static json_t *jtext(const char *s)
 {
 	const unsigned char *p = (const unsigned char *)s;
-	size_t n = strlen(s), i = 0;
+	size_t n, i = 0;
+	hw_wbuf w;
+	uint8_t *out;
+	size_t outlen;
+	json_t *v;
 
-	hw_wbuf_u8(w, '"');
+	if (!s)
+		return json_null();
+	n = strlen(s);
+	hw_wbuf_init(&w, 3 * n + 1);
 	while (i < n) {
 		unsigned c = p[i], need = 0, cp = 0, min = 0;
 
-		if (c == '"' || c == '\\') {
-			hw_wbuf_u8(w, '\\');
-			hw_wbuf_u8(w, (uint8_t)c);
-			i++;
-			continue;
-		}
-		if (c < 0x20 || c == 0x7f) {
-			char esc[8];
-
-			snprintf(esc, sizeof(esc), "\\u%04x", c);
-			w_raw(w, esc);
-			i++;
-			continue;
-		}
 		if (c < 0x80) {
-			hw_wbuf_u8(w, (uint8_t)c);
+			hw_wbuf_u8(&w, (uint8_t)c);
 			i++;
 			continue;
 		}
@@ -411,41 +172,37 @@ static void w_str(hw_wbuf *w, const char *s)
 			for (k = 1; k <= need && (p[i + k] & 0xc0) == 0x80; k++)
 				cp = (cp << 6) | (p[i + k] & 0x3f);
 			if (k > need && cp >= min && cp <= 0x10ffff && !(cp >= 0xd800 && cp <= 0xdfff)) {
-				hw_wbuf_put(w, p + i, need + 1);
+				hw_wbuf_put(&w, p + i, need + 1);
 				i += need + 1;
 				continue;
 			}
 		}
-		w_raw(w, "\xef\xbf\xbd");
+		hw_wbuf_put(&w, "\xef\xbf\xbd", 3);
 		i++;
 	}
-	hw_wbuf_u8(w, '"');
+	if (hw_wbuf_finish(&w, &out, &outlen) != HW_OK)
+		return NULL;
+	v = json_stringn_nocheck((const char *)out, outlen);
+	free(out);
+	return v;
 }
 
-static void w_member(hw_wbuf *w, const char *name, bool first)
+/* Sets o.name = v (v's reference is taken); false if anything is missing. */
+static bool jset(json_t *o, const char *name, json_t *v)
 {
-	if (!first)
-		hw_wbuf_u8(w, ',');
-	w_str(w, name);
-	hw_wbuf_u8(w, ':');
+	return o && json_object_set_new_nocheck(o, name, v) == 0;
 }
 
-static void w_kstr(hw_wbuf *w, const char *name, const char *v, bool first)
+/* The record's canonical line (without its newline) into w. */
+static hw_err put_record(hw_wbuf *w, const json_t *rec)
 {
-	w_member(w, name, first);
-	if (v)
-		w_str(w, v);
-	else
-		w_raw(w, "null");
-}
+	char *s = json_dumps(rec, RECORD_FLAGS);
 
-static void w_knum(hw_wbuf *w, const char *name, uint64_t v, bool first)
-{
-	char num[32];
-
-	w_member(w, name, first);
-	snprintf(num, sizeof(num), "%" PRIu64, v);
-	w_raw(w, num);
+	if (!s)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	hw_wbuf_put(w, s, strlen(s));
+	free(s);
+	return HW_OK;
 }
 
 static void now_utc(char out[32])
@@ -567,8 +324,8 @@ static hw_err read_genesis(hw_audit *a)
 	struct stat st;
 	size_t n;
 	const uint8_t *nl;
-	struct jv root;
-	const struct jv *k;
+	json_t *root = NULL;
+	const json_t *k;
 	const char *s;
 	uint64_t seq;
 	hw_err e;
@@ -591,20 +348,20 @@ static hw_err read_genesis(hw_audit *a)
 	if (e != HW_OK)
 		return hw_fail(HW_ERR_FORMAT, 0, "audit log %s: line 1 is not a genesis record",
 		               a->path);
-	k = jget(&root, "audit_key");
-	s = jstr(&root, "type");
-	if (!s || strcmp(s, "genesis") != 0 || !jnum(&root, "seq", &seq) || seq != 0 ||
-	    !is_hex(jstr(&root, "log_id"), 32) || !k ||
+	k = jget(root, "audit_key");
+	s = jstr(root, "type");
+	if (!s || strcmp(s, "genesis") != 0 || !jnum(root, "seq", &seq) || seq != 0 ||
+	    !is_hex(jstr(root, "log_id"), 32) || !k ||
 	    !is_hex(jstr(k, "fingerprint"), 64) || !jstr(k, "label") || !jstr(k, "alg")) {
-		jv_free(&root);
+		json_decref(root);
 		return hw_fail(HW_ERR_FORMAT, 0, "audit log %s: line 1 is not a genesis record",
 		               a->path);
 	}
-	snprintf(a->log_id, sizeof(a->log_id), "%s", jstr(&root, "log_id"));
+	snprintf(a->log_id, sizeof(a->log_id), "%s", jstr(root, "log_id"));
 	snprintf(a->key_fp, sizeof(a->key_fp), "%s", jstr(k, "fingerprint"));
 	snprintf(a->key_label, sizeof(a->key_label), "%s", jstr(k, "label"));
 	snprintf(a->alg, sizeof(a->alg), "%s", jstr(k, "alg"));
-	jv_free(&root);
+	json_decref(root);
 	return HW_OK;
 }
 
@@ -617,7 +374,7 @@ static hw_err read_tail(hw_audit *a, uint64_t *seq, char hash[65])
 	struct stat st;
 	size_t n, start;
 	uint8_t *buf;
-	struct jv root;
+	json_t *root = NULL;
 	hw_err e;
 
 	if (fstat(a->fd, &st) < 0)
@@ -644,11 +401,11 @@ static hw_err read_tail(hw_audit *a, uint64_t *seq, char hash[65])
 		return hw_fail(HW_ERR_FORMAT, 0, "audit log %s: the last record is too long", a->path);
 	}
 	e = parse_record(buf + start, n - 1 - start, &root);
-	if (e == HW_OK && !jnum(&root, "seq", seq))
+	if (e == HW_OK && !jnum(root, "seq", seq))
 		e = HW_ERR_FORMAT;
 	if (e == HW_OK)
 		sha256_hex(buf + start, n - 1 - start, hash);
-	jv_free(&root);
+	json_decref(root);
 	free(buf);
 	if (e != HW_OK)
 		return hw_fail(HW_ERR_FORMAT, 0, "audit log %s: the last record cannot be read; "
@@ -701,9 +458,11 @@ static void unpad(char *out, const unsigned char *in, size_t n)
 	out[n] = '\0';
 }
 
-static void who(hw_wbuf *w, hw_ctx *ctx, const char *token)
+static json_t *who(hw_ctx *ctx, const char *token)
 {
 	const struct passwd *pw = getpwuid(geteuid());
+	json_t *o;
+	bool ok;
 	char host[256] = "", tlabel[33] = "", serial[17] = "";
 	const char *uri = token;
 	char *shown = NULL;
@@ -733,39 +492,41 @@ static void who(hw_wbuf *w, hw_ctx *ctx, const char *token)
 		if (pu)
 			p11_kit_uri_free(pu);
 	}
-	w_member(w, "who", false);
-	hw_wbuf_u8(w, '{');
-	w_kstr(w, "user", pw ? pw->pw_name : "?", true);
-	w_knum(w, "uid", (uint64_t)geteuid(), false);
-	w_kstr(w, "host", host, false);
-	w_kstr(w, "token", tlabel[0] ? tlabel : NULL, false);
-	w_kstr(w, "serial", serial[0] ? serial : NULL, false);
 	/* The caller's URI may carry pin-value: the record never does. */
 	if (uri && uri == token) {
 		if (hw_uri_redact(token, &shown) != HW_OK)
 			shown = NULL;
 		uri = shown ? shown : "(not shown)";
 	}
-	w_kstr(w, "uri", uri, false);
+	o = json_object();
+	ok = jset(o, "user", jtext(pw ? pw->pw_name : "?")) &&
+	     jset(o, "uid", json_integer((json_int_t)geteuid())) &&
+	     jset(o, "host", jtext(host)) &&
+	     jset(o, "token", jtext(tlabel[0] ? tlabel : NULL)) &&
+	     jset(o, "serial", jtext(serial[0] ? serial : NULL)) &&
+	     jset(o, "uri", jtext(uri));
 	free(shown);
-	hw_wbuf_u8(w, '}');
+	if (!ok) {
+		json_decref(o);
+		return NULL;
+	}
+	return o;
 }
 
 /* The context's pairs, read back from its ESDK serialization. */
-static hw_err context_member(hw_wbuf *w, const hw_ectx *ec)
+static hw_err context_member(json_t *rec, const hw_ectx *ec)
 {
 	uint8_t *ser = NULL;
 	size_t serlen = 0;
 	uint16_t count = 0;
+	json_t *o = json_object();
 	hw_rbuf r;
 	hw_err e;
 
-	w_member(w, "context", false);
-	hw_wbuf_u8(w, '{');
-	if (!ec || hw_ectx_count(ec) == 0) {
-		hw_wbuf_u8(w, '}');
+	if (!jset(rec, "context", o))
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	if (!ec || hw_ectx_count(ec) == 0)
 		return HW_OK;
-	}
 	e = hw_ectx_serialize(ec, &ser, &serlen);
 	if (e != HW_OK)
 		return e;
@@ -775,23 +536,21 @@ static hw_err context_member(hw_wbuf *w, const hw_ectx *ec)
 		const uint8_t *k, *v;
 		size_t kl, vl;
 		char *ks, *vs;
+		json_t *key;
 
 		if ((e = hw_rbuf_str16(&r, &k, &kl)) != HW_OK ||
 		    (e = hw_rbuf_str16(&r, &v, &vl)) != HW_OK)
 			break;
 		ks = strndup((const char *)k, kl);
 		vs = strndup((const char *)v, vl);
-		if (ks && vs) {
-			w_member(w, ks, i == 0);
-			w_str(w, vs);
-		} else {
+		key = ks ? jtext(ks) : NULL;
+		if (!key || !vs || !jset(o, json_string_value(key), jtext(vs)))
 			e = HW_ERR_NOMEM;
-		}
+		json_decref(key);
 		free(ks);
 		free(vs);
 	}
 	free(ser);
-	hw_wbuf_u8(w, '}');
 	return e == HW_OK ? HW_OK : hw_fail(e, 0, "encryption context");
 }
 
@@ -801,6 +560,8 @@ static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_a
 {
 	char t[32], idhex[129];
 	const char *label = ev->key_label, *id = ev->key_id_hex;
+	json_t *rec = json_object(), *key = json_null();
+	hw_err e;
 
 	now_utc(t);
 	if (ev->key) {
@@ -808,31 +569,34 @@ static hw_err build_event(hw_wbuf *w, uint64_t seq, const char *prev, const hw_a
 		hw_hex(ev->key->id, ev->key->id_len, idhex);
 		id = idhex;
 	}
-	hw_wbuf_u8(w, '{');
-	w_knum(w, "seq", seq, true);
-	w_kstr(w, "time", t, false);
-	w_kstr(w, "type", "event", false);
-	who(w, ev->ctx, ev->token);
-	w_kstr(w, "action", ev->action, false);
-	w_member(w, "key", false);
 	if (label || id) {
-		hw_wbuf_u8(w, '{');
-		w_kstr(w, "label", label, true);
-		w_kstr(w, "id", id, false);
-		w_kstr(w, "version", ev->key_version, false);
-		hw_wbuf_u8(w, '}');
-	} else {
-		w_raw(w, "null");
+		json_decref(key);
+		key = json_object();
+		if (!jset(key, "label", jtext(label)) || !jset(key, "id", jtext(id)) ||
+		    !jset(key, "version", jtext(ev->key_version))) {
+			json_decref(key);
+			key = NULL;
+		}
 	}
-	if (context_member(w, ev->context) != HW_OK)
+	if (!jset(rec, "seq", json_integer((json_int_t)seq)) || !jset(rec, "time", jtext(t)) ||
+	    !jset(rec, "type", jtext("event")) || !jset(rec, "who", who(ev->ctx, ev->token)) ||
+	    !jset(rec, "action", jtext(ev->action)) || !jset(rec, "key", key)) {
+		json_decref(rec);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
+	if (context_member(rec, ev->context) != HW_OK) {
+		json_decref(rec);
 		return hw_last_ckrv() ? HW_ERR_HSM : HW_ERR_NOMEM;
-	w_kstr(w, "result", result ? result : ev->result == HW_OK ? "ok" : hw_errname(ev->result),
-	       false);
-	if (attempt)
-		w_knum(w, "attempt", attempt, false);
-	w_kstr(w, "prev", prev, false);
-	hw_wbuf_u8(w, '}');
-	return HW_OK;
+	}
+	if (!jset(rec, "result", jtext(result ? result
+	                                      : ev->result == HW_OK ? "ok" : hw_errname(ev->result))) ||
+	    (attempt && !jset(rec, "attempt", json_integer((json_int_t)attempt))) ||
+	    !jset(rec, "prev", jtext(prev)))
+		e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+	else
+		e = put_record(w, rec);
+	json_decref(rec);
+	return e;
 }
 
 /* Under the lock; the last line was seq `last`, hash `prev`. */
@@ -843,6 +607,7 @@ static hw_err write_digest(hw_audit *a, uint64_t last, const char *prev, const c
 	                                                      : HW_SIG_ECDSA_SHA256;
 	uint8_t *sig = NULL;
 	size_t siglen = 0, mlen;
+	json_t *rec;
 	hw_wbuf w;
 	hw_err e;
 
@@ -858,19 +623,23 @@ static hw_err write_digest(hw_audit *a, uint64_t last, const char *prev, const c
 	}
 	hw_hex(sig, siglen, sighex);
 	free(sig);
-	hw_wbuf_init(&w, AUDIT_LINE_MAX);
-	hw_wbuf_u8(&w, '{');
-	w_knum(&w, "seq", last + 1, true);
-	w_kstr(&w, "time", t, false);
-	w_kstr(&w, "type", "digest", false);
-	w_kstr(&w, "reason", reason, false);
-	w_knum(&w, "covers", last, false);
-	w_kstr(&w, "alg", a->alg, false);
-	w_kstr(&w, "sig", sighex, false);
-	w_kstr(&w, "prev", prev, false);
-	hw_wbuf_u8(&w, '}');
+	rec = json_object();
+	if (!jset(rec, "seq", json_integer((json_int_t)(last + 1))) ||
+	    !jset(rec, "time", jtext(t)) || !jset(rec, "type", jtext("digest")) ||
+	    !jset(rec, "reason", jtext(reason)) ||
+	    !jset(rec, "covers", json_integer((json_int_t)last)) ||
+	    !jset(rec, "alg", jtext(a->alg)) || !jset(rec, "sig", jtext(sighex)) ||
+	    !jset(rec, "prev", jtext(prev))) {
+		json_decref(rec);
+		free(sighex);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
 	free(sighex);
-	e = append_line(a, &w);
+	hw_wbuf_init(&w, AUDIT_LINE_MAX);
+	e = put_record(&w, rec);
+	json_decref(rec);
+	if (e == HW_OK)
+		e = append_line(a, &w);
 	hw_wbuf_free(&w);
 	return e;
 }
@@ -985,6 +754,7 @@ hw_audit_create(const char *path, hw_key *signer, hw_audit **out)
 	hw_audit *a;
 	uint8_t rnd[16];
 	char t[32], prev[65];
+	json_t *rec, *key;
 	hw_wbuf w;
 	hw_err e;
 
@@ -1014,22 +784,23 @@ hw_audit_create(const char *path, hw_key *signer, hw_audit **out)
 	hw_hex(rnd, sizeof(rnd), a->log_id);
 	genesis_prev(a->log_id, prev);
 	now_utc(t);
+	rec = json_object();
+	key = json_object();
+	if (!jset(key, "label", jtext(a->key_label)) || !jset(key, "id", jtext(ki.id_hex)) ||
+	    !jset(key, "alg", jtext(a->alg)) || !jset(key, "fingerprint", jtext(a->key_fp))) {
+		json_decref(key);
+		key = NULL;
+	}
 	hw_wbuf_init(&w, AUDIT_LINE_MAX);
-	hw_wbuf_u8(&w, '{');
-	w_knum(&w, "seq", 0, true);
-	w_kstr(&w, "time", t, false);
-	w_kstr(&w, "type", "genesis", false);
-	w_kstr(&w, "log_id", a->log_id, false);
-	w_member(&w, "audit_key", false);
-	hw_wbuf_u8(&w, '{');
-	w_kstr(&w, "label", a->key_label, true);
-	w_kstr(&w, "id", ki.id_hex, false);
-	w_kstr(&w, "alg", a->alg, false);
-	w_kstr(&w, "fingerprint", a->key_fp, false);
-	hw_wbuf_u8(&w, '}');
-	w_kstr(&w, "prev", prev, false);
-	hw_wbuf_u8(&w, '}');
-	e = lock_log(a);
+	if (!jset(rec, "seq", json_integer(0)) || !jset(rec, "time", jtext(t)) ||
+	    !jset(rec, "type", jtext("genesis")) || !jset(rec, "log_id", jtext(a->log_id)) ||
+	    !jset(rec, "audit_key", key) || !jset(rec, "prev", jtext(prev)))
+		e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+	else
+		e = put_record(&w, rec);
+	json_decref(rec);
+	if (e == HW_OK)
+		e = lock_log(a);
 	if (e == HW_OK) {
 		e = append_line(a, &w);
 		unlock_log(a);
@@ -1199,11 +970,11 @@ static bool hex_decode(const char *s, uint8_t *out, size_t max, size_t *len)
 	return true;
 }
 
-static hw_err v_genesis(struct vstate *st, const struct jv *root, const uint8_t *spki,
+static hw_err v_genesis(struct vstate *st, const json_t *root, const uint8_t *spki,
                         size_t spki_len)
 {
 	hw_audit_report *rep = st->rep;
-	const struct jv *k = jget(root, "audit_key");
+	const json_t *k = jget(root, "audit_key");
 	const char *type = jstr(root, "type"), *alg = jstr(k, "alg");
 	char want[65], fp[65];
 	uint64_t seq;
@@ -1231,7 +1002,7 @@ static hw_err v_genesis(struct vstate *st, const struct jv *root, const uint8_t 
 	return HW_OK;
 }
 
-static hw_err v_digest(struct vstate *st, const struct jv *root, uint64_t seq)
+static hw_err v_digest(struct vstate *st, const json_t *root, uint64_t seq)
 {
 	const char *alg = jstr(root, "alg"), *sighex = jstr(root, "sig"), *t = jstr(root, "time");
 	uint8_t sig[256];
@@ -1265,7 +1036,7 @@ static hw_err v_digest(struct vstate *st, const struct jv *root, uint64_t seq)
 }
 
 /* An attempt record opens, an outcome naming it closes. */
-static hw_err v_attempts(struct vstate *st, const struct jv *root, uint64_t seq)
+static hw_err v_attempts(struct vstate *st, const json_t *root, uint64_t seq)
 {
 	const char *result = jstr(root, "result");
 	uint64_t att;
@@ -1301,7 +1072,7 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
                      size_t spki_len)
 {
 	hw_audit_report *rep = st->rep;
-	struct jv root;
+	json_t *root = NULL;
 	const char *type, *prev;
 	char h[65];
 	uint64_t seq;
@@ -1315,14 +1086,14 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
 		return hw_fail(e, 0, NULL);
 	if (e != HW_OK)
 		return vbad(st, st->line, NULL, "not a well-formed record");
-	if (!jnum(&root, "seq", &seq) || !(prev = jstr(&root, "prev")) || !is_hex(prev, 64) ||
-	    !(type = jstr(&root, "type"))) {
-		jv_free(&root);
+	if (!jnum(root, "seq", &seq) || !(prev = jstr(root, "prev")) || !is_hex(prev, 64) ||
+	    !(type = jstr(root, "type"))) {
+		json_decref(root);
 		return vbad(st, st->line, NULL, "record without seq, type or prev");
 	}
 	sha256_hex(p, n, h);
 	if (st->line == 1) {
-		e = v_genesis(st, &root, spki, spki_len);
+		e = v_genesis(st, root, spki, spki_len);
 	} else if (strcmp(type, "genesis") == 0) {
 		e = vbad(st, st->line, &seq, "a second genesis record");
 	} else if (st->line > 2 && seq == st->s2 + 1 && strcmp(prev, st->h2) == 0) {
@@ -1338,14 +1109,14 @@ static hw_err v_line(struct vstate *st, const uint8_t *p, size_t n, const uint8_
 		e = vbad(st, st->line - 1, &st->s1, "record altered: its hash is not the prev of "
 		         "the next record (seq %" PRIu64 ")", seq);
 	} else if (strcmp(type, "digest") == 0) {
-		e = v_digest(st, &root, seq);
+		e = v_digest(st, root, seq);
 	} else if (strcmp(type, "event") != 0) {
 		e = vbad(st, st->line, &seq, "unknown record type");
 	} else {
-		e = v_attempts(st, &root, seq);
+		e = v_attempts(st, root, seq);
 	}
 	is_digest = strcmp(type, "digest") == 0;
-	jv_free(&root);
+	json_decref(root);
 	if (e != HW_OK)
 		return e;
 	if (st->line > 1 && !is_digest)
@@ -1476,7 +1247,7 @@ hw_audit_verify_file(const char *path, const uint8_t *spki, size_t spki_len,
 /* ---------------------------------------------------------------- */
 /* Parsed records for readers                                        */
 
-static hw_err dup_field(const struct jv *o, const char *name, char **out)
+static hw_err dup_field(const json_t *o, const char *name, char **out)
 {
 	const char *s = jstr(o, name);
 
@@ -1513,8 +1284,8 @@ hw_audit_entry_free(hw_audit_entry *e)
 HW_EXPORT hw_err
 hw_audit_entry_parse(const uint8_t *line, size_t len, hw_audit_entry **out)
 {
-	struct jv root;
-	const struct jv *who, *key, *ctx;
+	json_t *root = NULL;
+	const json_t *who, *key, *ctx;
 	const char *type;
 	hw_audit_entry *en;
 	hw_err e;
@@ -1524,54 +1295,60 @@ hw_audit_entry_parse(const uint8_t *line, size_t len, hw_audit_entry **out)
 	e = parse_record(line, len, &root);
 	if (e != HW_OK)
 		return hw_fail(e, 0, "not an audit record");
-	type = jstr(&root, "type");
+	type = jstr(root, "type");
 	en = calloc(1, sizeof(*en));
 	if (!en) {
-		jv_free(&root);
+		json_decref(root);
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
 	}
-	if (!type || strlen(type) >= sizeof(en->type) || !jnum(&root, "seq", &en->seq) ||
-	    !jstr(&root, "time") || !jstr(&root, "prev")) {
-		jv_free(&root);
+	if (!type || strlen(type) >= sizeof(en->type) || !jnum(root, "seq", &en->seq) ||
+	    !jstr(root, "time") || !jstr(root, "prev")) {
+		json_decref(root);
 		hw_audit_entry_free(en);
 		return hw_fail(HW_ERR_FORMAT, 0, "not an audit record (seq, type, time, prev)");
 	}
 	snprintf(en->type, sizeof(en->type), "%s", type);
-	who = jget(&root, "who");
-	key = jget(&root, "key");
-	ctx = jget(&root, "context");
+	who = jget(root, "who");
+	key = jget(root, "key");
+	ctx = jget(root, "context");
 	if (strcmp(type, "genesis") == 0)
-		key = jget(&root, "audit_key");
-	e = dup_field(&root, "time", &en->time);
-	if (e == HW_OK) e = dup_field(&root, "prev", &en->prev);
-	if (e == HW_OK) e = dup_field(&root, "action", &en->action);
-	if (e == HW_OK) e = dup_field(&root, "result", &en->result);
-	if (e == HW_OK) e = dup_field(&root, "reason", &en->reason);
+		key = jget(root, "audit_key");
+	e = dup_field(root, "time", &en->time);
+	if (e == HW_OK) e = dup_field(root, "prev", &en->prev);
+	if (e == HW_OK) e = dup_field(root, "action", &en->action);
+	if (e == HW_OK) e = dup_field(root, "result", &en->result);
+	if (e == HW_OK) e = dup_field(root, "reason", &en->reason);
 	if (e == HW_OK) e = dup_field(who, "user", &en->user);
 	if (e == HW_OK) e = dup_field(who, "host", &en->host);
 	if (e == HW_OK) e = dup_field(who, "uri", &en->token);
 	if (e == HW_OK) e = dup_field(key, "label", &en->key_label);
 	if (e == HW_OK) e = dup_field(key, "id", &en->key_id);
 	if (e == HW_OK) e = dup_field(key, "version", &en->key_version);
-	if (e == HW_OK && !jnum(&root, "attempt", &en->attempt))
+	if (e == HW_OK && !jnum(root, "attempt", &en->attempt))
 		en->attempt = 0;
-	if (e == HW_OK && ctx && ctx->type == JV_OBJ && ctx->n) {
-		en->context = calloc(ctx->n, sizeof(*en->context));
+	if (e == HW_OK && json_is_object(ctx) && json_object_size(ctx)) {
+		const char *name;
+		json_t *v;
+		size_t i = 0;
+
+		en->context = calloc(json_object_size(ctx), sizeof(*en->context));
 		if (!en->context)
 			e = HW_ERR_NOMEM;
-		for (size_t i = 0; e == HW_OK && i < ctx->n; i++) {
-			if (ctx->m[i].v.type != JV_STR) {
+		json_object_foreach((json_t *)ctx, name, v) {
+			if (e != HW_OK)
+				break;
+			if (!json_is_string(v)) {
 				e = HW_ERR_FORMAT;
 				break;
 			}
-			en->context[i].key = strdup(ctx->m[i].name);
-			en->context[i].value = strdup(ctx->m[i].v.s);
-			en->ncontext = i + 1;
-			if (!en->context[i].key || !en->context[i].value)
+			en->context[i].key = strdup(name);
+			en->context[i].value = strdup(json_string_value(v));
+			en->ncontext = ++i;
+			if (!en->context[i - 1].key || !en->context[i - 1].value)
 				e = HW_ERR_NOMEM;
 		}
 	}
-	jv_free(&root);
+	json_decref(root);
 	if (e != HW_OK) {
 		hw_audit_entry_free(en);
 		return hw_fail(e, 0, "audit record");

@@ -120,32 +120,9 @@ hw_caps_of(const CK_MECHANISM_TYPE *m, size_t n, const CK_TOKEN_INFO *ti)
 	return c;
 }
 
-hw_err
-hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what)
+/* What cap bit i is, for error messages; NULL past the last. */
+const char *
+hw_cap_needs(unsigned i)
 {
-	unsigned missing;
-	hw_err e;
-
-	if ((e = hw_ctx_ready(ctx)) != HW_OK)
-		return e;
-	missing = needs & ~ctx->caps;
-	if (!missing)
-		return HW_OK;
-	for (unsigned i = 0; i < NCAPS; i++)
-		if (missing & (1u << i))
-			return hw_fail(HW_ERR_UNSUPPORTED, 0, "%s: the token '%.*s' (%.*s) has no %s",
-			               what,
-			               (int)p11_kit_space_strlen(ctx->tinfo.label,
-			                                         sizeof(ctx->tinfo.label)),
-			               (const char *)ctx->tinfo.label,
-			               (int)p11_kit_space_strlen(ctx->tinfo.model,
-			                                         sizeof(ctx->tinfo.model)),
-			               (const char *)ctx->tinfo.model, caps[i].needs);
-	return HW_OK;
-}
-
-bool
-hw_ctx_can(hw_ctx *ctx, unsigned cap)
-{
-	return (ctx->caps & cap) == cap;
+	return i < NCAPS ? caps[i].needs : NULL;
 }

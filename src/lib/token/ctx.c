@@ -499,6 +499,18 @@ hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	return CKR_OK;
 }
 
+/* ctx->logged_in changes under the lock when another thread logs in. */
+bool
+hw_ctx_logged_in(hw_ctx *ctx)
+{
+	bool v;
+
+	pthread_mutex_lock(&ctx->lock);
+	v = ctx->logged_in;
+	pthread_mutex_unlock(&ctx->lock);
+	return v;
+}
+
 /* Which pool a borrowed session belongs to: fork generation and token epoch. */
 typedef struct {
 	unsigned long gen, epoch;
@@ -848,4 +860,35 @@ hw_ctx_free(hw_ctx *ctx)
 	free(ctx->pin_source);
 	pthread_mutex_destroy(&ctx->lock);
 	free(ctx);
+}
+
+/* Capabilities (token/caps.c reads them off the token when it is selected). */
+hw_err
+hw_ctx_require(hw_ctx *ctx, unsigned needs, const char *what)
+{
+	unsigned missing;
+	hw_err e;
+
+	if ((e = hw_ctx_ready(ctx)) != HW_OK)
+		return e;
+	missing = needs & ~ctx->caps;
+	if (!missing)
+		return HW_OK;
+	for (unsigned i = 0; hw_cap_needs(i); i++)
+		if (missing & (1u << i))
+			return hw_fail(HW_ERR_UNSUPPORTED, 0, "%s: the token '%.*s' (%.*s) has no %s",
+			               what,
+			               (int)p11_kit_space_strlen(ctx->tinfo.label,
+			                                         sizeof(ctx->tinfo.label)),
+			               (const char *)ctx->tinfo.label,
+			               (int)p11_kit_space_strlen(ctx->tinfo.model,
+			                                         sizeof(ctx->tinfo.model)),
+			               (const char *)ctx->tinfo.model, hw_cap_needs(i));
+	return HW_OK;
+}
+
+bool
+hw_ctx_can(hw_ctx *ctx, unsigned cap)
+{
+	return (ctx->caps & cap) == cap;
 }

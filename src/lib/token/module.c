@@ -14,9 +14,16 @@
  */
 #include "internal.h"
 
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
+#include <openssl/evp.h>
 #include <openssl/rand.h>
 
 static pthread_mutex_t reg_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -409,4 +416,54 @@ hw_module_release(hw_module *m)
 	free(m->path);
 	free(m->init_args);
 	free(m);
+}
+
+/*
+ * The module's I/O lock: shared around reading the token list, exclusive
+ * around C_Login, which SoftHSMv2 answers by rewriting its token file in
+ * place. A process reading the file meanwhile sees no token or no PIN,
+ * and keeps that view (retrying in the same process does not help).
+ * Only ever taken innermost, around one module call, with no other lock
+ * taken while it is held: it cannot be part of a deadlock.
+ */
+int
+hw_module_io_lock(hw_ctx *ctx, bool exclusive)
+{
+	const char *dir = getenv("HSMWRAP_LOCK_DIR");
+	unsigned char md[32];
+	unsigned mdlen = 0;
+	char path[4096];
+	struct stat st;
+	int fd;
+
+	if (!EVP_Digest(ctx->mod->path, strlen(ctx->mod->path), md, &mdlen, EVP_sha256(), NULL))
+		return -1;
+	if (!dir || !*dir)
+		dir = "/tmp";
+	if ((size_t)snprintf(path, sizeof(path), "%s/hsmwrap-%02x%02x%02x%02x%02x%02x%02x%02x.io",
+	                     dir, md[0], md[1], md[2], md[3], md[4], md[5], md[6], md[7]) >=
+	    sizeof(path))
+		return -1;
+	/* Without the file the call goes ahead unguarded, as it always did. */
+	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
+	if (fd < 0)
+		return -1;
+	if (fstat(fd, &st) == 0 && st.st_uid == geteuid() && (st.st_mode & 0777) != 0666)
+		(void)fchmod(fd, 0666);
+	while (flock(fd, exclusive ? LOCK_EX : LOCK_SH) != 0) {
+		if (errno != EINTR) {
+			close(fd);
+			return -1;
+		}
+	}
+	return fd;
+}
+
+void
+hw_module_io_unlock(int fd)
+{
+	if (fd < 0)
+		return;
+	(void)flock(fd, LOCK_UN);
+	close(fd);
 }
