@@ -124,7 +124,7 @@ for p in /proc/[0-9]*; do
 	pid=${p#/proc/}
 	[ "$pid" = "$$" ] && continue
 	cwd=$(readlink "$p/cwd" 2>/dev/null) || cwd=
-	args=$(tr '\000' ' ' <"$p/cmdline" 2>/dev/null) || args=
+	args=$(tr '\000' ' ' 2>/dev/null <"$p/cmdline") || args=
 	case "$cwd/ $args" in
 	"$dir"/* | *" $dir"/* | *"=$dir"/*) left="$left $pid" ;;
 	esac
@@ -132,7 +132,7 @@ done
 if [ -n "$left" ]; then
 	echo "with-token.sh: $* left processes behind:" >&2
 	for pid in $left; do
-		echo "  $pid: $(tr '\000' ' ' <"/proc/$pid/cmdline" 2>/dev/null)" >&2
+		echo "  $pid: $(tr '\000' ' ' 2>/dev/null <"/proc/$pid/cmdline")" >&2
 		kill -9 "$pid" 2>/dev/null
 	done
 	exit 99

@@ -93,10 +93,10 @@ hw_key_generate_opts(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpos
 	if (e != HW_OK)
 		return e;
 	{
-		unsigned needs = !aes ? (type == HW_KEY_ED25519 || type == HW_KEY_ED448
-		                         ? HW_CAP_EDDSA_GEN
-		                         : type == HW_KEY_EC_P256 || type == HW_KEY_EC_P384
-		                         ? HW_CAP_EC_GEN | HW_CAP_ECDSA
+		unsigned needs = !aes ? (hw_key_type_is_eddsa(type) ? HW_CAP_EDDSA_GEN
+		                         : hw_key_type_is_ec(type)
+		                         ? HW_CAP_EC_GEN |
+		                           (purpose == HW_PURPOSE_SIGN ? HW_CAP_ECDSA : 0u)
 		                         : purpose == HW_PURPOSE_SIGN ? HW_CAP_RSA_GEN | HW_CAP_RSA_PSS
 		                         : HW_CAP_RSA_GEN)
 		               : purpose == HW_PURPOSE_KEYWRAP ? HW_CAP_AES_GEN | HW_CAP_AES_KWP
