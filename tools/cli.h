@@ -289,7 +289,7 @@ struct out_spec {
  * links refused). On failure nothing new is left and outputs already in
  * place are removed again.
  */
-hw_err util_write_outputs(const struct out_spec *outs, size_t n);
+hw_err outfile_write_all(const struct out_spec *outs, size_t n);
 /* Mode of a non-secret new file: 0666 less the umask. */
 mode_t util_plain_mode(void);
 /* Directory part of path ("." or "/" at the ends); free() it. NULL: no memory. */

@@ -246,7 +246,7 @@ int cmd_audit_init(struct cli *cli, const struct cli_args *a)
 			goto out;
 		o.data = pem;
 		o.len = pemlen;
-		if ((err = util_write_outputs(&o, 1))) {
+		if ((err = outfile_write_all(&o, 1))) {
 			rc = cli_fail_util(cli, err, "writing the audit public key");
 			goto out;
 		}

@@ -158,7 +158,7 @@ int cmd_backup_create(struct cli *cli, const struct cli_args *a)
 	}
 	outs[n] = (struct out_spec){ outp, file, filelen, 0 };
 	/* All files or none: a backup without its shares is useless. */
-	if ((err = util_write_outputs(outs, n + 1))) {
+	if ((err = outfile_write_all(outs, n + 1))) {
 		rc = cli_fail_util(cli, err, "writing the backup and its shares");
 		goto out;
 	}

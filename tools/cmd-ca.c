@@ -544,7 +544,7 @@ static int write_pem(struct cli *cli, const char *path, const char *pem, size_t 
                      const char *what)
 {
 	const struct out_spec o = { path, pem, len, 0 };
-	hw_err err = util_write_outputs(&o, 1);
+	hw_err err = outfile_write_all(&o, 1);
 
 	return err ? cli_fail_util(cli, err, what) : 0;
 }

@@ -55,7 +55,7 @@ int cmd_datakey_generate(struct cli *cli, const struct cli_args *a)
 			{ pt_path, dk, sizeof(dk), 1 },
 		};
 
-		err = util_write_outputs(outs, 2);
+		err = outfile_write_all(outs, 2);
 	}
 	if (err) {
 		rc = cli_fail_util(cli, err, "writing data key");
@@ -106,7 +106,7 @@ int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a)
 	{
 		const struct out_spec o = { out_path, dk, sizeof(dk), 1 };
 
-		err = util_write_outputs(&o, 1);
+		err = outfile_write_all(&o, 1);
 	}
 	if (err) {
 		rc = cli_fail_util(cli, err, "writing data key");

@@ -98,7 +98,7 @@ int cmd_key_import_params(struct cli *cli, const struct cli_args *a)
 	{
 		const struct out_spec o = { out, pem, (size_t)pem_len, 0 };
 
-		if ((err = util_write_outputs(&o, 1))) {
+		if ((err = outfile_write_all(&o, 1))) {
 			rc = cli_fail_util(cli, err, "writing the import public key");
 			goto out;
 		}

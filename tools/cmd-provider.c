@@ -61,7 +61,7 @@ int cmd_key_export_ref(struct cli *cli, const struct cli_args *a)
 	{
 		const struct out_spec o = { cli_opt(a, "output"), pem, (size_t)pemlen, 0 };
 
-		err = util_write_outputs(&o, 1);
+		err = outfile_write_all(&o, 1);
 	}
 	if (err) {
 		rc = cli_fail_util(cli, err, "writing the key reference");

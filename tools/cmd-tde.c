@@ -369,7 +369,7 @@ int cmd_tde_keyring_get(struct cli *cli, const struct cli_args *a)
 	{
 		const struct out_spec o = { out_path, k, sizeof(k), 1 };
 
-		err = util_write_outputs(&o, 1);
+		err = outfile_write_all(&o, 1);
 	}
 	OPENSSL_cleanse(k, sizeof(k));
 	if (err) {

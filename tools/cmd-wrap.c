@@ -50,7 +50,7 @@ int cmd_wrap(struct cli *cli, const struct cli_args *a)
 	{
 		const struct out_spec o = { cli_opt(a, "output"), blob, bloblen, 0 };
 
-		err = util_write_outputs(&o, 1);
+		err = outfile_write_all(&o, 1);
 	}
 	if (err)
 		rc = cli_fail_util(cli, err, "writing wrapped key");
@@ -88,7 +88,7 @@ int cmd_unwrap(struct cli *cli, const struct cli_args *a)
 	{
 		const struct out_spec o = { cli_opt(a, "output"), material, len, 1 };
 
-		err = util_write_outputs(&o, 1);
+		err = outfile_write_all(&o, 1);
 	}
 	if (err)
 		rc = cli_fail_util(cli, err, "writing key material");

@@ -418,3 +418,40 @@ int outfile_spool(void)
 	free(tmp);
 	return fd;
 }
+
+/* All or none: every output is written in full before any is committed. */
+hw_err outfile_write_all(const struct out_spec *outs, size_t n)
+{
+	struct outfile *of[8] = { 0 };
+	size_t streams = 0, i, done = 0;
+	hw_err err = HW_OK;
+
+	if (n > sizeof(of) / sizeof(of[0])) {
+		util_set_detail("too many output files");
+		return HW_ERR_INVALID_ARG;
+	}
+	for (i = 0; i < n && !err; i++) {
+		err = outfile_open(outs[i].path, outs[i].secret ? OUTFILE_SECRET : 0, &of[i]);
+		if (!err && outfile_is_stream(of[i]) && ++streams > 1) {
+			util_set_detail("%s: only one output may be standard output or a device",
+			           outs[i].path);
+			err = HW_ERR_INVALID_ARG;
+		}
+	}
+	/* Files first, so a stream is written only once everything else was. */
+	for (i = 0; i < n && !err; i++)
+		if (!outfile_is_stream(of[i]))
+			err = outfile_write(of[i], outs[i].data, outs[i].len);
+	for (i = 0; i < n && !err; i++)
+		if (outfile_is_stream(of[i]))
+			err = outfile_write(of[i], outs[i].data, outs[i].len);
+	for (i = 0; i < n && !err; i++, done++)
+		err = outfile_commit(of[i]);
+	/* A later commit failed: take back the files already in place. */
+	for (i = 0; err && i < done; i++)
+		if (!outfile_is_stream(of[i]))
+			unlink(outs[i].path);
+	for (i = 0; i < n; i++)
+		outfile_free(of[i]);
+	return err;
+}
