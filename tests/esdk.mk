@@ -107,6 +107,6 @@ $(TSAN_ESDK_PIPE): tests/test-esdk-pipe.c $(libhsmwrap_la_SOURCES) config.h
 	$(TSAN_CC) $(TSAN_CFLAGS) -D_GNU_SOURCE -DHW_ESDK_TEST_HOOKS \
 	  -DSYSCONFDIR='"$(sysconfdir)"' \
 	  -I$(top_srcdir)/include -I$(top_srcdir)/src/lib -I$(top_builddir) \
-	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1` \
+	  `$(PKG_CONFIG) --cflags libcrypto p11-kit-1 jansson` \
 	  -o $@ $$srcs $(top_srcdir)/tests/test-esdk-pipe.c \
-	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1` -lpthread -ldl
+	  `$(PKG_CONFIG) --libs libcrypto p11-kit-1 jansson` -lpthread -ldl
