@@ -42,7 +42,7 @@ ALL=$W/all-output
 # import_rsa LABEL DERFILE: an RSA private key onto the test token, as the
 # SDK's Raw RSA keyring holder would put it there.
 import_rsa() {
-	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
+	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") env -u LD_PRELOAD ASAN_OPTIONS=detect_leaks=0 "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
 		--token-label hsmwrap-test --login --pin env:HW_P11_PIN --write-object "$2" \
 		--type privkey --label "$1" --usage-decrypt >/dev/null 2>&1
 }
