@@ -44,7 +44,10 @@ ALL=$W/all-output
 import_rsa() {
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") env -u LD_PRELOAD ASAN_OPTIONS=detect_leaks=0 "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
 		--token-label hsmwrap-test --login --pin env:HW_P11_PIN --write-object "$2" \
-		--type privkey --label "$1" --usage-decrypt >/dev/null 2>&1
+		--type privkey --label "$1" --usage-decrypt >"$W/p11tool.log" 2>&1 && return 0
+	echo "pkcs11-tool --write-object $1 failed:" >&2
+	cat "$W/p11tool.log" >&2
+	return 1
 }
 
 printf 'attack at dawn\n' >pt
