@@ -4,5 +4,6 @@ EXTRA_DIST += tests/test-provider.sh
 TESTS += tests/test-provider.sh
 # Ed25519, Ed448, P-521 and PSS-only RSA keys through the provider.
 EXTRA_DIST += tests/test-provider-keys.sh tests/provider-lib.sh tests/test-provider-store.sh \
-	tests/test-provider-ecdh.sh
-TESTS += tests/test-provider-keys.sh tests/test-provider-store.sh tests/test-provider-ecdh.sh
+	tests/test-provider-ecdh.sh tests/test-provider-cms.sh tests/test-provider-genpkey.sh
+TESTS += tests/test-provider-keys.sh tests/test-provider-store.sh tests/test-provider-ecdh.sh \
+	tests/test-provider-cms.sh tests/test-provider-genpkey.sh

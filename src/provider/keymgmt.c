@@ -60,11 +60,10 @@ hwp_key_type_name(const hwp_key *k)
 	return names[k->kind];
 }
 
-hwp_key *
-hwp_key_open(hwp_prov *p, const char *uri)
+/* A provider key around an HSM key pair (taken over, freed on failure). */
+static hwp_key *
+key_wrap(hwp_prov *p, hw_key *key)
 {
-	hw_ctx *ctx = hwp_ctx(p, uri);
-	hw_key *key = NULL;
 	uint8_t *der = NULL;
 	const unsigned char *q;
 	size_t len = 0;
@@ -72,15 +71,6 @@ hwp_key_open(hwp_prov *p, const char *uri)
 	hwp_key *k = NULL;
 	hw_err e;
 
-	if (!ctx)
-		return NULL;
-	HWP_HSM_BEGIN();
-	e = hw_key_find(ctx, uri, &key);
-	HWP_HSM_END();
-	if (e) {
-		hwp_raise_hw(p, e, "finding the key");
-		return NULL;
-	}
 	HWP_HSM_BEGIN();
 	e = hw_key_public_der(key, &der, &len);
 	HWP_HSM_END();
@@ -132,6 +122,25 @@ out:
 	return k;
 }
 
+hwp_key *
+hwp_key_open(hwp_prov *p, const char *uri)
+{
+	hw_ctx *ctx = hwp_ctx(p, uri);
+	hw_key *key = NULL;
+	hw_err e;
+
+	if (!ctx)
+		return NULL;
+	HWP_HSM_BEGIN();
+	e = hw_key_find(ctx, uri, &key);
+	HWP_HSM_END();
+	if (e) {
+		hwp_raise_hw(p, e, "finding the key");
+		return NULL;
+	}
+	return key_wrap(p, key);
+}
+
 int
 hwp_key_pass(hwp_key *k, OSSL_CALLBACK *cb, void *cbarg)
 {
@@ -176,11 +185,31 @@ km_free(void *kd)
 static void *
 km_dup(const void *kd, int selection)
 {
-	hwp_key *k = (hwp_key *)kd;
+	hwp_key *k = (hwp_key *)kd, *d;
 
 	/* Immutable once built: sharing is a faithful copy. */
-	atomic_fetch_add(&k->refs, 1);
-	return k;
+	if ((selection & OSSL_KEYMGMT_SELECT_PRIVATE_KEY) || !k->key) {
+		atomic_fetch_add(&k->refs, 1);
+		return k;
+	}
+	/* A copy without the private half must not carry the HSM handle:
+	 * CMS builds an ECDH peer's key from ours (EVP_PKEY_copy_parameters,
+	 * then the peer's point), so it becomes a soft key to be filled. */
+	if (!k->pub || !(d = key_alloc(k->prov, k->kind)))
+		return NULL;
+	d->soft = 1;
+	if (selection & OSSL_KEYMGMT_SELECT_PUBLIC_KEY) {
+		d->pub = EVP_PKEY_dup(k->pub);
+		d->soft_pub = 1;
+	} else if ((d->pub = EVP_PKEY_new()) && EVP_PKEY_copy_parameters(d->pub, k->pub) != 1) {
+		EVP_PKEY_free(d->pub);
+		d->pub = NULL;
+	}
+	if (!d->pub) {
+		hwp_key_unref(d);
+		return NULL;
+	}
+	return d;
 }
 
 static void *
@@ -413,14 +442,27 @@ ec_opname(int op)
  * result is held as a soft key, exported whole on request, and ECDH runs
  * in the default provider. HSM keys are unaffected.
  */
+/*
+ * Keys made on the token: openssl genpkey (or EVP_PKEY_generate) with
+ * -pkeyopt hsmwrap-label:LABEL generates the pair in the HSM (see hsm_gen)
+ * and returns the HSM key, whose PEM encoding is a key reference
+ * (encoder.c); hsmwrap-purpose picks sign (the default), decrypt (RSA) or
+ * derive (EC). Without a label, EC makes soft keys as above, and RSA and
+ * EdDSA refuse rather than make a software key nobody asked for.
+ */
 typedef struct {
 	hwp_prov *prov;
-	EVP_PKEY_CTX *pc;
+	int kind;
+	EVP_PKEY_CTX *pc;           /* EC without a label: the soft key's maker */
 	int keypair;
+	char label[129];            /* non-empty: generate on the token */
+	char purpose[16];
+	char group[32];
+	size_t bits;
 } gen_ctx;
 
 static void
-ec_gen_cleanup(void *vg)
+gen_cleanup(void *vg)
 {
 	gen_ctx *g = vg;
 
@@ -430,13 +472,43 @@ ec_gen_cleanup(void *vg)
 	}
 }
 
+/* copy_utf8 P BUF: the parameter's string into BUF, refused if too long. */
+#define copy_utf8(p, buf) \
+	(OSSL_PARAM_get_utf8_string_ptr((p), &str) && strlen(str) < sizeof(buf) && \
+	 strcpy((buf), str))
+
 static int
-ec_gen_set_params(void *vg, const OSSL_PARAM params[])
+gen_set_params(void *vg, const OSSL_PARAM params[])
 {
 	gen_ctx *g = vg;
+	const char *str;
 
-	return !params || EVP_PKEY_CTX_set_params(g->pc, params) == 1;
+	for (const OSSL_PARAM *p = params; p && p->key; p++) {
+		if (!strcmp(p->key, HWP_GEN_LABEL)) {
+			if (!copy_utf8(p, g->label))
+				return 0;
+		} else if (!strcmp(p->key, HWP_GEN_PURPOSE)) {
+			if (!copy_utf8(p, g->purpose))
+				return 0;
+		} else if (!strcmp(p->key, OSSL_PKEY_PARAM_GROUP_NAME)) {
+			if (!copy_utf8(p, g->group))
+				return 0;
+		} else if (!strcmp(p->key, OSSL_PKEY_PARAM_RSA_BITS)) {
+			if (!OSSL_PARAM_get_size_t(p, &g->bits))
+				return 0;
+		} else if (g->kind != HWP_EC) {
+			hwp_raise(g->prov, HWP_R_NOT_SUPPORTED, "key generation parameter '%s'",
+			          p->key);
+			return 0;
+		}
+	}
+	/* The soft EC key's maker takes what it knows and ignores ours. */
+	return !g->pc || !params || EVP_PKEY_CTX_set_params(g->pc, params) == 1;
 }
+
+#define GEN_HSM_PARAMS \
+	OSSL_PARAM_utf8_string(HWP_GEN_LABEL, NULL, 0), \
+	OSSL_PARAM_utf8_string(HWP_GEN_PURPOSE, NULL, 0)
 
 static const OSSL_PARAM *
 ec_gen_settable(void *vg, void *provctx)
@@ -445,29 +517,81 @@ ec_gen_settable(void *vg, void *provctx)
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		GEN_HSM_PARAMS,
 		OSSL_PARAM_END
 	};
 	return t;
+}
+
+static const OSSL_PARAM *
+rsa_gen_settable(void *vg, void *provctx)
+{
+	static const OSSL_PARAM t[] = {
+		OSSL_PARAM_size_t(OSSL_PKEY_PARAM_RSA_BITS, NULL),
+		GEN_HSM_PARAMS,
+		OSSL_PARAM_END
+	};
+	return t;
+}
+
+static const OSSL_PARAM *
+ed_gen_settable(void *vg, void *provctx)
+{
+	static const OSSL_PARAM t[] = { GEN_HSM_PARAMS, OSSL_PARAM_END };
+	return t;
+}
+
+static gen_ctx *
+gen_new(hwp_prov *p, int kind, int selection)
+{
+	gen_ctx *g = calloc(1, sizeof(*g));
+
+	if (g) {
+		g->prov = p;
+		g->kind = kind;
+		g->keypair = (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
+		strcpy(g->purpose, "sign");
+	}
+	return g;
 }
 
 static void *
 ec_gen_init(void *provctx, int selection, const OSSL_PARAM params[])
 {
 	hwp_prov *p = provctx;
-	gen_ctx *g = calloc(1, sizeof(*g));
+	gen_ctx *g = gen_new(p, HWP_EC, selection);
 
 	if (!g)
 		return NULL;
-	g->prov = p;
-	g->keypair = (selection & OSSL_KEYMGMT_SELECT_KEYPAIR) != 0;
+	/* Soft keys need another provider (the default one); keys made on the
+	 * token do not, so its absence is only an error for soft keys. */
+	ERR_set_mark();
 	g->pc = EVP_PKEY_CTX_new_from_name(p->libctx, "EC", NOT_US);
-	if (!g->pc || (g->keypair ? EVP_PKEY_keygen_init(g->pc) : EVP_PKEY_paramgen_init(g->pc)) != 1 ||
-	    !ec_gen_set_params(g, params)) {
-		ec_gen_cleanup(g);
+	if (g->pc && (g->keypair ? EVP_PKEY_keygen_init(g->pc) : EVP_PKEY_paramgen_init(g->pc)) != 1) {
+		EVP_PKEY_CTX_free(g->pc);
+		g->pc = NULL;
+	}
+	ERR_pop_to_mark();
+	if (!gen_set_params(g, params)) {
+		gen_cleanup(g);
 		return NULL;
 	}
 	return g;
 }
+
+#define HSM_GEN_INIT(name, kind) \
+	static void *name(void *provctx, int selection, const OSSL_PARAM params[]) \
+	{ \
+		gen_ctx *g = gen_new(provctx, kind, selection); \
+		if (g && !gen_set_params(g, params)) { \
+			gen_cleanup(g); \
+			g = NULL; \
+		} \
+		return g; \
+	}
+HSM_GEN_INIT(rsa_gen_init, HWP_RSA)
+HSM_GEN_INIT(ed25519_gen_init, HWP_ED25519)
+HSM_GEN_INIT(ed448_gen_init, HWP_ED448)
 
 /* libssl makes its share in the group of the peer's: a soft key here. */
 static int
@@ -489,13 +613,95 @@ ec_gen_set_template(void *vg, void *templ)
 	return 1;
 }
 
+/* hsmwrap's key type name for what OpenSSL asked: rsa3072, ec-p384... */
+static const char *
+gen_type_name(const gen_ctx *g)
+{
+	static const struct {
+		const char *group, *type;
+	} ec[] = {
+		{ "P-256", "ec-p256" }, { "prime256v1", "ec-p256" }, { "secp256r1", "ec-p256" },
+		{ "P-384", "ec-p384" }, { "secp384r1", "ec-p384" },
+		{ "P-521", "ec-p521" }, { "secp521r1", "ec-p521" },
+	};
+
+	switch (g->kind) {
+	case HWP_RSA:
+		return g->bits == 0 || g->bits == 2048 ? "rsa2048" : g->bits == 3072 ? "rsa3072"
+		       : g->bits == 4096 ? "rsa4096" : NULL;
+	case HWP_EC:
+		for (size_t i = 0; i < sizeof(ec) / sizeof(ec[0]); i++)
+			if (!OPENSSL_strcasecmp(g->group, ec[i].group))
+				return ec[i].type;
+		return NULL;
+	case HWP_ED25519:
+		return "ed25519";
+	default:
+		return "ed448";
+	}
+}
+
+/*
+ * The key pair made in the HSM by hw_key_generate: sensitive, never
+ * extractable, a fresh CKA_ID, on the provider's token. What was asked
+ * that hsmwrap does not make (RSA-1024, a curve it lacks, an unknown
+ * purpose) is refused here, before the token is touched.
+ */
+static hwp_key *
+hsm_gen(gen_ctx *g)
+{
+	const char *tname = gen_type_name(g);
+	hw_key_type type;
+	hw_purpose purpose;
+	hw_ctx *ctx;
+	hw_key *key = NULL;
+	hw_err e;
+
+	if (!tname || hw_key_type_parse(tname, &type)) {
+		if (g->kind == HWP_RSA)
+			hwp_raise(g->prov, HWP_R_NOT_SUPPORTED,
+			          "RSA keys of %zu bits on the token (2048, 3072 or 4096)", g->bits);
+		else
+			hwp_raise(g->prov, HWP_R_NOT_SUPPORTED,
+			          "EC group '%s' on the token (P-256, P-384 or P-521)", g->group);
+		return NULL;
+	}
+	if (hw_purpose_parse(g->purpose, &purpose)) {
+		hwp_raise(g->prov, HWP_R_NOT_SUPPORTED, "key purpose '%s'", g->purpose);
+		return NULL;
+	}
+	if (!(ctx = hwp_ctx(g->prov, NULL)))
+		return NULL;
+	HWP_HSM_BEGIN();
+	e = hw_key_generate(ctx, g->label, type, purpose, &key);
+	HWP_HSM_END();
+	if (e) {
+		hwp_raise_hw(g->prov, e, "generating the key on the token");
+		return NULL;
+	}
+	return key_wrap(g->prov, key);
+}
+
 static void *
-ec_gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
+gen(void *vg, OSSL_CALLBACK *cb, void *cbarg)
 {
 	gen_ctx *g = vg;
 	EVP_PKEY *pk = NULL;
 	hwp_key *k;
 
+	if (g->label[0])
+		return g->keypair ? hsm_gen(g) : NULL;
+	if (g->kind != HWP_EC) {
+		hwp_raise(g->prov, HWP_R_NOT_SUPPORTED,
+		          "%s keys are made on the token only: name one with -pkeyopt "
+		          HWP_GEN_LABEL ":LABEL", g->kind == HWP_RSA ? "RSA" : "EdDSA");
+		return NULL;
+	}
+	if (!g->pc) {
+		hwp_raise(g->prov, HWP_R_NOT_SUPPORTED, "a software EC key without the default "
+		          "provider (or an EC key on the token: -pkeyopt " HWP_GEN_LABEL ":LABEL)");
+		return NULL;
+	}
 	if (EVP_PKEY_generate(g->pc, &pk) != 1 || !(k = key_alloc(g->prov, HWP_EC))) {
 		EVP_PKEY_free(pk);
 		return NULL;
@@ -578,6 +784,8 @@ const OSSL_DISPATCH hwp_rsa_keymgmt[] = {
 	FN(IMPORT, km_import), FN(IMPORT_TYPES, rsa_types),
 	FN(EXPORT, km_export), FN(EXPORT_TYPES, rsa_types),
 	FN(QUERY_OPERATION_NAME, rsa_opname),
+	FN(GEN_INIT, rsa_gen_init), FN(GEN_SET_PARAMS, gen_set_params),
+	FN(GEN_SETTABLE_PARAMS, rsa_gen_settable), FN(GEN, gen), FN(GEN_CLEANUP, gen_cleanup),
 	{ 0, NULL }
 };
 
@@ -588,22 +796,25 @@ const OSSL_DISPATCH hwp_ec_keymgmt[] = {
 	FN(IMPORT, km_import), FN(IMPORT_TYPES, ec_types),
 	FN(EXPORT, km_export), FN(EXPORT_TYPES, ec_types),
 	FN(QUERY_OPERATION_NAME, ec_opname),
-	FN(GEN_INIT, ec_gen_init), FN(GEN_SET_PARAMS, ec_gen_set_params),
-	FN(GEN_SETTABLE_PARAMS, ec_gen_settable), FN(GEN_SET_TEMPLATE, ec_gen_set_template), FN(GEN, ec_gen), FN(GEN_CLEANUP, ec_gen_cleanup),
+	FN(GEN_INIT, ec_gen_init), FN(GEN_SET_PARAMS, gen_set_params),
+	FN(GEN_SETTABLE_PARAMS, ec_gen_settable), FN(GEN_SET_TEMPLATE, ec_gen_set_template),
+	FN(GEN, gen), FN(GEN_CLEANUP, gen_cleanup),
 	FN(SET_PARAMS, ec_set_params), FN(SETTABLE_PARAMS, ec_settable),
 	{ 0, NULL }
 };
 
-/* EdDSA keys: HSM keys and public-only copies; no software generation
- * (TLS key exchange uses X25519/X448, which are not these key types). */
-#define ED_KEYMGMT(newfn, opnamefn) \
+/* EdDSA keys: HSM keys and public-only copies; generation on the token
+ * only (TLS key exchange uses X25519/X448, which are not these key types). */
+#define ED_KEYMGMT(newfn, opnamefn, geninit) \
 	FN(NEW, newfn), FN(FREE, km_free), FN(LOAD, km_load), FN(DUP, km_dup), \
 	FN(HAS, km_has), FN(MATCH, km_match), \
 	FN(GET_PARAMS, km_get_params), FN(GETTABLE_PARAMS, ed_gettable), \
 	FN(IMPORT, km_import), FN(IMPORT_TYPES, ed_types), \
 	FN(EXPORT, km_export), FN(EXPORT_TYPES, ed_types), \
 	FN(QUERY_OPERATION_NAME, opnamefn), \
+	FN(GEN_INIT, geninit), FN(GEN_SET_PARAMS, gen_set_params), \
+	FN(GEN_SETTABLE_PARAMS, ed_gen_settable), FN(GEN, gen), FN(GEN_CLEANUP, gen_cleanup), \
 	{ 0, NULL }
 
-const OSSL_DISPATCH hwp_ed25519_keymgmt[] = { ED_KEYMGMT(ed25519_new, ed25519_opname) };
-const OSSL_DISPATCH hwp_ed448_keymgmt[] = { ED_KEYMGMT(ed448_new, ed448_opname) };
+const OSSL_DISPATCH hwp_ed25519_keymgmt[] = { ED_KEYMGMT(ed25519_new, ed25519_opname, ed25519_gen_init) };
+const OSSL_DISPATCH hwp_ed448_keymgmt[] = { ED_KEYMGMT(ed448_new, ed448_opname, ed448_gen_init) };

@@ -19,6 +19,7 @@ hsmwrap_la_SOURCES = \
 	src/provider/asym.c \
 	src/provider/keyexch.c \
 	src/provider/decoder.c \
+	src/provider/encoder.c \
 	src/provider/provider.c
 hsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) -fvisibility=hidden
 hsmwrap_la_LIBADD = libhsmwrap.la $(OPENSSL_LIBS)

@@ -71,6 +71,16 @@ static const OSSL_ALGORITHM decoder_algs[] = {
 	{ NULL, NULL, NULL, NULL }
 };
 
+/* HSM keys written out (genpkey -out, pkey -out): as key references. */
+#define REF_ENC HWP_PROPS ",output=pem,structure=PrivateKeyInfo"
+static const OSSL_ALGORITHM encoder_algs[] = {
+	{ "RSA:rsaEncryption:1.2.840.113549.1.1.1", REF_ENC, hwp_ref_encoder, NULL },
+	{ "EC:id-ecPublicKey:1.2.840.10045.2.1", REF_ENC, hwp_ref_encoder, NULL },
+	{ "ED25519:1.3.101.112", REF_ENC, hwp_ref_encoder, NULL },
+	{ "ED448:1.3.101.113", REF_ENC, hwp_ref_encoder, NULL },
+	{ NULL, NULL, NULL, NULL }
+};
+
 static const OSSL_ALGORITHM *
 prov_query(void *provctx, int op, int *no_cache)
 {
@@ -88,6 +98,8 @@ prov_query(void *provctx, int op, int *no_cache)
 		return keyexch_algs;
 	case OSSL_OP_DECODER:
 		return decoder_algs;
+	case OSSL_OP_ENCODER:
+		return encoder_algs;
 	default:
 		return NULL;
 	}
@@ -256,6 +268,9 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 			break;
 		case OSSL_FUNC_BIO_READ_EX:
 			p->bio_read_ex = OSSL_FUNC_BIO_read_ex(d);
+			break;
+		case OSSL_FUNC_BIO_WRITE_EX:
+			p->bio_write_ex = OSSL_FUNC_BIO_write_ex(d);
 			break;
 		default:
 			break;

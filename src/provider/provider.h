@@ -31,6 +31,9 @@
 #define HWP_PROPS "provider=hsmwrap"
 /* PEM label of a key-reference file; its body is base64 of the key's URI text. */
 #define HWP_REF_PEM_LABEL "HSMWRAP KEY REFERENCE"
+/* Key generation parameters (keymgmt.c): generate on the token. */
+#define HWP_GEN_LABEL "hsmwrap-label"
+#define HWP_GEN_PURPOSE "hsmwrap-purpose"
 /* Decoder structure name of the decoded (unarmoured) reference: the URI text. */
 #define HWP_REF_STRUCTURE "hsmwrap-key-ref"
 /* Longest URI accepted in a reference file or store URI. */
@@ -46,6 +49,7 @@ typedef struct hwp_prov {
 	OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
 	OSSL_FUNC_core_vset_error_fn *vset_error;
 	OSSL_FUNC_BIO_read_ex_fn *bio_read_ex;
+	OSSL_FUNC_BIO_write_ex_fn *bio_write_ex;
 } hwp_prov;
 
 enum { HWP_RSA = 1, HWP_EC = 2, HWP_ED25519 = 3, HWP_ED448 = 4 };
@@ -125,6 +129,7 @@ extern const OSSL_DISPATCH hwp_der2rsa_decoder[];
 extern const OSSL_DISPATCH hwp_der2ec_decoder[];
 extern const OSSL_DISPATCH hwp_der2ed25519_decoder[];
 extern const OSSL_DISPATCH hwp_der2ed448_decoder[];
+extern const OSSL_DISPATCH hwp_ref_encoder[];
 /* Drops what the decoders remember of provider p (at teardown). */
 void hwp_decoder_forget(hwp_prov *p);
 
