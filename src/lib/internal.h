@@ -166,8 +166,8 @@ bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
 hw_err hw_token_lock(hw_ctx *ctx);
 void hw_token_unlock(void);
 /* module.c: inter-process lock around one module call that reads (shared) or
- * rewrites (exclusive) the token's files; -1 if it could not be taken. */
-int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
+ * rewrites (exclusive) the token's own record; -1 if it could not be taken. */
+int hw_module_io_lock(hw_module *m, bool exclusive);
 void hw_module_io_unlock(int fd);
 
 /* ---- token/pin.c ---- */

@@ -305,7 +305,7 @@ select_token(hw_ctx *ctx)
 {
 	static const unsigned backoff_ms[] = { 10, 30, 60, 120, 250, 500, 1000, 2000 };
 	hw_err e;
-	int fd = hw_module_io_lock(ctx, false);
+	int fd = hw_module_io_lock(ctx->mod, false);
 
 	e = select_token_once(ctx);
 	hw_module_io_unlock(fd);
@@ -314,7 +314,7 @@ select_token(hw_ctx *ctx)
 		struct timespec ts = { 0, (long)backoff_ms[i] * 1000000L };
 		nanosleep(&ts, NULL);
 		hw_clear_error();
-		fd = hw_module_io_lock(ctx, false);
+		fd = hw_module_io_lock(ctx->mod, false);
 		e = select_token_once(ctx);
 		hw_module_io_unlock(fd);
 	}
@@ -448,14 +448,17 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	}
 	if (ctx->tinfo.flags & CKF_PROTECTED_AUTHENTICATION_PATH && !ctx->pin_source &&
 	    !ctx->pin_cb) {
+		int fd = hw_module_io_lock(ctx->mod, true);
+
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
+		hw_module_io_unlock(fd);
 	} else {
 		int fd;
 
 		e = get_pin_locked(ctx);
 		if (e != HW_OK)
 			return e;
-		fd = hw_module_io_lock(ctx, true);
+		fd = hw_module_io_lock(ctx->mod, true);
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
 		hw_module_io_unlock(fd);
 		/* SoftHSMv2 fails a login with CKR_GENERAL_ERROR while another
@@ -468,7 +471,7 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 		                               rv == CKR_USER_PIN_NOT_INITIALIZED); i++) {
 			struct timespec ts = { 0, (long)(20u << i) * 1000000L };
 			nanosleep(&ts, NULL);
-			fd = hw_module_io_lock(ctx, true);
+			fd = hw_module_io_lock(ctx->mod, true);
 			rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
 			hw_module_io_unlock(fd);
 		}
