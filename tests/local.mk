@@ -45,7 +45,7 @@ TESTS += tests/test-modules.sh
 # (a reader sees no token while SoftHSM rewrites its files for a key
 # creation). Run it with `make check-multiproc`.
 EXTRA_DIST += tests/test-multiproc.sh
-check-multiproc: all
+check-multiproc: all tests/faultmod/libfaultmod.la
 	$(AM_TESTS_ENVIRONMENT) $(SHELL) $(top_srcdir)/tests/with-token.sh \
 		$(SHELL) $(top_srcdir)/tests/test-multiproc.sh
 .PHONY: check-multiproc

@@ -137,6 +137,9 @@ hw_err hw_module_acquire(const char *name_or_path, const char *init_args, hw_mod
 void hw_module_release(hw_module *m);
 /* Makes sure the module is initialised in this process (after fork too). */
 hw_err hw_module_ensure(hw_module *m);
+/* Finalize and initialise again when only one context, which has no
+ * session yet, uses the module; false when it did not. */
+bool hw_module_restart(hw_module *m);
 /* Incremented in every child after fork(). */
 unsigned long hw_fork_generation(void);
 /* Bracket every call into a module (never nested): fork waits for them. */

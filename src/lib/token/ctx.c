@@ -292,13 +292,19 @@ hw_ctx_open(hw_ctx *ctx)
 }
 
 /*
- * SoftHSMv2 rewrites its token file in place (at every login, object
- * creation...) and another process reading it meanwhile sees no token, or
- * a token without its label: a URI that matched a moment ago matches
- * nothing. Tries over about 4 s (measured: on a loaded machine, 1 s was
- * not always enough for 14 processes) tell that from a wrong URI, which
- * then takes that long to report. Called with the call lock held: fork()
- * waits that long at most.
+ * A token URI that matched a moment ago may match nothing now: a network
+ * HSM reconnecting, or SoftHSMv2, which rewrites its token record in place
+ * (at every C_Login) and whose readers may then lose the token. hsmwrap's
+ * own processes do not tear it any more (the module I/O lock, token/
+ * module.c), but other programs using the token can. SoftHSM keeps that
+ * loss for the life of the module's initialisation, so before some of the
+ * retries the module is initialised again when that is safe
+ * (hw_module_restart: only this context uses it and it has no session
+ * yet, which is the case for the first selection of a CLI command).
+ * Tries over about 4 s (measured: on a loaded machine, 1 s was not always
+ * enough for 14 processes) tell that from a wrong URI, which then takes
+ * that long to report. Called with the call lock held: fork() waits that
+ * long at most.
  */
 static hw_err
 select_token(hw_ctx *ctx)
@@ -314,6 +320,13 @@ select_token(hw_ctx *ctx)
 		struct timespec ts = { 0, (long)backoff_ms[i] * 1000000L };
 		nanosleep(&ts, NULL);
 		hw_clear_error();
+		/* A first selection (no token lost before, so no session and
+		 * no handle exists) may restart the module; three times at most,
+		 * as a networked module may take long to start. */
+		if (i % 3 == 0 && ctx->epoch == 0)
+			(void)hw_module_restart(ctx->mod);
+		if ((e = hw_module_ensure(ctx->mod)) != HW_OK)
+			return e;
 		fd = hw_module_io_lock(ctx->mod, false);
 		e = select_token_once(ctx);
 		hw_module_io_unlock(fd);

@@ -394,6 +394,50 @@ hw_module_ensure(hw_module *m)
 	return HW_OK;
 }
 
+/*
+ * A token that should be there is not: finalize the module and initialise
+ * it again, so that it reads its tokens afresh. The I/O lock keeps
+ * hsmwrap's own processes from tearing SoftHSM's token record (see
+ * hw_module_io_lock), but not other programs on the same token
+ * (softhsm2-util, pkcs11-tool, other PKCS#11 applications): a process that
+ * initialised the module while one of them logged in has lost the token
+ * until it initialises again, and a retry alone would wait in vain.
+ *
+ * Only safe when nothing else in this process can hold a session or an
+ * object handle of the module: we initialised it (nobody in the process
+ * shares it unknown to us), one context uses it (the caller, which has
+ * not opened a session yet), and not after a fork (the caller re-selects
+ * there anyway). A library and a provider sharing the module in one
+ * process therefore never restart it; they keep the retries. reg_lock
+ * held throughout keeps another context from starting to use the module
+ * meanwhile. Returns whether it restarted; a failed C_Initialize leaves it
+ * to be initialised again at next use.
+ */
+bool
+hw_module_restart(hw_module *m)
+{
+	unsigned long gen = hw_fork_generation();
+	bool done = false;
+	CK_RV rv;
+
+	pthread_mutex_lock(&reg_lock);
+	pthread_mutex_lock(&m->lock);
+	if (m->refs == 1 && m->we_initialized && m->init_gen == gen) {
+		m->fl->C_Finalize(NULL);
+		rv = initialize(m);
+		if (rv == CKR_OK) {
+			done = true;
+		} else {
+			/* Not initialised now: hw_module_ensure tries again. */
+			m->init_gen = 0;
+			m->we_initialized = false;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&reg_lock);
+	return done;
+}
+
 void
 hw_module_release(hw_module *m)
 {
