@@ -17,6 +17,7 @@ for v in HSMWRAP HW_TEST_DIR HSMWRAP_TOKEN HSMWRAP_PIN_SOURCE; do
 done
 here=$(cd "$(dirname "$0")" && pwd)
 . "$here/lib.sh"
+. "$here/p11.sh"
 PYTHON=$(command -v python3 2>/dev/null || :)
 PKCS11_TOOL=${PKCS11_TOOL:-$(command -v pkcs11-tool 2>/dev/null || :)}
 READERS=${MP_READERS:-8}
@@ -65,9 +66,7 @@ writer() {
 # to the token in a loop (pkcs11-tool; SoftHSM rewrites its token record at
 # each login), until the others are done.
 foreign() {
-	slot=$("$PKCS11_TOOL" --module "$HSMWRAP_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	slot=$(p11_slot hsmwrap-test "$HSMWRAP_MODULE")
 	[ -n "$slot" ] || { echo "foreign: no slot for hsmwrap-test" >>"$W/failures"; return; }
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 	export HW_P11_PIN
