@@ -573,6 +573,39 @@ static void test_removed_token(void)
 	EXPECT_OK(e);
 }
 
+/*
+ * A token lost for the life of the module's initialisation (SoftHSM, see
+ * hw_module_restart): a context that is the module's only user
+ * re-initialises it (tests/test-multiproc.sh shows that with the CLI); one
+ * that shares it with another context must not, as that would end the
+ * other's sessions and login. The other keeps working; this one reports
+ * the missing token.
+ */
+static void test_lost_token_shared_module(void)
+{
+	unsigned long init0, login0;
+	hw_ctx *c2 = NULL;
+	hw_err e;
+
+	expect_healthy("warm-up", __LINE__);
+	init0 = stat_of("C_Initialize");
+	login0 = stat_of("C_Login");
+	control("lost-until-init");
+	EXPECT_OK(hw_ctx_new(&c2));
+	EXPECT_OK(hw_ctx_set_module(c2, getenv("FAULTMOD")));
+	EXPECT_OK(hw_ctx_set_token(c2, getenv("HSMWRAP_TOKEN")));
+	EXPECT_OK(hw_ctx_set_pin_source(c2, getenv("HSMWRAP_PIN_SOURCE")));
+	e = hw_ctx_open(c2);
+	EXPECT_RC(e, HW_ERR_TOKEN_NOT_FOUND);
+	CU_ASSERT_EQUAL(stat_of("C_Initialize"), init0);
+	/* The first context's sessions and login were left alone. */
+	expect_healthy("a second context lost the token", __LINE__);
+	CU_ASSERT_EQUAL(stat_of("C_Login"), login0);
+	hw_ctx_free(c2);
+	no_faults();
+	expect_healthy("the second context went away", __LINE__);
+}
+
 static void test_short_buffer(void)
 {
 	static const struct { const char *op, *rules; } cases[] = {
@@ -713,6 +746,7 @@ int main(void)
 		{ "a lost login is re-established", test_lost_login },
 		{ "a locked PIN is not retried", test_pin_locked },
 		{ "a removed token: clear error, then recovery", test_removed_token },
+		{ "a lost token, module shared: not re-initialised", test_lost_token_shared_module },
 		{ "short buffers", test_short_buffer },
 		{ "delays", test_delay },
 		{ "a fault at each call of each operation", test_fault_each_call },

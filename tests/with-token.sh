@@ -4,7 +4,7 @@
 # Runs PROGRAM against a throwaway SoftHSM token in a fresh temporary
 # directory, so that no test ever touches the machine's own token store.
 # Exports SOFTHSM2_CONF, HSMWRAP_MODULE, HSMWRAP_TOKEN, HSMWRAP_PIN_SOURCE,
-# HSMWRAP_CONFIG, HW_TEST_DIR, HW_TEST_SO_PIN_FILE, HW_TEST_USER_PIN_FILE
+# HSMWRAP_CONFIG, HSMWRAP_LOCK_DIR, HW_TEST_DIR, HW_TEST_SO_PIN_FILE, HW_TEST_USER_PIN_FILE
 # (see doc/HELPERS-CONTEXT.md, "Test token convention").
 # With HW_TEST_SECOND_TOKEN=1 a second token `hsmwrap-test2` with its own
 # PINs is created too (HW_TEST_TOKEN2, HW_TEST_SO_PIN_FILE2,
@@ -101,6 +101,10 @@ HSMWRAP_PIN_SOURCE=file:$dir/user.pin
 HSMWRAP_CONFIG=$dir/hsmwrap.conf
 export HW_TEST_DIR HW_TEST_SO_PIN_FILE HW_TEST_USER_PIN_FILE
 export HSMWRAP_MODULE HSMWRAP_TOKEN HSMWRAP_PIN_SOURCE HSMWRAP_CONFIG
+# hsmwrap's inter-process locks (token and module I/O): a test's own, not
+# shared with other test runs on the machine nor left behind in /tmp.
+HSMWRAP_LOCK_DIR=$dir
+export HSMWRAP_LOCK_DIR
 
 if [ "${HW_TEST_SECOND_TOKEN:-0}" = 1 ]; then
 	init_token hsmwrap-test2 "$dir/so2.pin" "$dir/user2.pin"

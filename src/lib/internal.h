@@ -137,6 +137,9 @@ hw_err hw_module_acquire(const char *name_or_path, const char *init_args, hw_mod
 void hw_module_release(hw_module *m);
 /* Makes sure the module is initialised in this process (after fork too). */
 hw_err hw_module_ensure(hw_module *m);
+/* Finalize and initialise again when only one context, which has no
+ * session yet, uses the module; false when it did not. */
+bool hw_module_restart(hw_module *m);
 /* Incremented in every child after fork(). */
 unsigned long hw_fork_generation(void);
 /* Bracket every call into a module (never nested): fork waits for them. */
@@ -166,8 +169,8 @@ bool hw_ctx_can(hw_ctx *ctx, unsigned cap);
 hw_err hw_token_lock(hw_ctx *ctx);
 void hw_token_unlock(void);
 /* module.c: inter-process lock around one module call that reads (shared) or
- * rewrites (exclusive) the token's files; -1 if it could not be taken. */
-int hw_module_io_lock(hw_ctx *ctx, bool exclusive);
+ * rewrites (exclusive) the token's own record; -1 if it could not be taken. */
+int hw_module_io_lock(hw_module *m, bool exclusive);
 void hw_module_io_unlock(int fd);
 
 /* ---- token/pin.c ---- */

@@ -28,8 +28,11 @@
  * read on every call. Lines: "removed" (the token is gone: C_GetSlotList
  * with tokenPresent hides it, slot calls give CKR_TOKEN_NOT_PRESENT,
  * session calls CKR_DEVICE_REMOVED, and every session in the target is
- * closed, as a real removal does), "present", and "spec RULES" (replaces
- * the rules and resets their counters).
+ * closed, as a real removal does), "present", "spec RULES" (replaces
+ * the rules and resets their counters), and "lost-until-init": the token
+ * is hidden from C_GetSlotList, as by "removed", but only until the
+ * process initialises the module again (as SoftHSMv2 does when its
+ * C_Initialize reads a token file another process is rewriting).
  *
  * FAULTMOD_STATS names a file rewritten after every call with
  * "injected N" and "calls FUNC N" lines.
@@ -66,6 +69,9 @@ static void *target_dl;
 static struct rule rules[MAX_RULES];
 static size_t nrules;
 static int removed;
+static int lost;                          /* "lost-until-init" is on */
+static unsigned long inits;               /* C_Initialize calls so far */
+static unsigned long lost_init;           /* inits when it was turned on */
 static char *control_cache;
 static unsigned long injected;
 static struct { const char *name; unsigned long n; } calls[MAX_FUNCS];
@@ -172,7 +178,7 @@ read_control(void)
 	char buf[4096], *line, *save = NULL;
 	size_t n = 0;
 	FILE *f;
-	int was_removed = removed;
+	int was_removed = removed, was_lost = lost;
 
 	if (!path || !(f = fopen(path, "r")))
 		return;
@@ -184,9 +190,12 @@ read_control(void)
 	free(control_cache);
 	control_cache = strdup(buf);
 	removed = 0;
+	lost = 0;
 	for (line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
 		if (!strcmp(line, "removed"))
 			removed = 1;
+		else if (!strcmp(line, "lost-until-init"))
+			lost = 1;
 		else if (!strncmp(line, "spec ", 5))
 			parse_spec(line + 5);
 		else if (!strcmp(line, "nospec"))
@@ -194,6 +203,15 @@ read_control(void)
 	}
 	if (removed && !was_removed && T)
 		close_all_sessions();
+	if (lost && !was_lost)
+		lost_init = inits;
+}
+
+/* The token is hidden from C_GetSlotList. Call with mu held. */
+static int
+hidden(void)
+{
+	return removed || (lost && inits == lost_init);
 }
 
 static void
@@ -352,6 +370,7 @@ fm_C_Initialize(void *args)
 	if (rv != CKR_OK)
 		return rv;
 	pthread_mutex_lock(&mu);
+	inits++;
 	parse_spec(getenv("FAULTMOD_SPEC"));
 	read_control();
 	pthread_mutex_unlock(&mu);
@@ -377,7 +396,7 @@ fm_C_GetSlotList(CK_BBOOL present, CK_SLOT_ID *list, CK_ULONG *n)
 	if (rv != CKR_OK)
 		return short_answer(rv, NULL);
 	pthread_mutex_lock(&mu);
-	gone = removed;
+	gone = hidden();
 	pthread_mutex_unlock(&mu);
 	if (gone && present) {
 		/* SoftHSM always has one empty slot: show only slots without

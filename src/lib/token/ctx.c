@@ -292,20 +292,26 @@ hw_ctx_open(hw_ctx *ctx)
 }
 
 /*
- * SoftHSMv2 rewrites its token file in place (at every login, object
- * creation...) and another process reading it meanwhile sees no token, or
- * a token without its label: a URI that matched a moment ago matches
- * nothing. Tries over about 4 s (measured: on a loaded machine, 1 s was
- * not always enough for 14 processes) tell that from a wrong URI, which
- * then takes that long to report. Called with the call lock held: fork()
- * waits that long at most.
+ * A token URI that matched a moment ago may match nothing now: a network
+ * HSM reconnecting, or SoftHSMv2, which rewrites its token record in place
+ * (at every C_Login) and whose readers may then lose the token. hsmwrap's
+ * own processes do not tear it any more (the module I/O lock, token/
+ * module.c), but other programs using the token can. SoftHSM keeps that
+ * loss for the life of the module's initialisation, so before some of the
+ * retries the module is initialised again when that is safe
+ * (hw_module_restart: only this context uses it and it has no session
+ * yet, which is the case for the first selection of a CLI command).
+ * Tries over about 4 s (measured: on a loaded machine, 1 s was not always
+ * enough for 14 processes) tell that from a wrong URI, which then takes
+ * that long to report. Called with the call lock held: fork() waits that
+ * long at most.
  */
 static hw_err
 select_token(hw_ctx *ctx)
 {
 	static const unsigned backoff_ms[] = { 10, 30, 60, 120, 250, 500, 1000, 2000 };
 	hw_err e;
-	int fd = hw_module_io_lock(ctx, false);
+	int fd = hw_module_io_lock(ctx->mod, false);
 
 	e = select_token_once(ctx);
 	hw_module_io_unlock(fd);
@@ -314,7 +320,14 @@ select_token(hw_ctx *ctx)
 		struct timespec ts = { 0, (long)backoff_ms[i] * 1000000L };
 		nanosleep(&ts, NULL);
 		hw_clear_error();
-		fd = hw_module_io_lock(ctx, false);
+		/* A first selection (no token lost before, so no session and
+		 * no handle exists) may restart the module; three times at most,
+		 * as a networked module may take long to start. */
+		if (i % 3 == 0 && ctx->epoch == 0)
+			(void)hw_module_restart(ctx->mod);
+		if ((e = hw_module_ensure(ctx->mod)) != HW_OK)
+			return e;
+		fd = hw_module_io_lock(ctx->mod, false);
 		e = select_token_once(ctx);
 		hw_module_io_unlock(fd);
 	}
@@ -448,14 +461,17 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	}
 	if (ctx->tinfo.flags & CKF_PROTECTED_AUTHENTICATION_PATH && !ctx->pin_source &&
 	    !ctx->pin_cb) {
+		int fd = hw_module_io_lock(ctx->mod, true);
+
 		rv = ctx->fl->C_Login(s, CKU_USER, NULL, 0);
+		hw_module_io_unlock(fd);
 	} else {
 		int fd;
 
 		e = get_pin_locked(ctx);
 		if (e != HW_OK)
 			return e;
-		fd = hw_module_io_lock(ctx, true);
+		fd = hw_module_io_lock(ctx->mod, true);
 		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
 		hw_module_io_unlock(fd);
 		/* SoftHSMv2 fails a login with CKR_GENERAL_ERROR while another
@@ -468,7 +484,7 @@ login_locked(hw_ctx *ctx, CK_SESSION_HANDLE s)
 		                               rv == CKR_USER_PIN_NOT_INITIALIZED); i++) {
 			struct timespec ts = { 0, (long)(20u << i) * 1000000L };
 			nanosleep(&ts, NULL);
-			fd = hw_module_io_lock(ctx, true);
+			fd = hw_module_io_lock(ctx->mod, true);
 			rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
 			hw_module_io_unlock(fd);
 		}

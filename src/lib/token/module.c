@@ -246,16 +246,22 @@ hw_strv_free(char **v, size_t n)
 	free(v);
 }
 
+/* C_Initialize reads every token's record: under the shared I/O lock. */
 static CK_RV
 initialize(hw_module *m)
 {
 	CK_C_INITIALIZE_ARGS args;
+	CK_RV rv;
+	int fd;
 
 	memset(&args, 0, sizeof(args));
 	args.flags = CKF_OS_LOCKING_OK;
 	/* NSS softokn reads its database location from here. */
 	args.pReserved = m->init_args;
-	return m->fl->C_Initialize(&args);
+	fd = hw_module_io_lock(m, false);
+	rv = m->fl->C_Initialize(&args);
+	hw_module_io_unlock(fd);
+	return rv;
 }
 
 hw_err
@@ -388,6 +394,50 @@ hw_module_ensure(hw_module *m)
 	return HW_OK;
 }
 
+/*
+ * A token that should be there is not: finalize the module and initialise
+ * it again, so that it reads its tokens afresh. The I/O lock keeps
+ * hsmwrap's own processes from tearing SoftHSM's token record (see
+ * hw_module_io_lock), but not other programs on the same token
+ * (softhsm2-util, pkcs11-tool, other PKCS#11 applications): a process that
+ * initialised the module while one of them logged in has lost the token
+ * until it initialises again, and a retry alone would wait in vain.
+ *
+ * Only safe when nothing else in this process can hold a session or an
+ * object handle of the module: we initialised it (nobody in the process
+ * shares it unknown to us), one context uses it (the caller, which has
+ * not opened a session yet), and not after a fork (the caller re-selects
+ * there anyway). A library and a provider sharing the module in one
+ * process therefore never restart it; they keep the retries. reg_lock
+ * held throughout keeps another context from starting to use the module
+ * meanwhile. Returns whether it restarted; a failed C_Initialize leaves it
+ * to be initialised again at next use.
+ */
+bool
+hw_module_restart(hw_module *m)
+{
+	unsigned long gen = hw_fork_generation();
+	bool done = false;
+	CK_RV rv;
+
+	pthread_mutex_lock(&reg_lock);
+	pthread_mutex_lock(&m->lock);
+	if (m->refs == 1 && m->we_initialized && m->init_gen == gen) {
+		m->fl->C_Finalize(NULL);
+		rv = initialize(m);
+		if (rv == CKR_OK) {
+			done = true;
+		} else {
+			/* Not initialised now: hw_module_ensure tries again. */
+			m->init_gen = 0;
+			m->we_initialized = false;
+		}
+	}
+	pthread_mutex_unlock(&m->lock);
+	pthread_mutex_unlock(&reg_lock);
+	return done;
+}
+
 void
 hw_module_release(hw_module *m)
 {
@@ -419,15 +469,40 @@ hw_module_release(hw_module *m)
 }
 
 /*
- * The module's I/O lock: shared around reading the token list, exclusive
- * around C_Login, which SoftHSMv2 answers by rewriting its token file in
- * place. A process reading the file meanwhile sees no token or no PIN,
- * and keeps that view (retrying in the same process does not help).
- * Only ever taken innermost, around one module call, with no other lock
- * taken while it is held: it cannot be part of a deadlock.
+ * The module's I/O lock, one file per module in $HSMWRAP_LOCK_DIR (else
+ * /tmp), named after the module's path: shared around every call that
+ * reads the token's own record, exclusive around every call that rewrites
+ * it. Why (SoftHSMv2 2.6.1's file store, src/lib/object_store):
+ *
+ * - C_Login, C_InitToken, C_InitPIN and C_SetPIN rewrite token.object in
+ *   place. SoftHSM holds an fcntl lock while it truncates and writes, but
+ *   writes through stdio and unlocks before fclose() flushes: a reader
+ *   taking the lock in that window reads an empty file.
+ * - A process that reads it empty in C_Initialize silently drops the
+ *   token (ObjectStore: "Failed to open token", ignored): it sees no token
+ *   for its whole life, and retrying in the same process cannot help.
+ * - One that reads it empty later (C_GetTokenInfo) marks the token object
+ *   invalid, and the next change of the token's generation (any object
+ *   created or destroyed) makes the whole token invalid in that process
+ *   for good (OSToken::index).
+ *
+ * So readers of token.object (C_Initialize, C_GetTokenInfo) hold it shared
+ * and its writers exclusive: no reader can see the writer's window. Other
+ * calls need no lock: key objects read torn are re-read once complete,
+ * and a new object read torn is only invisible until then.
+ *
+ * The lock is taken for every module, not only SoftHSM: it costs an
+ * open() and two flock() around calls made once per process or per login,
+ * and other file-backed tokens may need it just as well. It is always taken
+ * innermost, around module calls only, and no other lock is taken while it
+ * is held: it cannot be part of a deadlock. The file is opened for each use
+ * (never inherited across fork: flock belongs to the open file, which a
+ * child would share) and is mode 0666 so every user of the module shares
+ * it. When it cannot be opened the call goes ahead unguarded, as it did
+ * before the lock existed.
  */
 int
-hw_module_io_lock(hw_ctx *ctx, bool exclusive)
+hw_module_io_lock(hw_module *m, bool exclusive)
 {
 	const char *dir = getenv("HSMWRAP_LOCK_DIR");
 	unsigned char md[32];
@@ -436,7 +511,7 @@ hw_module_io_lock(hw_ctx *ctx, bool exclusive)
 	struct stat st;
 	int fd;
 
-	if (!EVP_Digest(ctx->mod->path, strlen(ctx->mod->path), md, &mdlen, EVP_sha256(), NULL))
+	if (!EVP_Digest(m->path, strlen(m->path), md, &mdlen, EVP_sha256(), NULL))
 		return -1;
 	if (!dir || !*dir)
 		dir = "/tmp";
@@ -444,7 +519,6 @@ hw_module_io_lock(hw_ctx *ctx, bool exclusive)
 	                     dir, md[0], md[1], md[2], md[3], md[4], md[5], md[6], md[7]) >=
 	    sizeof(path))
 		return -1;
-	/* Without the file the call goes ahead unguarded, as it always did. */
 	fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0666);
 	if (fd < 0)
 		return -1;

@@ -88,6 +88,18 @@ enter_module(hw_ctx *ctx)
 	return e;
 }
 
+/* C_GetTokenInfo reads the token's record: under the shared I/O lock
+ * (token/module.c says why). */
+static CK_RV
+token_info(hw_ctx *ctx, CK_SLOT_ID slot, CK_TOKEN_INFO *ti)
+{
+	int fd = hw_module_io_lock(ctx->mod, false);
+	CK_RV rv = ctx->fl->C_GetTokenInfo(slot, ti);
+
+	hw_module_io_unlock(fd);
+	return rv;
+}
+
 HW_EXPORT hw_err
 hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *count)
 {
@@ -123,7 +135,7 @@ hw_token_list(hw_ctx *ctx, hw_token_info **list, size_t *count)
 		copy_padded(t->slot_description, sizeof(t->slot_description),
 		            si.slotDescription, sizeof(si.slotDescription));
 		t->token_present = (si.flags & CKF_TOKEN_PRESENT) != 0;
-		if (!t->token_present || ctx->fl->C_GetTokenInfo(slots[i], &ti) != CKR_OK)
+		if (!t->token_present || token_info(ctx, slots[i], &ti) != CKR_OK)
 			continue;
 		t->token_initialized = (ti.flags & CKF_TOKEN_INITIALIZED) != 0;
 		t->user_pin_initialized = (ti.flags & CKF_USER_PIN_INITIALIZED) != 0;
@@ -173,7 +185,7 @@ find_by_label(hw_ctx *ctx, const CK_UTF8CHAR padded[32], CK_SLOT_ID *out, bool *
 	if (e != HW_OK)
 		return e;
 	for (CK_ULONG i = 0; i < n; i++) {
-		if (ctx->fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		if (token_info(ctx, slots[i], &ti) == CKR_OK &&
 		    (ti.flags & CKF_TOKEN_INITIALIZED) && memcmp(ti.label, padded, 32) == 0) {
 			*out = slots[i];
 			*found = true;
@@ -218,6 +230,7 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 	bool have = false, exists;
 	CK_RV rv;
 	hw_err e;
+	int fd;
 
 	pad_label(padded, label);
 	e = find_by_label(ctx, padded, &slot, &exists);
@@ -230,7 +243,7 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 	if (e != HW_OK)
 		return e;
 	for (CK_ULONG i = 0; i < n && !have; i++) {
-		if (ctx->fl->C_GetTokenInfo(slots[i], &ti) == CKR_OK &&
+		if (token_info(ctx, slots[i], &ti) == CKR_OK &&
 		    !(ti.flags & CKF_TOKEN_INITIALIZED)) {
 			slot = slots[i];
 			have = true;
@@ -247,8 +260,11 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 	if (e != HW_OK)
 		goto out;
 
+	/* Each of these rewrites the token's record (token/module.c). */
+	fd = hw_module_io_lock(ctx->mod, true);
 	rv = ctx->fl->C_InitToken(slot, (CK_UTF8CHAR *)so, so_len, padded);
 	if (rv != CKR_OK) {
+		hw_module_io_unlock(fd);
 		e = hw_fail_ck(rv, "C_InitToken");
 		goto out;
 	}
@@ -261,6 +277,7 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 	}
 	if (s != CK_INVALID_HANDLE)
 		ctx->fl->C_CloseSession(s);
+	hw_module_io_unlock(fd);
 	if (rv != CKR_OK) {
 		e = hw_fail_ck(rv, "setting the user PIN");
 		goto out;
