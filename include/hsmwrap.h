@@ -931,10 +931,14 @@ HW_NODISCARD hw_err hw_tde_keyring_add(hw_tde_keyring *kr, uint32_t id, uint32_t
  * the plaintext keys stay the same. All or nothing, in memory. */
 HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master);
 /*
- * Writes the keyring atomically: a temporary file in the same directory,
- * fsync, rename, fsync of the directory. A crash at any point leaves the
- * old file or the new one. Concurrent writers must be serialised by the
- * caller (the CLI locks PATH.lock).
+ * Writes the keyring atomically (mode 0600): an anonymous O_TMPFILE in the
+ * same directory, fsync, linked and renamed over path, fsync of the
+ * directory. A crash at any point leaves the old file or the new one and
+ * no temporary file visible (without O_TMPFILE, a named
+ * ".hsmwrap-tmp.XXXXXX" that the next save into that directory removes).
+ * A path that is a symbolic link is refused (HW_ERR_INVALID_ARG), the link
+ * and its target left untouched. Concurrent writers must be serialised by
+ * the caller (the CLI locks PATH.lock).
  */
 HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
 /*

@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
@@ -64,6 +65,29 @@ hw_err hw_err_from_ckrv(CK_RV rv);
 /* hw_fail(hw_err_from_ckrv(rv), rv, "what"): the common case. */
 hw_err hw_fail_ck(CK_RV rv, const char *what);
 void hw_clear_error(void);
+
+/* ---- base/file.c ---- */
+/* write(2) until all n bytes are out (EINTR retried); HW_ERR_IO, errno set. */
+hw_err hw_write_all(int fd, const void *data, size_t n);
+/*
+ * Replaces path with data[0..len), mode `mode`, atomically: an anonymous
+ * O_TMPFILE in path's directory, written and fsync'd, linked under a
+ * temporary name ".hsmwrap-tmp.XXXXXX" (flock'd), renamed over path, then
+ * the directory fsync'd. A crash at any moment leaves the old file or the
+ * new one; without O_TMPFILE (or HSMWRAP_TEST_NO_TMPFILE=1) a named
+ * temporary is used, which the next write into that directory removes.
+ * A path that is a symbolic link (or no regular file) is refused with
+ * HW_ERR_INVALID_ARG and left alone: neither replaced nor written
+ * through. *replaced (may be NULL) tells whether path is the new content,
+ * which it can be on failure too (the directory sync failed).
+ */
+hw_err hw_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+                            bool *replaced);
+/* Removes temporaries whose creator is gone (see hw_file_write_atomic). */
+void hw_file_sweep(const char *dir);
+/* Test hook: SIGKILLs the process at its N-th call when
+ * HSMWRAP_TEST_CRASH_AT=N (every step of an atomic write is one). */
+void hw_crash_point(void);
 
 /* ---- base/shamir.c (pure: no HSM, no error state) ---- */
 uint8_t hw_gf256_mul(uint8_t a, uint8_t b);
