@@ -74,6 +74,16 @@ void hw_free(void *p);
 void hw_free_secret(void *p, size_t len);
 
 /*
+ * Memory for secrets the caller holds (PINs, key components, key files):
+ * pages of their own, excluded from core dumps (MADV_DONTDUMP) and locked
+ * against swapping (mlock) where RLIMIT_MEMLOCK allows; NULL when out of
+ * memory. hw_secmem_free wipes (OPENSSL_cleanse) and releases the whole
+ * allocation (NULL is fine). One allocation costs at least a page.
+ */
+void *hw_secmem_alloc(size_t len);
+void hw_secmem_free(void *p);
+
+/*
  * Makes the calling process non-dumpable (prctl PR_SET_DUMPABLE 0): no
  * core dump, and other processes of the same user can no longer ptrace it
  * or read its memory through /proc. The hsmwrap tool does this first

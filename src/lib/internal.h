@@ -50,11 +50,7 @@ int hw_unhex(const char *s, uint8_t *out, size_t max, size_t *len);
 /* "YYYY-MM-DDTHH:MM:SSZ" (or the number if it is no date). */
 void hw_fmt_utc(int64_t t, char *out, size_t outsz);
 
-/* ---- base/secmem.c ---- */
-/* Page-backed memory for secrets: not in core dumps, locked where the
- * limits allow. hw_secmem_free wipes it; pass the length allocated. */
-void *hw_secmem_alloc(size_t len);
-void hw_secmem_free(void *p, size_t len);
+/* ---- base/secmem.c: hw_secmem_alloc/free, public (hsmwrap.h) ---- */
 
 /* ---- base/err.c ---- */
 /* Records the failure for hw_last_ckrv()/hw_last_detail() and returns err. */
