@@ -66,21 +66,13 @@ void hw_clear_error(void);
 /* write(2) until all n bytes are out (EINTR retried); HW_ERR_IO, errno set. */
 hw_err hw_write_all(int fd, const void *data, size_t n);
 /*
- * Replaces path with data[0..len), mode `mode`, atomically: an anonymous
- * O_TMPFILE in path's directory, written and fsync'd, linked under a
- * temporary name ".hsmwrap-tmp.XXXXXX" (flock'd), renamed over path, then
- * the directory fsync'd. A crash at any moment leaves the old file or the
- * new one; without O_TMPFILE (or HSMWRAP_TEST_NO_TMPFILE=1) a named
- * temporary is used, which the next write into that directory removes.
- * A path that is a symbolic link (or no regular file) is refused with
- * HW_ERR_INVALID_ARG and left alone: neither replaced nor written
- * through. *replaced (may be NULL) tells whether path is the new content,
- * which it can be on failure too (the directory sync failed).
+ * Replaces path with data[0..len) through an hw_file (hsmwrap.h): the old
+ * file or the new one whatever happens; a symbolic link is refused.
+ * *replaced (may be NULL) tells whether path is the new content, which it
+ * can be on failure too (the directory sync failed).
  */
-hw_err hw_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+hw_err hw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
                             bool *replaced);
-/* Removes temporaries whose creator is gone (see hw_file_write_atomic). */
-void hw_file_sweep(const char *dir);
 /* Test hook: SIGKILLs the process at its N-th call when
  * HSMWRAP_TEST_CRASH_AT=N (every step of an atomic write is one). */
 void hw_crash_point(void);

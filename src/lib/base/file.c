@@ -10,8 +10,8 @@
  * (flock) from before it has a name, which is how hw_file_sweep() tells an
  * abandoned temporary from one in use.
  *
- * The names and the lock are the ones the CLI's output files use
- * (tools/outfile.c), so either one removes what the other left behind.
+ * The TDE keyring and every output file of the CLI (tools/outfile.c) are
+ * written this way, so any of them removes what another left behind.
  */
 #include "internal.h"
 
@@ -103,7 +103,8 @@ static bool is_tmp_name(const char *name)
 	return true;
 }
 
-void hw_file_sweep(const char *dir)
+HW_EXPORT void
+hw_file_sweep(const char *dir)
 {
 	DIR *d = opendir(dir);
 	struct dirent *de;
@@ -238,71 +239,137 @@ static hw_err check_target(const char *path)
 	return HW_OK;
 }
 
-hw_err hw_file_write_atomic(const char *path, const void *data, size_t len, mode_t mode,
+struct hw_file {
+	char *path;
+	char *dir;
+	char *tmp;                  /* its temporary name, while it has one */
+	int fd;
+	bool replaced;              /* renamed over path */
+};
+
+HW_EXPORT void
+hw_file_free(hw_file *f)
+{
+	if (!f)
+		return;
+	if (f->tmp)
+		(void)unlink(f->tmp);
+	if (f->fd >= 0)
+		close(f->fd);
+	free(f->tmp);
+	free(f->dir);
+	free(f->path);
+	free(f);
+}
+
+HW_EXPORT hw_err
+hw_file_create(const char *path, unsigned mode, hw_file **out)
+{
+	hw_file *f;
+	hw_err e;
+
+	if (!path || !*path || !out)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_file_create");
+	*out = NULL;
+	e = check_target(path);
+	if (e != HW_OK)
+		return e;
+	f = calloc(1, sizeof(*f));
+	if (!f)
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	f->fd = -1;
+	f->path = strdup(path);
+	f->dir = dir_of(path);
+	if (!f->path || !f->dir) {
+		hw_file_free(f);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
+	hw_file_sweep(f->dir);
+	if (!no_tmpfile()) {
+		f->fd = open(f->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, (mode_t)mode);
+		/* The open mode went through the umask; set it exactly. Locked
+		 * before it has a name, so no sweeper takes it for abandoned. */
+		if (f->fd >= 0 && (fchmod(f->fd, (mode_t)mode) < 0 || flock(f->fd, LOCK_EX) < 0)) {
+			e = hw_fail(HW_ERR_IO, 0, "%s: %s", path, strerror(errno));
+			hw_file_free(f);
+			return e;
+		}
+	}
+	/* EOPNOTSUPP, EISDIR or EINVAL: a file system or kernel without it. */
+	if (f->fd < 0 && (f->fd = named_tmp(f->dir, (mode_t)mode, &f->tmp)) < 0) {
+		e = hw_fail(HW_ERR_IO, 0, "%s: cannot create a file in its directory: %s", path,
+		            strerror(errno));
+		hw_file_free(f);
+		return e;
+	}
+	*out = f;
+	return HW_OK;
+}
+
+HW_EXPORT int
+hw_file_fd(const hw_file *f)
+{
+	return f ? f->fd : -1;
+}
+
+HW_EXPORT hw_err
+hw_file_commit(hw_file *f)
+{
+	int dfd;
+
+	if (!f)
+		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_file_commit");
+	if (f->replaced)
+		return HW_OK;
+	if (fsync(f->fd) < 0)
+		return hw_fail(HW_ERR_IO, 0, "writing %s: %s", f->path, strerror(errno));
+	if (!f->tmp && link_tmpfile(f->fd, f->dir, &f->tmp) < 0)
+		return hw_fail(HW_ERR_IO, 0, "%s: cannot link the new file into its directory: %s",
+		               f->path, strerror(errno));
+	hw_crash_point();
+	if (rename(f->tmp, f->path) < 0)
+		return hw_fail(HW_ERR_IO, 0, "writing %s: %s", f->path, strerror(errno));
+	free(f->tmp);
+	f->tmp = NULL;
+	f->replaced = true;
+	hw_crash_point();
+	/* The rename is durable only once the directory is. Some file systems
+	 * cannot sync a directory at all (EINVAL): the rename stands there. */
+	dfd = open(f->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (dfd < 0 || (fsync(dfd) < 0 && errno != EINVAL)) {
+		hw_err e = hw_fail(HW_ERR_IO, 0, "syncing directory %s: %s", f->dir, strerror(errno));
+
+		if (dfd >= 0)
+			close(dfd);
+		return e;
+	}
+	close(dfd);
+	return HW_OK;
+}
+
+hw_err hw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
                             bool *replaced)
 {
-	char *dir = NULL, *tmp = NULL;
-	int fd = -1, dfd;
+	hw_file *f = NULL;
 	hw_err e;
 
 	if (replaced)
 		*replaced = false;
-	e = check_target(path);
+	e = hw_file_create(path, mode, &f);
 	if (e != HW_OK)
 		return e;
-	dir = dir_of(path);
-	if (!dir)
-		return hw_fail(HW_ERR_NOMEM, 0, NULL);
-	hw_file_sweep(dir);
-	if (!no_tmpfile()) {
-		fd = open(dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
-		/* The open mode went through the umask; set it exactly. Locked
-		 * before it has a name, so no sweeper takes it for abandoned. */
-		if (fd >= 0 && (fchmod(fd, mode) < 0 || flock(fd, LOCK_EX) < 0)) {
-			e = hw_fail(HW_ERR_IO, 0, "%s: %s", path, strerror(errno));
-			goto out;
-		}
-	}
-	/* EOPNOTSUPP, EISDIR or EINVAL: a file system or kernel without it. */
-	if (fd < 0 && (fd = named_tmp(dir, mode, &tmp)) < 0) {
-		e = hw_fail(HW_ERR_IO, 0, "creating a file in %s: %s", dir, strerror(errno));
-		goto out;
-	}
 	hw_crash_point();
-	e = hw_write_all(fd, data, len / 2);
+	e = hw_write_all(f->fd, data, len / 2);
 	hw_crash_point();
 	if (e == HW_OK)
-		e = hw_write_all(fd, (const uint8_t *)data + len / 2, len - len / 2);
+		e = hw_write_all(f->fd, (const uint8_t *)data + len / 2, len - len / 2);
 	hw_crash_point();
-	if (e == HW_OK && fsync(fd) < 0)
-		e = HW_ERR_IO;
-	if (e == HW_OK && !tmp && link_tmpfile(fd, dir, &tmp) < 0)
-		e = HW_ERR_IO;
-	hw_crash_point();
-	if (e == HW_OK && rename(tmp, path) < 0)
-		e = HW_ERR_IO;
-	if (e != HW_OK) {
+	if (e != HW_OK)
 		e = hw_fail(HW_ERR_IO, 0, "writing %s: %s", path, strerror(errno));
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
+	else
+		e = hw_file_commit(f);
 	if (replaced)
-		*replaced = true;
-	hw_crash_point();
-	/* The rename is durable only once the directory is. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0)
-		e = hw_fail(HW_ERR_IO, 0, "syncing directory %s: %s", dir, strerror(errno));
-	if (dfd >= 0)
-		close(dfd);
-out:
-	if (tmp) {
-		(void)unlink(tmp);
-		free(tmp);
-	}
-	if (fd >= 0)
-		close(fd);
-	free(dir);
+		*replaced = f->replaced;
+	hw_file_free(f);
 	return e;
 }
