@@ -93,13 +93,10 @@ start_server() {
 }
 
 
-# p11 ARG...: pkcs11-tool logged in to the test token. By slot: with a
-# second token hsmwrap-test2 present, --token-label hsmwrap-test may pick
-# that one (a prefix match).
+# p11 ARG...: pkcs11-tool logged in to the test token (by slot: see p11.sh).
+. "$(dirname "$0")/p11.sh"
 p11() {
-	slot=$("$PKCS11_TOOL" --module "$HSMWRAP_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	slot=$(p11_slot hsmwrap-test "$HSMWRAP_MODULE")
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$HSMWRAP_MODULE" \
 		--slot "${slot:-none}" --login --pin env:HW_P11_PIN "$@"
 }

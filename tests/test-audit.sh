@@ -29,6 +29,7 @@ ALL=$W/all-output
 unset HSMWRAP_AUDIT_LOG HSMWRAP_AUDIT_KEY HSMWRAP_AUDIT_DIGEST_EVERY
 
 . "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/p11.sh"
 lines() { wc -l <"$1" | tr -d ' '; }
 # Hash of line N of FILE without its newline, as the chain defines it.
 line_hash() { sed -n "$2p" "$1" | tr -d '\n' | sha256sum | cut -c1-64; }
@@ -52,10 +53,7 @@ if [ -n "$PYTHON" ]; then
 		[ "$(json_get '(d["key"]["extractable"], d["key"]["sensitive"], d["key"]["purpose"], d["key"]["type"])' <"$W/out")" = "(False, True, 'sign', 'ec-p256')" ]
 fi
 if [ -n "$PKCS11_TOOL" ] && [ -x "$PKCS11_TOOL" ]; then
-	# --token-label would also match hsmwrap-test2: pick the slot by exact label.
-	slot=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	slot=$(p11_slot hsmwrap-test)
 	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "${slot:-none}" \
 		--login --pin env:HW_P11_PIN --list-objects --type privkey >"$W/p11" 2>/dev/null
 	check "pkcs11-tool: the audit private key is never extractable" \

@@ -41,18 +41,14 @@ ALL=$W/all-output
 : >"$ALL"
 
 . "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/p11.sh"
 
-slot_of() {
-	"$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk -v l="$1" '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		$0 ~ "^ *token label *: " l "$" { print s }'
-}
 if [ -z "$PKCS11_TOOL" ]; then
 	echo "test-backup.sh: pkcs11-tool is needed as the independent reader" >&2
 	exit 77
 fi
-SLOT1=$(slot_of hsmwrap-test)
-SLOT2=$(slot_of "$HW_TEST_TOKEN2")
+SLOT1=$(p11_slot hsmwrap-test)
+SLOT2=$(p11_slot "$HW_TEST_TOKEN2")
 p11_1() { HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "$SLOT1" --login --pin env:HW_P11_PIN "$@"; }
 p11_2() { HW_P11_PIN=$PIN2 "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "$SLOT2" --login --pin env:HW_P11_PIN "$@"; }
 # CLASS|LABEL|USAGE|ACCESS per object.

@@ -29,6 +29,7 @@ fi
 umask 022
 W=$HW_TEST_DIR/ca
 mkdir "$W" || exit 99
+. "$(dirname "$0")/p11.sh"
 cd "$W" || exit 99
 PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 ALL=$W/all-output
@@ -129,13 +130,8 @@ fp_of() {
 	ossl x509 -in "$1" -noout -fingerprint -sha256 | sed 's/^[^=]*=//'
 }
 
-# pkcs11-tool picks the token by its exact label (hsmwrap-test2 exists too).
 P11_SLOT=
-if [ -n "$PKCS11_TOOL" ]; then
-	P11_SLOT=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
-fi
+[ -z "$PKCS11_TOOL" ] || P11_SLOT=$(p11_slot hsmwrap-test)
 p11() {
 	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
 		--slot "${P11_SLOT:-none}" --login --pin env:HW_P11_PIN "$@"

@@ -30,6 +30,7 @@ PYTHON=$(command -v python3 2>/dev/null || :)
 umask 022
 W=$HW_TEST_DIR/cli
 mkdir "$W" || exit 99
+. "$(dirname "$0")/p11.sh"
 cd "$W" || exit 99
 
 # shellcheck disable=SC2153 # set by with-token.sh, checked above
@@ -138,14 +139,8 @@ size() {
 	wc -c <"$1" | tr -d ' '
 }
 
-# pkcs11-tool's --token-label also matches a label that merely starts with
-# it (hsmwrap-test2), so the slot is picked by its exact label here.
 P11_SLOT=
-if [ -n "$PKCS11_TOOL" ]; then
-	P11_SLOT=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
-fi
+[ -z "$PKCS11_TOOL" ] || P11_SLOT=$(p11_slot hsmwrap-test)
 p11() {
 	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
 		--slot "${P11_SLOT:-none}" --login --pin env:HW_P11_PIN "$@"

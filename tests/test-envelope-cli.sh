@@ -38,6 +38,7 @@ SRCDIR=$(cd "${srcdir:-$(dirname "$0")/..}" && pwd)
 umask 022
 W=$HW_TEST_DIR/envelope-cli
 mkdir "$W" "$W/tmp" || exit 99
+. "$(dirname "$0")/p11.sh"
 cd "$W" || exit 99
 # Spool files of signed plaintext on stdout go here, so we can see none stays.
 TMPDIR=$W/tmp
@@ -417,10 +418,7 @@ z = zipfile.ZipFile(sys.argv[1])
 open("vec/msg", "wb").write(z.read("ciphertexts/" + sys.argv[2]))
 open("vec/plain", "wb").write(z.read("plaintexts/small"))' "$vecdir/valid-Net-4.0.0.zip" "$vec"
 	echo AAECAwQFBgcICRAREhMUFRYXGBkgISIjJCUmJygpMDE= | base64 -d >vec/key
-	# --token-label would also match hsmwrap-test2: pick the slot by exact label.
-	slot=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	slot=$(p11_slot hsmwrap-test)
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
 		--slot "${slot:-none}" --login --pin env:HW_P11_PIN --write-object vec/key \
 		--type secrkey --key-type AES:32 --label aes-256 --usage-decrypt --sensitive \

@@ -38,12 +38,13 @@ mkdir "$W" && cd "$W" || exit 99
 ALL=$W/all-output
 : >"$ALL"
 . "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/p11.sh"
 
 # import_rsa LABEL DERFILE: an RSA private key onto the test token, as the
 # SDK's Raw RSA keyring holder would put it there.
 import_rsa() {
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") env -u LD_PRELOAD ASAN_OPTIONS=detect_leaks=0 "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \
-		--token-label hsmwrap-test --login --pin env:HW_P11_PIN --write-object "$2" \
+		--slot "$(p11_slot hsmwrap-test)" --login --pin env:HW_P11_PIN --write-object "$2" \
 		--type privkey --label "$1" --usage-decrypt >"$W/p11tool.log" 2>&1 && return 0
 	echo "pkcs11-tool --write-object $1 failed:" >&2
 	cat "$W/p11tool.log" >&2

@@ -34,6 +34,7 @@ ALL=$W/all-output
 : >"$ALL"
 
 . "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/p11.sh"
 # key_absent LABEL: the token has no key LABEL (checked with hsmwrap key list).
 key_absent() {
 	"$HSMWRAP" key list >"$W/list" 2>&1 && ! grep -q "^$1 " "$W/list"
@@ -62,9 +63,7 @@ hexof() { od -An -tx1 "$1" | tr -d ' \n'; }
 
 P11_SLOT=
 if [ -n "$PKCS11_TOOL" ]; then
-	P11_SLOT=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	P11_SLOT=$(p11_slot hsmwrap-test)
 fi
 # One line per object: CLASS|LABEL|USAGE|ACCESS.
 p11_objects() {

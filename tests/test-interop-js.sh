@@ -82,6 +82,7 @@ echo "test-interop-js.sh: AWS Encryption SDK for JavaScript $(cd "$jsdir" &&
 
 W=$HW_TEST_DIR/interop-js
 mkdir "$W" || exit 99
+. "$(dirname "$0")/p11.sh"
 cd "$W" || exit 99
 
 npass=0
@@ -107,10 +108,7 @@ head -c 32 /dev/urandom >other.bin
 PKCS11_TOOL=${PKCS11_TOOL:-$(command -v pkcs11-tool 2>/dev/null || :)}
 if [ -n "$PKCS11_TOOL" ]; then
 	PIN=$(cat "$HW_TEST_USER_PIN_FILE")
-	# --token-label would also match hsmwrap-test2: the slot by exact label.
-	P11_SLOT=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	P11_SLOT=$(p11_slot hsmwrap-test)
 	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "${P11_SLOT:-none}" \
 		--login --pin env:HW_P11_PIN --list-objects --type secrkey --label "$LABEL" \
 		>p11.txt 2>&1

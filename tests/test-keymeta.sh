@@ -26,6 +26,7 @@ PYTHON=$(command -v python3 2>/dev/null || :)
 
 W=$HW_TEST_DIR/keymeta
 mkdir "$W" || exit 99
+. "$(dirname "$0")/p11.sh"
 cd "$W" || exit 99
 PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 
@@ -73,9 +74,7 @@ km() {
 
 P11_SLOT=
 if [ -n "$PKCS11_TOOL" ]; then
-	P11_SLOT=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	P11_SLOT=$(p11_slot hsmwrap-test)
 fi
 p11() {
 	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" \

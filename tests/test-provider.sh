@@ -180,9 +180,7 @@ fi
 # pkcs11-tool, independently: the keys are sensitive and non-extractable.
 
 if [ -n "$PKCS11_TOOL" ]; then
-	slot=$("$PKCS11_TOOL" --module "$HSMWRAP_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	slot=$(p11_slot hsmwrap-test "$HSMWRAP_MODULE")
 	HW_P11_PIN=$(cat "$HW_TEST_USER_PIN_FILE") "$PKCS11_TOOL" --module "$HSMWRAP_MODULE" \
 		--slot "${slot:-none}" --login --pin env:HW_P11_PIN --list-objects --type privkey \
 		>"$W/p11.log" 2>&1

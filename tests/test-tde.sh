@@ -34,6 +34,7 @@ ALL=$W/all-output
 : >"$ALL"
 
 . "$TESTS_DIR/lib.sh"
+. "$TESTS_DIR/p11.sh"
 flip() {
 	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
 	x=$((b ^ 255))
@@ -56,9 +57,7 @@ if [ -n "$PYTHON" ]; then
 		[ "$(json_get '(d["key"]["type"], d["key"]["purpose"], d["key"]["sensitive"], d["key"]["extractable"], d["key"]["never_extractable"])' <"$W/out")" = "('aes256', 'envelope', True, False, True)" ]
 fi
 if [ -n "$PKCS11_TOOL" ] && [ -x "$PKCS11_TOOL" ]; then
-	slot=$("$PKCS11_TOOL" --module "$SOFTHSM_MODULE" -L 2>/dev/null | awk '
-		/^Slot / { s = $3; gsub(/[():]/, "", s) }
-		/^ *token label *: hsmwrap-test$/ { print s }')
+	slot=$(p11_slot hsmwrap-test)
 	HW_P11_PIN=$PIN "$PKCS11_TOOL" --module "$SOFTHSM_MODULE" --slot "${slot:-none}" \
 		--login --pin env:HW_P11_PIN --list-objects --type secrkey >"$W/p11" 2>/dev/null
 	for k in DB.MK.1 DB.MK.2; do
