@@ -74,6 +74,39 @@ void hw_free(void *p);
 void hw_free_secret(void *p, size_t len);
 
 /*
+ * Memory for secrets the caller holds (PINs, key components, key files):
+ * pages of their own, excluded from core dumps (MADV_DONTDUMP) and locked
+ * against swapping (mlock) where RLIMIT_MEMLOCK allows; NULL when out of
+ * memory. hw_secmem_free wipes (OPENSSL_cleanse) and releases the whole
+ * allocation (NULL is fine). One allocation costs at least a page.
+ */
+void *hw_secmem_alloc(size_t len);
+void hw_secmem_free(void *p);
+
+/*
+ * A file that appears whole or not at all, whatever happens to the process
+ * (kill -9, a full disk, power loss): what the TDE keyring save and every
+ * output file of the hsmwrap tool use.
+ *
+ * hw_file_create: path must be a new name or a regular file; a symbolic
+ * link (or anything else) is refused with HW_ERR_INVALID_ARG and left
+ * alone, neither replaced nor written through. The content goes to an
+ * anonymous O_TMPFILE in path's directory, mode `mode` exactly; where the
+ * file system lacks O_TMPFILE, to a named ".hsmwrap-tmp.XXXXXX" locked
+ * (flock) by its writer. Write to hw_file_fd(). hw_file_commit: fsync,
+ * linked under such a temporary name, renamed over path, the directory
+ * fsync'd. hw_file_free: closes; an uncommitted file leaves nothing.
+ * hw_file_sweep(dir) (also done by hw_file_create) removes temporaries
+ * of this user whose writer is gone (its lock free).
+ */
+typedef struct hw_file hw_file;
+HW_NODISCARD hw_err hw_file_create(const char *path, unsigned mode, hw_file **out);
+int hw_file_fd(const hw_file *f);
+HW_NODISCARD hw_err hw_file_commit(hw_file *f);
+void hw_file_free(hw_file *f);
+void hw_file_sweep(const char *dir);
+
+/*
  * Makes the calling process non-dumpable (prctl PR_SET_DUMPABLE 0): no
  * core dump, and other processes of the same user can no longer ptrace it
  * or read its memory through /proc. The hsmwrap tool does this first
@@ -931,10 +964,14 @@ HW_NODISCARD hw_err hw_tde_keyring_add(hw_tde_keyring *kr, uint32_t id, uint32_t
  * the plaintext keys stay the same. All or nothing, in memory. */
 HW_NODISCARD hw_err hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master);
 /*
- * Writes the keyring atomically: a temporary file in the same directory,
- * fsync, rename, fsync of the directory. A crash at any point leaves the
- * old file or the new one. Concurrent writers must be serialised by the
- * caller (the CLI locks PATH.lock).
+ * Writes the keyring atomically (mode 0600): an anonymous O_TMPFILE in the
+ * same directory, fsync, linked and renamed over path, fsync of the
+ * directory. A crash at any point leaves the old file or the new one and
+ * no temporary file visible (without O_TMPFILE, a named
+ * ".hsmwrap-tmp.XXXXXX" that the next save into that directory removes).
+ * A path that is a symbolic link is refused (HW_ERR_INVALID_ARG), the link
+ * and its target left untouched. Concurrent writers must be serialised by
+ * the caller (the CLI locks PATH.lock).
  */
 HW_NODISCARD hw_err hw_tde_keyring_save(hw_tde_keyring *kr, const char *path);
 /*

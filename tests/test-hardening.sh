@@ -303,6 +303,44 @@ else
 	echo "skip: non-dumpable check needs root and setpriv"
 fi
 
+# The PIN read at login lives in memory of its own (base/secmem.c):
+# locked against swapping where RLIMIT_MEMLOCK allows, and marked
+# MADV_DONTDUMP. Checked on a decrypt that is surely logged in and running
+# (its output half written, its input still open).
+rm -f in.fifo
+mkfifo in.fifo
+"$HSMWRAP" decrypt -i in.fifo -o lk.out >/dev/null 2>&1 &
+hpid=$!
+bgpids="$bgpids $hpid"
+exec 3>in.fifo
+head -c 3000000 big.enc >&3
+wait_tmpfile $hpid
+memlock=$(ulimit -l)
+# ASan/UBSan builds: the sanitizer runtime turns mlock into a no-op.
+lockflag=' lo '
+if grep -qa __asan_init "$HSMWRAP" 2>/dev/null; then
+	echo "skip: a sanitizer build cannot lock memory (mlock is a no-op under ASan)"
+	lockflag=' '
+elif [ "$memlock" = unlimited ] || [ "$memlock" -ge 64 ]; then
+	check "a logged-in hsmwrap has locked memory (VmLck > 0 in /proc/PID/status)" \
+		awk '/^VmLck:/ { n = $2 } END { exit !(n > 0) }' "/proc/$hpid/status"
+else
+	echo "skip: RLIMIT_MEMLOCK is $memlock kB here: nothing can be locked"
+fi
+if [ -r "/proc/$hpid/smaps" ] && cat "/proc/$hpid/smaps" >/dev/null 2>&1; then
+	# VmFlags: lo = locked, dd = left out of core dumps.
+	check "  a mapping of it is excluded from core dumps (and locked)" \
+		awk -v lo="$lockflag" '/^VmFlags:/ && index($0, lo) && / dd / { f = 1 } END { exit !f }' \
+		"/proc/$hpid/smaps"
+else
+	echo "skip: /proc/PID/smaps of a non-dumpable process needs root"
+fi
+tail -c +3000001 big.enc >&3
+exec 3>&-
+wait $hpid
+check "  and the decrypt finishes all the same (exit $?)" cmp -s lk.out big
+rm -f lk.out in.fifo
+
 # ------------------------------------------------------------------
 # Audit fails closed: a full file system under the log.
 mkdir mnt

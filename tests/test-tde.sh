@@ -257,13 +257,50 @@ check "kill -9 at each of 12 rekey steps: the keyring is old or new, every table
 	[ "$broken" -eq 0 ]
 check "a kill before the rename leaves the old keyring, after it the new" \
 	[ "$old" -eq 11 ] && [ "$new" -eq 2 ]
-cp crash.orig "$CK"
-HSMWRAP_TEST_CRASH_AT=10 "$HSMWRAP" tde keyring rekey -f "$CK" --new-key CR.MK.B >/dev/null 2>&1
-check "a writer killed mid-save leaves a temporary file" \
-	[ "$(ls -A "$W" | grep -c '^\.crash\.keyring\.tmp\.')" -eq 1 ]
-expect "the next rekey succeeds" 0 tde keyring rekey -f "$CK" --new-key CR.MK.B
-check "... and removes the dead writer's temporary file" \
+# The save is an anonymous O_TMPFILE until it is complete and synced: a
+# kill while writing it leaves nothing visible. Only between linking it
+# under a temporary name and the rename (step 11) is there a name, which
+# the next save removes.
+ntemps() { ls -A "$W" | grep -c '^\.hsmwrap-tmp\.' ; }
+check "the crash loop leaves no temporary file of the keyring" [ "$(ntemps)" -eq 0 ]
+check "... nor any of the old-style .NAME.tmp.* ones" \
 	[ "$(ls -A "$W" | grep -c '^\.crash\.keyring\.tmp\.')" -eq 0 ]
+for step in 8 9 10 11; do
+	cp crash.orig "$CK"
+	HSMWRAP_TEST_CRASH_AT=$step "$HSMWRAP" tde keyring rekey -f "$CK" --new-key CR.MK.B \
+		>/dev/null 2>&1
+	if [ "$step" -lt 11 ]; then
+		check "kill -9 at save step $step (temporary being written): no temporary visible" \
+			[ "$(ntemps)" -eq 0 ]
+	else
+		check "kill -9 between link and rename: one temporary left, mode 0600" \
+			sh -c "[ $(ntemps) -eq 1 ] && ls -l '$W'/.hsmwrap-tmp.* | grep -q '^-rw-------'"
+	fi
+done
+check "... the keyring is still the old one" cmp -s "$CK" crash.orig
+expect "the next rekey succeeds" 0 tde keyring rekey -f "$CK" --new-key CR.MK.B
+check "... and removes the dead writer's temporary file" [ "$(ntemps)" -eq 0 ]
+# Without O_TMPFILE (some file systems): a named temporary from the start.
+cp crash.orig "$CK"
+HSMWRAP_TEST_NO_TMPFILE=1 HSMWRAP_TEST_CRASH_AT=9 "$HSMWRAP" tde keyring rekey -f "$CK" \
+	--new-key CR.MK.B >/dev/null 2>&1
+check "no O_TMPFILE, kill -9 mid-write: a named temporary is left" [ "$(ntemps)" -eq 1 ]
+check "... the keyring is still the old one" cmp -s "$CK" crash.orig
+HSMWRAP_TEST_NO_TMPFILE=1 "$HSMWRAP" tde keyring add -f "$CK" --id 7 >"$W/out" 2>&1
+check "no O_TMPFILE: the next save succeeds" grep -q 'added to' "$W/out"
+check "... and removes the dead writer's temporary file" [ "$(ntemps)" -eq 0 ]
+# A temporary another live writer holds (flock) is not taken away.
+cp crash.orig "$CK"
+if command -v flock >/dev/null 2>&1; then
+	(umask 077; exec 9>"$W/.hsmwrap-tmp.Live01"; flock -x 9; exec sleep 5) &
+	holder=$!
+	sleep 0.3
+	"$HSMWRAP" tde keyring add -f "$CK" --id 8 >/dev/null 2>&1 || bad "save next to a live temporary"
+	check "a temporary still locked by its writer is left alone" [ -e "$W/.hsmwrap-tmp.Live01" ]
+	kill "$holder" 2>/dev/null
+	wait "$holder" 2>/dev/null
+	rm -f "$W/.hsmwrap-tmp.Live01"
+fi
 
 # Killed from outside, at random moments. SoftHSM rewrites its token file
 # in place at every login, so a kill landing there truncates it and the
@@ -292,6 +329,33 @@ done
 [ "$softhsm_hit" -eq 0 ] ||
 	echo "note: $softhsm_hit kill(s) hit SoftHSM's own token file; token restored"
 check "rekey killed at 6 random moments: table key 3/2 still intact" [ "$broken" -eq 0 ]
+
+# ---------------------------------------------------------------------
+# A keyring path that is a symbolic link: read through it, but never
+# replaced nor written through (whoever controls the link would choose
+# where the keyring lands); the link and its target stay as they were.
+
+mkdir linkdir
+expect "a keyring for the link tests" 0 tde keyring add -f linkdir/real.keyring --key CR.MK.B --id 1
+cp linkdir/real.keyring link.orig
+ln -s real.keyring linkdir/link.keyring
+expect "keyring list through a symlink works (reading follows it)" 0 \
+	tde keyring list -f linkdir/link.keyring
+expect "keyring add through a symlink is refused" 2 tde keyring add -f linkdir/link.keyring --id 2
+check "... saying it is a symbolic link" grep -q 'linkdir/link.keyring is a symbolic link' "$W/err"
+check "... the link is still a link to the keyring" \
+	[ -L linkdir/link.keyring ] && [ "$(readlink linkdir/link.keyring)" = real.keyring ]
+check "... and the keyring it points to is untouched" cmp -s linkdir/real.keyring link.orig
+expect "keyring rekey through a symlink is refused" 2 \
+	tde keyring rekey -f linkdir/link.keyring --new-key CR.MK.A
+check "... the keyring it points to is untouched" cmp -s linkdir/real.keyring link.orig
+check "... and no temporary is left" [ "$(ls -A linkdir | grep -c '^\.hsmwrap-tmp\.')" -eq 0 ]
+ln -s "$W/nowhere.keyring" linkdir/dangling.keyring
+expect "a new keyring at a dangling symlink is refused" 2 \
+	tde keyring add -f linkdir/dangling.keyring --key CR.MK.B --id 1
+check "... nothing is created where the link points" [ ! -e "$W/nowhere.keyring" ]
+expect "the keyring itself (no link) is still writable" 0 \
+	tde keyring add -f linkdir/real.keyring --id 2
 
 check "no PIN in any output" sh -c "! grep -qF '$PIN' '$ALL'"
 if grep -qiF "$(hexof k1v1)" "$ALL"; then

@@ -270,8 +270,8 @@ void util_set_detail(const char *fmt, ...) __attribute__((format(printf, 1, 2)))
 
 /*
  * Reads a whole file of at most `cap` bytes (HW_ERR_TOO_LARGE beyond).
- * With `secret`, every intermediate buffer is wiped; free the result with
- * util_free(buf, len, secret).
+ * With `secret`, every buffer is hw_secmem (not dumped, locked) and is
+ * wiped; free the result with util_free(buf, len, secret).
  */
 hw_err util_read_file(const char *path, size_t cap, int secret,
                       uint8_t **buf, size_t *len);

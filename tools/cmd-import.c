@@ -16,6 +16,8 @@
 #include "cli.h"
 
 #define KEY_BYTES 32
+/* A typed component line: 64 hex digits and the spaces between groups. */
+#define COMPONENT_LINE_MAX 256
 
 static int parse_type_purpose(struct cli *cli, const struct cli_args *a, hw_key_type *type,
                               hw_purpose *purpose)
@@ -245,7 +247,7 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 	hw_key_type type;
 	hw_purpose purpose;
 	uint8_t (*comp)[KEY_BYTES] = NULL;
-	uint8_t combined[KEY_BYTES], kcv[3], any;
+	uint8_t *combined = NULL, kcv[3], any;
 	char kcvhex[7], hostkcv[7], tokkcv[7] = "", *end = NULL, what[300];
 	unsigned long count;
 	hw_key *key = NULL;
@@ -254,7 +256,6 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 	hw_err err;
 	int rc;
 
-	memset(combined, 0, sizeof(combined));
 	if ((rc = parse_type_purpose(cli, a, &type, &purpose)))
 		return rc;
 	count = strtoul(cs, &end, 10);
@@ -278,8 +279,10 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 			goto out;
 		}
 	}
-	comp = OPENSSL_secure_zalloc(count * KEY_BYTES);
-	if (!comp && !(comp = calloc(count, KEY_BYTES))) {
+	/* Key material: out of core dumps and swap (hw_secmem, zeroed pages). */
+	comp = hw_secmem_alloc(count * KEY_BYTES);
+	combined = hw_secmem_alloc(KEY_BYTES);
+	if (!comp || !combined) {
 		rc = cli_failf(cli, HW_ERR_NOMEM, "importing components", "out of memory");
 		goto out;
 	}
@@ -306,15 +309,16 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 				goto out;
 			}
 		} else {
-			char buf[256];
+			char *buf = hw_secmem_alloc(COMPONENT_LINE_MAX);
 			size_t len = 0;
 
 			snprintf(what, sizeof(what), "component of custodian %lu of %lu (%d hex digits)",
 			         i + 1, count, 2 * KEY_BYTES);
-			err = util_pin_prompt(what, buf, sizeof(buf), &len, &cli->prompt);
+			err = buf ? util_pin_prompt(what, buf, COMPONENT_LINE_MAX, &len, &cli->prompt)
+			          : HW_ERR_NOMEM;
 			if (!err && parse_component(buf, len, comp[i]))
 				err = HW_ERR_FORMAT;
-			OPENSSL_cleanse(buf, sizeof(buf));
+			hw_secmem_free(buf);
 			if (err) {
 				rc = cli_failf(cli, err, "reading a component", "custodian %lu: %s; nothing "
 				               "was imported", i + 1, err == HW_ERR_FORMAT
@@ -377,7 +381,7 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 	}
 	util_hex(kcv, 3, hostkcv);
 	err = hw_key_import_value(ctx, label, type, purpose, combined, KEY_BYTES, &key, tokkcv);
-	OPENSSL_cleanse(combined, sizeof(combined));
+	OPENSSL_cleanse(combined, KEY_BYTES);
 	if (err) {
 		snprintf(what, sizeof(what), "importing key '%s'", label);
 		rc = cli_fail(cli, err, what);
@@ -398,15 +402,9 @@ int cmd_key_import_components(struct cli *cli, const struct cli_args *a)
 	}
 	cli_transcript_end(cli);
 out:
-	OPENSSL_cleanse(combined, sizeof(combined));
+	hw_secmem_free(combined);
 	OPENSSL_cleanse(kcv, sizeof(kcv));
-	if (comp) {
-		OPENSSL_cleanse(comp, count * KEY_BYTES);
-		if (CRYPTO_secure_allocated(comp))
-			OPENSSL_secure_free(comp);
-		else
-			free(comp);
-	}
+	hw_secmem_free(comp);
 	hw_key_free(key);
 	hw_ctx_free(ctx);
 	return rc;

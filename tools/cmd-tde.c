@@ -4,12 +4,12 @@
  *
  * Every command that changes a keyring holds an exclusive lock on
  * KEYRING.lock from reading it to replacing it, so two administrators
- * cannot lose each other's changes; under that lock, temporary files a
- * killed writer left behind are removed.
+ * cannot lose each other's changes. The library writes the keyring
+ * atomically and removes what a killed writer left behind
+ * (hw_tde_keyring_save).
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
@@ -87,7 +87,7 @@ static int lock_keyring(struct cli *cli, const char *path, int *fd_out, int *rc)
 		*rc = cli_failf(cli, HW_ERR_NOMEM, "locking keyring", "out of memory");
 		return -1;
 	}
-	fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 || flock(fd, LOCK_EX) < 0) {
 		*rc = cli_failf(cli, HW_ERR_IO, "locking keyring", "%s: %s", lp, strerror(errno));
 		if (fd >= 0)
@@ -98,36 +98,6 @@ static int lock_keyring(struct cli *cli, const char *path, int *fd_out, int *rc)
 	free(lp);
 	*fd_out = fd;
 	return 0;
-}
-
-/* Temporary files of writers that were killed (we hold the lock: no one writes). */
-static void remove_stale_temps(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-	char *dir = slash ? strndup(path, (size_t)(slash - path + 1)) : strdup("./");
-	const char *base = slash ? slash + 1 : path;
-	char prefix[300];
-	struct dirent *de;
-	DIR *d;
-
-	if (!dir)
-		return;
-	snprintf(prefix, sizeof(prefix), ".%s.tmp.", base);
-	d = opendir(dir);
-	while (d && (de = readdir(d))) {
-		char *full = NULL;
-
-		if (strncmp(de->d_name, prefix, strlen(prefix)) != 0 ||
-		    strlen(de->d_name) != strlen(prefix) + 6)
-			continue;
-		if (asprintf(&full, "%s%s", dir, de->d_name) >= 0) {
-			(void)unlink(full);
-			free(full);
-		}
-	}
-	if (d)
-		closedir(d);
-	free(dir);
 }
 
 static int keyring_matches(const hw_tde_keyring_info *info, hw_key *key)
@@ -154,7 +124,6 @@ int cmd_tde_keyring_add(struct cli *cli, const struct cli_args *a)
 		return cli_usage(cli, a->cmd, "--id must be a number from 0 to 4294967295");
 	if (lock_keyring(cli, path, &lockfd, &rc))
 		return rc;
-	remove_stale_temps(path);
 	exists = access(path, F_OK) == 0;
 	if (!exists && !label) {
 		rc = cli_usage(cli, a->cmd, "%s does not exist: give --key L (the master key) to "
@@ -305,7 +274,6 @@ int cmd_tde_keyring_rekey(struct cli *cli, const struct cli_args *a)
 
 	if (lock_keyring(cli, path, &lockfd, &rc))
 		return rc;
-	remove_stale_temps(path);
 	if ((rc = open_keyring(cli, path, &ctx, &kr)))
 		goto out;
 	if ((err = hw_key_find(ctx, label, &key)) || (err = hw_key_info_get(key, &ki))) {

@@ -1,41 +1,30 @@
 /*
  * outfile.c - output files that appear whole or not at all (outfile.h).
  *
- * Why an anonymous O_TMPFILE rather than a named temporary: nothing can
- * remove a named temporary after SIGKILL or SIGXFSZ, and a decrypt's
- * temporary holds plaintext. An O_TMPFILE inode has no name until
- * outfile_commit() links it, so the kernel frees it on any death.
- *
- * linkat() cannot replace an existing name, so a committed file is
- * linked under a temporary name first and renamed over the target. That
- * name exists for two system calls; its inode is locked by its creator
- * (flock) from before it has a name, which is what lets outfile_sweep()
- * tell an abandoned temporary from one in use.
+ * A file output is the library's hw_file (src/lib/base/file.c): an
+ * anonymous O_TMPFILE linked into place only once complete, because
+ * nothing can remove a named temporary after SIGKILL or SIGXFSZ and a
+ * decrypt's temporary holds plaintext. What is the CLI's own here: "-",
+ * devices and pipes as streams, several outputs all or none, and holding
+ * termination signals while a name is settled.
  */
 #include "config.h"
 
-#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/file.h>
-#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include "cli.h"
 #include "outfile.h"
 
-#define TMP_PREFIX ".hsmwrap-tmp."
-#define TMP_RAND 6
-
 struct outfile {
 	const char *path;           /* the target (caller's string) */
-	char *dir;                  /* its directory (file outputs) */
-	char *tmp;                  /* named temporary (fallback), NULL otherwise */
+	hw_file *file;              /* file outputs */
 	int fd;
 	int stream;                 /* written in place */
 	int owned;                  /* fd is ours to close */
@@ -76,112 +65,6 @@ static int no_tmpfile(void)
 	return t && strcmp(t, "1") == 0;
 }
 
-/* ".hsmwrap-tmp." followed by TMP_RAND characters of [A-Za-z0-9]. */
-static void random_name(char *out)
-{
-	static const char set[] =
-		"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-	unsigned char r[TMP_RAND];
-
-	if (getrandom(r, sizeof(r), 0) != (ssize_t)sizeof(r)) {
-		/* Only uniqueness matters here; collisions are retried. */
-		for (size_t i = 0; i < sizeof(r); i++)
-			r[i] = (unsigned char)(rand() ^ getpid());
-	}
-	memcpy(out, TMP_PREFIX, sizeof(TMP_PREFIX) - 1);
-	for (size_t i = 0; i < TMP_RAND; i++)
-		out[sizeof(TMP_PREFIX) - 1 + i] = set[r[i] % (sizeof(set) - 1)];
-	out[sizeof(TMP_PREFIX) - 1 + TMP_RAND] = '\0';
-}
-
-static int is_tmp_name(const char *name)
-{
-	size_t pl = sizeof(TMP_PREFIX) - 1;
-
-	if (strncmp(name, TMP_PREFIX, pl) != 0 || strlen(name) != pl + TMP_RAND)
-		return 0;
-	for (size_t i = pl; i < pl + TMP_RAND; i++)
-		if (!((name[i] >= 'A' && name[i] <= 'Z') || (name[i] >= 'a' && name[i] <= 'z') ||
-		      (name[i] >= '0' && name[i] <= '9')))
-			return 0;
-	return 1;
-}
-
-void outfile_sweep(const char *dir)
-{
-	DIR *d = opendir(dir);
-	struct dirent *de;
-
-	if (!d)
-		return;
-	while ((de = readdir(d)) != NULL) {
-		struct stat st, again;
-		int fd;
-
-		if (!is_tmp_name(de->d_name))
-			continue;
-		fd = openat(dirfd(d), de->d_name,
-		            O_RDONLY | O_NOFOLLOW | O_NONBLOCK | O_NOCTTY | O_CLOEXEC);
-		if (fd < 0)
-			continue;
-		/* Only our own plain files, and only once their creator let go. */
-		if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_uid == geteuid() &&
-		    st.st_nlink == 1 && flock(fd, LOCK_EX | LOCK_NB) == 0 &&
-		    fstatat(dirfd(d), de->d_name, &again, AT_SYMLINK_NOFOLLOW) == 0 &&
-		    again.st_dev == st.st_dev && again.st_ino == st.st_ino)
-			(void)unlinkat(dirfd(d), de->d_name, 0);
-		close(fd);
-	}
-	closedir(d);
-}
-
-/* The named fallback: created, locked, then checked to still be ours. */
-static int named_tmp(struct outfile *o, mode_t mode)
-{
-	for (int tries = 0; tries < 16; tries++) {
-		char name[sizeof(TMP_PREFIX) + TMP_RAND];
-		struct stat a, b;
-		char *tmp = NULL;
-		int fd;
-
-		random_name(name);
-		if (asprintf(&tmp, "%s/%s", o->dir, name) < 0) {
-			errno = ENOMEM;
-			return -1;
-		}
-		fd = open(tmp, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0) {
-			int e = errno;
-
-			free(tmp);
-			if (e == EEXIST)
-				continue;
-			errno = e;
-			return -1;
-		}
-		/* A sweeper may have taken it between open and flock: start over. */
-		if (flock(fd, LOCK_EX) < 0 || fstat(fd, &a) < 0 || lstat(tmp, &b) < 0 ||
-		    a.st_ino != b.st_ino || a.st_dev != b.st_dev) {
-			close(fd);
-			free(tmp);
-			continue;
-		}
-		if (fchmod(fd, mode) < 0) {
-			int e = errno;
-
-			unlink(tmp);
-			close(fd);
-			free(tmp);
-			errno = e;
-			return -1;
-		}
-		o->tmp = tmp;
-		return fd;
-	}
-	errno = EEXIST;
-	return -1;
-}
-
 static int is_stdout_file(const struct stat *st)
 {
 	struct stat out;
@@ -203,30 +86,13 @@ static hw_err open_stream(struct outfile *o, const char *path)
 static hw_err open_file(struct outfile *o, unsigned flags)
 {
 	mode_t mode = (flags & OUTFILE_SECRET) ? 0600 : util_plain_mode();
+	hw_err err = hw_file_create(o->path, (unsigned)mode, &o->file);
 
-	o->dir = util_dir_of(o->path);
-	if (!o->dir)
-		return fail(o->path, ENOMEM, NULL);
-	outfile_sweep(o->dir);
-	o->fd = -1;
-	if (!no_tmpfile())
-		o->fd = open(o->dir, O_TMPFILE | O_RDWR | O_CLOEXEC, mode);
-	if (o->fd >= 0) {
-		/* The open mode went through the umask; set it exactly. */
-		if (fchmod(o->fd, mode) < 0) {
-			int e = errno;
-
-			close(o->fd);
-			o->fd = -1;
-			return fail(o->path, e, NULL);
-		}
-	} else {
-		/* EOPNOTSUPP, EISDIR or EINVAL: a file system or kernel without it. */
-		o->fd = named_tmp(o, mode);
-		if (o->fd < 0)
-			return fail(o->path, errno, "cannot create a file in its directory");
+	if (err) {
+		util_set_detail("%s", hw_last_detail());
+		return err;
 	}
-	o->owned = 1;
+	o->fd = hw_file_fd(o->file);
 	return HW_OK;
 }
 
@@ -311,38 +177,6 @@ hw_err outfile_write(struct outfile *o, const void *data, size_t len)
 	return HW_OK;
 }
 
-/* Gives the anonymous inode a temporary name beside the target. */
-static int link_tmpfile(struct outfile *o)
-{
-	char proc[64];
-
-	snprintf(proc, sizeof(proc), "/proc/self/fd/%d", o->fd);
-	for (int tries = 0; tries < 16; tries++) {
-		char name[sizeof(TMP_PREFIX) + TMP_RAND];
-		char *tmp = NULL;
-		int r;
-
-		random_name(name);
-		if (asprintf(&tmp, "%s/%s", o->dir, name) < 0) {
-			errno = ENOMEM;
-			return -1;
-		}
-		r = linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW);
-		/* Without /proc, AT_EMPTY_PATH does it (needs CAP_DAC_READ_SEARCH). */
-		if (r < 0 && errno == ENOENT)
-			r = linkat(o->fd, "", AT_FDCWD, tmp, AT_EMPTY_PATH);
-		if (r == 0) {
-			o->tmp = tmp;
-			return 0;
-		}
-		free(tmp);
-		if (errno != EEXIST)
-			return -1;
-	}
-	errno = EEXIST;
-	return -1;
-}
-
 hw_err outfile_commit(struct outfile *o)
 {
 	sigset_t set, old;
@@ -359,6 +193,7 @@ hw_err outfile_commit(struct outfile *o)
 		}
 		return HW_OK;
 	}
+	/* The slow part first, while signals still end the process. */
 	if (fsync(o->fd) < 0)
 		return fail(o->path, errno, NULL);
 	/* Termination signals wait until the name is settled either way. */
@@ -368,30 +203,23 @@ hw_err outfile_commit(struct outfile *o)
 	sigaddset(&set, SIGHUP);
 	sigaddset(&set, SIGQUIT);
 	sigprocmask(SIG_BLOCK, &set, &old);
-	if (!o->tmp && (flock(o->fd, LOCK_EX) < 0 || link_tmpfile(o) < 0))
-		err = fail(o->path, errno, "cannot link the new file into its directory");
-	if (!err && rename(o->tmp, o->path) < 0)
-		err = fail(o->path, errno, NULL);
-	if (!err) {
-		free(o->tmp);
-		o->tmp = NULL;
-		o->committed = 1;
-		util_sync_dir(o->path);
-	}
+	err = hw_file_commit(o->file);
 	sigprocmask(SIG_SETMASK, &old, NULL);
-	return err;
+	if (err) {
+		util_set_detail("%s", hw_last_detail());
+		return err;
+	}
+	o->committed = 1;
+	return HW_OK;
 }
 
 void outfile_free(struct outfile *o)
 {
 	if (!o)
 		return;
-	if (o->tmp)
-		unlink(o->tmp);
+	hw_file_free(o->file);
 	if (o->owned && o->fd >= 0)
 		close(o->fd);
-	free(o->tmp);
-	free(o->dir);
 	free(o);
 }
 

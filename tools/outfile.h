@@ -18,7 +18,8 @@
  *    file (or nothing) visible. Where O_TMPFILE is not supported, a named
  *    temporary ".hsmwrap-tmp.XXXXXX" is used instead; its creator holds a
  *    lock on it, and the next hsmwrap writing into that directory removes
- *    the ones whose creator is gone (see outfile_sweep()).
+ *    the ones whose creator is gone. (The library's hw_file does the file
+ *    part; the TDE keyring is written the same way.)
  *
  * Failures set util_detail() (the file name and the reason).
  */
@@ -58,15 +59,6 @@ void outfile_free(struct outfile *o);
  * O_TMPFILE works. Returns the descriptor or -1 (errno set).
  */
 int outfile_spool(void);
-
-/*
- * Removes leftover named temporaries in dir whose creator is gone: the
- * name matches ".hsmwrap-tmp.??????", it is a regular file owned by this
- * user with one link, and its creator's lock is free. Called by
- * outfile_open(); failures are ignored.
- */
-void outfile_sweep(const char *dir);
-
 /* Test hook: HSMWRAP_TEST_NO_TMPFILE=1 forces the named-temporary path. */
 
 #endif /* HSMWRAP_OUTFILE_H */

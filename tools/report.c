@@ -34,7 +34,8 @@ const struct cli_exit_class cli_exit_classes[] = {
 	{ EXIT_OK, "Success.", exit_none },
 	{ EXIT_FAILURE_OTHER, "Other failure: input/output, out of memory, host-side crypto.", exit_other },
 	{ EXIT_USAGE, "Usage error: unknown or missing option or argument, malformed URI, "
-	  "bad --context, destroy without --yes, bad configuration file.", exit_usage },
+	  "bad --context, destroy without --yes, bad configuration file, an output or keyring "
+	  "file that is a symbolic link.", exit_usage },
 	{ EXIT_AUTH, "Authentication failure: wrong or locked PIN, unreadable PIN source, "
 	  "prompt cancelled or impossible.", exit_auth },
 	{ EXIT_NOT_FOUND, "Not found: module, token or key missing or ambiguous, no free slot.",

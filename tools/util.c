@@ -53,17 +53,26 @@ static hw_err errno_err(int e)
 /* ------------------------------------------------------------------ */
 /* Reading                                                             */
 
+/* A secret (a key file, a share) lives in hw_secmem: not in core dumps,
+ * not swapped out where the memlock limit allows. */
+static uint8_t *buf_alloc(size_t n, int secret)
+{
+	return secret ? hw_secmem_alloc(n) : malloc(n);
+}
+
 void util_free(void *buf, size_t len, int secret)
 {
-	if (buf && secret)
-		OPENSSL_cleanse(buf, len);
-	free(buf);
+	(void)len;
+	if (secret)
+		hw_secmem_free(buf);
+	else
+		free(buf);
 }
 
 /* realloc() may leave a copy of a secret behind: move it by hand. */
 static uint8_t *grow(uint8_t *buf, size_t used, size_t newcap, int secret)
 {
-	uint8_t *n = malloc(newcap);
+	uint8_t *n = buf_alloc(newcap, secret);
 
 	if (!n)
 		return NULL;
@@ -82,7 +91,7 @@ static hw_err read_fd(int fd, const char *path, size_t cap, size_t hint,
 	/* One byte over the cap is enough to know the input is too large. */
 	if (bufcap > cap + 1)
 		bufcap = cap + 1;
-	buf = malloc(bufcap);
+	buf = buf_alloc(bufcap, secret);
 	if (!buf) {
 		set_detail("%s", path);
 		return HW_ERR_NOMEM;
@@ -381,7 +390,7 @@ static hw_err prompt_once(struct tty_state *t, struct pin_prompt *pp,
 static hw_err prompt_confirmed(struct tty_state *t, struct pin_prompt *pp,
                                const char *what, char *buf, size_t max, size_t *len)
 {
-	char *again = malloc(max ? max : 1);
+	char *again = hw_secmem_alloc(max ? max : 1);
 	hw_err err = HW_ERR_CANCELLED;
 	int fresh = strncmp(what, "new ", 4) == 0;
 
@@ -405,8 +414,7 @@ static hw_err prompt_confirmed(struct tty_state *t, struct pin_prompt *pp,
 		snprintf(pp->note, sizeof(pp->note), "the PIN entries did not match");
 		err = HW_ERR_CANCELLED;
 	}
-	OPENSSL_cleanse(again, max);
-	free(again);
+	hw_secmem_free(again);
 	return err;
 }
 

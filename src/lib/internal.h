@@ -15,6 +15,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <sys/types.h>
 
 #include <p11-kit/p11-kit.h>
 #include <p11-kit/uri.h>
@@ -49,11 +50,7 @@ int hw_unhex(const char *s, uint8_t *out, size_t max, size_t *len);
 /* "YYYY-MM-DDTHH:MM:SSZ" (or the number if it is no date). */
 void hw_fmt_utc(int64_t t, char *out, size_t outsz);
 
-/* ---- base/secmem.c ---- */
-/* Page-backed memory for secrets: not in core dumps, locked where the
- * limits allow. hw_secmem_free wipes it; pass the length allocated. */
-void *hw_secmem_alloc(size_t len);
-void hw_secmem_free(void *p, size_t len);
+/* ---- base/secmem.c: hw_secmem_alloc/free, public (hsmwrap.h) ---- */
 
 /* ---- base/err.c ---- */
 /* Records the failure for hw_last_ckrv()/hw_last_detail() and returns err. */
@@ -64,6 +61,21 @@ hw_err hw_err_from_ckrv(CK_RV rv);
 /* hw_fail(hw_err_from_ckrv(rv), rv, "what"): the common case. */
 hw_err hw_fail_ck(CK_RV rv, const char *what);
 void hw_clear_error(void);
+
+/* ---- base/file.c ---- */
+/* write(2) until all n bytes are out (EINTR retried); HW_ERR_IO, errno set. */
+hw_err hw_write_all(int fd, const void *data, size_t n);
+/*
+ * Replaces path with data[0..len) through an hw_file (hsmwrap.h): the old
+ * file or the new one whatever happens; a symbolic link is refused.
+ * *replaced (may be NULL) tells whether path is the new content, which it
+ * can be on failure too (the directory sync failed).
+ */
+hw_err hw_file_write_atomic(const char *path, const void *data, size_t len, unsigned mode,
+                            bool *replaced);
+/* Test hook: SIGKILLs the process at its N-th call when
+ * HSMWRAP_TEST_CRASH_AT=N (every step of an atomic write is one). */
+void hw_crash_point(void);
 
 /* ---- base/shamir.c (pure: no HSM, no error state) ---- */
 uint8_t hw_gf256_mul(uint8_t a, uint8_t b);

@@ -8,6 +8,7 @@ libhsmwrap_la_SOURCES = \
 	src/lib/base/err.c \
 	src/lib/base/text.c \
 	src/lib/base/secmem.c \
+	src/lib/base/file.c \
 	src/lib/base/shamir.c \
 	src/lib/format/blob.c \
 	src/lib/format/ectx.c \

@@ -10,6 +10,7 @@
 #include "internal.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <sys/mman.h>
@@ -17,6 +18,10 @@
 #include <unistd.h>
 
 #include <openssl/crypto.h>
+
+/* The mapping's size sits in front of the caller's bytes, so that the
+ * caller need not remember it (a buffer that grew, a PIN of any length). */
+#define HDR 16
 
 static size_t page_round(size_t n)
 {
@@ -26,33 +31,38 @@ static size_t page_round(size_t n)
 	return (n + p - 1) / p * p;
 }
 
-void *hw_secmem_alloc(size_t len)
+HW_EXPORT void *
+hw_secmem_alloc(size_t len)
 {
 	size_t n;
-	void *p;
+	uint8_t *p;
 
-	if (len == 0)
-		len = 1;
-	n = page_round(len);
+	if (len > SIZE_MAX - 2 * HDR - 65536)
+		return NULL;
+	n = page_round(len + HDR);
 	p = mmap(NULL, n, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
 	if (p == MAP_FAILED)
 		return NULL;
 	/* Both are best effort: an old kernel or a low memlock limit must not
-	 * stop a login. The PIN is wiped after use either way. */
+	 * stop a login. The secret is wiped after use either way. */
 #ifdef MADV_DONTDUMP
 	(void)madvise(p, n, MADV_DONTDUMP);
 #endif
 	(void)mlock(p, n);
-	return p;
+	memcpy(p, &n, sizeof(n));
+	return p + HDR;
 }
 
-void hw_secmem_free(void *p, size_t len)
+HW_EXPORT void
+hw_secmem_free(void *mem)
 {
+	uint8_t *p;
 	size_t n;
 
-	if (!p)
+	if (!mem)
 		return;
-	n = page_round(len ? len : 1);
+	p = (uint8_t *)mem - HDR;
+	memcpy(&n, p, sizeof(n));
 	OPENSSL_cleanse(p, n);
 	(void)munlock(p, n);
 	(void)munmap(p, n);

@@ -286,21 +286,6 @@ static hw_err io_fail(const char *what, const char *path)
 	return hw_fail(HW_ERR_IO, 0, "%s %s: %s", what, path, strerror(errno));
 }
 
-static hw_err write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t k = write(fd, p, n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return HW_ERR_IO;
-		p += k;
-		n -= (size_t)k;
-	}
-	return HW_OK;
-}
-
 static hw_err read_at(int fd, uint8_t *buf, size_t n, off_t off)
 {
 	while (n) {
@@ -438,7 +423,7 @@ static hw_err append_line(hw_audit *a, hw_wbuf *w)
 		return hw_fail(w->err, 0, "audit record too large");
 	if (fstat(a->fd, &st) < 0)
 		return io_fail("writing", a->path);
-	e = write_all(a->fd, w->p, w->len);
+	e = hw_write_all(a->fd, w->p, w->len);
 	if (e == HW_OK && fsync(a->fd) < 0)
 		e = HW_ERR_IO;
 	if (e != HW_OK) {

@@ -15,8 +15,9 @@
  * Entries are sorted by (id, version), strictly; versions start at 1.
  * The seal is hw_encrypt(master, keyring id, AAD = every byte before it).
  *
- * Saving is atomic: temp file in the same directory, fsync, rename, fsync
- * of the directory: a crash leaves the old or the new file.
+ * Saving is atomic (hw_file_write_atomic): a crash leaves the old or the
+ * new file and no temporary one; a keyring path that is a symlink is
+ * refused rather than replaced.
  */
 #include "internal.h"
 #include "base/buf.h"
@@ -24,7 +25,6 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -60,22 +60,6 @@ struct hw_tde_keyring {
 	struct tde_entry *e;
 	size_t n, cap;
 };
-
-/*
- * Test hook for the crash-consistency test (tests/test-tde.sh): with
- * HSMWRAP_TEST_CRASH_AT=N in the environment, the process kills itself
- * with SIGKILL at the N-th step of a rekey or save. Unset, it does nothing.
- */
-static unsigned crash_step;
-
-static void crash_point(void)
-{
-	const char *at = getenv("HSMWRAP_TEST_CRASH_AT");
-
-	crash_step++;
-	if (at && *at && strtoul(at, NULL, 10) == crash_step)
-		raise(SIGKILL);
-}
 
 /* ---------------------------------------------------------------- */
 /* Parsing (no HSM)                                                  */
@@ -635,7 +619,7 @@ hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master)
 		size_t serlen = 0;
 		hw_ectx *ec = NULL;
 
-		crash_point();
+		hw_crash_point();
 		e = unwrap_entry(kr, kr->master, &kr->e[i], dk);
 		if (e == HW_OK)
 			e = slot_ectx(kr, kr->e[i].id, kr->e[i].version, &ec);
@@ -668,42 +652,13 @@ hw_tde_keyring_rekey(hw_tde_keyring *kr, hw_key *new_master)
 	return HW_OK;
 }
 
-static char *dir_of(const char *path)
-{
-	const char *slash = strrchr(path, '/');
-
-	if (!slash)
-		return strdup(".");
-	if (slash == path)
-		return strdup("/");
-	return strndup(path, (size_t)(slash - path));
-}
-
-static hw_err write_all(int fd, const uint8_t *p, size_t n)
-{
-	while (n) {
-		ssize_t k = write(fd, p, n);
-
-		if (k < 0 && errno == EINTR)
-			continue;
-		if (k <= 0)
-			return HW_ERR_IO;
-		p += k;
-		n -= (size_t)k;
-	}
-	return HW_OK;
-}
-
 HW_EXPORT hw_err
 hw_tde_keyring_save(hw_tde_keyring *kr, const char *path)
 {
 	uint8_t *seal = NULL;
 	size_t seal_len = 0;
-	char *dir = NULL, *tmp = NULL;
-	const char *base;
+	bool replaced = false;
 	hw_wbuf w;
-	int fd = -1, dfd;
-	bool renamed = false;
 	hw_err e;
 
 	if (!kr || !path)
@@ -724,60 +679,12 @@ hw_tde_keyring_save(hw_tde_keyring *kr, const char *path)
 		hw_wbuf_free(&w);
 		return e == HW_ERR_TOO_LARGE ? hw_fail(e, 0, "keyring too large") : e;
 	}
-	dir = dir_of(path);
-	base = strrchr(path, '/') ? strrchr(path, '/') + 1 : path;
-	if (dir && asprintf(&tmp, "%s/.%s.tmp.XXXXXX", dir, base) < 0)
-		tmp = NULL;
-	if (!dir || !tmp) {
-		e = hw_fail(HW_ERR_NOMEM, 0, NULL);
-		goto out;
-	}
-	fd = mkstemp(tmp);
-	if (fd < 0) {
-		e = hw_fail(HW_ERR_IO, 0, "creating a temporary file in %s: %s", dir, strerror(errno));
-		free(tmp);
-		tmp = NULL;
-		goto out;
-	}
-	crash_point();
-	e = write_all(fd, w.p, w.len / 2);
-	crash_point();
-	if (e == HW_OK)
-		e = write_all(fd, w.p + w.len / 2, w.len - w.len / 2);
-	crash_point();
-	if (e == HW_OK && fsync(fd) < 0)
-		e = HW_ERR_IO;
-	if (close(fd) < 0 && e == HW_OK)
-		e = HW_ERR_IO;
-	fd = -1;
-	crash_point();
-	if (e == HW_OK && rename(tmp, path) < 0)
-		e = HW_ERR_IO;
-	if (e != HW_OK) {
-		e = hw_fail(HW_ERR_IO, 0, "writing %s: %s", path, strerror(errno));
-		goto out;
-	}
-	free(tmp);
-	tmp = NULL;
-	renamed = true;
-	crash_point();
-	/* The rename is durable only once the directory is. */
-	dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (dfd < 0 || fsync(dfd) < 0)
-		e = hw_fail(HW_ERR_IO, 0, "syncing directory %s: %s", dir, strerror(errno));
-	if (dfd >= 0)
-		close(dfd);
-out:
-	if (fd >= 0)
-		close(fd);
-	if (tmp) {
-		(void)unlink(tmp);
-		free(tmp);
-	}
-	/* Once renamed, the file on disk is the new generation. */
-	if (e != HW_OK && !renamed)
+	/* A crash at any step leaves the old file or the new one, and the
+	 * next save sweeps a temporary a kill left behind. */
+	e = hw_file_write_atomic(path, w.p, w.len, 0600, &replaced);
+	/* Once replaced, the file on disk is the new generation. */
+	if (e != HW_OK && !replaced)
 		kr->generation--;
-	free(dir);
 	hw_wbuf_free(&w);
 	return e;
 }
@@ -793,7 +700,7 @@ static hw_err lock_path(const char *path, int *fd_out)
 
 	if (asprintf(&lp, "%s.lock", path) < 0)
 		return hw_fail(HW_ERR_NOMEM, 0, NULL);
-	fd = open(lp, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+	fd = open(lp, O_RDWR | O_CREAT | O_NOFOLLOW | O_CLOEXEC, 0600);
 	if (fd < 0 || flock(fd, LOCK_EX) < 0) {
 		hw_err e = hw_fail(HW_ERR_IO, 0, "locking %s: %s", lp, strerror(errno));
 

@@ -866,7 +866,7 @@ hw_ctx_free(hw_ctx *ctx)
 	hw_module_release(ctx->mod);
 	if (ctx->token_uri)
 		p11_kit_uri_free(ctx->token_uri);
-	hw_secmem_free(ctx->pin, HW_PIN_MAX);
+	hw_secmem_free(ctx->pin);
 	free(ctx->idle);
 	free(ctx->mechs);
 	free(ctx->module_spec);

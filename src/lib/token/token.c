@@ -220,7 +220,8 @@ static hw_err
 init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user_src,
             unsigned long *slot_out)
 {
-	char so[HW_PIN_MAX], user[HW_PIN_MAX];
+	/* Not on the stack: a core dump or swap must not see either PIN. */
+	char *so = hw_secmem_alloc(HW_PIN_MAX), *user = hw_secmem_alloc(HW_PIN_MAX);
 	size_t so_len = 0, user_len = 0;
 	CK_UTF8CHAR padded[32];
 	CK_SLOT_ID *slots = NULL, slot = 0;
@@ -232,16 +233,22 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 	hw_err e;
 	int fd;
 
+	if (!so || !user) {
+		e = hw_fail(HW_ERR_NOMEM, 0, NULL);
+		goto out;
+	}
 	pad_label(padded, label);
 	e = find_by_label(ctx, padded, &slot, &exists);
 	if (e != HW_OK)
-		return e;
-	if (exists)
-		return hw_fail(HW_ERR_KEY_EXISTS, 0, "a token labelled '%s' already exists", label);
+		goto out;
+	if (exists) {
+		e = hw_fail(HW_ERR_KEY_EXISTS, 0, "a token labelled '%s' already exists", label);
+		goto out;
+	}
 
 	e = slot_list(ctx, CK_TRUE, &slots, &n);
 	if (e != HW_OK)
-		return e;
+		goto out;
 	for (CK_ULONG i = 0; i < n && !have; i++) {
 		if (token_info(ctx, slots[i], &ti) == CKR_OK &&
 		    !(ti.flags & CKF_TOKEN_INITIALIZED)) {
@@ -250,8 +257,10 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 		}
 	}
 	free(slots);
-	if (!have)
-		return hw_fail(HW_ERR_NO_FREE_SLOT, 0, "module %s", ctx->mod->path);
+	if (!have) {
+		e = hw_fail(HW_ERR_NO_FREE_SLOT, 0, "module %s", ctx->mod->path);
+		goto out;
+	}
 
 	e = read_pin(ctx, so_src ? so_src : "prompt", "security officer PIN", so, &so_len);
 	if (e == HW_OK)
@@ -288,7 +297,7 @@ init_locked(hw_ctx *ctx, const char *label, const char *so_src, const char *user
 	if (e == HW_OK && slot_out)
 		*slot_out = slot;
 out:
-	OPENSSL_cleanse(so, sizeof(so));
-	OPENSSL_cleanse(user, sizeof(user));
+	hw_secmem_free(so);
+	hw_secmem_free(user);
 	return e;
 }
