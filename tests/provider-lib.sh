@@ -51,6 +51,31 @@ ossl_exec() {
 # reference files still come to hsmwrap. See conf/hsmwrap-provider.cnf.
 PROV="-provider default -provider hsmwrap"
 
+# expect_reference NAME URI PUBFILE: writing the HSM key out gives its
+# key reference (a pkcs11: URI without PIN, no key material) that loads
+# back to the same public key; the encodings that would need key material
+# (DER, traditional PEM) are refused.
+expect_reference() {
+	kn=$1 uri=$2 pub=$3 ref=$W/$1.ref
+	rm -f "$ref"
+	if ! ossl pkey $PROV -in "$uri" -out "$ref" 2>"$W/err"; then
+		bad "$kn: openssl pkey -out: $(head -c 300 "$W/err")"
+	elif ! grep -q 'BEGIN HSMWRAP KEY REFERENCE' "$ref" || grep -q 'PRIVATE KEY' "$ref"; then
+		bad "$kn: pkey -out wrote something else than a reference: $(head -c 100 "$ref")"
+	elif ! sed '1d;$d' "$ref" | base64 -d 2>/dev/null | grep -q '^pkcs11:.*type=private' ||
+	     sed '1d;$d' "$ref" | base64 -d 2>/dev/null | grep -qi 'pin-'; then
+		bad "$kn: the reference is not a PIN-less pkcs11: URI"
+	elif ! ossl pkey $PROV -in "$ref" -pubout -out "$ref.pub" 2>"$W/err" || ! cmp -s "$ref.pub" "$pub"; then
+		bad "$kn: the written reference does not load back to the same key: $(head -c 300 "$W/err")"
+	else
+		ok "$kn: openssl pkey -out writes a key reference, not the key"
+	fi
+	expect_fail "$kn: DER private key output is refused" "stays in the HSM" \
+		ossl pkey $PROV -in "$uri" -outform DER -out "$W/$kn.der"
+	expect_fail "$kn: traditional PEM private key output is refused" "stays in the HSM" \
+		ossl pkey $PROV -in "$uri" -traditional -out "$W/$kn.trad"
+}
+
 # expect_fail NAME PATTERN CMD...: fails (no signal) and says PATTERN on stderr.
 expect_fail() {
 	name=$1 pat=$2
