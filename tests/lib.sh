@@ -32,3 +32,10 @@ expect() {
 json_get() {
 	"$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
 }
+# flip FILE OFFSET: inverts one byte in place (an inverted byte always
+# differs; a byte set to a constant may already have had that value).
+flip() {
+	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
+	# shellcheck disable=SC2059 # the format is the octal escape of the byte
+	printf "\\$(printf %o $((b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
+}

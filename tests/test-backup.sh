@@ -235,24 +235,20 @@ PY
 	refused2 "a wrong share among more than the threshold" 5 backup restore -i keys.hwb \
 		--share $S/share-1.txt --share forged.txt --share $S/share-3.txt --share $S/share-4.txt
 fi
-# flip FILE OFFSET: inverts one byte.
-flip() {
-	cp keys.hwb "$1"
-	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
-	printf "\\$(printf %o $((b ^ 255)))" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
-}
+# tampered COPY OFFSET: a copy of keys.hwb with one byte inverted.
+tampered() { cp keys.hwb "$1" && flip "$1" "$2"; }
 size=$(wc -c <keys.hwb)
-flip t-mid.hwb $((size / 2))
+tampered t-mid.hwb $((size / 2))
 refused2 "a backup file with a byte changed in a wrapped key" 5 backup restore -i t-mid.hwb \
 	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
 check "... says the file was altered" grep -q 'altered' "$W/err"
-flip t-tag.hwb $((size - 1))
+tampered t-tag.hwb $((size - 1))
 refused2 "a backup file with its tag changed" 5 backup restore -i t-tag.hwb \
 	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
-flip t-kc.hwb 70
+tampered t-kc.hwb 70
 refused2 "a backup file with its key check changed" 5 backup restore -i t-kc.hwb \
 	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
-flip t-thr.hwb 21
+tampered t-thr.hwb 21
 refused2 "a backup file with its threshold changed" 5 backup restore -i t-thr.hwb \
 	--share $S/share-1.txt --share $S/share-2.txt --share $S/share-3.txt
 head -c $((size - 40)) keys.hwb >t-trunc.hwb

@@ -183,7 +183,7 @@ check "... to the same material" cmp -s m.bin m2.bin
 # BYOK refusals: nothing is created
 
 cp key.wrapped bad.wrapped
-printf '\001' | dd of=bad.wrapped bs=1 seek=100 conv=notrunc 2>/dev/null
+flip bad.wrapped 100
 refused "a corrupted OAEP blob" 5 byok-bad \
 	key import --label byok-bad --import-key byok-import --wrapped bad.wrapped --padding oaep-sha1
 head -c 200 key.wrapped >short.wrapped
@@ -191,7 +191,7 @@ refused "a truncated OAEP blob" 5 byok-bad \
 	key import --label byok-bad --import-key byok-import --wrapped short.wrapped --padding oaep-sha1
 cp kw.wrapped bad-kw.wrapped
 sz=$(wc -c <bad-kw.wrapped)
-printf '\001' | dd of=bad-kw.wrapped bs=1 seek=$((sz - 3)) conv=notrunc 2>/dev/null
+flip bad-kw.wrapped $((sz - 3))
 refused "an RSA-AES blob with a corrupted AES-KWP part" 5 byok-bad \
 	key import --label byok-bad --import-key byok-import --wrapped bad-kw.wrapped --padding rsa-aes-kwp-sha1
 refused "an RSA-AES blob without its AES-KWP part" 5 byok-bad \

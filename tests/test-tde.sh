@@ -35,12 +35,6 @@ ALL=$W/all-output
 
 . "$TESTS_DIR/lib.sh"
 . "$TESTS_DIR/p11.sh"
-flip() {
-	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
-	x=$((b ^ 255))
-	# shellcheck disable=SC2059 # the format is the octal escape of the byte
-	printf "\\$(printf %o "$x")" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
-}
 size() { wc -c <"$1" | tr -d ' '; }
 hexof() { od -An -tx1 "$1" | tr -d ' \n'; }
 
