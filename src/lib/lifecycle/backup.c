@@ -982,9 +982,14 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
                  unsigned custodians, unsigned threshold, uint8_t **file, size_t *filelen,
                  hw_backup_share **shares_out, hw_backup_info **info)
 {
-	char so_pin[HW_PIN_MAX];
+	/* The SO PIN and the backup key (and the HSM's half of it): locked,
+	 * out of core dumps, wiped on every path. */
+	struct {
+		char so_pin[HW_PIN_MAX];
+		uint8_t bk[BK_LEN], hsm_rand[BK_LEN];
+	} *sec = NULL;
 	size_t so_pin_len = 0;
-	uint8_t bk[BK_LEN], hsm_rand[BK_LEN], backup_id[HW_BACKUP_ID_LEN];
+	uint8_t backup_id[HW_BACKUP_ID_LEN];
 	uint8_t *coeffs = NULL, *sh = NULL, *out = NULL;
 	size_t outlen = 0, ncoeff = (size_t)BK_LEN * (threshold ? threshold - 1 : 0);
 	hw_backup_share *shares = NULL;
@@ -992,7 +997,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	size_t nrecs = 0;
 	collect_arg ca;
 	wrap_arg wa;
-	rand_arg ra = { hsm_rand, sizeof(hsm_rand) };
+	rand_arg ra;
 	char what[200];
 	hw_err e;
 
@@ -1014,9 +1019,6 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 				               "share a label or id)", keys[i]->label);
 	}
 	hw_clear_error();
-	memset(so_pin, 0, sizeof(so_pin));
-	memset(bk, 0, sizeof(bk));
-	memset(hsm_rand, 0, sizeof(hsm_rand));
 	if ((e = hw_ctx_login(ctx)))
 		return e;
 	if ((e = hw_ctx_require(ctx, HW_CAP_AES_KWP | HW_CAP_DATA_OBJECTS, "backup create")))
@@ -1027,6 +1029,10 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	if (!have_pin)
 		return hw_fail(HW_ERR_PIN_SOURCE, 0, "a backup needs the user PIN from a PIN source "
 		               "(the user logs in again after the SO)");
+	if (!(sec = hw_secmem_alloc(sizeof(*sec))))
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	ra.out = sec->hsm_rand;
+	ra.len = sizeof(sec->hsm_rand);
 
 	if ((e = expand_versions(ctx, keys, nkeys, &recs, &nrecs)))
 		return e;
@@ -1064,20 +1070,21 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	snprintf(what, sizeof(what), "SO PIN for token '%.100s' (to mark the backup key trusted)",
 	         ctx->token_uri_str);
 	if ((e = hw_pin_read(so_pin_source ? so_pin_source : "prompt", what, ctx->pin_cb,
-	                     ctx->pin_cb_arg, so_pin, HW_PIN_MAX, &so_pin_len)))
+	                     ctx->pin_cb_arg, sec->so_pin, sizeof(sec->so_pin), &so_pin_len)))
 		goto out;
 	/* Neither RNG alone decides the backup key. */
 	if ((e = hw_ctx_run(ctx, op_random, &ra, "C_GenerateRandom")) ||
-	    (e = hw_random(bk, sizeof(bk))) || (e = hw_random(backup_id, sizeof(backup_id))))
+	    (e = hw_random(sec->bk, sizeof(sec->bk))) ||
+	    (e = hw_random(backup_id, sizeof(backup_id))))
 		goto out;
 	for (size_t i = 0; i < BK_LEN; i++)
-		bk[i] ^= hsm_rand[i];
+		sec->bk[i] ^= sec->hsm_rand[i];
 
 	memset(&wa, 0, sizeof(wa));
 	wa.recs = recs;
 	wa.n = nrecs;
-	wa.bk = bk;
-	wa.so_pin = so_pin;
+	wa.bk = sec->bk;
+	wa.so_pin = sec->so_pin;
 	wa.so_pin_len = so_pin_len;
 	e = hw_ctx_run_once(ctx, op_wrap, &wa, "wrapping keys under the backup key");
 	if (e && wa.so_failed) {
@@ -1087,7 +1094,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	}
 	if (e)
 		goto out;
-	if ((e = write_file(recs, nrecs, bk, backup_id, threshold, custodians, &out, &outlen)))
+	if ((e = write_file(recs, nrecs, sec->bk, backup_id, threshold, custodians, &out, &outlen)))
 		goto out;
 
 	coeffs = malloc(ncoeff);
@@ -1099,7 +1106,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	}
 	if ((e = hw_random(coeffs, ncoeff)))
 		goto out;
-	if (hw_shamir_split(bk, BK_LEN, custodians, threshold, coeffs, sh) != 0) {
+	if (hw_shamir_split(sec->bk, BK_LEN, custodians, threshold, coeffs, sh) != 0) {
 		e = hw_fail(HW_ERR_CRYPTO, 0, "Shamir split");
 		goto out;
 	}
@@ -1125,9 +1132,7 @@ hw_backup_create(hw_ctx *ctx, const char *so_pin_source, hw_key *const *keys, si
 	out = NULL;
 	shares = NULL;
 out:
-	OPENSSL_cleanse(so_pin, sizeof(so_pin));
-	OPENSSL_cleanse(bk, sizeof(bk));
-	OPENSSL_cleanse(hsm_rand, sizeof(hsm_rand));
+	hw_secmem_free(sec);
 	if (coeffs)
 		hw_free_secret(coeffs, ncoeff);
 	if (sh)
@@ -1463,7 +1468,7 @@ HW_EXPORT hw_err
 hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len, const hw_backup_share *shares,
                   size_t nshares, unsigned flags, hw_backup_info **info)
 {
-	uint8_t bk[BK_LEN], tag[32];
+	uint8_t *bk, tag[32];
 	bk_file f;
 	restore_arg ra;
 	size_t nobj = 0;
@@ -1472,10 +1477,14 @@ hw_backup_restore(hw_ctx *ctx, const uint8_t *file, size_t len, const hw_backup_
 	if (!ctx || !file || !shares || (flags & ~(unsigned)HW_RESTORE_BACKUPABLE))
 		return hw_fail(HW_ERR_INVALID_ARG, 0, "hw_backup_restore");
 	hw_clear_error();
-	memset(bk, 0, sizeof(bk));
 	memset(&ra, 0, sizeof(ra));
 	if ((e = parse_file(file, len, &f)))
 		return e;
+	/* The rebuilt backup key: locked, out of core dumps, wiped at the end. */
+	if (!(bk = hw_secmem_alloc(BK_LEN))) {
+		bk_file_free(&f);
+		return hw_fail(HW_ERR_NOMEM, 0, NULL);
+	}
 	if ((e = combine_shares(&f, shares, nshares, bk)))
 		goto out;
 	if ((e = file_tag(bk, f.salt, file, f.signed_len, tag)))
@@ -1583,7 +1592,7 @@ rollback:
 		        "could not be removed)" : "; nothing was kept");
 	}
 out:
-	OPENSSL_cleanse(bk, sizeof(bk));
+	hw_secmem_free(bk);
 	free(ra.made);
 	bk_file_free(&f);
 	return e;
