@@ -102,6 +102,56 @@ for kt in ed25519 ed448 ec-p521 rsa-pss-2048; do
 done
 
 # ---------------------------------------------------------------------
+# Keys with CKA_ALWAYS_AUTHENTICATE (made by pkcs11-tool --always-auth,
+# as PIV cards and guarded HSM keys are): every operation needs a
+# context-specific login, which the library does with the user PIN after
+# C_SignInit/C_DecryptInit. Without it the token says "not logged in".
+
+for aa in ec:EC:prime256v1 rsa:rsa:2048; do
+	name=aa-${aa%%:*} ktype=${aa#*:}
+	URI="pkcs11:object=$name;type=private"
+	usage=--usage-sign
+	[ "${aa%%:*}" = rsa ] && usage="--usage-sign --usage-decrypt"
+	# shellcheck disable=SC2086
+	if ! p11 --keypairgen --key-type "$ktype" --label "$name" --id "$(printf %s "$name" | od -An -tx1 | tr -d ' \n')" \
+		--always-auth $usage >"$W/p11.log" 2>&1; then
+		bad "$name: pkcs11-tool --keypairgen --always-auth: $(head -c 300 "$W/p11.log")"
+		continue
+	fi
+	case $(p11_access "$name") in
+	*"always authenticate"*) ;;
+	*) bad "$name: the key is not always-authenticate: $(p11_access "$name")"; continue ;;
+	esac
+	if ossl pkey $PROV -in "$URI" -pubout -out "$W/$name.pub" 2>"$W/err" &&
+	   ossl dgst $PROV -sha256 -sign "$URI" -out "$W/$name.sig" "$W/msg" 2>>"$W/err" &&
+	   ossl dgst $PROV -sha256 -sign "$URI" -out "$W/$name.sig2" "$W/msg" 2>>"$W/err" &&
+	   "$OPENSSL" dgst -sha256 -verify "$W/$name.pub" -signature "$W/$name.sig" "$W/msg" >/dev/null 2>&1 &&
+	   "$OPENSSL" dgst -sha256 -verify "$W/$name.pub" -signature "$W/$name.sig2" "$W/msg" >/dev/null 2>&1; then
+		ok "$name: always-authenticate key signs (context-specific login each time), verified"
+	else
+		bad "$name: always-authenticate signing: $(head -c 300 "$W/err")"
+	fi
+	if [ "${aa%%:*}" = rsa ]; then
+		"$OPENSSL" pkeyutl -encrypt -pubin -inkey "$W/$name.pub" -in "$W/msg" -out "$W/$name.ct" 2>/dev/null
+		if ossl pkeyutl $PROV -decrypt -inkey "$URI" -in "$W/$name.ct" -out "$W/$name.pt" 2>"$W/err" &&
+		   cmp -s "$W/msg" "$W/$name.pt"; then
+			ok "$name: always-authenticate key decrypts"
+		else
+			bad "$name: always-authenticate decryption: $(head -c 300 "$W/err")"
+		fi
+	fi
+	# A TLS server signs once per handshake: a login per handshake.
+	if ossl req $PROV -new -x509 -key "$URI" -subj "/CN=127.0.0.1 $name" -days 2 \
+		-addext "subjectAltName=IP:127.0.0.1" -out "$W/$name.crt" 2>"$W/err" &&
+	   start_server "$URI" "$W/$name.crt"; then
+		tls_check "$name: TLS 1.3 handshake with the always-authenticate key" "$W/$name.crt" -tls1_3
+		cleanup
+	else
+		bad "$name: certificate/s_server: $(head -c 300 "$W/err") $(head -c 300 "$W/server.log")"
+	fi
+done
+
+# ---------------------------------------------------------------------
 # Bad input.
 
 expect_fail "an unknown key type is a usage error naming the types" "unknown --type.*ed25519" \

@@ -270,6 +270,10 @@ hw_err hw_ctx_ready(hw_ctx *ctx);
  * expected, else CKR_OK: a logged-out token does not fail searches, it
  * just finds no private objects. */
 CK_RV hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s);
+/* For a key with CKA_ALWAYS_AUTHENTICATE, after C_SignInit/C_DecryptInit:
+ * the context-specific login (the user PIN again) that lets the
+ * operation run. An op calls it through hw_key_auth_ck. */
+CK_RV hw_ctx_login_context(hw_ctx *ctx, CK_SESSION_HANDLE s);
 /* An object or key handle the token no longer knows. */
 bool hw_is_stale_handle(CK_RV rv);
 /* ctx->logged_in read under the context lock (ops run without it). */
@@ -290,6 +294,9 @@ struct hw_key {
 	CK_OBJECT_HANDLE pub_handle; /* pairs only; CK_INVALID_HANDLE if none */
 	/* Usage flags as read from the token. */
 	bool can_encrypt, can_decrypt, can_wrap, can_unwrap, can_sign;
+	/* CKA_ALWAYS_AUTHENTICATE: each operation needs its own login (PIV
+	 * signature keys, HSM keys an officer wants guarded per use). */
+	bool always_auth;
 	/* Lifecycle (meta.c), under ctx->lock: the logical key this object
 	 * is a version of, and its state as last read from the token
 	 * (state_ms: monotonic ms of that read, 0 = not read yet). */
@@ -307,6 +314,13 @@ struct hw_key {
  * can recover (a lost session or login, a transient failure).
  */
 CK_RV hw_key_handle_ck(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);
+/* After an operation's C_*Init with key: CKR_OK, or the result of the
+ * context-specific login the key demands (CKA_ALWAYS_AUTHENTICATE). */
+static inline CK_RV
+hw_key_auth_ck(hw_key *key, CK_SESSION_HANDLE s)
+{
+	return key->always_auth ? hw_ctx_login_context(key->ctx, s) : CKR_OK;
+}
 /* Older form: a module error becomes an hw_err the runner cannot recover
  * from. Prefer hw_key_handle_ck in new ops. */
 hw_err hw_key_handle(hw_key *key, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE *h);

@@ -263,7 +263,7 @@ op_load(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 {
 	load_arg *a = arg;
 	hw_key *k = a->key;
-	CK_BBOOL enc = 0, dec = 0, wrap = 0, unwrap = 0, sign = 0;
+	CK_BBOOL enc = 0, dec = 0, wrap = 0, unwrap = 0, sign = 0, aa = 0;
 	char label[129] = { 0 };
 	CK_ATTRIBUTE t[] = {
 		{ CKA_CLASS, &k->cls, sizeof(k->cls) },
@@ -275,6 +275,7 @@ op_load(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		{ CKA_WRAP, &wrap, sizeof(wrap) },
 		{ CKA_UNWRAP, &unwrap, sizeof(unwrap) },
 		{ CKA_SIGN, &sign, sizeof(sign) },
+		{ CKA_ALWAYS_AUTHENTICATE, &aa, sizeof(aa) },
 	};
 	find_arg f;
 	CK_RV rv;
@@ -293,6 +294,7 @@ op_load(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	k->can_wrap = bool_attr(&t[6]) == 1;
 	k->can_unwrap = bool_attr(&t[7]) == 1;
 	k->can_sign = bool_attr(&t[8]) == 1;
+	k->always_auth = k->cls == CKO_PRIVATE_KEY && bool_attr(&t[9]) == 1;
 	k->handle = a->h;
 	k->pub_handle = CK_INVALID_HANDLE;
 

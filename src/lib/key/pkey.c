@@ -122,9 +122,13 @@ op_pk(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	if (a->decrypt) {
 		rv = ctx->fl->C_DecryptInit(s, &a->mech, h);
 		if (rv == CKR_OK)
+			rv = hw_key_auth_ck(a->key, s);
+		if (rv == CKR_OK)
 			rv = ctx->fl->C_Decrypt(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
 	} else {
 		rv = ctx->fl->C_SignInit(s, &a->mech, h);
+		if (rv == CKR_OK)
+			rv = hw_key_auth_ck(a->key, s);
 		if (rv == CKR_OK)
 			rv = ctx->fl->C_Sign(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
 	}

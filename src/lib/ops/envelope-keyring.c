@@ -85,6 +85,8 @@ op_rsa_decrypt(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	}
 	rv = ctx->fl->C_DecryptInit(s, &m, h);
 	if (rv == CKR_OK)
+		rv = hw_key_auth_ck(a->key, s);
+	if (rv == CKR_OK)
 		rv = ctx->fl->C_Decrypt(s, (CK_BYTE *)a->in, a->inlen, a->out, &outlen);
 	if (rv == CKR_OK)
 		a->outlen = outlen;

@@ -515,6 +515,30 @@ hw_session_check_login(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	return CKR_OK;
 }
 
+CK_RV
+hw_ctx_login_context(hw_ctx *ctx, CK_SESSION_HANDLE s)
+{
+	CK_RV rv;
+	hw_err e;
+
+	pthread_mutex_lock(&ctx->lock);
+	if (ctx->tinfo.flags & CKF_PROTECTED_AUTHENTICATION_PATH && !ctx->pin_source &&
+	    !ctx->pin_cb) {
+		rv = ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
+	} else if ((e = get_pin_locked(ctx)) != HW_OK) {
+		pthread_mutex_unlock(&ctx->lock);
+		return hw_op_fail(e);
+	} else {
+		rv = ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)ctx->pin,
+		                      ctx->pin_len);
+		/* As at login: a wrong PIN is never tried again. */
+		if (rv == CKR_PIN_INCORRECT)
+			forget_pin_locked(ctx);
+	}
+	pthread_mutex_unlock(&ctx->lock);
+	return rv;
+}
+
 /* ctx->logged_in changes under the lock when another thread logs in. */
 bool
 hw_ctx_logged_in(hw_ctx *ctx)
