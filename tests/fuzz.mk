@@ -31,9 +31,12 @@ tests_fuzz_replay_ectx_LDADD = libhsmwrap.la $(OPENSSL_LIBS) $(P11KIT_LIBS)
 FUZZ_BINS = tests/fuzz-blob-fuzzer$(EXEEXT) tests/fuzz-ectx-fuzzer$(EXEEXT)
 
 # The library's .c files come from libhsmwrap_la_SOURCES, so a new source
-# file is fuzzed without touching this fragment.
-FUZZ_BUILD = \
-	srcs=; for f in $(libhsmwrap_la_SOURCES); do \
+# file is fuzzed without touching this fragment. FUZZ_BUILD_FROM builds
+# from the files in the shell variable fuzz_srcs instead: a harness of a
+# pure codec needs only the codec and base/ (tests/backup.mk).
+FUZZ_BUILD = fuzz_srcs="$(libhsmwrap_la_SOURCES)"; $(FUZZ_BUILD_FROM)
+FUZZ_BUILD_FROM = \
+	srcs=; for f in $$fuzz_srcs; do \
 	  case $$f in *.c) srcs="$$srcs $(top_srcdir)/$$f";; esac; \
 	done; \
 	mkdir -p tests; \

@@ -1,6 +1,7 @@
 /*
  * cmd-backup.c - `backup create`, `backup restore`, `backup show`: M-of-N
- * backups of backup-able keys (see src/lib/lifecycle/backup.c for the design).
+ * backups of backup-able keys (see src/lib/lifecycle/backup-create.c for the
+ * design).
  */
 #include "config.h"
 

@@ -16,6 +16,8 @@ libhsmwrap_la_SOURCES = \
 	src/lib/format/esdk-pipe.c \
 	src/lib/format/esdk.c \
 	src/lib/format/keymeta.c \
+	src/lib/format/backup.h src/lib/format/backup-file.c \
+	src/lib/format/backup-share.c \
 	src/lib/token/module.c \
 	src/lib/token/pin.c \
 	src/lib/token/ctx.c \
@@ -40,7 +42,8 @@ libhsmwrap_la_SOURCES = \
 	src/lib/lifecycle/meta.c \
 	src/lib/lifecycle/import.c \
 	src/lib/lifecycle/audit.c \
-	src/lib/lifecycle/backup.c \
+	src/lib/lifecycle/backup-create.c \
+	src/lib/lifecycle/backup-restore.c \
 	src/lib/lifecycle/tde.c
 libhsmwrap_la_CFLAGS = $(AM_CFLAGS) $(OPENSSL_CFLAGS) $(P11KIT_CFLAGS) $(JANSSON_CFLAGS) \
 	-fvisibility=hidden
