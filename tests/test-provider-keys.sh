@@ -152,6 +152,27 @@ for aa in ec:EC:prime256v1 rsa:rsa:2048; do
 done
 
 # ---------------------------------------------------------------------
+# Another user of the same module in the same process (its own
+# C_Initialize first, logged in): the provider shares the module, signs,
+# and never finalises it under the other user (tests/shared-module.c).
+
+SHARED=$(dirname "$HSMWRAP")/tests/shared-module
+if [ -x "$SHARED" ]; then
+	OPENSSL_MODULES=$MODDIR "$SHARED" "$HSMWRAP_MODULE" hsmwrap-test "$HW_TEST_USER_PIN_FILE" \
+		"pkcs11:object=k-ec-p521;type=private" >"$W/shared.log" 2>&1
+	rc=$?
+	while IFS= read -r line; do
+		case $line in
+		"ok   "*) ok "shared module: ${line#ok   }" ;;
+		"FAIL "*) bad "shared module: ${line#FAIL }" ;;
+		esac
+	done <"$W/shared.log"
+	[ $rc -eq 0 ] || bad "shared-module exit $rc: $(grep -v '^ok' "$W/shared.log" | head -c 300)"
+else
+	bad "tests/shared-module was not built"
+fi
+
+# ---------------------------------------------------------------------
 # Bad input.
 
 expect_fail "an unknown key type is a usage error naming the types" "unknown --type.*ed25519" \
