@@ -326,38 +326,38 @@ static int lib_dk_generate(struct worker *w)
 	return 0;
 }
 
-static int lib_dk_generate_verify(struct worker *w)
+/* hw_datakey_decrypt of blob must give want (the checks of both data key
+ * operations). */
+static int lib_dk_check(struct worker *w, const uint8_t *blob, size_t bloblen,
+                        const uint8_t want[HW_DATAKEY_LEN], const char *what,
+                        const char *what_cmp)
 {
 	const struct bench *b = w->b;
 	uint8_t pt[HW_DATAKEY_LEN];
 	hw_err e;
 	int r;
 
-	e = hw_datakey_decrypt(b->lib.ctx, b->lib.env_key, b->lib.ec, w->blob,
-	                       w->bloblen, pt);
+	e = hw_datakey_decrypt(b->lib.ctx, b->lib.env_key, b->lib.ec, blob, bloblen, pt);
 	if (e != HW_OK)
-		return fail_hw(w, "hw_datakey_decrypt of a fresh data key", e);
-	r = expect_equal(w, "hw_datakey_decrypt(hw_datakey_generate())", pt, sizeof(pt),
-	                 w->dk, sizeof(w->dk));
+		return fail_hw(w, what, e);
+	r = expect_equal(w, what_cmp, pt, sizeof(pt), want, HW_DATAKEY_LEN);
 	OPENSSL_cleanse(pt, sizeof(pt));
 	return r;
+}
+
+static int lib_dk_generate_verify(struct worker *w)
+{
+	return lib_dk_check(w, w->blob, w->bloblen, w->dk,
+	                    "hw_datakey_decrypt of a fresh data key",
+	                    "hw_datakey_decrypt(hw_datakey_generate())");
 }
 
 static int lib_dk_decrypt(struct worker *w)
 {
 	const struct bench *b = w->b;
-	uint8_t pt[HW_DATAKEY_LEN];
-	hw_err e;
-	int r;
 
-	e = hw_datakey_decrypt(b->lib.ctx, b->lib.env_key, b->lib.ec, b->lib.dk_wrapped,
-	                       b->lib.dk_wrapped_len, pt);
-	if (e != HW_OK)
-		return fail_hw(w, "hw_datakey_decrypt", e);
-	r = expect_equal(w, "hw_datakey_decrypt", pt, sizeof(pt), b->lib.dk_plain,
-	                 sizeof(b->lib.dk_plain));
-	OPENSSL_cleanse(pt, sizeof(pt));
-	return r;
+	return lib_dk_check(w, b->lib.dk_wrapped, b->lib.dk_wrapped_len, b->lib.dk_plain,
+	                    "hw_datakey_decrypt", "hw_datakey_decrypt");
 }
 
 static int lib_unwrap(struct worker *w)
@@ -389,17 +389,31 @@ static int raw_encrypt(struct worker *w)
 	                       w->b->payload, sizeof(w->b->payload), w->iv, w->ct, &w->ctlen);
 }
 
-static int raw_encrypt_verify(struct worker *w)
+/* GCM decryption under the environment key must give want; the result
+ * is wiped, as it may be a data key. */
+static int raw_gcm_check(struct worker *w, const uint8_t *aad, size_t aadlen,
+                         const uint8_t iv[GCM_IV_LEN], const uint8_t *ct, CK_ULONG ctlen,
+                         const uint8_t *want, size_t wantlen, const char *what)
 {
 	const struct raw_side *r = &w->b->raw;
 	uint8_t pt[sizeof(w->ct)];
 	CK_ULONG ptlen = sizeof(pt);
+	int ret;
 
-	if (raw_gcm_decrypt(w, r->sess[w->index], r->env_key, r->enc_aad, r->enc_aad_len,
-	                    w->iv, w->ct, w->ctlen, pt, &ptlen) != 0)
+	if (raw_gcm_decrypt(w, r->sess[w->index], r->env_key, aad, aadlen, iv, ct, ctlen, pt,
+	                    &ptlen) != 0)
 		return -1;
-	return expect_equal(w, "raw GCM decrypt(encrypt(x))", pt, ptlen, w->b->payload,
-	                    sizeof(w->b->payload));
+	ret = expect_equal(w, what, pt, ptlen, want, wantlen);
+	OPENSSL_cleanse(pt, sizeof(pt));
+	return ret;
+}
+
+static int raw_encrypt_verify(struct worker *w)
+{
+	const struct raw_side *r = &w->b->raw;
+
+	return raw_gcm_check(w, r->enc_aad, r->enc_aad_len, w->iv, w->ct, w->ctlen,
+	                     w->b->payload, sizeof(w->b->payload), "raw GCM decrypt(encrypt(x))");
 }
 
 static int raw_dk_generate(struct worker *w)
@@ -419,33 +433,17 @@ static int raw_dk_generate(struct worker *w)
 static int raw_dk_generate_verify(struct worker *w)
 {
 	const struct raw_side *r = &w->b->raw;
-	uint8_t pt[sizeof(w->ct)];
-	CK_ULONG ptlen = sizeof(pt);
-	int ret;
 
-	if (raw_gcm_decrypt(w, r->sess[w->index], r->env_key, r->ec_aad, r->ec_aad_len,
-	                    w->iv, w->ct, w->ctlen, pt, &ptlen) != 0)
-		return -1;
-	ret = expect_equal(w, "raw data key decrypt(generate())", pt, ptlen, w->dk,
-	                   sizeof(w->dk));
-	OPENSSL_cleanse(pt, sizeof(pt));
-	return ret;
+	return raw_gcm_check(w, r->ec_aad, r->ec_aad_len, w->iv, w->ct, w->ctlen, w->dk,
+	                     sizeof(w->dk), "raw data key decrypt(generate())");
 }
 
 static int raw_dk_decrypt(struct worker *w)
 {
 	const struct raw_side *r = &w->b->raw;
-	uint8_t pt[sizeof(r->dk_ct)];
-	CK_ULONG ptlen = sizeof(pt);
-	int ret;
 
-	if (raw_gcm_decrypt(w, r->sess[w->index], r->env_key, r->ec_aad, r->ec_aad_len,
-	                    r->dk_iv, r->dk_ct, sizeof(r->dk_ct), pt, &ptlen) != 0)
-		return -1;
-	ret = expect_equal(w, "raw data key decrypt", pt, ptlen, r->dk_plain,
-	                   sizeof(r->dk_plain));
-	OPENSSL_cleanse(pt, sizeof(pt));
-	return ret;
+	return raw_gcm_check(w, r->ec_aad, r->ec_aad_len, r->dk_iv, r->dk_ct, sizeof(r->dk_ct),
+	                     r->dk_plain, sizeof(r->dk_plain), "raw data key decrypt");
 }
 
 /*

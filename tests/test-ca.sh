@@ -30,6 +30,7 @@ umask 022
 W=$HW_TEST_DIR/ca
 mkdir "$W" || exit 99
 . "$(dirname "$0")/p11.sh"
+. "$(dirname "$0")/lib.sh"
 cd "$W" || exit 99
 PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 ALL=$W/all-output
@@ -46,65 +47,6 @@ trap stop_server EXIT
 trap 'exit 129' HUP
 trap 'exit 130' INT
 trap 'exit 143' TERM
-
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-
-# hw ARG...: runs hsmwrap; stdout in $W/out, stderr in $W/err, status in $rc.
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	cat "$W/out" "$W/err" >>"$ALL"
-}
-
-expect() {
-	d=$1
-	code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then
-		ok "$d (exit $code)"
-		return 0
-	fi
-	bad "$d: exit $rc, want $code: $(head -n 3 "$W/err")"
-	return 1
-}
-
-# A fresh empty directory for the outputs of a command that must fail.
-outn=0
-newout() {
-	outn=$((outn + 1))
-	O=$W/fail.$outn
-	mkdir "$O"
-}
-
-# refused DESC CODE ARG...: exit CODE, an "hsmwrap: ..." message, nothing
-# new in $O.
-refused() {
-	d=$1
-	code=$2
-	shift 2
-	before=$(cd "$O" && ls -A)
-	hw "$@"
-	after=$(cd "$O" && ls -A)
-	why=
-	[ "$rc" -eq "$code" ] || why="exit $rc, want $code"
-	grep -q '^hsmwrap: ..*' "$W/err" || why="$why${why:+; }no 'hsmwrap: ...' message on stderr"
-	[ "$before" = "$after" ] ||
-		why="$why${why:+; }left behind: $(echo "$after" | tr '\n' ' ')"
-	if [ -z "$why" ]; then
-		ok "$d (exit $code, message, no output left)"
-	else
-		bad "$d: $why: $(head -n 2 "$W/err")"
-	fi
-}
 
 ossl() {
 	"$OPENSSL" "$@" 2>>"$W/openssl.log"

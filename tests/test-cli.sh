@@ -31,6 +31,7 @@ umask 022
 W=$HW_TEST_DIR/cli
 mkdir "$W" || exit 99
 . "$(dirname "$0")/p11.sh"
+. "$(dirname "$0")/lib.sh"
 cd "$W" || exit 99
 
 # shellcheck disable=SC2153 # set by with-token.sh, checked above
@@ -42,97 +43,12 @@ PIN2=
 ALL=$W/all-output
 : >"$ALL"
 
-npass=0
-nfail=0
-ok() {
-	npass=$((npass + 1))
-	echo "ok: $*"
-}
-bad() {
-	nfail=$((nfail + 1))
-	echo "FAIL: $*"
-}
-# check DESC COMMAND...: one check, passing when COMMAND succeeds.
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-
-# hw ARG...: runs hsmwrap; stdout in $W/out, stderr in $W/err, status in $rc.
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-	cat "$W/out" "$W/err" >>"$ALL"
-}
-
-first_err() {
-	head -n 1 "$W/err"
-}
-
-# expect DESC CODE ARG...: runs hsmwrap and checks the exit status.
-expect() {
-	d=$1
-	code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then
-		ok "$d (exit $code)"
-		return 0
-	fi
-	bad "$d: exit $rc, want $code: $(first_err)"
-	return 1
-}
-
-# A fresh empty directory for the outputs of a command that must fail.
-outn=0
-newout() {
-	outn=$((outn + 1))
-	O=$W/fail.$outn
-	mkdir "$O"
-}
-
-# refused DESC CODE ARG...: hsmwrap must exit with CODE, say why on
-# stderr ("hsmwrap: ..."), and add nothing to $O: no output file and no
-# temporary file left behind.
-refused() {
-	d=$1
-	code=$2
-	shift 2
-	before=$(cd "$O" && ls -A)
-	hw "$@"
-	after=$(cd "$O" && ls -A)
-	why=
-	[ "$rc" -eq "$code" ] || why="exit $rc, want $code"
-	grep -q '^hsmwrap: ..*' "$W/err" || why="$why${why:+; }no 'hsmwrap: ...' message on stderr"
-	[ "$before" = "$after" ] ||
-		why="$why${why:+; }left behind in the output dir: $(echo "$after" | tr '\n' ' ')"
-	if [ -z "$why" ]; then
-		ok "$d (exit $code, message, no output left)"
-	else
-		bad "$d: $why: $(first_err)"
-	fi
-}
-
 filemode() {
 	stat -c %a "$1" 2>/dev/null
 }
 
-# json_get EXPR < FILE: evaluates EXPR on the JSON document `d`.
-json_get() {
-	"$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
-}
-
 is_json() {
 	[ -n "$PYTHON" ] && "$PYTHON" -m json.tool <"$1" >/dev/null 2>&1
-}
-
-# flip FILE OFFSET: inverts one byte in place.
-flip() {
-	b=$(od -An -tu1 -j "$2" -N1 "$1" | tr -d ' ')
-	x=$((b ^ 255))
-	# shellcheck disable=SC2059 # the format is the octal escape of the byte
-	printf "\\$(printf %o "$x")" | dd of="$1" bs=1 seek="$2" conv=notrunc 2>/dev/null
 }
 
 size() {

@@ -23,15 +23,11 @@ done
 [ -x "$HSMWRAP" ] || { echo "test-envelope-cli.sh: $HSMWRAP is not built" >&2; exit 99; }
 PYTHON=$(command -v python3 2>/dev/null || :)
 
+# ok/bad/check/expect; hw runs $HW_BIN, and no $ALL is kept (2000 runs).
+. "$(dirname "$0")/lib.sh"
 # The every-offset loops run hsmwrap about 2000 times: the libtool wrapper
 # script would triple their time, so they run the binary it wraps.
-HW_BIN=$HSMWRAP
-bdir=$(dirname "$HSMWRAP")
-if [ -x "$bdir/.libs/hsmwrap" ] && [ -d "$bdir/.libs" ]; then
-	HW_BIN=$bdir/.libs/hsmwrap
-	LD_LIBRARY_PATH=$bdir/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-	export LD_LIBRARY_PATH
-fi
+unwrapped_hsmwrap
 
 # The source tree, absolute, before we move to the work directory.
 SRCDIR=$(cd "${srcdir:-$(dirname "$0")/..}" && pwd)
@@ -43,35 +39,6 @@ cd "$W" || exit 99
 # Spool files of signed plaintext on stdout go here, so we can see none stays.
 TMPDIR=$W/tmp
 export TMPDIR
-
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-
-# hw ARG...: stdout in $W/out, stderr in $W/err, status in $rc.
-hw() {
-	"$HW_BIN" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-}
-first_err() { head -n 1 "$W/err"; }
-
-expect() {
-	d=$1 code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then
-		ok "$d (exit $code)"
-		return 0
-	fi
-	bad "$d: exit $rc, want $code: $(first_err)"
-	return 1
-}
 
 # no_leftovers DIR: no hsmwrap temporary file in DIR, no spool file in
 # TMPDIR. Shell globs only: it runs after each of ~1500 hsmwrap runs.
@@ -101,10 +68,6 @@ refused() {
 	fi
 	no_leftovers "$(dirname "$of")" || why="$why${why:+; }temporary file left"
 	if [ -z "$why" ]; then ok "$d (exit $code, no output)"; else bad "$d: $why: $(first_err)"; fi
-}
-
-json_get() {
-	"$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
 }
 
 size() { wc -c <"$1" | tr -d ' '; }

@@ -24,17 +24,12 @@ done
 [ -x "$HSMWRAP" ] || { echo "test-hardening.sh: $HSMWRAP is not built" >&2; exit 99; }
 PYTHON=$(command -v python3 2>/dev/null || :)
 
+SRCDIR=$(cd "${srcdir:-$(dirname "$0")/..}" && pwd)
+. "$SRCDIR/tests/lib.sh"
 # Signals and /proc/PID must reach hsmwrap itself, not the libtool wrapper.
-HW_BIN=$HSMWRAP
-bdir=$(dirname "$HSMWRAP")
-if [ -x "$bdir/.libs/hsmwrap" ] && [ -d "$bdir/.libs" ]; then
-	HW_BIN=$bdir/.libs/hsmwrap
-	LD_LIBRARY_PATH=$bdir/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
-	export LD_LIBRARY_PATH
-fi
+unwrapped_hsmwrap
 HSMWRAP=$HW_BIN
 
-SRCDIR=$(cd "${srcdir:-$(dirname "$0")/..}" && pwd)
 umask 022
 W=$HW_TEST_DIR/hardening
 ALL=$W/all-output
@@ -43,7 +38,6 @@ cd "$W" || exit 99
 TMPDIR=$W/tmp
 export TMPDIR
 : >"$ALL"
-. "$SRCDIR/tests/lib.sh"
 
 # Background processes and the mount are undone however the test ends.
 bgpids=

@@ -27,36 +27,10 @@ PYTHON=$(command -v python3 2>/dev/null || :)
 W=$HW_TEST_DIR/keymeta
 mkdir "$W" || exit 99
 . "$(dirname "$0")/p11.sh"
+. "$(dirname "$0")/lib.sh"
 cd "$W" || exit 99
 PIN=$(cat "$HW_TEST_USER_PIN_FILE")
 
-npass=0
-nfail=0
-ok() { npass=$((npass + 1)); echo "ok: $*"; }
-bad() { nfail=$((nfail + 1)); echo "FAIL: $*"; }
-check() {
-	d=$1
-	shift
-	if "$@"; then ok "$d"; else bad "$d"; fi
-}
-hw() {
-	"$HSMWRAP" "$@" >"$W/out" 2>"$W/err"
-	rc=$?
-}
-expect() {
-	d=$1
-	code=$2
-	shift 2
-	hw "$@"
-	if [ "$rc" -eq "$code" ]; then
-		ok "$d (exit $code)"
-	else
-		bad "$d: exit $rc, want $code: $(head -n 1 "$W/err")"
-	fi
-}
-json_get() {
-	"$PYTHON" -c 'import json,sys; d=json.load(sys.stdin); print(eval(sys.argv[1]))' "$1"
-}
 # jcheck DESC EXPR WANT: EXPR over the last --json output prints WANT.
 jcheck() {
 	[ -n "$PYTHON" ] || return 0

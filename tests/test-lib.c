@@ -386,6 +386,19 @@ static hw_ectx *ectx_of(const char *const *kv)
 	return ec;
 }
 
+/* The serialization of ec is exactly want. */
+static void expect_serialized(const hw_ectx *ec, const uint8_t *want, size_t wantlen)
+{
+	uint8_t *ser = NULL;
+	size_t len = 0;
+
+	EXPECT_OK(hw_ectx_serialize(ec, &ser, &len));
+	EXPECT_INT(len, wantlen);
+	if (ser && len == wantlen)
+		CU_ASSERT(memcmp(ser, want, wantlen) == 0);
+	hw_free(ser);
+}
+
 static void test_ectx_known_answer(void)
 {
 	/*
@@ -401,8 +414,6 @@ static void test_ectx_known_answer(void)
 		0x00, 0x02, 0xc3, 0xa9, 0x00, 0x02, 0xc3, 0xbc,
 	};
 	hw_ectx *ec = NULL;
-	uint8_t *ser = NULL;
-	size_t len = 0;
 
 	REQUIRE_OK(hw_ectx_new(&ec));
 	EXPECT_OK(hw_ectx_add(ec, "alpha", "2"));
@@ -410,11 +421,7 @@ static void test_ectx_known_answer(void)
 	EXPECT_OK(hw_ectx_add(ec, "Zeta", "1"));
 	EXPECT_OK(hw_ectx_add(ec, "alph", "3"));
 	EXPECT_INT(hw_ectx_count(ec), 4);
-	EXPECT_OK(hw_ectx_serialize(ec, &ser, &len));
-	EXPECT_INT(len, sizeof want);
-	if (ser && len == sizeof want)
-		CU_ASSERT(memcmp(ser, want, sizeof want) == 0);
-	hw_free(ser);
+	expect_serialized(ec, want, sizeof want);
 	hw_ectx_free(ec);
 }
 
@@ -445,11 +452,7 @@ static void test_ectx_empty_and_kv(void)
 	EXPECT_OK(hw_ectx_add_kv(ec, "a=b=c"));
 	CU_ASSERT(hw_ectx_add_kv(ec, "no-equals-sign") != HW_OK);
 	EXPECT_INT(hw_ectx_count(ec), 2);
-	EXPECT_OK(hw_ectx_serialize(ec, &ser, &len));
-	EXPECT_INT(len, sizeof want);
-	if (ser && len == sizeof want)
-		CU_ASSERT(memcmp(ser, want, sizeof want) == 0);
-	hw_free(ser);
+	expect_serialized(ec, want, sizeof want);
 	hw_ectx_free(ec);
 }
 

@@ -290,6 +290,12 @@ struct out_spec {
  * place are removed again.
  */
 hw_err outfile_write_all(const struct out_spec *outs, size_t n);
+/* util_read_file() and outfile_write_all() of one file, a failure
+ * reported as `what`: 0 or the exit status. */
+int cli_read_file(struct cli *cli, const char *path, size_t cap, int secret, const char *what,
+                  uint8_t **buf, size_t *len);
+int cli_write_file(struct cli *cli, const char *path, const void *data, size_t len,
+                   int secret, const char *what);
 /* Mode of a non-secret new file: 0666 less the umask. */
 mode_t util_plain_mode(void);
 /* Directory part of path ("." or "/" at the ends); free() it. NULL: no memory. */

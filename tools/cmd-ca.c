@@ -172,58 +172,55 @@ static int read_der_file(struct cli *cli, const char *path, const char *what,
 	return 0;
 }
 
-static int read_x509_file(struct cli *cli, const char *path, const char *what, X509 **out)
+/* Exactly one `kind` (ASN.1 type `it`) from a PEM or DER file: nothing
+ * may follow it. */
+static int read_one_file(struct cli *cli, const char *path, const char *what,
+                         const char *pem_name, const char *old_name, const ASN1_ITEM *it,
+                         const char *kind, void **out)
 {
 	unsigned char *der;
 	const unsigned char *p;
 	long len;
-	X509 *x;
-	int rc = read_der_file(cli, path, what, PEM_STRING_X509, PEM_STRING_X509_OLD, &der,
-	                       &len);
+	ASN1_VALUE *v;
+	int rc = read_der_file(cli, path, what, pem_name, old_name, &der, &len);
 
 	if (rc)
 		return rc;
 	p = der;
-	x = d2i_X509(NULL, &p, len);
-	/* Exactly one certificate: nothing may follow it. */
-	if (x && p != der + len) {
-		X509_free(x);
-		x = NULL;
+	v = ASN1_item_d2i(NULL, &p, len, it);
+	if (v && p != der + len) {
+		ASN1_item_free(v, it);
+		v = NULL;
 	}
 	OPENSSL_free(der);
 	ERR_clear_error();
-	if (!x)
-		return cli_failf(cli, HW_ERR_FORMAT, what, "%s is not a PEM or DER X.509 certificate",
-		                 path);
-	*out = x;
+	if (!v)
+		return cli_failf(cli, HW_ERR_FORMAT, what, "%s is not a PEM or DER %s", path, kind);
+	*out = v;
 	return 0;
+}
+
+static int read_x509_file(struct cli *cli, const char *path, const char *what, X509 **out)
+{
+	void *v;
+	int rc = read_one_file(cli, path, what, PEM_STRING_X509, PEM_STRING_X509_OLD,
+	                       ASN1_ITEM_rptr(X509), "X.509 certificate", &v);
+
+	if (!rc)
+		*out = v;
+	return rc;
 }
 
 static int read_csr_file(struct cli *cli, const char *path, X509_REQ **out)
 {
-	const char *what = "reading the certificate request";
-	unsigned char *der;
-	const unsigned char *p;
-	long len;
-	X509_REQ *r;
-	int rc = read_der_file(cli, path, what, PEM_STRING_X509_REQ, PEM_STRING_X509_REQ_OLD,
-	                       &der, &len);
+	void *v;
+	int rc = read_one_file(cli, path, "reading the certificate request", PEM_STRING_X509_REQ,
+	                       PEM_STRING_X509_REQ_OLD, ASN1_ITEM_rptr(X509_REQ),
+	                       "PKCS#10 request", &v);
 
-	if (rc)
-		return rc;
-	p = der;
-	r = d2i_X509_REQ(NULL, &p, len);
-	if (r && p != der + len) {
-		X509_REQ_free(r);
-		r = NULL;
-	}
-	OPENSSL_free(der);
-	ERR_clear_error();
-	if (!r)
-		return cli_failf(cli, HW_ERR_FORMAT, what, "%s is not a PEM or DER PKCS#10 request",
-		                 path);
-	*out = r;
-	return 0;
+	if (!rc)
+		*out = v;
+	return rc;
 }
 
 static int parse_days(struct cli *cli, const struct cli_args *a, long def, long *days)
@@ -543,10 +540,7 @@ static int pem_of(struct cli *cli, X509 *x, X509_CRL *crl, char **pem, size_t *l
 static int write_pem(struct cli *cli, const char *path, const char *pem, size_t len,
                      const char *what)
 {
-	const struct out_spec o = { path, pem, len, 0 };
-	hw_err err = outfile_write_all(&o, 1);
-
-	return err ? cli_fail_util(cli, err, what) : 0;
+	return cli_write_file(cli, path, pem, len, 0, what);
 }
 
 /* ------------------------------------------------------------------ */
@@ -633,46 +627,72 @@ static int init_type(struct cli *cli, const struct cli_args *a, hw_key_type *t)
 	return 0;
 }
 
+/* What the root and the leaf certificates are both made of besides
+ * their names and keys: a fresh serial, validity from now, extensions. */
+struct cert_parts {
+	STACK_OF(X509_EXTENSION) *exts;
+	ASN1_INTEGER *serial;
+	ASN1_TIME *nb, *na;
+};
+
+/* 0 when every part was made; the parts are freed by parts_free() either way. */
+static int parts_new(struct cert_parts *c, long days)
+{
+	c->exts = sk_X509_EXTENSION_new_null();
+	c->serial = random_serial();
+	c->nb = X509_time_adj_ex(NULL, 0, 0, NULL);
+	c->na = X509_time_adj_ex(NULL, (int)days, 0, NULL);
+	return !c->exts || !c->serial || !c->nb || !c->na;
+}
+
+static void parts_free(struct cert_parts *c)
+{
+	ASN1_TIME_free(c->nb);
+	ASN1_TIME_free(c->na);
+	ASN1_INTEGER_free(c->serial);
+	sk_X509_EXTENSION_pop_free(c->exts, X509_EXTENSION_free);
+}
+
+/* The TBSCertificate of the parts, signed by s, parsed back and checked. */
+static int issue_cert(struct cli *cli, const struct signer *s, const struct cert_parts *c,
+                      const X509_NAME *issuer, const X509_NAME *subject,
+                      const unsigned char *spki, size_t spki_len, struct der *der, X509 **out)
+{
+	const struct tbs_cert t = { c->serial, issuer, subject, c->nb, c->na, spki, spki_len,
+	                            c->exts };
+	struct der tbs = { 0 };
+	int rc;
+
+	der_tbs_cert(&tbs, s, &t);
+	if (!(rc = sign_tbs(cli, s, &tbs, der)))
+		rc = finish_cert(cli, s, der, out);
+	der_free(&tbs);
+	return rc;
+}
+
 /* Builds, signs and checks the self-signed certificate. */
 static int build_root(struct cli *cli, const struct signer *s, const X509_NAME *subject,
                       long days, struct der *der, X509 **out)
 {
-	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
-	ASN1_INTEGER *serial = random_serial();
-	ASN1_TIME *nb = X509_time_adj_ex(NULL, 0, 0, NULL);
-	ASN1_TIME *na = X509_time_adj_ex(NULL, (int)days, 0, NULL);
+	struct cert_parts c;
+	int bad = parts_new(&c, days);
 	X509_PUBKEY *xpub = NULL;
 	const unsigned char *p = s->spki;
 	unsigned char id[20];
-	struct der tbs = { 0 };
-	struct tbs_cert t;
 	int rc = 0;
 
 	xpub = d2i_X509_PUBKEY(NULL, &p, (long)s->spki_len);
-	if (!exts || !serial || !nb || !na || !xpub || key_id(xpub, id) ||
-	    ext_conf(exts, NID_basic_constraints, "critical,CA:TRUE") ||
-	    ext_conf(exts, NID_key_usage, "critical,keyCertSign,cRLSign") ||
-	    ext_ski(exts, id) || ext_aki(exts, id, 20)) {
+	if (bad || !xpub || key_id(xpub, id) ||
+	    ext_conf(c.exts, NID_basic_constraints, "critical,CA:TRUE") ||
+	    ext_conf(c.exts, NID_key_usage, "critical,keyCertSign,cRLSign") ||
+	    ext_ski(c.exts, id) || ext_aki(c.exts, id, 20)) {
 		rc = cli_failf(cli, HW_ERR_CRYPTO, "building the certificate", "OpenSSL failed");
 		goto out;
 	}
-	t.serial = serial;
-	t.issuer = t.subject = subject;
-	t.not_before = nb;
-	t.not_after = na;
-	t.spki = s->spki;
-	t.spki_len = s->spki_len;
-	t.exts = exts;
-	der_tbs_cert(&tbs, s, &t);
-	if (!(rc = sign_tbs(cli, s, &tbs, der)))
-		rc = finish_cert(cli, s, der, out);
+	rc = issue_cert(cli, s, &c, subject, subject, s->spki, s->spki_len, der, out);
 out:
-	der_free(&tbs);
 	X509_PUBKEY_free(xpub);
-	ASN1_TIME_free(nb);
-	ASN1_TIME_free(na);
-	ASN1_INTEGER_free(serial);
-	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	parts_free(&c);
 	ERR_clear_error();
 	return rc;
 }
@@ -914,24 +934,20 @@ static int leaf_exts(STACK_OF(X509_EXTENSION) *sk, enum profile pr, int rsa, con
 static int build_leaf(struct cli *cli, const struct signer *s, X509 *ca, X509_REQ *req,
                       enum profile pr, const char *san, long days, struct der *der, X509 **out)
 {
-	STACK_OF(X509_EXTENSION) *exts = sk_X509_EXTENSION_new_null();
-	ASN1_INTEGER *serial = random_serial();
-	ASN1_TIME *nb = X509_time_adj_ex(NULL, 0, 0, NULL);
-	ASN1_TIME *na = X509_time_adj_ex(NULL, (int)days, 0, NULL);
+	struct cert_parts c;
+	int bad = parts_new(&c, days);
 	X509_PUBKEY *xpub = X509_REQ_get_X509_PUBKEY(req);
 	const ASN1_OCTET_STRING *ca_id = X509_get0_subject_key_id(ca);
 	unsigned char id[20], caid[20];
 	unsigned char *spki = NULL;
 	int spki_len, rc = 0;
-	struct der tbs = { 0 };
-	struct tbs_cert t;
 
-	if (!exts || !serial || !nb || !na || !xpub || key_id(xpub, id) ||
+	if (bad || !xpub || key_id(xpub, id) ||
 	    (!ca_id && key_id(X509_get_X509_PUBKEY(ca), caid))) {
 		rc = cli_failf(cli, HW_ERR_CRYPTO, "building the certificate", "OpenSSL failed");
 		goto out;
 	}
-	if (ASN1_TIME_compare(na, X509_get0_notAfter(ca)) > 0) {
+	if (ASN1_TIME_compare(c.na, X509_get0_notAfter(ca)) > 0) {
 		char until[32];
 
 		time_text(X509_get0_notAfter(ca), until, sizeof(until));
@@ -940,37 +956,24 @@ static int build_leaf(struct cli *cli, const struct signer *s, X509 *ca, X509_RE
 		               until);
 		goto out;
 	}
-	if (leaf_exts(exts, pr, EVP_PKEY_is_a(X509_REQ_get0_pubkey(req), "RSA"), san,
+	if (leaf_exts(c.exts, pr, EVP_PKEY_is_a(X509_REQ_get0_pubkey(req), "RSA"), san,
 	              X509_NAME_entry_count(X509_REQ_get_subject_name(req)) == 0)) {
 		rc = cli_failf(cli, HW_ERR_INVALID_ARG, "building the extensions",
 		               "OpenSSL refused them (a malformed --san name?)");
 		goto out;
 	}
-	if (ext_ski(exts, id) ||
-	    (ca_id ? ext_aki(exts, ASN1_STRING_get0_data(ca_id), ASN1_STRING_length(ca_id))
-	           : ext_aki(exts, caid, 20)) ||
+	if (ext_ski(c.exts, id) ||
+	    (ca_id ? ext_aki(c.exts, ASN1_STRING_get0_data(ca_id), ASN1_STRING_length(ca_id))
+	           : ext_aki(c.exts, caid, 20)) ||
 	    (spki_len = i2d_X509_PUBKEY(xpub, &spki)) <= 0) {
 		rc = cli_failf(cli, HW_ERR_CRYPTO, "building the certificate", "OpenSSL failed");
 		goto out;
 	}
-	t.serial = serial;
-	t.issuer = X509_get_subject_name(ca);
-	t.subject = X509_REQ_get_subject_name(req);
-	t.not_before = nb;
-	t.not_after = na;
-	t.spki = spki;
-	t.spki_len = (size_t)spki_len;
-	t.exts = exts;
-	der_tbs_cert(&tbs, s, &t);
-	if (!(rc = sign_tbs(cli, s, &tbs, der)))
-		rc = finish_cert(cli, s, der, out);
+	rc = issue_cert(cli, s, &c, X509_get_subject_name(ca), X509_REQ_get_subject_name(req),
+	                spki, (size_t)spki_len, der, out);
 out:
-	der_free(&tbs);
 	OPENSSL_free(spki);
-	ASN1_TIME_free(nb);
-	ASN1_TIME_free(na);
-	ASN1_INTEGER_free(serial);
-	sk_X509_EXTENSION_pop_free(exts, X509_EXTENSION_free);
+	parts_free(&c);
 	ERR_clear_error();
 	return rc;
 }

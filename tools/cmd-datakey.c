@@ -93,9 +93,9 @@ int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a)
 	if ((rc = cli_distinct_paths(cli, a, "input", "output")))
 		return rc;
 	/* Read before opening the token: a bad file needs no PIN. */
-	err = util_read_file(in_path, CLI_MAX_BLOB, 0, &blob, &bloblen);
-	if (err)
-		return cli_fail_util(cli, err, "reading wrapped data key");
+	if ((rc = cli_read_file(cli, in_path, CLI_MAX_BLOB, 0, "reading wrapped data key", &blob,
+	                        &bloblen)))
+		return rc;
 	if ((rc = open_key(cli, a, &ec, &ctx, &key)))
 		goto out;
 	err = hw_datakey_decrypt(ctx, key, ec, blob, bloblen, dk);
@@ -103,15 +103,8 @@ int cmd_datakey_decrypt(struct cli *cli, const struct cli_args *a)
 		rc = cli_fail(cli, err, "decrypting data key");
 		goto out;
 	}
-	{
-		const struct out_spec o = { out_path, dk, sizeof(dk), 1 };
-
-		err = outfile_write_all(&o, 1);
-	}
-	if (err) {
-		rc = cli_fail_util(cli, err, "writing data key");
+	if ((rc = cli_write_file(cli, out_path, dk, sizeof(dk), 1, "writing data key")))
 		goto out;
-	}
 	if (cli->json) {
 		cj_str(cli->out, "key", hw_key_label(key));
 		cj_str(cli->out, "input", in_path);

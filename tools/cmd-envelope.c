@@ -807,10 +807,85 @@ static int pump(struct cli *cli, struct source *src, struct sink *out, uint8_t *
 	}
 }
 
+/*
+ * What encrypt and decrypt share around their stream: the paths, the
+ * signal handling, the input, the output with the message's first bytes,
+ * and the pump's chunk.
+ */
+struct run {
+	const char *in_path, *out_path;
+	struct sigaction old[NSTOP];
+	struct source src;
+	struct sink out;
+	struct keep hdr;
+	uint8_t *chunk;
+};
+
+static int run_start(struct cli *cli, const struct cli_args *a, struct run *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->in_path = cli_opt(a, "input");
+	r->out_path = cli_opt(a, "output");
+	if (!r->in_path)
+		r->in_path = "-";
+	if (!r->out_path)
+		r->out_path = "-";
+	r->src.fd = -1;
+	r->out.fd = -1;
+	stop_signal = 0;
+	signals_catch(r->old);
+	return check_paths(cli, a, r->in_path, r->out_path);
+}
+
+/* The output, created only once there is work, and the pump's chunk. */
+static int run_output(struct cli *cli, struct run *r, int secret, const char *what)
+{
+	int rc;
+
+	if ((rc = sink_init(cli, &r->out, r->out_path, secret)) ||
+	    (rc = sink_create(cli, &r->out)))
+		return rc;
+	if (!(r->chunk = malloc(PUMP_CHUNK)))
+		return cli_failf(cli, HW_ERR_NOMEM, what, "out of memory");
+	return 0;
+}
+
+/* The stream's final call said err; only if it succeeded is the output
+ * released. */
+static int run_commit(struct cli *cli, struct run *r, hw_err err, const char *what)
+{
+	if (err)
+		return stream_fail(cli, &r->out, err, what);
+	if (sink_commit(&r->out) < 0)
+		return stream_fail(cli, &r->out, HW_ERR_IO, "writing output");
+	return 0;
+}
+
+static void run_json(struct cli *cli, const struct run *r, const hw_envelope_info *info)
+{
+	pairs_json(cli->out, "context", info);
+	cj_str(cli->out, "input", r->in_path);
+	cj_str(cli->out, "output", r->out_path);
+	cj_uint(cli->out, "bytes_in", r->src.total);
+	cj_uint(cli->out, "bytes_out", r->out.total);
+}
+
+/* Removes an uncommitted output; the chunk held one side of the data in
+ * the clear, so it is wiped. Signals are restored by the caller, last. */
+static void run_free(struct run *r)
+{
+	sink_free(&r->out);
+	source_close(&r->src);
+	if (r->chunk) {
+		OPENSSL_cleanse(r->chunk, PUMP_CHUNK);
+		free(r->chunk);
+	}
+	free(r->hdr.p);
+}
+
 int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 {
-	const char *in_path = cli_opt(a, "input"), *out_path = cli_opt(a, "output");
-	struct sigaction old[NSTOP];
+	struct run r;
 	hw_envelope_cfg *cfg = NULL;
 	hw_enc_stream *enc = NULL;
 	hw_envelope_info *info = NULL;
@@ -819,24 +894,12 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	hw_key **keys = NULL;
 	size_t nkeys = 0, naes = 0, nrsa = 0, nfiles = 0;
 	char name[256];
-	struct source src = { .fd = -1 };
-	struct sink out;
-	struct keep hdr = { 0 };
-	uint8_t *chunk = NULL;
 	hw_err err;
 	int rc;
 
-	if (!in_path)
-		in_path = "-";
-	if (!out_path)
-		out_path = "-";
-	memset(&out, 0, sizeof(out));
-	out.fd = -1;
-	stop_signal = 0;
-	signals_catch(old);
-	if ((rc = check_paths(cli, a, in_path, out_path)))
+	if ((rc = run_start(cli, a, &r)))
 		goto done;
-	if (is_stdio(out_path) && isatty(STDOUT_FILENO)) {
+	if (is_stdio(r.out_path) && isatty(STDOUT_FILENO)) {
 		rc = cli_usage(cli, a->cmd, "refusing to write ciphertext to a terminal; give -o "
 		               "FILE or redirect standard output");
 		goto done;
@@ -850,7 +913,7 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	}
 	if ((rc = enc_config(cli, a, &cfg)) || (rc = cli_ectx(cli, a, &ec)))
 		goto done;
-	if ((rc = source_open(cli, in_path, &src)))
+	if ((rc = source_open(cli, r.in_path, &r.src)))
 		goto done;
 	/* Escrow to public key files alone needs no token at all. */
 	if ((naes || nrsa) &&
@@ -858,29 +921,18 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	     (rc = find_keys(cli, a, ctx, &keys, &nkeys)) ||
 	     (rc = add_rsa_keys(cli, a, ctx, cfg))))
 		goto done;
-	if ((rc = sink_init(cli, &out, out_path, 0)) || (rc = sink_create(cli, &out)))
+	if ((rc = run_output(cli, &r, 0, "encrypt")))
 		goto done;
-	out.keep = &hdr;
-	if (!(chunk = malloc(PUMP_CHUNK))) {
-		rc = cli_failf(cli, HW_ERR_NOMEM, "encrypt", "out of memory");
-		goto done;
-	}
-	err = hw_enc_stream_new(cfg, keys, nkeys, ec, sink_write, &out, &enc);
+	r.out.keep = &r.hdr;
+	err = hw_enc_stream_new(cfg, keys, nkeys, ec, sink_write, &r.out, &enc);
 	if (err) {
-		rc = stream_fail(cli, &out, err, "encrypting");
+		rc = stream_fail(cli, &r.out, err, "encrypting");
 		goto done;
 	}
-	if ((rc = pump(cli, &src, &out, chunk, feed_enc, enc, "encrypting")))
+	if ((rc = pump(cli, &r.src, &r.out, r.chunk, feed_enc, enc, "encrypting")) ||
+	    (rc = run_commit(cli, &r, hw_enc_stream_final(enc), "encrypting")))
 		goto done;
-	if ((err = hw_enc_stream_final(enc))) {
-		rc = stream_fail(cli, &out, err, "encrypting");
-		goto done;
-	}
-	if (sink_commit(&out) < 0) {
-		rc = stream_fail(cli, &out, HW_ERR_IO, "writing output");
-		goto done;
-	}
-	info = keep_info(&hdr);
+	info = keep_info(&r.hdr);
 	if (cli->json) {
 		json_t *names;
 
@@ -892,18 +944,14 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 		for (size_t i = 0; info && i < info->nedks; i++)
 			if (is_rsa_edk(&info->edks[i], NULL))
 				cj_str(names, NULL, rsa_edk_name(&info->edks[i], name, sizeof(name)));
-		pairs_json(cli->out, "context", info);
-		cj_str(cli->out, "input", in_path);
-		cj_str(cli->out, "output", out_path);
-		cj_uint(cli->out, "bytes_in", src.total);
-		cj_uint(cli->out, "bytes_out", out.total);
-	} else if (!is_stdio(out_path)) {
+		run_json(cli, &r, info);
+	} else if (!is_stdio(r.out_path)) {
 		char hex[2 * 32 + 1] = "?";
 
 		if (info)
 			util_hex(info->message_id, info->message_id_len, hex);
 		printf("Encrypted %llu bytes into %s (%llu bytes), suite 0x%04x, message ID %s.\n",
-		       src.total, out_path, out.total, info ? info->suite : 0u, hex);
+		       r.src.total, r.out_path, r.out.total, info ? info->suite : 0u, hex);
 		if (nkeys) {
 			printf("Data key wrapped by:");
 			for (size_t i = 0; i < nkeys; i++)
@@ -925,16 +973,13 @@ int cmd_encrypt(struct cli *cli, const struct cli_args *a)
 	}
 done:
 	hw_enc_stream_free(enc);
-	sink_free(&out);
-	source_close(&src);
-	free(chunk);
-	free(hdr.p);
+	run_free(&r);
 	hw_envelope_info_free(info);
 	free_keys(keys, nkeys);
 	hw_ctx_free(ctx);
 	hw_ectx_free(ec);
 	hw_envelope_cfg_free(cfg);
-	signals_restore(old);
+	signals_restore(r.old);
 	return rc;
 }
 
@@ -1054,8 +1099,7 @@ static int prefetch_header(struct cli *cli, struct source *src, struct keep *hdr
 
 int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 {
-	const char *in_path = cli_opt(a, "input"), *out_path = cli_opt(a, "output");
-	struct sigaction old[NSTOP];
+	struct run r;
 	hw_envelope_cfg *cfg = NULL;
 	hw_dec_stream *dec = NULL;
 	hw_envelope_info *info = NULL;
@@ -1064,31 +1108,18 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	hw_ctx *ctx = NULL;
 	hw_key **keys = NULL;
 	size_t nkeys = 0;
-	struct source src = { .fd = -1 };
-	struct sink out;
-	struct keep hdr = { 0 };
-	uint8_t *chunk = NULL;
-	hw_err err;
 	int rc;
 
-	if (!in_path)
-		in_path = "-";
-	if (!out_path)
-		out_path = "-";
-	memset(&out, 0, sizeof(out));
-	out.fd = -1;
-	stop_signal = 0;
-	signals_catch(old);
-	if ((rc = check_paths(cli, a, in_path, out_path)))
+	if ((rc = run_start(cli, a, &r)))
 		goto done;
 	if ((rc = dec_config(cli, a, &cfg, &pad_named)) || (rc = cli_ectx(cli, a, &req)))
 		goto done;
-	if ((rc = source_open(cli, in_path, &src)) ||
-	    (rc = prefetch_header(cli, &src, &hdr, &info)))
+	if ((rc = source_open(cli, r.in_path, &r.src)) ||
+	    (rc = prefetch_header(cli, &r.src, &r.hdr, &info)))
 		goto done;
 	if (info && !info->committing && !cli_flag(a, "allow-legacy")) {
 		rc = cli_failf(cli, HW_ERR_FORMAT, "decrypting", "%s is a legacy message (suite "
-		               "0x%04x, no key commitment); --allow-legacy decrypts it", src.name,
+		               "0x%04x, no key commitment); --allow-legacy decrypts it", r.src.name,
 		               info->suite);
 		goto done;
 	}
@@ -1099,56 +1130,35 @@ int cmd_decrypt(struct cli *cli, const struct cli_args *a)
 	if ((rc = cli_ctx(cli, NULL, CLI_CTX_TOKEN | CLI_CTX_LOGIN, &ctx)) ||
 	    (rc = find_keys(cli, a, ctx, &keys, &nkeys)))
 		goto done;
-	if ((rc = sink_init(cli, &out, out_path, 1)) || (rc = sink_create(cli, &out)))
+	if ((rc = run_output(cli, &r, 1, "decrypt")))
 		goto done;
-	out.hdr = &hdr;
-	if (!(chunk = malloc(PUMP_CHUNK))) {
-		rc = cli_failf(cli, HW_ERR_NOMEM, "decrypt", "out of memory");
-		goto done;
-	}
-	if ((rc = dec_start(cli, ctx, cfg, keys, nkeys, req, &out, &hdr, try_pads, &dec)))
-		goto done;
-	if ((rc = pump(cli, &src, &out, chunk, feed_dec, dec, "decrypting")))
+	r.out.hdr = &r.hdr;
+	if ((rc = dec_start(cli, ctx, cfg, keys, nkeys, req, &r.out, &r.hdr, try_pads, &dec)) ||
+	    (rc = pump(cli, &r.src, &r.out, r.chunk, feed_dec, dec, "decrypting")))
 		goto done;
 	/* Only now is the message authenticated as a whole (signature included). */
-	if ((err = hw_dec_stream_final(dec, NULL))) {
-		rc = stream_fail(cli, &out, err, "decrypting");
+	if ((rc = run_commit(cli, &r, hw_dec_stream_final(dec, NULL), "decrypting")))
 		goto done;
-	}
-	if (sink_commit(&out) < 0) {
-		rc = stream_fail(cli, &out, HW_ERR_IO, "writing output");
-		goto done;
-	}
-	info = keep_info(&hdr);
+	info = keep_info(&r.hdr);
 	if (cli->json) {
 		header_json(cli->out, info);
-		pairs_json(cli->out, "context", info);
-		cj_str(cli->out, "input", in_path);
-		cj_str(cli->out, "output", out_path);
-		cj_uint(cli->out, "bytes_in", src.total);
-		cj_uint(cli->out, "bytes_out", out.total);
-	} else if (!is_stdio(out_path)) {
+		run_json(cli, &r, info);
+	} else if (!is_stdio(r.out_path)) {
 		printf("Decrypted %llu bytes into %s (suite 0x%04x, authenticated%s).\n",
-		       out.total, out_path, info ? info->suite : 0u,
+		       r.out.total, r.out_path, info ? info->suite : 0u,
 		       info && info->signed_ ? ", signature verified" : "");
 		printf("Context: ");
 		print_pairs_line(stdout, info);
 	}
 done:
 	hw_dec_stream_free(dec);
-	sink_free(&out);
-	source_close(&src);
-	if (chunk) {
-		OPENSSL_cleanse(chunk, PUMP_CHUNK);
-		free(chunk);
-	}
-	free(hdr.p);
+	run_free(&r);
 	hw_envelope_info_free(info);
 	free_keys(keys, nkeys);
 	hw_ctx_free(ctx);
 	hw_ectx_free(req);
 	hw_envelope_cfg_free(cfg);
-	signals_restore(old);
+	signals_restore(r.old);
 	return rc;
 }
 

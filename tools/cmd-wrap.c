@@ -31,11 +31,10 @@ int cmd_wrap(struct cli *cli, const struct cli_args *a)
 	hw_err err;
 	int rc;
 
-	if ((rc = cli_distinct_paths(cli, a, "input", "output")))
+	if ((rc = cli_distinct_paths(cli, a, "input", "output")) ||
+	    (rc = cli_read_file(cli, in_path, HW_WRAP_MAX_MATERIAL, 1, "reading key material",
+	                        &material, &len)))
 		return rc;
-	err = util_read_file(in_path, HW_WRAP_MAX_MATERIAL, 1, &material, &len);
-	if (err)
-		return cli_fail_util(cli, err, "reading key material");
 	if (len == 0) {
 		rc = cli_failf(cli, HW_ERR_FORMAT, "reading key material", "%s is empty", in_path);
 		goto out;
@@ -47,14 +46,8 @@ int cmd_wrap(struct cli *cli, const struct cli_args *a)
 		rc = cli_fail(cli, err, "wrapping key material");
 		goto out;
 	}
-	{
-		const struct out_spec o = { cli_opt(a, "output"), blob, bloblen, 0 };
-
-		err = outfile_write_all(&o, 1);
-	}
-	if (err)
-		rc = cli_fail_util(cli, err, "writing wrapped key");
-	else
+	rc = cli_write_file(cli, cli_opt(a, "output"), blob, bloblen, 0, "writing wrapped key");
+	if (!rc)
 		done(cli, a, key, "Wrapped", len);
 out:
 	util_free(material, len, 1);
@@ -73,11 +66,10 @@ int cmd_unwrap(struct cli *cli, const struct cli_args *a)
 	hw_err err;
 	int rc;
 
-	if ((rc = cli_distinct_paths(cli, a, "input", "output")))
+	if ((rc = cli_distinct_paths(cli, a, "input", "output")) ||
+	    (rc = cli_read_file(cli, in_path, CLI_MAX_BLOB, 0, "reading wrapped key", &blob,
+	                        &bloblen)))
 		return rc;
-	err = util_read_file(in_path, CLI_MAX_BLOB, 0, &blob, &bloblen);
-	if (err)
-		return cli_fail_util(cli, err, "reading wrapped key");
 	if ((rc = cli_open_key(cli, cli_opt(a, "key"), &ctx, &key)))
 		goto out;
 	err = hw_unwrap(ctx, key, blob, bloblen, &material, &len);
@@ -85,14 +77,8 @@ int cmd_unwrap(struct cli *cli, const struct cli_args *a)
 		rc = cli_fail(cli, err, "unwrapping key material");
 		goto out;
 	}
-	{
-		const struct out_spec o = { cli_opt(a, "output"), material, len, 1 };
-
-		err = outfile_write_all(&o, 1);
-	}
-	if (err)
-		rc = cli_fail_util(cli, err, "writing key material");
-	else
+	rc = cli_write_file(cli, cli_opt(a, "output"), material, len, 1, "writing key material");
+	if (!rc)
 		done(cli, a, key, "Unwrapped", len);
 out:
 	if (material)

@@ -273,13 +273,26 @@ km_get_params(void *kd, OSSL_PARAM params[])
 	return k && k->pub && EVP_PKEY_get_params(k->pub, params);
 }
 
+/* What every key type reports of its size (the public half's). */
+#define KM_SIZE_PARAMS                                             \
+	OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),                    \
+	OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),           \
+	OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL)
+/* The public key as an octet string, for EC and EdDSA alike. */
+#define KM_PUBKEY_PARAMS                                                   \
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),  \
+	OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0)
+/* An EC key's group and how its points are written. */
+#define EC_FORMAT_PARAMS                                                          \
+	OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),                  \
+	OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),                 \
+	OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0)
+
 static const OSSL_PARAM *
 rsa_gettable(void *provctx)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		KM_SIZE_PARAMS,
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
 		OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_N, NULL, 0),
 		OSSL_PARAM_BN(OSSL_PKEY_PARAM_RSA_E, NULL, 0),
@@ -292,13 +305,10 @@ static const OSSL_PARAM *
 ec_gettable(void *provctx)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		KM_SIZE_PARAMS,
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_DEFAULT_DIGEST, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
-		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		KM_PUBKEY_PARAMS,
 		OSSL_PARAM_BN(OSSL_PKEY_PARAM_EC_PUB_X, NULL, 0),
 		OSSL_PARAM_BN(OSSL_PKEY_PARAM_EC_PUB_Y, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
@@ -312,12 +322,9 @@ static const OSSL_PARAM *
 ed_gettable(void *provctx)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_BITS, NULL),
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_SECURITY_BITS, NULL),
-		OSSL_PARAM_int(OSSL_PKEY_PARAM_MAX_SIZE, NULL),
+		KM_SIZE_PARAMS,
 		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_MANDATORY_DIGEST, NULL, 0),
-		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_ENCODED_PUBLIC_KEY, NULL, 0),
-		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
+		KM_PUBKEY_PARAMS,
 		OSSL_PARAM_END
 	};
 	return t;
@@ -380,9 +387,7 @@ static const OSSL_PARAM *
 ec_types(int selection)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		EC_FORMAT_PARAMS,
 		OSSL_PARAM_octet_string(OSSL_PKEY_PARAM_PUB_KEY, NULL, 0),
 		OSSL_PARAM_END
 	};
@@ -514,9 +519,7 @@ static const OSSL_PARAM *
 ec_gen_settable(void *vg, void *provctx)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_GROUP_NAME, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_ENCODING, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_PKEY_PARAM_EC_POINT_CONVERSION_FORMAT, NULL, 0),
+		EC_FORMAT_PARAMS,
 		GEN_HSM_PARAMS,
 		OSSL_PARAM_END
 	};

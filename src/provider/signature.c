@@ -193,12 +193,16 @@ sig_set_params(void *vc, const OSSL_PARAM params[])
 	return 1;
 }
 
+/* The digest of a signature and where to fetch it, for RSA and ECDSA. */
+#define SIG_DIGEST_PARAMS                                              \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),      \
+	OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0)
+
 static const OSSL_PARAM *
 rsa_settable(void *vc, void *provctx)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+		SIG_DIGEST_PARAMS,
 		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PAD_MODE, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PSS_SALTLEN, NULL, 0),
 		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_MGF1_DIGEST, NULL, 0),
@@ -211,8 +215,7 @@ static const OSSL_PARAM *
 ecdsa_settable(void *vc, void *provctx)
 {
 	static const OSSL_PARAM t[] = {
-		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_DIGEST, NULL, 0),
-		OSSL_PARAM_utf8_string(OSSL_SIGNATURE_PARAM_PROPERTIES, NULL, 0),
+		SIG_DIGEST_PARAMS,
 		OSSL_PARAM_END
 	};
 	return t;

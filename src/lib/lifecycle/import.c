@@ -119,6 +119,87 @@ hw_kcv_aes(const uint8_t *key, size_t len, uint8_t kcv[3])
 
 
 /*
+ * A throwaway session AES key that can do one thing (`use`, with `mech`
+ * only) and is never readable: the ECB copy that gives a KCV, and the
+ * temporary key of RSA-AES.
+ */
+typedef struct {
+	CK_OBJECT_CLASS cls;
+	CK_KEY_TYPE kt;
+	CK_BBOOL yes, no;
+	CK_MECHANISM_TYPE mech;
+} session_tmpl;
+
+#define SESSION_TMPL_MAX 12
+
+static CK_ULONG
+session_key_template(session_tmpl *st, CK_ATTRIBUTE_TYPE use, CK_MECHANISM_TYPE mech,
+                     CK_ATTRIBUTE *t)
+{
+	CK_ULONG n = 0;
+
+	st->cls = CKO_SECRET_KEY;
+	st->kt = CKK_AES;
+	st->yes = CK_TRUE;
+	st->no = CK_FALSE;
+	st->mech = mech;
+	t[n++] = (CK_ATTRIBUTE){ CKA_CLASS, &st->cls, sizeof(st->cls) };
+	t[n++] = (CK_ATTRIBUTE){ CKA_KEY_TYPE, &st->kt, sizeof(st->kt) };
+	t[n++] = BOOL_ATTR(CKA_TOKEN, &st->no);
+	t[n++] = BOOL_ATTR(CKA_PRIVATE, &st->yes);
+	t[n++] = BOOL_ATTR(CKA_SENSITIVE, &st->yes);
+	t[n++] = BOOL_ATTR(CKA_EXTRACTABLE, &st->no);
+	t[n++] = BOOL_ATTR(CKA_ENCRYPT, use == CKA_ENCRYPT ? &st->yes : &st->no);
+	t[n++] = BOOL_ATTR(CKA_DECRYPT, &st->no);
+	t[n++] = BOOL_ATTR(CKA_WRAP, &st->no);
+	t[n++] = BOOL_ATTR(CKA_UNWRAP, use == CKA_UNWRAP ? &st->yes : &st->no);
+	t[n++] = (CK_ATTRIBUTE){ CKA_ALLOWED_MECHANISMS, &st->mech, sizeof(st->mech) };
+	return n;
+}
+
+/* AES-ECB of the zero block under h; *got when the token gave the whole
+ * block, whose first 3 bytes are the KCV. */
+static CK_RV
+ecb_kcv(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, uint8_t kcv[3], bool *got)
+{
+	CK_MECHANISM me = { CKM_AES_ECB, NULL, 0 };
+	uint8_t zero[16] = { 0 }, out[16];
+	CK_ULONG outlen = sizeof(out);
+	CK_RV rv = ctx->fl->C_EncryptInit(s, &me, h);
+
+	if (rv == CKR_OK)
+		rv = ctx->fl->C_Encrypt(s, zero, sizeof(zero), out, &outlen);
+	*got = rv == CKR_OK && outlen == sizeof(out);
+	if (*got)
+		memcpy(kcv, out, 3);
+	OPENSSL_cleanse(out, sizeof(out));
+	return rv;
+}
+
+/* The token's own CKA_CHECK_VALUE of h, where it set one. */
+static bool
+token_check_value(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, uint8_t kcv[3])
+{
+	uint8_t cv[16];
+	CK_ATTRIBUTE a = { CKA_CHECK_VALUE, cv, sizeof(cv) };
+	CK_RV rv = ctx->fl->C_GetAttributeValue(s, h, &a, 1);
+
+	if (rv != CKR_OK || a.ulValueLen < 3 || a.ulValueLen == CK_UNAVAILABLE_INFORMATION)
+		return false;
+	memcpy(kcv, cv, 3);
+	return true;
+}
+
+/* Best effort, so that key listings show the KCV we computed. */
+static void
+store_check_value(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, uint8_t kcv[3])
+{
+	CK_ATTRIBUTE a = { CKA_CHECK_VALUE, kcv, 3 };
+
+	(void)ctx->fl->C_SetAttributeValue(s, h, &a, 1);
+}
+
+/*
  * KCV of a key the token unwraps from `blob`, for tokens that leave
  * CKA_CHECK_VALUE empty on unwrapped keys (SoftHSMv2): the same blob is
  * unwrapped once more as a session key that can only do AES-ECB, which
@@ -128,41 +209,19 @@ CK_RV
 hw_kcv_by_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_MECHANISM *m, CK_OBJECT_HANDLE unwrapper,
                  const uint8_t *blob, size_t len, uint8_t kcv[3])
 {
-	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-	CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
-	CK_KEY_TYPE aes = CKK_AES;
-	CK_MECHANISM_TYPE ecb = CKM_AES_ECB;
-	CK_MECHANISM me = { CKM_AES_ECB, NULL, 0 };
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &sec, sizeof(sec) },
-		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
-		BOOL_ATTR(CKA_TOKEN, &no),
-		BOOL_ATTR(CKA_PRIVATE, &yes),
-		BOOL_ATTR(CKA_SENSITIVE, &yes),
-		BOOL_ATTR(CKA_EXTRACTABLE, &no),
-		BOOL_ATTR(CKA_ENCRYPT, &yes),
-		BOOL_ATTR(CKA_DECRYPT, &no),
-		BOOL_ATTR(CKA_WRAP, &no),
-		BOOL_ATTR(CKA_UNWRAP, &no),
-		{ CKA_ALLOWED_MECHANISMS, &ecb, sizeof(ecb) },
-	};
-	uint8_t zero[16] = { 0 }, out[16];
-	CK_ULONG outlen = sizeof(out);
+	session_tmpl st;
+	CK_ATTRIBUTE t[SESSION_TMPL_MAX];
+	CK_ULONG nt = session_key_template(&st, CKA_ENCRYPT, CKM_AES_ECB, t);
 	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
+	bool got;
 	CK_RV rv;
 
-	rv = ctx->fl->C_UnwrapKey(s, m, unwrapper, (CK_BYTE_PTR)blob, len, t,
-	                          sizeof(t) / sizeof(t[0]), &h);
+	rv = ctx->fl->C_UnwrapKey(s, m, unwrapper, (CK_BYTE_PTR)blob, len, t, nt, &h);
 	if (rv != CKR_OK)
 		return rv;
-	rv = ctx->fl->C_EncryptInit(s, &me, h);
-	if (rv == CKR_OK)
-		rv = ctx->fl->C_Encrypt(s, zero, sizeof(zero), out, &outlen);
-	if (rv == CKR_OK && outlen == sizeof(out))
-		memcpy(kcv, out, 3);
-	else if (rv == CKR_OK)
+	rv = ecb_kcv(ctx, s, h, kcv, &got);
+	if (rv == CKR_OK && !got)
 		rv = CKR_FUNCTION_FAILED;
-	OPENSSL_cleanse(out, sizeof(out));
 	(void)ctx->fl->C_DestroyObject(s, h);
 	return rv;
 }
@@ -195,16 +254,11 @@ hw_kcv_of_unwrapped(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_MEC
                     CK_OBJECT_HANDLE unwrapper, const uint8_t *blob, size_t len,
                     uint8_t kcv[3], bool *have)
 {
-	uint8_t cv[16];
-	CK_ATTRIBUTE a = { CKA_CHECK_VALUE, cv, sizeof(cv) };
-	CK_RV rv = ctx->fl->C_GetAttributeValue(s, h, &a, 1);
+	CK_RV rv;
 
-	*have = false;
-	if (rv == CKR_OK && a.ulValueLen >= 3 && a.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-		memcpy(kcv, cv, 3);
-		*have = true;
+	*have = token_check_value(ctx, s, h, kcv);
+	if (*have)
 		return CKR_OK;
-	}
 	rv = hw_kcv_by_unwrap(ctx, s, m, unwrapper, blob, len, kcv);
 	/* A token that will not make the ECB copy just gives no KCV (the
 	 * caller says so); a lost session or a failing device is an error. */
@@ -213,9 +267,7 @@ hw_kcv_of_unwrapped(hw_ctx *ctx, CK_SESSION_HANDLE s, CK_OBJECT_HANDLE h, CK_MEC
 	if (rv != CKR_OK)
 		return rv;
 	*have = true;
-	a.pValue = kcv;
-	a.ulValueLen = 3;
-	(void)ctx->fl->C_SetAttributeValue(s, h, &a, 1);
+	store_check_value(ctx, s, h, kcv);
 	return CKR_OK;
 }
 
@@ -411,26 +463,12 @@ op_import_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		return hw_op_fail(hw_fail(HW_ERR_FORMAT, 0,
 		                          "the RSA-AES blob is shorter than the RSA modulus"));
 	{
-		static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-		CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
-		CK_KEY_TYPE aes = CKK_AES;
-		CK_MECHANISM_TYPE allowed = ctx->kwp_mech;
-		CK_ATTRIBUTE et[] = {
-			{ CKA_CLASS, &sec, sizeof(sec) },
-			{ CKA_KEY_TYPE, &aes, sizeof(aes) },
-			BOOL_ATTR(CKA_TOKEN, &no),
-			BOOL_ATTR(CKA_PRIVATE, &yes),
-			BOOL_ATTR(CKA_SENSITIVE, &yes),
-			BOOL_ATTR(CKA_EXTRACTABLE, &no),
-			BOOL_ATTR(CKA_UNWRAP, &yes),
-			BOOL_ATTR(CKA_WRAP, &no),
-			BOOL_ATTR(CKA_ENCRYPT, &no),
-			BOOL_ATTR(CKA_DECRYPT, &no),
-			{ CKA_ALLOWED_MECHANISMS, &allowed, sizeof(allowed) },
-		};
+		session_tmpl st;
+		CK_ATTRIBUTE et[SESSION_TMPL_MAX];
+		CK_ULONG net = session_key_template(&st, CKA_UNWRAP, ctx->kwp_mech, et);
+
 		rv = unwrap_refused(ctx->fl->C_UnwrapKey(s, &m_oaep, ih, (CK_BYTE_PTR)a->wrapped,
-		                                         mod.ulValueLen, et, sizeof(et) / sizeof(et[0]),
-		                                         &eh));
+		                                         mod.ulValueLen, et, net, &eh));
 		if (!sha1)
 			rv = oaep_hash_refused(rv);
 	}
@@ -444,6 +482,23 @@ op_import_unwrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 		                         a->len - mod.ulValueLen, a->kcv, &a->have_kcv);
 	(void)ctx->fl->C_DestroyObject(s, eh);
 	return rv;
+}
+
+/* What both imports hand back: the KCV (empty where the token gave
+ * none) and the new key. */
+static hw_err
+import_result(hw_ctx *ctx, const uint8_t id[HW_ID_LEN], const uint8_t kcv[3], bool have_kcv,
+              hw_key **out, char kcv_hex[7])
+{
+	if (kcv_hex) {
+		if (have_kcv)
+			hw_hex(kcv, 3, kcv_hex);
+		else
+			kcv_hex[0] = '\0';
+	}
+	if (!out)
+		return HW_OK;
+	return hw_key_find_by_id(ctx, id, HW_ID_LEN, out);
 }
 
 typedef struct {
@@ -514,15 +569,7 @@ hw_key_import_wrapped(hw_ctx *ctx, hw_key *import_key, const char *label, hw_key
 	e = hw_ctx_run_once(ctx, op_value_len_or_destroy, &d, "checking the imported key");
 	if (e != HW_OK)
 		return e;
-	if (kcv_hex) {
-		if (a.have_kcv)
-			hw_hex(a.kcv, 3, kcv_hex);
-		else
-			kcv_hex[0] = '\0';
-	}
-	if (!out)
-		return HW_OK;
-	return hw_key_find_by_id(ctx, st.id, sizeof(st.id), out);
+	return import_result(ctx, st.id, a.kcv, a.have_kcv, out, kcv_hex);
 }
 
 typedef struct {
@@ -544,52 +591,25 @@ typedef struct {
 static CK_RV
 token_kcv_of_value(hw_ctx *ctx, CK_SESSION_HANDLE s, create_arg *a)
 {
-	static const CK_BBOOL yes = CK_TRUE, no = CK_FALSE;
-	CK_OBJECT_CLASS sec = CKO_SECRET_KEY;
-	CK_KEY_TYPE aes = CKK_AES;
-	CK_MECHANISM_TYPE ecb = CKM_AES_ECB;
-	CK_MECHANISM me = { CKM_AES_ECB, NULL, 0 };
-	CK_ATTRIBUTE t[] = {
-		{ CKA_CLASS, &sec, sizeof(sec) },
-		{ CKA_KEY_TYPE, &aes, sizeof(aes) },
-		{ CKA_VALUE, (void *)a->value, a->len },
-		BOOL_ATTR(CKA_TOKEN, &no),
-		BOOL_ATTR(CKA_PRIVATE, &yes),
-		BOOL_ATTR(CKA_SENSITIVE, &yes),
-		BOOL_ATTR(CKA_EXTRACTABLE, &no),
-		BOOL_ATTR(CKA_ENCRYPT, &yes),
-		BOOL_ATTR(CKA_DECRYPT, &no),
-		{ CKA_ALLOWED_MECHANISMS, &ecb, sizeof(ecb) },
-	};
-	uint8_t cv[16], zero[16] = { 0 }, out[16];
-	CK_ATTRIBUTE c = { CKA_CHECK_VALUE, cv, sizeof(cv) };
-	CK_ULONG outlen = sizeof(out);
+	session_tmpl st;
+	CK_ATTRIBUTE t[SESSION_TMPL_MAX + 1];
+	CK_ULONG nt = session_key_template(&st, CKA_ENCRYPT, CKM_AES_ECB, t);
 	CK_OBJECT_HANDLE h = CK_INVALID_HANDLE;
-	CK_RV rv = ctx->fl->C_GetAttributeValue(s, a->h, &c, 1);
+	CK_RV rv;
 
-	a->have_kcv = false;
-	if (rv == CKR_OK && c.ulValueLen >= 3 && c.ulValueLen != CK_UNAVAILABLE_INFORMATION) {
-		memcpy(a->kcv, cv, 3);
-		a->have_kcv = true;
+	a->have_kcv = token_check_value(ctx, s, a->h, a->kcv);
+	if (a->have_kcv)
 		return CKR_OK;
-	}
-	rv = ctx->fl->C_CreateObject(s, t, sizeof(t) / sizeof(t[0]), &h);
+	t[nt++] = (CK_ATTRIBUTE){ CKA_VALUE, (void *)a->value, a->len };
+	rv = ctx->fl->C_CreateObject(s, t, nt, &h);
 	if (rv != CKR_OK)
 		return hw_kcv_unsupported(rv) ? CKR_OK : rv;
-	rv = ctx->fl->C_EncryptInit(s, &me, h);
-	if (rv == CKR_OK)
-		rv = ctx->fl->C_Encrypt(s, zero, sizeof(zero), out, &outlen);
+	rv = ecb_kcv(ctx, s, h, a->kcv, &a->have_kcv);
 	(void)ctx->fl->C_DestroyObject(s, h);
 	if (rv != CKR_OK && !hw_kcv_unsupported(rv))
 		return rv;
-	if (rv == CKR_OK && outlen == sizeof(out)) {
-		memcpy(a->kcv, out, 3);
-		a->have_kcv = true;
-		c.pValue = a->kcv;
-		c.ulValueLen = 3;
-		(void)ctx->fl->C_SetAttributeValue(s, a->h, &c, 1);
-	}
-	OPENSSL_cleanse(out, sizeof(out));
+	if (a->have_kcv)
+		store_check_value(ctx, s, a->h, a->kcv);
 	return CKR_OK;
 }
 
@@ -631,13 +651,5 @@ hw_key_import_value(hw_ctx *ctx, const char *label, hw_key_type type, hw_purpose
 	e = hw_ctx_run_once(ctx, op_create, &a, "C_CreateObject (import)");
 	if (e != HW_OK)
 		return e;
-	if (kcv_hex) {
-		if (a.have_kcv)
-			hw_hex(a.kcv, 3, kcv_hex);
-		else
-			kcv_hex[0] = '\0';
-	}
-	if (!out)
-		return HW_OK;
-	return hw_key_find_by_id(ctx, st.id, sizeof(st.id), out);
+	return import_result(ctx, st.id, a.kcv, a.have_kcv, out, kcv_hex);
 }
