@@ -470,20 +470,3 @@ void util_wrap(FILE *f, const char *text, unsigned indent, unsigned first_col, u
 	}
 	fputc('\n', f);
 }
-
-int cli_read_file(struct cli *cli, const char *path, size_t cap, int secret, const char *what,
-                  uint8_t **buf, size_t *len)
-{
-	hw_err err = util_read_file(path, cap, secret, buf, len);
-
-	return err ? cli_fail_util(cli, err, what) : 0;
-}
-
-int cli_write_file(struct cli *cli, const char *path, const void *data, size_t len,
-                   int secret, const char *what)
-{
-	const struct out_spec o = { path, data, len, secret };
-	hw_err err = outfile_write_all(&o, 1);
-
-	return err ? cli_fail_util(cli, err, what) : 0;
-}
