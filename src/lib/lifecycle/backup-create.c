@@ -216,11 +216,16 @@ set_login_state(hw_ctx *ctx, bool in)
 static CK_RV
 user_login(hw_ctx *ctx, CK_SESSION_HANDLE s)
 {
-	CK_RV rv;
+	CK_RV rv = CKR_USER_NOT_LOGGED_IN;
 
 	pthread_mutex_lock(&ctx->lock);
-	rv = ctx->have_pin ? ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len)
-	                   : CKR_USER_NOT_LOGGED_IN;
+	if (ctx->have_pin) {
+		/* Logins write SoftHSM's token record: see hw_module_io_lock. */
+		int fd = hw_module_io_lock(ctx->mod, true);
+
+		rv = ctx->fl->C_Login(s, CKU_USER, (CK_UTF8CHAR *)ctx->pin, ctx->pin_len);
+		hw_module_io_unlock(fd);
+	}
 	pthread_mutex_unlock(&ctx->lock);
 	if (rv == CKR_USER_ALREADY_LOGGED_IN)
 		rv = CKR_OK;
@@ -260,7 +265,12 @@ op_wrap(hw_ctx *ctx, CK_SESSION_HANDLE s, void *arg)
 	if (rv != CKR_OK && rv != CKR_USER_NOT_LOGGED_IN)
 		return rv;
 	set_login_state(ctx, false);
-	rv = ctx->fl->C_Login(s, CKU_SO, (CK_UTF8CHAR *)a->so_pin, a->so_pin_len);
+	{
+		int fd = hw_module_io_lock(ctx->mod, true);
+
+		rv = ctx->fl->C_Login(s, CKU_SO, (CK_UTF8CHAR *)a->so_pin, a->so_pin_len);
+		hw_module_io_unlock(fd);
+	}
 	if (rv != CKR_OK) {
 		a->so_failed = true;
 		(void)user_login(ctx, s);

@@ -524,13 +524,19 @@ hw_ctx_login_context(hw_ctx *ctx, CK_SESSION_HANDLE s)
 	pthread_mutex_lock(&ctx->lock);
 	if (ctx->tinfo.flags & CKF_PROTECTED_AUTHENTICATION_PATH && !ctx->pin_source &&
 	    !ctx->pin_cb) {
+		int fd = hw_module_io_lock(ctx->mod, true);
+
 		rv = ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, NULL, 0);
+		hw_module_io_unlock(fd);
 	} else if ((e = get_pin_locked(ctx)) != HW_OK) {
 		pthread_mutex_unlock(&ctx->lock);
 		return hw_op_fail(e);
 	} else {
+		int fd = hw_module_io_lock(ctx->mod, true);
+
 		rv = ctx->fl->C_Login(s, CKU_CONTEXT_SPECIFIC, (CK_UTF8CHAR *)ctx->pin,
 		                      ctx->pin_len);
+		hw_module_io_unlock(fd);
 		/* As at login: a wrong PIN is never tried again. */
 		if (rv == CKR_PIN_INCORRECT)
 			forget_pin_locked(ctx);
