@@ -10,7 +10,11 @@
  *             time (hashing included)
  *   raw       C_SignInit + C_Sign on the same token, same key, same
  *             mechanism (CKM_RSA_PKCS over DigestInfo || digest, CKM_ECDSA
- *             over the digest), one session opened beforehand
+ *             over the digest, CKM_EDDSA over the message), one session
+ *             opened beforehand
+ *
+ * EdDSA keys sign messages, not digests: only "digest" (EVP_DigestSign
+ * with no digest, PureEdDSA) and "raw" apply to them.
  *
  * Each round runs the three for --seconds each, in a rotating order; the
  * median of the per-round ratios is reported, so drift of a shared
@@ -132,12 +136,13 @@ prov_sign_digest(EVP_PKEY *pk, const unsigned char *dg, unsigned char *sig, size
 	return ok;
 }
 
+/* md: "SHA256", or NULL for EdDSA (the key signs the message itself). */
 static __attribute__((noinline)) int
-prov_digest_sign(EVP_PKEY *pk, const unsigned char *msg, size_t len, unsigned char *sig,
-                 size_t *siglen)
+prov_digest_sign(EVP_PKEY *pk, const char *md, const unsigned char *msg, size_t len,
+                 unsigned char *sig, size_t *siglen)
 {
 	EVP_MD_CTX *mc = EVP_MD_CTX_new();
-	int ok = mc && EVP_DigestSignInit_ex(mc, NULL, "SHA256", libctx, NULL, pk, NULL) == 1 &&
+	int ok = mc && EVP_DigestSignInit_ex(mc, NULL, md, libctx, NULL, pk, NULL) == 1 &&
 	         EVP_DigestSign(mc, sig, siglen, msg, len) == 1;
 
 	EVP_MD_CTX_free(mc);
@@ -243,18 +248,26 @@ static const unsigned char di256[19] = { 0x30, 0x31, 0x30, 0x0d, 0x06, 0x09, 0x6
                                          0x01, 0x65, 0x03, 0x04, 0x02, 0x01, 0x05, 0x00, 0x04,
                                          0x20 };
 
+enum kind { K_RSA, K_EC, K_ED };
+static const char *const kind_name[] = { "RSA", "EC", "Ed" };
+
+/* msg (64 bytes) for EdDSA, dg (32) otherwise. */
 static __attribute__((noinline)) int
-raw_sign(CK_OBJECT_HANDLE key, int rsa, const unsigned char *dg, unsigned char *sig,
-         CK_ULONG *siglen)
+raw_sign(CK_OBJECT_HANDLE key, enum kind kind, const unsigned char *dg,
+         const unsigned char *msg, unsigned char *sig, CK_ULONG *siglen)
 {
-	CK_MECHANISM m = { rsa ? CKM_RSA_PKCS : CKM_ECDSA, NULL, 0 };
-	unsigned char in[19 + 32];
+	CK_MECHANISM m = { kind == K_RSA ? CKM_RSA_PKCS : kind == K_EC ? CKM_ECDSA : CKM_EDDSA,
+		           NULL, 0 };
+	unsigned char in[64];
 	CK_ULONG inlen = 32;
 
-	if (rsa) {
+	if (kind == K_RSA) {
 		memcpy(in, di256, 19);
 		memcpy(in + 19, dg, 32);
 		inlen = 51;
+	} else if (kind == K_ED) {
+		memcpy(in, msg, 64);
+		inlen = 64;
 	} else {
 		memcpy(in, dg, 32);
 	}
@@ -295,7 +308,7 @@ prov_sign_reused(const unsigned char *dg, unsigned char *sig, size_t *siglen)
 
 /* Signatures per second of one side for `secs` seconds. */
 static __attribute__((noinline)) double
-run_side(int side, EVP_PKEY *pk, CK_OBJECT_HANDLE h, int rsa, double secs)
+run_side(int side, EVP_PKEY *pk, CK_OBJECT_HANDLE h, enum kind kind, double secs)
 {
 	unsigned char dg[32], msg[64], sig[1024];
 	unsigned long n = 0;
@@ -311,9 +324,10 @@ run_side(int side, EVP_PKEY *pk, CK_OBJECT_HANDLE h, int rsa, double secs)
 		dg[0] = (unsigned char)n;
 		msg[0] = (unsigned char)n;
 		ok = side == SIDE_PKEY ? prov_sign_digest(pk, dg, sig, &sl)
-		     : side == SIDE_DIGEST ? prov_digest_sign(pk, msg, sizeof(msg), sig, &sl)
+		     : side == SIDE_DIGEST ? prov_digest_sign(pk, kind == K_ED ? NULL : "SHA256",
+		                                              msg, sizeof(msg), sig, &sl)
 		     : side == SIDE_REUSE ? prov_sign_reused(dg, sig, &sl)
-		     : raw_sign(h, rsa, dg, sig, &cl);
+		     : raw_sign(h, kind, dg, msg, sig, &cl);
 		if (!ok)
 			die("%s failed", side_name[side]);
 		n++;
@@ -329,40 +343,52 @@ static void
 bench(const char *label, double secs, unsigned rounds)
 {
 	EVP_PKEY *pk = load_hsm_key(label);
-	int rsa = EVP_PKEY_is_a(pk, "RSA");
+	enum kind kind = EVP_PKEY_is_a(pk, "RSA") ? K_RSA
+	                 : EVP_PKEY_is_a(pk, "ED25519") || EVP_PKEY_is_a(pk, "ED448") ? K_ED
+	                 : K_EC;
+	const char *md = kind == K_ED ? NULL : "SHA256";
 	CK_OBJECT_HANDLE h = raw_key(label);
-	double v[SIDES][MAX_ROUNDS], r1[MAX_ROUNDS], r2[MAX_ROUNDS], r3[MAX_ROUNDS];
+	double v[SIDES][MAX_ROUNDS] = { { 0 } }, r1[MAX_ROUNDS] = { 0 }, r2[MAX_ROUNDS],
+	       r3[MAX_ROUNDS] = { 0 };
 
-	reuse_ctx = EVP_PKEY_CTX_new_from_pkey(libctx, pk, NULL);
-	if (!reuse_ctx || EVP_PKEY_sign_init(reuse_ctx) != 1 ||
-	    EVP_PKEY_CTX_set_signature_md(reuse_ctx, EVP_sha256()) != 1)
+	reuse_ctx = kind == K_ED ? NULL : EVP_PKEY_CTX_new_from_pkey(libctx, pk, NULL);
+	if (kind != K_ED && (!reuse_ctx || EVP_PKEY_sign_init(reuse_ctx) != 1 ||
+	                     EVP_PKEY_CTX_set_signature_md(reuse_ctx, EVP_sha256()) != 1))
 		die("EVP_PKEY_sign_init with %s", label);
 
 	/* Warm-up outside run_side (first fetches, first session use), so
 	 * callgrind --toggle-collect=run_side counts steady state only. */
 	for (int i = 0; i < 3; i++) {
-		unsigned char dg[32] = { 1 }, sig[1024];
+		unsigned char dg[32] = { 1 }, msg[64] = { 1 }, sig[1024];
 		size_t sl = sizeof(sig);
 		CK_ULONG cl = sizeof(sig);
-		if (!prov_sign_digest(pk, dg, sig, &sl) || (sl = sizeof(sig), 0) ||
-		    !prov_digest_sign(pk, dg, sizeof(dg), sig, &sl) || !raw_sign(h, rsa, dg, sig, &cl))
+		if ((kind != K_ED && !prov_sign_digest(pk, dg, sig, &sl)) || (sl = sizeof(sig), 0) ||
+		    !prov_digest_sign(pk, md, msg, sizeof(msg), sig, &sl) ||
+		    !raw_sign(h, kind, dg, msg, sig, &cl))
 			die("warm-up signature with %s", label);
 	}
 
 	for (unsigned r = 0; r < rounds; r++) {
 		for (int i = 0; i < SIDES; i++) {
 			int s = (int)((r + (unsigned)i) % SIDES);   /* rotate the order */
-			v[s][r] = run_side(s, pk, h, rsa, secs);
+			if (kind != K_ED || s == SIDE_DIGEST || s == SIDE_RAW)
+				v[s][r] = run_side(s, pk, h, kind, secs);
 		}
 		r1[r] = v[SIDE_PKEY][r] / v[SIDE_RAW][r];
 		r2[r] = v[SIDE_DIGEST][r] / v[SIDE_RAW][r];
 		r3[r] = v[SIDE_REUSE][r] / v[SIDE_RAW][r];
 	}
-	printf("%-14s %-4s", label, rsa ? "RSA" : "EC");
+	printf("%-14s %-4s", label, kind_name[kind]);
 	for (int s = 0; s < SIDES; s++)
-		printf(" %10.0f", median(v[s], rounds));
-	printf("   %5.3f   %5.3f   %5.3f\n", median(r1, rounds), median(r2, rounds),
-	       median(r3, rounds));
+		if (kind == K_ED && s != SIDE_DIGEST && s != SIDE_RAW)
+			printf(" %10s", "-");
+		else
+			printf(" %10.0f", median(v[s], rounds));
+	if (kind == K_ED)
+		printf("   %5s   %5.3f   %5s\n", "-", median(r2, rounds), "-");
+	else
+		printf("   %5.3f   %5.3f   %5.3f\n", median(r1, rounds), median(r2, rounds),
+		       median(r3, rounds));
 	fflush(stdout);
 	EVP_PKEY_CTX_free(reuse_ctx);
 	reuse_ctx = NULL;
@@ -389,7 +415,7 @@ thr_main(void *arg)
 		int ok;
 
 		snprintf((char *)msg, sizeof(msg), "thread %u message %u", t->id, i);
-		ok = prov_digest_sign(t->pk, msg, sizeof(msg), sig, &sl);
+		ok = prov_digest_sign(t->pk, "SHA256", msg, sizeof(msg), sig, &sl);
 		mc = EVP_MD_CTX_new();
 		ok = ok && mc &&
 		     EVP_DigestVerifyInit_ex(mc, NULL, "SHA256", libctx, "provider=default", t->pub,

@@ -7,7 +7,8 @@
 #   libp11   the same HSM key, through the libp11 engine
 #            (Debian libengine-pkcs11-openssl)
 #
-# for RSA-2048 and EC P-256. The PEM key is a different key of the same
+# for RSA-2048, EC P-256 and Ed25519 (libp11 0.4 has no EdDSA: two ways
+# for it). The PEM key is a different key of the same
 # type and size; hsmwrap and libp11 use the very same HSM key. Load comes
 # from `openssl s_time -new` (a full handshake per connection, TLS 1.3 and
 # TLS 1.2). All six servers run at once and the s_time runs are
@@ -33,6 +34,7 @@ for e in /usr/lib/*/engines-3/pkcs11.so /usr/lib/engines-3/pkcs11.so; do
 done
 mkdir -p "$W" || exit 1
 PIDS=
+KEYTYPES="rsa2048 ec-p256 ed25519"
 
 cleanup() {
 	for p in $PIDS; do kill "$p" 2>/dev/null; done
@@ -77,13 +79,14 @@ start() {
 	sleep 1.5
 }
 
-for kt in rsa2048 ec-p256; do
+for kt in $KEYTYPES; do
 	"$HSMWRAP" key create --label "bench-$kt" --type "$kt" >/dev/null || die "key create"
 	URI="pkcs11:object=bench-$kt;type=private"
 	OPENSSL_CONF=$W/hsmwrap.cnf "$OPENSSL" req -new -x509 -key "$URI" -subj /CN=localhost \
 		-days 2 -out "$W/$kt.crt" 2>"$W/req.log" || die "req: $(cat "$W/req.log")"
 	case $kt in
 	rsa2048) "$OPENSSL" genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out "$W/$kt.key" ;;
+	ed25519) "$OPENSSL" genpkey -algorithm ED25519 -out "$W/$kt.key" ;;
 	*) "$OPENSSL" genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$W/$kt.key" ;;
 	esac 2>/dev/null
 	"$OPENSSL" req -new -x509 -key "$W/$kt.key" -subj /CN=localhost -days 2 \
@@ -91,10 +94,10 @@ for kt in rsa2048 ec-p256; do
 done
 # Servers start once every key exists: SoftHSM processes that opened the
 # token before a key was added may not see it.
-for kt in rsa2048 ec-p256; do
+for kt in $KEYTYPES; do
 	URI="pkcs11:object=bench-$kt;type=private"
 	start "$kt-hsmwrap" "$W/hsmwrap.cnf" -key "$URI"
-	[ -n "$ENGINE_SO" ] && start "$kt-libp11" "$W/libp11.cnf" \
+	[ -n "$ENGINE_SO" ] && [ "$kt" != ed25519 ] && start "$kt-libp11" "$W/libp11.cnf" \
 		-engine pkcs11 -keyform engine -key "$URI"
 	# the PEM server has its own certificate
 	n=$((n + 1))
@@ -111,7 +114,7 @@ for f in "$W"/*.log; do
 done
 
 CONFIGS=
-for kt in rsa2048 ec-p256; do
+for kt in $KEYTYPES; do
 	for how in pem hsmwrap libp11; do
 		[ -f "$W/$kt-$how.port" ] && CONFIGS="$CONFIGS $kt-$how"
 	done
@@ -152,7 +155,7 @@ echo "Full TLS handshakes/s (openssl s_time -new against openssl s_server,"
 echo "median of $ROUNDS interleaved rounds of ${SECS} s; client and server on one 2-core machine)"
 echo
 printf '%-8s %-7s %9s %9s %9s  %12s %12s\n' key TLS pem hsmwrap libp11 hsmwrap/pem hsmwrap/libp11
-for kt in rsa2048 ec-p256; do
+for kt in $KEYTYPES; do
 	for v in tls1_3 tls1_2; do
 		p=$(awk -v c="$kt-pem" -v v=$v '$1 == c && $2 == v { print $3 }' "$W/results" | median)
 		h=$(awk -v c="$kt-hsmwrap" -v v=$v '$1 == c && $2 == v { print $3 }' "$W/results" | median)
@@ -168,5 +171,5 @@ trap - EXIT
 
 if [ -x "$BENCH_SIGN" ]; then
 	OPENSSL_MODULES=$MODDIR "$BENCH_SIGN" -s "${BENCH_SIGN_SECONDS:-0.5}" \
-		-r "${BENCH_SIGN_ROUNDS:-7}" bench-rsa2048 bench-ec-p256
+		-r "${BENCH_SIGN_ROUNDS:-7}" bench-rsa2048 bench-ec-p256 bench-ed25519
 fi
