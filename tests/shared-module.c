@@ -109,6 +109,8 @@ main(int argc, char **argv)
 	FILE *f;
 	void *dl;
 
+	/* Line by line: LeakSanitizer ends the process without flushing. */
+	setvbuf(stdout, NULL, _IOLBF, 0);
 	if (argc != 5) {
 		fprintf(stderr, "usage: %s MODULE TOKEN-LABEL PIN-FILE KEY-URI\n", argv[0]);
 		return 2;

@@ -169,6 +169,13 @@ hw_fork_unregister(pthread_mutex_t *lock)
 			break;
 		}
 	}
+	/* The last context gone: nothing of ours stays allocated, so a
+	 * library (or provider) unloaded after its contexts leaks nothing. */
+	if (nfork_locks == 0) {
+		free(fork_locks);
+		fork_locks = NULL;
+		fork_locks_cap = 0;
+	}
 	pthread_mutex_unlock(&fork_lock);
 }
 
