@@ -189,13 +189,26 @@ expect_fail "a PSS-only key does not decrypt (the token's flags, no fallback)" "
 	ossl pkeyutl $PROV -decrypt -inkey "pkcs11:object=k-rsa-pss-2048;type=private" \
 	-in "$W/ct" -out "$W/pt"
 # The token itself enforces the restriction: pkcs11-tool, bypassing
-# hsmwrap, cannot make a PKCS#1 v1.5 signature with the key either.
-p11 --sign -m RSA-PKCS --label k-rsa-pss-2048 -i "$W/msg" -o "$W/p11.sig" >"$W/p11.log" 2>&1
+# hsmwrap, cannot make a PKCS#1 v1.5 signature with the key either, and
+# can make a PSS one (the control: the same key). By --id: pkcs11-tool's
+# --sign does not select by --label, it took the first signing key
+# found (an RSA key without restriction, once there was one).
+pss_id=$(p11 --list-objects --type privkey 2>/dev/null |
+	awk '/^[^ \t]/ { l = "" } /label:/ { l = $2 } /ID:/ && l == "k-rsa-pss-2048" { print $2; exit }')
+p11 --sign -m RSA-PKCS --id "${pss_id:-none}" -i "$W/msg" -o "$W/p11.sig" >"$W/p11.log" 2>&1
 rc=$?
-if [ $rc -ne 0 ] && grep -qi 'C_Sign[A-Za-z]* failed' "$W/p11.log"; then
+if [ $rc -ne 0 ] && grep -q 'C_SignInit failed: rv = CKR_MECHANISM_INVALID' "$W/p11.log"; then
 	ok "the token refuses PKCS#1 v1.5 with the PSS-only key to pkcs11-tool too"
 else
-	bad "pkcs11-tool PKCS#1 with the PSS-only key (exit $rc): $(head -c 300 "$W/p11.log")"
+	bad "pkcs11-tool PKCS#1 with the PSS-only key (id ${pss_id:-?}, exit $rc): $(head -c 300 "$W/p11.log")"
+fi
+if p11 --sign -m SHA256-RSA-PKCS-PSS --id "${pss_id:-none}" -i "$W/msg" -o "$W/p11.sig" \
+	>"$W/p11.log" 2>&1 &&
+   "$OPENSSL" dgst -sha256 -sigopt rsa_padding_mode:pss -sigopt rsa_pss_saltlen:digest \
+	-verify "$W/rsa-pss-2048.pub" -signature "$W/p11.sig" "$W/msg" >/dev/null 2>&1; then
+	ok "... and signs with PSS for pkcs11-tool (the same key), verified"
+else
+	bad "pkcs11-tool PSS with the PSS-only key: $(head -c 300 "$W/p11.log")"
 fi
 
 echo "$passed passed, $failed failed"
