@@ -47,21 +47,35 @@ fi
 
 . "$(dirname "$0")/provider-lib.sh"
 
+# httpd runs as nobody when we are root (see as_service), and nobody may
+# not reach the build tree (a clone under /root is mode 0700): the provider
+# and the library it links go into the test's directory, handed over below.
+if [ "$(id -u)" -eq 0 ]; then
+	mkdir -p "$W/lib" &&
+	cp -L "$MODDIR/hsmwrap.so" "$W/lib/" &&
+	cp -L "$(ldd "$MODDIR/hsmwrap.so" | awk '/libhsmwrap/ { print $3; exit }')" "$W/lib/" ||
+		{ echo "cannot copy the provider for httpd" >&2; exit 99; }
+	MODDIR=$W/lib
+	LD_LIBRARY_PATH=$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
+	export LD_LIBRARY_PATH
+fi
+
 HTTPD_PID=
+# stop_httpd: TERM, and KILL what is still there after 5 s (a process
+# stopped or blocked in a prompt does not act on TERM); only then wait,
+# so that this can never hang.
 stop_httpd() {
 	if [ -s "$W/httpd.pid" ]; then
 		kill "$(cat "$W/httpd.pid")" 2>/dev/null
 	fi
-	if [ -n "$HTTPD_PID" ]; then
-		kill "$HTTPD_PID" 2>/dev/null
-		wait "$HTTPD_PID" 2>/dev/null
-	fi
-	HTTPD_PID=
-	# the children go with the parent; wait until they have
-	for i in 1 2 3 4 5 6 7 8 9 10; do
+	[ -n "$HTTPD_PID" ] && kill "$HTTPD_PID" 2>/dev/null
+	for i in $(seq 1 25); do
 		pgrep -f "$W/httpd.conf" >/dev/null 2>&1 || break
 		sleep 0.2
 	done
+	pkill -KILL -f "$W/httpd.conf" 2>/dev/null
+	[ -n "$HTTPD_PID" ] && { kill -KILL "$HTTPD_PID" 2>/dev/null; wait "$HTTPD_PID" 2>/dev/null; }
+	HTTPD_PID=
 	rm -f "$W/httpd.pid"
 }
 trap 'stop_httpd; cleanup' EXIT
@@ -157,6 +171,9 @@ DocumentRoot $W/html
 	Require all granted
 </Directory>
 SSLEngine on
+# A key that does not load is an error, never a pass-phrase prompt on a
+# terminal nobody watches.
+SSLPassPhraseDialog exec:/bin/false
 SSLProtocol -all +TLSv1.2 +TLSv1.3
 SSLSessionCache none
 SSLSessionTickets off
@@ -194,7 +211,7 @@ start_httpd() {
 		hand_over
 		# -DFOREGROUND: the parent stays our child, stopped by the trap.
 		with_conf as_service "$HTTPD" -f "$W/httpd.conf" -DFOREGROUND \
-			>"$W/httpd.out" 2>&1 &
+			</dev/null >"$W/httpd.out" 2>&1 &
 		HTTPD_PID=$!
 		for i in $(seq 1 40); do
 			kill -0 "$HTTPD_PID" 2>/dev/null || break
@@ -213,7 +230,7 @@ get() {
 	gname=$1 want=$2
 	shift 2
 	: >"$W/logs/access.log"
-	with_conf "$CURL" -sS --fail --no-sessionid -H 'Connection: close' \
+	with_conf "$CURL" -sS --fail --max-time 300 --no-sessionid -H 'Connection: close' \
 		--cacert "$W/root.pem" "$@" "https://localhost:$PORT/?n=[1-$N_REQ]" \
 		--resolve "localhost:$PORT:127.0.0.1" >"$W/curl.out" 2>"$W/curl.err"
 	rc=$?
@@ -232,7 +249,7 @@ get() {
 refused() {
 	rname=$1
 	shift
-	with_conf "$CURL" -sS --fail --cacert "$W/root.pem" "$@" \
+	with_conf "$CURL" -sS --fail --max-time 60 --cacert "$W/root.pem" "$@" \
 		--resolve "localhost:$PORT:127.0.0.1" "https://localhost:$PORT/" \
 		>"$W/curl.out" 2>"$W/curl.err"
 	rc=$?

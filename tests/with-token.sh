@@ -11,7 +11,8 @@
 # HW_TEST_USER_PIN_FILE2), for tests that must pick one token among several.
 #
 # Exit status: PROGRAM's; 77 (skip) when SoftHSM is not installed;
-# 99 (hard error) when the fixture itself cannot be set up.
+# 99 (hard error) when the fixture itself cannot be set up, or PROGRAM
+# ran longer than HW_TEST_TIMEOUT seconds (default 1200) and was stopped.
 
 set -u
 
@@ -116,8 +117,16 @@ fi
 
 umask "$saved_umask"
 # Not exec: the trap above must still remove the directory afterwards.
-"$@"
+# A watchdog: a test that hangs (a server that never answers, a prompt
+# nobody sees) fails after HW_TEST_TIMEOUT seconds instead of holding the
+# whole run until CI's limit. timeout(1) runs the test in a process group
+# of its own and signals all of it, servers the test started included.
+timeout -k 10 "${HW_TEST_TIMEOUT:-1200}" "$@"
 rc=$?
+if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
+	echo "with-token.sh: $* did not finish within ${HW_TEST_TIMEOUT:-1200} s; stopped" >&2
+	rc=99
+fi
 
 # A test stops what it starts (servers, background hsmwrap runs), on every
 # path. Anything still running in or on the test's directory (its working
