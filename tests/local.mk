@@ -2,7 +2,7 @@
 # throwaway SoftHSM token in a fresh temporary directory (exit 77 = skipped
 # when SoftHSM is missing).
 
-EXTRA_DIST += tests/with-token.sh tests/test-cli.sh tests/no-cunit.sh tests/lib.sh tests/p11.sh
+EXTRA_DIST += tests/with-token.sh tests/copy-out.sh tests/test-cli.sh tests/no-cunit.sh tests/lib.sh tests/p11.sh
 
 TEST_EXTENSIONS = .sh
 LOG_COMPILER = $(SHELL) $(top_srcdir)/tests/with-token.sh

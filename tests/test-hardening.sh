@@ -265,9 +265,11 @@ if command -v setpriv >/dev/null 2>&1 && [ "$(id -u)" -eq 0 ]; then
 	mkfifo "$pd/in"
 	chmod 666 "$pd/in"
 	# The unprivileged user gets a config of its own and no token: it only
-	# has to run and block.
-	HSMWRAP_CONFIG=/dev/null setpriv --reuid=65534 --regid=65534 --clear-groups \
-		"$HSMWRAP" decrypt -i "$pd/in" -o "$pd/out" >/dev/null 2>&1 &
+	# has to run and block. It runs a copy of the tool (copy-out.sh).
+	. "$SRCDIR/tests/copy-out.sh"
+	pbin=$(copy_out "$HSMWRAP" "$pd") || { echo "cannot copy hsmwrap" >&2; exit 99; }
+	HSMWRAP_CONFIG=/dev/null LD_LIBRARY_PATH=$pd setpriv --reuid=65534 --regid=65534 \
+		--clear-groups "$pbin" decrypt -i "$pd/in" -o "$pd/out" >/dev/null 2>&1 &
 	dpid=$!
 	bgpids="$bgpids $dpid"
 	sleep 0.5

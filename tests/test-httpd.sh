@@ -51,9 +51,8 @@ fi
 # not reach the build tree (a clone under /root is mode 0700): the provider
 # and the library it links go into the test's directory, handed over below.
 if [ "$(id -u)" -eq 0 ]; then
-	mkdir -p "$W/lib" &&
-	cp -L "$MODDIR/hsmwrap.so" "$W/lib/" &&
-	cp -L "$(ldd "$MODDIR/hsmwrap.so" | awk '/libhsmwrap/ { print $3; exit }')" "$W/lib/" ||
+	. "$(dirname "$0")/copy-out.sh"
+	mkdir -p "$W/lib" && copy_out "$MODDIR/hsmwrap.so" "$W/lib" >/dev/null ||
 		{ echo "cannot copy the provider for httpd" >&2; exit 99; }
 	MODDIR=$W/lib
 	LD_LIBRARY_PATH=$W/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
