@@ -14,4 +14,4 @@ endif
 .PHONY: bench-mariadb
 bench-mariadb: hsmwrap$(EXEEXT) $(BENCH_MARIADB_DEPS)
 	@SOFTHSM_MODULE='$(SOFTHSM_MODULE)' HSMWRAP='$(abs_top_builddir)/hsmwrap$(EXEEXT)' \
-	$(SHELL) $(top_srcdir)/tests/with-token.sh $(SHELL) $(top_srcdir)/bench/bench-mariadb.sh
+	HW_TEST_TIMEOUT=0 $(SHELL) $(top_srcdir)/tests/with-token.sh $(SHELL) $(top_srcdir)/bench/bench-mariadb.sh

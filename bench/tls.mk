@@ -16,4 +16,4 @@ EXTRA_DIST += bench/bench-tls.sh bench/bench-sign.c
 bench-tls: hsmwrap$(EXEEXT) hsmwrap-bench-sign$(EXEEXT) hsmwrap.la
 	@SOFTHSM_MODULE='$(SOFTHSM_MODULE)' HSMWRAP='$(abs_top_builddir)/hsmwrap$(EXEEXT)' \
 	OPENSSL_BIN='$(OPENSSL_BIN)' \
-	$(SHELL) $(top_srcdir)/tests/with-token.sh $(SHELL) $(top_srcdir)/bench/bench-tls.sh
+	HW_TEST_TIMEOUT=0 $(SHELL) $(top_srcdir)/tests/with-token.sh $(SHELL) $(top_srcdir)/bench/bench-tls.sh

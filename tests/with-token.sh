@@ -12,7 +12,8 @@
 #
 # Exit status: PROGRAM's; 77 (skip) when SoftHSM is not installed;
 # 99 (hard error) when the fixture itself cannot be set up, or PROGRAM
-# ran longer than HW_TEST_TIMEOUT seconds (default 1200) and was stopped.
+# ran longer than HW_TEST_TIMEOUT seconds (default 1200; 0: no limit, as
+# the benchmarks set it) and was stopped.
 
 set -u
 
