@@ -122,10 +122,11 @@ umask "$saved_umask"
 # nobody sees) fails after HW_TEST_TIMEOUT seconds instead of holding the
 # whole run until CI's limit. timeout(1) runs the test in a process group
 # of its own and signals all of it, servers the test started included.
-timeout -k 10 "${HW_TEST_TIMEOUT:-1200}" "$@"
+limit=${HW_TEST_TIMEOUT:-1200}
+timeout -k 10 "$limit" "$@"
 rc=$?
 if [ $rc -eq 124 ] || [ $rc -eq 137 ]; then
-	echo "with-token.sh: $* did not finish within ${HW_TEST_TIMEOUT:-1200} s; stopped" >&2
+	echo "with-token.sh: $* did not finish within $limit s; stopped" >&2
 	rc=99
 fi
 
