@@ -219,7 +219,7 @@ for kt in rsa2048 ec-p256; do
 		# curl is the client: no provider. Connection: close and
 		# --no-sessionid: a new connection and a
 		# full handshake for every one of the N_REQ URLs.
-		env -u OPENSSL_CONF "$CURL" -sS --fail --no-sessionid -H 'Connection: close' --cacert "$W/root.pem" \
+		env -u OPENSSL_CONF "$CURL" -sS --fail --max-time 300 --no-sessionid -H 'Connection: close' --cacert "$W/root.pem" \
 			--tlsv"$v" --tls-max "$v" \
 			"https://127.0.0.1:$PORT/?n=[1-$N_REQ]" >"$W/curl.out" 2>"$W/curl.err"
 		rc=$?
