@@ -53,7 +53,7 @@
 
 #define PROG "hsmwrap-bench envelope"
 #define BE_KEY "bench-envelope"
-#define BE_CHUNK ((size_t)1 << 20)
+#define BE_CHUNK ((size_t)4 << 20)
 #define BE_MAX 16
 #define BE_ROUNDS_MAX 99
 

@@ -11,6 +11,13 @@
  * ESDK_PIPE_JOB_BYTES of frames) are in flight, whatever the message size.
  * Workers start on the first run that has more than one job: small
  * messages never pay for a thread.
+ *
+ * The calling thread counts as one of the threads: it runs queued jobs
+ * itself while it waits. With only a waiting caller, N workers on N cores
+ * measured no faster than one thread (4.1 against 3.5 GB/s on 2 cores),
+ * because each finished job woke the caller onto a core a worker needed.
+ * For signed messages the caller is mostly busy hashing, which is the
+ * ceiling anyway, and helps only when it would otherwise sleep.
  */
 #include "internal.h"
 #include "format/esdk.h"
@@ -147,9 +154,10 @@ esdk_pipe_new(bool enc, unsigned threads, const uint8_t *key, size_t keylen,
 	p->unit = (size_t)frame_len + 4 + ESDK_IV_LEN + ESDK_TAG_LEN;
 	p->per_job = ESDK_PIPE_JOB_BYTES / p->fl ? ESDK_PIPE_JOB_BYTES / p->fl : 1;
 	p->outcap = p->per_job * (enc ? p->unit : p->fl);
-	p->nw = threads > 1 ? threads : 0;
-	/* Two jobs per worker: one running, one waiting for it. */
-	p->nslots = p->nw ? 2 * (size_t)p->nw : 1;
+	p->nw = threads > 1 ? threads - 1 : 0;
+	/* Two jobs per thread, the caller's included: one running, one
+	 * waiting for it. */
+	p->nslots = p->nw ? 2 * ((size_t)p->nw + 1) : 1;
 	p->slots = calloc(p->nslots, sizeof(*p->slots));
 	p->w = p->nw ? calloc(p->nw, sizeof(*p->w)) : NULL;
 	if (!p->slots || (p->nw && !p->w)) {
@@ -297,8 +305,19 @@ esdk_pipe_run(esdk_pipe *p, const uint8_t *in, size_t n, uint32_t seq0, esdk_wri
 			break;
 		s = &p->slots[(base + emitted) % p->nslots];
 		pthread_mutex_lock(&p->mu);
-		while (s->state != SLOT_DONE)
+		while (s->state != SLOT_DONE) {
+			if (p->taken < p->queued) {
+				/* Run the next queued job rather than sleep. */
+				slot *t = &p->slots[p->taken++ % p->nslots];
+
+				pthread_mutex_unlock(&p->mu);
+				job_run(p, p->cc, t);
+				pthread_mutex_lock(&p->mu);
+				t->state = SLOT_DONE;
+				continue;
+			}
 			pthread_cond_wait(&p->done, &p->mu);
+		}
 		pthread_mutex_unlock(&p->mu);
 		e = s->err != HW_OK ? slot_fail(s) : emit(arg, s->out, s->outlen);
 		s->state = SLOT_FREE;

@@ -212,11 +212,12 @@ hw_err esdk_frame_open(struct evp_cipher_ctx_st *c, const uint8_t *msgid, size_t
  * one thread that keeps the order. Memory: a fixed number of jobs of
  * ESDK_PIPE_JOB_BYTES each, whatever the message size.
  */
-#define ESDK_PIPE_JOB_BYTES ((size_t)256 << 10)
+#define ESDK_PIPE_JOB_BYTES ((size_t)128 << 10)
 #define ESDK_PIPE_MAX_THREADS 256u
 
 typedef struct esdk_pipe esdk_pipe;
-/* threads: worker threads (0 or 1: everything on the calling thread). */
+/* threads: threads running frames, the calling thread included (0 or 1:
+ * everything on the calling thread, no worker started). */
 hw_err esdk_pipe_new(bool enc, unsigned threads, const uint8_t *key, size_t keylen,
                      const uint8_t *msgid, size_t msgid_len, uint32_t frame_len,
                      esdk_pipe **out);
