@@ -58,7 +58,11 @@ ENC="--innodb-encrypt-tables=ON --innodb-encrypt-log=ON --innodb-encryption-thre
 opts() {
 	case $1 in
 	plain) echo "" ;;
-	file) echo "--plugin-load-add=file_key_management --file-key-management-filename=$W/file-keys.txt $ENC" ;;
+	# AES_CTR, as the server's own my_crypt uses for a plugin that brings
+	# no cipher (hsmwrap's): file_key_management's default AES_CBC is
+	# slower and would flatter hsmwrap by ~10%.
+	file) echo "--plugin-load-add=file_key_management --file-key-management-filename=$W/file-keys.txt
+		--file-key-management-encryption-algorithm=AES_CTR $ENC" ;;
 	hsmwrap) echo "--plugin-load-add=hsmwrap_key_management --hsmwrap-key-management=FORCE
 		--hsmwrap-key-management-module=$HSMWRAP_MODULE --hsmwrap-key-management-token=$HSMWRAP_TOKEN
 		--hsmwrap-key-management-pin-source=$HSMWRAP_PIN_SOURCE
