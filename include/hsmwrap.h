@@ -543,11 +543,11 @@ HW_NODISCARD hw_err hw_envelope_cfg_set_reject_signed(hw_envelope_cfg *cfg, int 
 /*
  * Threads that encrypt or decrypt the frames of one stream (default 0:
  * one per online CPU; 1: only the calling thread; at most 256). Frames
- * are independent, so workers seal or open runs of frames while the
- * calling thread keeps their order and hashes for the signature: the
- * output is the same bytes whatever the count. Memory stays bounded: two
- * jobs of 256 KiB of frames per thread. Callbacks (hw_write_cb) are only
- * ever called on the calling thread.
+ * are independent, so threads seal or open runs of frames while the
+ * calling thread, one of them, keeps their order and hashes for the
+ * signature: the output is the same bytes whatever the count. Memory
+ * stays bounded: two jobs of 128 KiB of frames per thread. Callbacks
+ * (hw_write_cb) are only ever called on the calling thread.
  */
 HW_NODISCARD hw_err hw_envelope_cfg_set_threads(hw_envelope_cfg *cfg, unsigned threads);
 

@@ -39,7 +39,7 @@
 /* Read and write granularity; also the size of the write buffer. */
 #define IO_CHUNK (64u * 1024u)
 /* What the input pump reads and feeds to a stream at a time: large, so
- * that one update call gives the library's frame workers many jobs (256
+ * that one update call gives the library's frame workers many jobs (128
  * KiB each) and the kernel few calls. */
 #define PUMP_CHUNK (4u << 20)
 /* Ciphertext bytes kept to describe the header afterwards (--json, text). */
@@ -360,7 +360,7 @@ static hw_err sink_write(void *arg, const uint8_t *data, size_t len)
 	if (k->keep)
 		keep_add(k->keep, data, len);
 	k->total += len;
-	/* The library hands over runs of frames (up to 256 KiB): those go
+	/* The library hands over runs of frames (up to 128 KiB): those go
 	 * straight out, without a copy through the buffer. */
 	if (k->used == 0 && len >= IO_CHUNK)
 		return sink_out(k, data, len) < 0 ? HW_ERR_IO : HW_OK;
