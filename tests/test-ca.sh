@@ -483,7 +483,7 @@ if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 	for rv in CKR_DEVICE_ERROR CKR_SESSION_HANDLE_INVALID; do
 		k=1
 		fails=0
-		while [ $k -le 80 ]; do
+		while [ $k -le 160 ]; do
 			l=f$k-${rv#CKR_}
 			rm -f fault.pem fault.stats
 			FAULTMOD_TARGET=$SOFTHSM_MODULE FAULTMOD_STATS=$W/fault.stats \
@@ -505,7 +505,7 @@ if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 			fi
 			k=$((k + 1))
 		done
-		[ $k -le 80 ] || bad "ca init, $rv: still faulting at call 80"
+		[ $k -le 160 ] || bad "ca init, $rv: still faulting at call 160"
 		[ $fails -eq 0 ] && ok "ca init with $rv at each of $((k - 1)) PKCS#11 calls: complete or nothing left"
 	done
 	echo "    ($runs faulted ca init runs)"
@@ -515,7 +515,7 @@ if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 		for rv in CKR_DEVICE_ERROR CKR_SESSION_HANDLE_INVALID CKR_GENERAL_ERROR; do
 			k=1
 			fails=0
-			while [ $k -le 80 ]; do
+			while [ $k -le 160 ]; do
 				rm -f fault.out fault.stats
 				if [ $cmd = sign ]; then
 					set -- ca sign --key root-ec-p384 --csr srv-ec-p384.csr --san DNS:f -o fault.out
@@ -541,7 +541,7 @@ if [ -n "${FAULTMOD:-}" ] && [ -f "$FAULTMOD" ]; then
 				fi
 				k=$((k + 1))
 			done
-			[ $k -le 80 ] || bad "ca $cmd, $rv: still faulting at call 80"
+			[ $k -le 160 ] || bad "ca $cmd, $rv: still faulting at call 160"
 			[ $fails -eq 0 ] && ok "ca $cmd with $rv at each of $((k - 1)) PKCS#11 calls: verified output or none"
 		done
 	done

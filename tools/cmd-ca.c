@@ -2,15 +2,13 @@
  * cmd-ca.c - `ca init`, `ca sign`, `ca crl`: a certificate authority whose
  * private key never leaves the HSM.
  *
- * OpenSSL encodes every part of a certificate or CRL (names, times,
- * extensions, public keys); the to-be-signed structure is put together here
- * from those parts, hashed on the host and signed inside the HSM with
- * hw_sign_digest(). OpenSSL 3.0 offers no public way to set the signature
- * algorithm inside a TBSCertificate or TBSCertList other than signing with
- * a software key (X509_sign), so the few outer SEQUENCEs are written here.
- * The result is parsed back by OpenSSL and its signature verified with the
- * HSM key's public half before anything is stored or written: a broken
- * encoding or a wrong signature never leaves the process.
+ * The CA key is an EVP_PKEY of hsmwrap's own OpenSSL provider, built into
+ * the CLI and added to a private library context that borrows the CLI's
+ * open token (src/provider/builtin.h). OpenSSL then builds, encodes and
+ * signs certificates and CRLs as it would with a software key
+ * (X509_sign_ctx, X509_CRL_sign_ctx); the signature is made in the HSM.
+ * Each result's signature is verified with the key's public half before
+ * anything is stored or written.
  */
 #include "config.h"
 
@@ -30,106 +28,19 @@
 #include <openssl/evp.h>
 #include <openssl/objects.h>
 #include <openssl/pem.h>
+#include <openssl/provider.h>
 #include <openssl/rand.h>
+#include <openssl/store.h>
 #include <openssl/x509.h>
 #include <openssl/x509v3.h>
 
 #include "cli.h"
 #include "ca-parse.h"
+#include "../src/provider/builtin.h"
 
 /* Longest validity accepted: 100 years, far beyond any sensible CA. */
 #define CA_MAX_DAYS 36500L
 #define SERIAL_BYTES 16
-
-/* ------------------------------------------------------------------ */
-/* A growable DER buffer. Any failure sticks (bad) and is checked once  */
-/* at the end, so building code reads like the ASN.1 it writes.         */
-
-struct der {
-	unsigned char *p;
-	size_t len, cap;
-	int bad;
-};
-
-static void der_free(struct der *d)
-{
-	OPENSSL_free(d->p);
-	memset(d, 0, sizeof(*d));
-}
-
-static void der_put(struct der *d, const void *b, size_t n)
-{
-	if (d->bad)
-		return;
-	/* Nothing we write comes near this; it keeps lengths in int range. */
-	if (n > (size_t)INT_MAX / 4 || d->len > (size_t)INT_MAX / 4) {
-		d->bad = 1;
-		return;
-	}
-	if (d->len + n > d->cap) {
-		size_t cap = (d->len + n) * 2 + 64;
-		unsigned char *q = OPENSSL_realloc(d->p, cap);
-
-		if (!q) {
-			d->bad = 1;
-			return;
-		}
-		d->p = q;
-		d->cap = cap;
-	}
-	if (n)
-		memcpy(d->p + d->len, b, n);
-	d->len += n;
-}
-
-/* Appends what an i2d function returned (n, buf) and frees buf. */
-static void der_take(struct der *d, int n, unsigned char *buf)
-{
-	if (n <= 0)
-		d->bad = 1;
-	else
-		der_put(d, buf, (size_t)n);
-	OPENSSL_free(buf);
-}
-
-#define DER_I2D(d, fn, v) do { \
-		unsigned char *b_ = NULL; \
-		int n_ = fn((v), &b_); \
-		der_take((d), n_, b_); \
-	} while (0)
-
-/* Appends tag, length and the content of `c`. */
-static void der_tlv(struct der *d, int constructed, int tag, int xclass, const struct der *c)
-{
-	unsigned char hdr[16], *p = hdr;
-	int total;
-
-	if (c->bad || d->bad || c->len > (size_t)INT_MAX / 4) {
-		d->bad = 1;
-		return;
-	}
-	total = ASN1_object_size(constructed, (int)c->len, tag);
-	if (total < 0 || (size_t)total - c->len > sizeof(hdr)) {
-		d->bad = 1;
-		return;
-	}
-	ASN1_put_object(&p, constructed, (int)c->len, tag, xclass);
-	der_put(d, hdr, (size_t)(p - hdr));
-	der_put(d, c->p, c->len);
-}
-
-static void der_seq(struct der *d, struct der *c)
-{
-	der_tlv(d, 1, V_ASN1_SEQUENCE, V_ASN1_UNIVERSAL, c);
-	der_free(c);
-}
-
-/* [n] EXPLICIT around c. */
-static void der_explicit(struct der *d, int n, struct der *c)
-{
-	der_tlv(d, 1, n, V_ASN1_CONTEXT_SPECIFIC, c);
-	der_free(c);
-}
 
 /* ------------------------------------------------------------------ */
 /* Small helpers                                                       */
@@ -362,162 +273,147 @@ static int ext_aki(STACK_OF(X509_EXTENSION) *sk, const unsigned char *id, int id
 
 struct signer {
 	hw_key *key;
-	EVP_PKEY *pub;              /* the HSM key's public half */
-	uint8_t *spki;              /* its DER SubjectPublicKeyInfo */
-	size_t spki_len;
-	hw_sig_alg alg;
+	OSSL_LIB_CTX *lc;           /* default + built-in hsmwrap provider */
+	EVP_PKEY *pkey;             /* the HSM key, through the provider */
+	EVP_PKEY *pub;              /* its public half, for the checks */
 	const char *md;
-	int sig_nid;
-	int null_params;            /* RSA: parameters NULL; ECDSA: absent */
 	const char *alg_text;
 };
 
 static void signer_free(struct signer *s)
 {
+	EVP_PKEY_free(s->pkey);
 	EVP_PKEY_free(s->pub);
-	hw_free(s->spki);
+	/* Unloads the provider, which leaves the lent context alone. */
+	OSSL_LIB_CTX_free(s->lc);
 	memset(s, 0, sizeof(*s));
+}
+
+/*
+ * The hw_err the provider raised (its reason codes are hw_err values and
+ * its errors carry its name as the function), else `def`; the queue is
+ * cleared. hw_last_detail() still describes the HSM call.
+ */
+static hw_err provider_err(hw_err def)
+{
+	const char *func = NULL;
+	unsigned long e;
+	hw_err found = HW_OK;
+
+	while ((e = ERR_get_error_all(NULL, NULL, &func, NULL, NULL)) != 0)
+		if (!found && func && strcmp(func, "hsmwrap") == 0 && ERR_GET_REASON(e) > 0 &&
+		    ERR_GET_REASON(e) < 100)
+			found = (hw_err)ERR_GET_REASON(e);
+	return found ? found : def;
+}
+
+/* The CA key as an EVP_PKEY: the provider's store loads its URI. */
+static int signer_load(struct cli *cli, hw_ctx *ctx, struct signer *s)
+{
+	hw_key_info ki;
+	OSSL_STORE_CTX *st = NULL;
+	OSSL_STORE_INFO *info;
+	hw_err err;
+
+	if ((err = hw_key_info_get(s->key, &ki)))
+		return cli_fail(cli, err, "reading the CA key's attributes");
+	if (!(s->lc = OSSL_LIB_CTX_new()) ||
+	    !OSSL_PROVIDER_add_builtin(s->lc, "hsmwrap", hwp_builtin_init) ||
+	    !OSSL_PROVIDER_load(s->lc, "default"))
+		goto fail;
+	hwp_builtin_lend(ctx);
+	if (OSSL_PROVIDER_load(s->lc, "hsmwrap"))
+		st = OSSL_STORE_open_ex(ki.uri, s->lc, "provider=hsmwrap", NULL, NULL, NULL, NULL,
+		                        NULL);
+	hwp_builtin_lend(NULL);
+	if (!st || !OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY))
+		goto fail;
+	while (!s->pkey && !OSSL_STORE_eof(st) && (info = OSSL_STORE_load(st))) {
+		s->pkey = OSSL_STORE_INFO_get1_PKEY(info);
+		OSSL_STORE_INFO_free(info);
+	}
+	OSSL_STORE_close(st);
+	if (!s->pkey)
+		return cli_fail(cli, provider_err(HW_ERR_KEY_NOT_FOUND),
+		                "loading the CA key through the hsmwrap provider");
+	ERR_clear_error();
+	return 0;
+fail:
+	OSSL_STORE_close(st);
+	return cli_fail(cli, provider_err(HW_ERR_CRYPTO), "starting the hsmwrap provider");
 }
 
 /* PKCS#1 v1.5 with SHA-256 for RSA (what every verifier accepts), ECDSA
  * with the hash that matches the curve's strength. */
-static int signer_init(struct cli *cli, hw_key *key, struct signer *s)
+static int signer_init(struct cli *cli, hw_ctx *ctx, hw_key *key, struct signer *s)
 {
+	uint8_t *spki = NULL;
+	size_t spki_len = 0;
 	const unsigned char *p;
 	char group[32] = "";
 	hw_err err;
 
 	memset(s, 0, sizeof(*s));
 	s->key = key;
-	err = hw_key_public_der(key, &s->spki, &s->spki_len);
+	err = hw_key_public_der(key, &spki, &spki_len);
 	if (err)
 		return cli_fail(cli, err, "reading the CA key's public half");
-	p = s->spki;
-	s->pub = d2i_PUBKEY(NULL, &p, (long)s->spki_len);
+	p = spki;
+	s->pub = d2i_PUBKEY(NULL, &p, (long)spki_len);
+	hw_free(spki);
 	if (!s->pub)
 		return cli_failf(cli, HW_ERR_CRYPTO, "reading the CA key's public half",
 		                 "OpenSSL cannot parse it");
 	if (EVP_PKEY_is_a(s->pub, "RSA")) {
-		s->alg = HW_SIG_RSA_PKCS1_SHA256;
 		s->md = "SHA256";
-		s->sig_nid = NID_sha256WithRSAEncryption;
-		s->null_params = 1;
 		s->alg_text = "sha256WithRSAEncryption";
-		return 0;
+	} else if (EVP_PKEY_is_a(s->pub, "EC") &&
+	           EVP_PKEY_get_group_name(s->pub, group, sizeof(group), NULL) &&
+	           (strcmp(group, "P-384") == 0 || strcmp(group, "secp384r1") == 0)) {
+		s->md = "SHA384";
+		s->alg_text = "ecdsa-with-SHA384";
+	} else if (group[0] && (strcmp(group, "P-256") == 0 || strcmp(group, "prime256v1") == 0)) {
+		s->md = "SHA256";
+		s->alg_text = "ecdsa-with-SHA256";
+	} else {
+		return cli_failf(cli, HW_ERR_KEY_PURPOSE, "choosing the signature algorithm",
+		                 "key '%s' is neither RSA nor EC P-256/P-384", hw_key_label(key));
 	}
-	if (EVP_PKEY_is_a(s->pub, "EC") &&
-	    EVP_PKEY_get_group_name(s->pub, group, sizeof(group), NULL)) {
-		if (strcmp(group, "P-384") == 0 || strcmp(group, "secp384r1") == 0) {
-			s->alg = HW_SIG_ECDSA_SHA384;
-			s->md = "SHA384";
-			s->sig_nid = NID_ecdsa_with_SHA384;
-			s->alg_text = "ecdsa-with-SHA384";
-			return 0;
-		}
-		if (strcmp(group, "P-256") == 0 || strcmp(group, "prime256v1") == 0) {
-			s->alg = HW_SIG_ECDSA_SHA256;
-			s->md = "SHA256";
-			s->sig_nid = NID_ecdsa_with_SHA256;
-			s->alg_text = "ecdsa-with-SHA256";
-			return 0;
-		}
-	}
-	return cli_failf(cli, HW_ERR_KEY_PURPOSE, "choosing the signature algorithm",
-	                 "key '%s' is neither RSA nor EC P-256/P-384", hw_key_label(key));
+	return signer_load(cli, ctx, s);
 }
 
-static void der_sigalg(struct der *d, const struct signer *s)
+/* Signs x or crl in the HSM and checks the signature with the public half. */
+static int sign_and_check(struct cli *cli, const struct signer *s, X509 *x, X509_CRL *crl)
 {
-	X509_ALGOR *a = X509_ALGOR_new();
+	EVP_MD_CTX *mc = EVP_MD_CTX_new();
+	int ok;
 
-	if (!a || !X509_ALGOR_set0(a, OBJ_nid2obj(s->sig_nid),
-	                           s->null_params ? V_ASN1_NULL : V_ASN1_UNDEF, NULL))
-		d->bad = 1;
-	else
-		DER_I2D(d, i2d_X509_ALGOR, a);
-	X509_ALGOR_free(a);
-}
-
-/* SEQUENCE { tbs, signatureAlgorithm, signatureValue } into out. */
-static int sign_tbs(struct cli *cli, const struct signer *s, struct der *tbs, struct der *out)
-{
-	unsigned char md[EVP_MAX_MD_SIZE];
-	unsigned mdlen = 0;
-	uint8_t *sig = NULL;
-	size_t siglen = 0;
-	struct der body = { 0 }, bits = { 0 };
-	static const unsigned char no_unused_bits = 0;
-	hw_err err;
-
-	if (tbs->bad)
-		return cli_failf(cli, HW_ERR_CRYPTO, "encoding", "out of memory or bad value");
-	if (EVP_Digest(tbs->p, tbs->len, md, &mdlen, EVP_get_digestbyname(s->md), NULL) != 1)
-		return cli_failf(cli, HW_ERR_CRYPTO, "hashing", "%s failed", s->md);
-	err = hw_sign_digest(s->key, s->alg, md, mdlen, &sig, &siglen);
-	if (err)
-		return cli_fail(cli, err, "signing in the HSM");
-	der_put(&body, tbs->p, tbs->len);
-	der_sigalg(&body, s);
-	der_put(&bits, &no_unused_bits, 1);
-	der_put(&bits, sig, siglen);
-	der_tlv(&body, 0, V_ASN1_BIT_STRING, V_ASN1_UNIVERSAL, &bits);
-	der_free(&bits);
-	der_seq(out, &body);
-	hw_free(sig);
-	if (out->bad)
-		return cli_failf(cli, HW_ERR_CRYPTO, "encoding", "out of memory");
-	return 0;
-}
-
-/*
- * TBSCertificate (RFC 5280 4.1): version 3, serial, signature algorithm,
- * issuer, validity, subject, the subject's SubjectPublicKeyInfo as DER,
- * extensions.
- */
-struct tbs_cert {
-	const ASN1_INTEGER *serial;
-	const X509_NAME *issuer, *subject;
-	const ASN1_TIME *not_before, *not_after;
-	const unsigned char *spki;
-	size_t spki_len;
-	const STACK_OF(X509_EXTENSION) *exts;
-};
-
-static void der_tbs_cert(struct der *d, const struct signer *s, const struct tbs_cert *t)
-{
-	static const unsigned char v3[] = { 0x02, 0x01, 0x02 };
-	struct der body = { 0 }, ver = { 0 }, validity = { 0 }, exts = { 0 };
-
-	der_put(&ver, v3, sizeof(v3));
-	der_explicit(&body, 0, &ver);
-	DER_I2D(&body, i2d_ASN1_INTEGER, t->serial);
-	der_sigalg(&body, s);
-	DER_I2D(&body, i2d_X509_NAME, t->issuer);
-	DER_I2D(&validity, i2d_ASN1_TIME, t->not_before);
-	DER_I2D(&validity, i2d_ASN1_TIME, t->not_after);
-	der_seq(&body, &validity);
-	DER_I2D(&body, i2d_X509_NAME, t->subject);
-	der_put(&body, t->spki, t->spki_len);
-	DER_I2D(&exts, i2d_X509_EXTENSIONS, t->exts);
-	der_explicit(&body, 3, &exts);
-	der_seq(d, &body);
-}
-
-/* Parses our own DER back and checks its signature with the CA key. */
-static int finish_cert(struct cli *cli, const struct signer *s, const struct der *der, X509 **out)
-{
-	const unsigned char *p = der->p;
-	X509 *x = d2i_X509(NULL, &p, (long)der->len);
-
-	if (!x || p != der->p + der->len || X509_verify(x, s->pub) != 1) {
-		X509_free(x);
+	ok = mc && EVP_DigestSignInit_ex(mc, NULL, s->md, s->lc, NULL, s->pkey, NULL) == 1 &&
+	     (x ? X509_sign_ctx(x, mc) : X509_CRL_sign_ctx(crl, mc)) > 0;
+	EVP_MD_CTX_free(mc);
+	if (!ok)
+		return cli_fail(cli, provider_err(HW_ERR_CRYPTO), "signing in the HSM");
+	if ((x ? X509_verify(x, s->pub) : X509_CRL_verify(crl, s->pub)) != 1) {
 		ERR_clear_error();
-		return cli_failf(cli, HW_ERR_CRYPTO, "checking the new certificate",
-		                 "its signature does not verify with the public key of '%s'",
-		                 hw_key_label(s->key));
+		return cli_failf(cli, HW_ERR_CRYPTO, x ? "checking the new certificate" :
+		                 "checking the new CRL", "its signature does not verify with the "
+		                 "public key of '%s'", hw_key_label(s->key));
 	}
-	*out = x;
 	return 0;
+}
+
+/* DER of a certificate or CRL; NULL when out of memory. */
+static unsigned char *der_of(X509 *x, X509_CRL *crl, size_t *len)
+{
+	unsigned char *der = NULL;
+	int n = x ? i2d_X509(x, &der) : i2d_X509_CRL(crl, &der);
+
+	if (n <= 0) {
+		OPENSSL_free(der);
+		return NULL;
+	}
+	*len = (size_t)n;
+	return der;
 }
 
 static int pem_of(struct cli *cli, X509 *x, X509_CRL *crl, char **pem, size_t *len)
@@ -594,13 +490,13 @@ struct issued {
 	char subject[512], serial[80], not_before[32], not_after[32], sha256[100];
 };
 
-static void issued_of(X509 *x, const struct der *der, struct issued *is)
+static void issued_of(X509 *x, const unsigned char *der, size_t len, struct issued *is)
 {
 	name_text(X509_get_subject_name(x), is->subject, sizeof(is->subject));
 	int_text(X509_get0_serialNumber(x), is->serial, sizeof(is->serial));
 	time_text(X509_get0_notBefore(x), is->not_before, sizeof(is->not_before));
 	time_text(X509_get0_notAfter(x), is->not_after, sizeof(is->not_after));
-	fingerprint(der->p, der->len, is->sha256, sizeof(is->sha256));
+	fingerprint(der, len, is->sha256, sizeof(is->sha256));
 }
 
 static void issued_json(struct cli *cli, const char *name, const struct issued *is,
@@ -653,43 +549,51 @@ static void parts_free(struct cert_parts *c)
 	sk_X509_EXTENSION_pop_free(c->exts, X509_EXTENSION_free);
 }
 
-/* The TBSCertificate of the parts, signed by s, parsed back and checked. */
+/* A version 3 certificate of the parts, signed by s and checked. */
 static int issue_cert(struct cli *cli, const struct signer *s, const struct cert_parts *c,
-                      const X509_NAME *issuer, const X509_NAME *subject,
-                      const unsigned char *spki, size_t spki_len, struct der *der, X509 **out)
+                      const X509_NAME *issuer, const X509_NAME *subject, EVP_PKEY *subject_key,
+                      X509 **out)
 {
-	const struct tbs_cert t = { c->serial, issuer, subject, c->nb, c->na, spki, spki_len,
-	                            c->exts };
-	struct der tbs = { 0 };
-	int rc;
+	X509 *x = X509_new_ex(s->lc, NULL);
+	int ok, rc;
 
-	der_tbs_cert(&tbs, s, &t);
-	if (!(rc = sign_tbs(cli, s, &tbs, der)))
-		rc = finish_cert(cli, s, der, out);
-	der_free(&tbs);
-	return rc;
+	ok = x && X509_set_version(x, X509_VERSION_3) && X509_set_serialNumber(x, c->serial) &&
+	     X509_set_issuer_name(x, issuer) && X509_set_subject_name(x, subject) &&
+	     X509_set1_notBefore(x, c->nb) && X509_set1_notAfter(x, c->na) &&
+	     X509_set_pubkey(x, subject_key);
+	for (int i = 0; ok && i < sk_X509_EXTENSION_num(c->exts); i++)
+		ok = X509_add_ext(x, sk_X509_EXTENSION_value(c->exts, i), -1);
+	if (!ok) {
+		X509_free(x);
+		ERR_clear_error();
+		return cli_failf(cli, HW_ERR_CRYPTO, "building the certificate", "OpenSSL failed");
+	}
+	if ((rc = sign_and_check(cli, s, x, NULL))) {
+		X509_free(x);
+		return rc;
+	}
+	*out = x;
+	return 0;
 }
 
 /* Builds, signs and checks the self-signed certificate. */
 static int build_root(struct cli *cli, const struct signer *s, const X509_NAME *subject,
-                      long days, struct der *der, X509 **out)
+                      long days, X509 **out)
 {
 	struct cert_parts c;
 	int bad = parts_new(&c, days);
 	X509_PUBKEY *xpub = NULL;
-	const unsigned char *p = s->spki;
 	unsigned char id[20];
 	int rc = 0;
 
-	xpub = d2i_X509_PUBKEY(NULL, &p, (long)s->spki_len);
-	if (bad || !xpub || key_id(xpub, id) ||
+	if (bad || !X509_PUBKEY_set(&xpub, s->pub) || key_id(xpub, id) ||
 	    ext_conf(c.exts, NID_basic_constraints, "critical,CA:TRUE") ||
 	    ext_conf(c.exts, NID_key_usage, "critical,keyCertSign,cRLSign") ||
 	    ext_ski(c.exts, id) || ext_aki(c.exts, id, 20)) {
 		rc = cli_failf(cli, HW_ERR_CRYPTO, "building the certificate", "OpenSSL failed");
 		goto out;
 	}
-	rc = issue_cert(cli, s, &c, subject, subject, s->spki, s->spki_len, der, out);
+	rc = issue_cert(cli, s, &c, subject, subject, s->pub, out);
 out:
 	X509_PUBKEY_free(xpub);
 	parts_free(&c);
@@ -736,7 +640,8 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	hw_key_type type;
 	X509_NAME *subject = NULL;
 	struct signer s = { 0 };
-	struct der der = { 0 };
+	unsigned char *der = NULL;
+	size_t derlen = 0;
 	struct issued is;
 	hw_key_info ki;
 	hw_key *key = NULL;
@@ -767,9 +672,13 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 		rc = cli_fail(cli, err, "reading the new key's attributes");
 		goto rollback;
 	}
-	if ((rc = signer_init(cli, key, &s)) || (rc = build_root(cli, &s, subject, days, &der, &x)))
+	if ((rc = signer_init(cli, ctx, key, &s)) || (rc = build_root(cli, &s, subject, days, &x)))
 		goto rollback;
-	if ((err = hw_cert_store(key, der.p, der.len))) {
+	if (!(der = der_of(x, NULL, &derlen))) {
+		rc = cli_failf(cli, HW_ERR_NOMEM, "encoding the certificate", "out of memory");
+		goto rollback;
+	}
+	if ((err = hw_cert_store(key, der, derlen))) {
 		rc = cli_fail(cli, err, "storing the certificate on the token");
 		goto rollback;
 	}
@@ -777,7 +686,7 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	    (rc = write_pem(cli, out, pem, pemlen, "writing the CA certificate")))
 		goto rollback;
 
-	issued_of(x, &der, &is);
+	issued_of(x, der, derlen, &is);
 	cli_transcript_begin(cli, "ca init (root CA key and self-signed certificate)");
 	cli_transcript_line(cli, "Module:", "%s", hw_ctx_module_path(ctx));
 	cli_transcript_line(cli, "Key label:", "%s", ki.label);
@@ -805,8 +714,8 @@ rollback:
 	init_rollback(key);
 out:
 	free(pem);
-	der_free(&der);
-	X509_free(x);
+	OPENSSL_free(der);
+	X509_free(x);               /* before the library context it was made in */
 	signer_free(&s);
 	X509_NAME_free(subject);
 	hw_key_free(key);
@@ -932,15 +841,14 @@ static int leaf_exts(STACK_OF(X509_EXTENSION) *sk, enum profile pr, int rsa, con
 }
 
 static int build_leaf(struct cli *cli, const struct signer *s, X509 *ca, X509_REQ *req,
-                      enum profile pr, const char *san, long days, struct der *der, X509 **out)
+                      enum profile pr, const char *san, long days, X509 **out)
 {
 	struct cert_parts c;
 	int bad = parts_new(&c, days);
 	X509_PUBKEY *xpub = X509_REQ_get_X509_PUBKEY(req);
 	const ASN1_OCTET_STRING *ca_id = X509_get0_subject_key_id(ca);
 	unsigned char id[20], caid[20];
-	unsigned char *spki = NULL;
-	int spki_len, rc = 0;
+	int rc = 0;
 
 	if (bad || !xpub || key_id(xpub, id) ||
 	    (!ca_id && key_id(X509_get_X509_PUBKEY(ca), caid))) {
@@ -964,15 +872,13 @@ static int build_leaf(struct cli *cli, const struct signer *s, X509 *ca, X509_RE
 	}
 	if (ext_ski(c.exts, id) ||
 	    (ca_id ? ext_aki(c.exts, ASN1_STRING_get0_data(ca_id), ASN1_STRING_length(ca_id))
-	           : ext_aki(c.exts, caid, 20)) ||
-	    (spki_len = i2d_X509_PUBKEY(xpub, &spki)) <= 0) {
+	           : ext_aki(c.exts, caid, 20))) {
 		rc = cli_failf(cli, HW_ERR_CRYPTO, "building the certificate", "OpenSSL failed");
 		goto out;
 	}
 	rc = issue_cert(cli, s, &c, X509_get_subject_name(ca), X509_REQ_get_subject_name(req),
-	                spki, (size_t)spki_len, der, out);
+	                X509_REQ_get0_pubkey(req), out);
 out:
-	OPENSSL_free(spki);
 	parts_free(&c);
 	ERR_clear_error();
 	return rc;
@@ -1010,7 +916,8 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a)
 	enum profile pr;
 	char *san = NULL, *pem = NULL, spki_fp[100];
 	struct signer s = { 0 };
-	struct der der = { 0 };
+	unsigned char *der = NULL;
+	size_t derlen = 0;
 	struct issued is;
 	X509_REQ *req = NULL;
 	X509 *ca = NULL, *x = NULL;
@@ -1035,7 +942,7 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a)
 	if (cli_opt(a, "ca-cert") && (rc = cli_distinct_paths(cli, a, "ca-cert", "output")))
 		goto out;
 	if ((rc = cli_open_key(cli, cli_opt(a, "key"), &ctx, &key)) ||
-	    (rc = load_ca_cert(cli, a, key, &ca)) || (rc = signer_init(cli, key, &s)) ||
+	    (rc = load_ca_cert(cli, a, key, &ca)) || (rc = signer_init(cli, ctx, key, &s)) ||
 	    (rc = check_ca(cli, &s, ca, KU_KEY_CERT_SIGN, "sign certificates")))
 		goto out;
 	if (pr == PROF_INTERMEDIATE && X509_get_pathlen(ca) == 0) {
@@ -1043,12 +950,17 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a)
 		               "its path length constraint (0) forbids issuing CA certificates");
 		goto out;
 	}
-	if ((rc = build_leaf(cli, &s, ca, req, pr, san, days, &der, &x)) ||
-	    (rc = pem_of(cli, x, NULL, &pem, &pemlen)) ||
+	if ((rc = build_leaf(cli, &s, ca, req, pr, san, days, &x)))
+		goto out;
+	if (!(der = der_of(x, NULL, &derlen))) {
+		rc = cli_failf(cli, HW_ERR_NOMEM, "encoding the certificate", "out of memory");
+		goto out;
+	}
+	if ((rc = pem_of(cli, x, NULL, &pem, &pemlen)) ||
 	    (rc = write_pem(cli, out, pem, pemlen, "writing the certificate")))
 		goto out;
 
-	issued_of(x, &der, &is);
+	issued_of(x, der, derlen, &is);
 	n = i2d_X509_PUBKEY(X509_get_X509_PUBKEY(x), &spki);
 	spki_fp[0] = '\0';
 	if (n > 0)
@@ -1072,11 +984,11 @@ out:
 	OPENSSL_free(spki);
 	free(pem);
 	free(san);
-	der_free(&der);
-	X509_free(x);
+	OPENSSL_free(der);
+	X509_free(x);               /* before the library context it was made in */
+	signer_free(&s);
 	X509_free(ca);
 	X509_REQ_free(req);
-	signer_free(&s);
 	cli_close_key(ctx, key);
 	return rc;
 }
@@ -1142,32 +1054,40 @@ static int parse_revoked(struct cli *cli, const struct cli_args *a, struct revok
 	return 0;
 }
 
-/* TBSCertList (RFC 5280 5.1), version 2. */
-static void der_tbs_crl(struct der *d, const struct signer *s, const X509_NAME *issuer,
-                        const ASN1_TIME *this_upd, const ASN1_TIME *next_upd,
-                        const struct revoked *r, const STACK_OF(X509_EXTENSION) *exts)
+/* A version 2 CRL (RFC 5280 5.1) of the parts, signed by s and checked. */
+static int build_crl(struct cli *cli, const struct signer *s, const X509_NAME *issuer,
+                     const ASN1_TIME *this_upd, const ASN1_TIME *next_upd,
+                     const struct revoked *r, const STACK_OF(X509_EXTENSION) *exts,
+                     X509_CRL **out)
 {
-	static const unsigned char v2[] = { 0x02, 0x01, 0x01 };
-	struct der body = { 0 }, list = { 0 }, ext = { 0 };
+	X509_CRL *crl = X509_CRL_new_ex(s->lc, NULL);
+	int ok, rc;
 
-	der_put(&body, v2, sizeof(v2));
-	der_sigalg(&body, s);
-	DER_I2D(&body, i2d_X509_NAME, issuer);
-	DER_I2D(&body, i2d_ASN1_TIME, this_upd);
-	DER_I2D(&body, i2d_ASN1_TIME, next_upd);
-	for (size_t i = 0; i < r->n; i++) {
-		struct der entry = { 0 };
+	ok = crl && X509_CRL_set_version(crl, X509_CRL_VERSION_2) &&
+	     X509_CRL_set_issuer_name(crl, issuer) && X509_CRL_set1_lastUpdate(crl, this_upd) &&
+	     X509_CRL_set1_nextUpdate(crl, next_upd);
+	for (size_t i = 0; ok && i < r->n; i++) {
+		X509_REVOKED *rev = X509_REVOKED_new();
 
-		DER_I2D(&entry, i2d_ASN1_INTEGER, r->serial[i]);
-		DER_I2D(&entry, i2d_ASN1_TIME, this_upd);
-		der_seq(&list, &entry);
+		ok = rev && X509_REVOKED_set_serialNumber(rev, r->serial[i]) &&
+		     X509_REVOKED_set_revocationDate(rev, (ASN1_TIME *)this_upd) &&
+		     X509_CRL_add0_revoked(crl, rev);
+		if (!ok)
+			X509_REVOKED_free(rev);
 	}
-	/* An empty list is left out, as RFC 5280 asks. */
-	if (r->n)
-		der_seq(&body, &list);
-	DER_I2D(&ext, i2d_X509_EXTENSIONS, exts);
-	der_explicit(&body, 0, &ext);
-	der_seq(d, &body);
+	for (int i = 0; ok && i < sk_X509_EXTENSION_num(exts); i++)
+		ok = X509_CRL_add_ext(crl, sk_X509_EXTENSION_value(exts, i), -1);
+	if (!ok) {
+		X509_CRL_free(crl);
+		ERR_clear_error();
+		return cli_failf(cli, HW_ERR_CRYPTO, "building the CRL", "OpenSSL failed");
+	}
+	if ((rc = sign_and_check(cli, s, NULL, crl))) {
+		X509_CRL_free(crl);
+		return rc;
+	}
+	*out = crl;
+	return 0;
 }
 
 int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
@@ -1175,7 +1095,8 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 	const char *out = cli_opt(a, "output");
 	struct revoked r = { 0 };
 	struct signer s = { 0 };
-	struct der tbs = { 0 }, der = { 0 };
+	unsigned char *der = NULL;
+	size_t derlen = 0;
 	STACK_OF(X509_EXTENSION) *exts = NULL;
 	ASN1_TIME *this_upd = NULL, *next_upd = NULL;
 	ASN1_INTEGER *num = NULL;
@@ -1186,7 +1107,6 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 	hw_key *key = NULL;
 	hw_ctx *ctx = NULL;
 	char *pem = NULL, tu[32], nu[32], fp[100], issuer[512];
-	const unsigned char *p;
 	size_t pemlen = 0;
 	uint64_t number;
 	long days;
@@ -1198,7 +1118,7 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 	if (cli_opt(a, "ca-cert") && (rc = cli_distinct_paths(cli, a, "ca-cert", "output")))
 		goto out;
 	if ((rc = cli_open_key(cli, cli_opt(a, "key"), &ctx, &key)) ||
-	    (rc = load_ca_cert(cli, a, key, &ca)) || (rc = signer_init(cli, key, &s)) ||
+	    (rc = load_ca_cert(cli, a, key, &ca)) || (rc = signer_init(cli, ctx, key, &s)) ||
 	    (rc = check_ca(cli, &s, ca, KU_CRL_SIGN, "sign CRLs")))
 		goto out;
 
@@ -1215,15 +1135,11 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 		rc = cli_failf(cli, HW_ERR_CRYPTO, "building the CRL", "OpenSSL failed");
 		goto out;
 	}
-	der_tbs_crl(&tbs, &s, X509_get_subject_name(ca), this_upd, next_upd, &r, exts);
-	if ((rc = sign_tbs(cli, &s, &tbs, &der)))
+	if ((rc = build_crl(cli, &s, X509_get_subject_name(ca), this_upd, next_upd, &r, exts,
+	                    &crl)))
 		goto out;
-	p = der.p;
-	crl = d2i_X509_CRL(NULL, &p, (long)der.len);
-	if (!crl || p != der.p + der.len || X509_CRL_verify(crl, s.pub) != 1) {
-		rc = cli_failf(cli, HW_ERR_CRYPTO, "checking the new CRL",
-		               "its signature does not verify with the public key of '%s'",
-		               hw_key_label(key));
+	if (!(der = der_of(NULL, crl, &derlen))) {
+		rc = cli_failf(cli, HW_ERR_NOMEM, "encoding the CRL", "out of memory");
 		goto out;
 	}
 	if ((rc = pem_of(cli, NULL, crl, &pem, &pemlen)) ||
@@ -1232,7 +1148,7 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 
 	time_text(this_upd, tu, sizeof(tu));
 	time_text(next_upd, nu, sizeof(nu));
-	fingerprint(der.p, der.len, fp, sizeof(fp));
+	fingerprint(der, derlen, fp, sizeof(fp));
 	name_text(X509_get_subject_name(ca), issuer, sizeof(issuer));
 	ca_transcript_head(cli, "ca crl (certificate revocation list)", key, ca, &s);
 	cli_transcript_line(cli, "CRL number:", "%llu", (unsigned long long)number);
@@ -1268,9 +1184,8 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 out:
 	ERR_clear_error();
 	free(pem);
-	der_free(&tbs);
-	der_free(&der);
-	X509_CRL_free(crl);
+	OPENSSL_free(der);
+	X509_CRL_free(crl);         /* before the library context it was made in */
 	ASN1_INTEGER_free(num);
 	ASN1_TIME_free(this_upd);
 	ASN1_TIME_free(next_upd);

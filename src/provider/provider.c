@@ -22,6 +22,7 @@
 #include <openssl/err.h>
 #include <openssl/provider.h>
 
+#include "builtin.h"
 #include "provider.h"
 
 /* ------------------------------------------------------------------ */
@@ -170,6 +171,9 @@ prov_teardown(void *provctx)
 	if (!p)
 		return;
 	hwp_decoder_forget(p);
+	/* A lent context (builtin.h) is the program's to free. */
+	if (p->ctx_lent)
+		p->ctx = NULL;
 	if (p->ctx && atomic_load(&exiting) &&
 	    (i = atomic_fetch_add(&nparked, 1)) < sizeof(parked) / sizeof(parked[0]))
 		parked[i] = p->ctx;
@@ -235,12 +239,9 @@ read_config(hwp_prov *p, OSSL_FUNC_core_get_params_fn *get_params)
 	return ok;
 }
 
-/* -fvisibility=hidden hides everything else; OpenSSL looks this one up. */
-__attribute__((visibility("default"))) OSSL_provider_init_fn OSSL_provider_init;
-
-int
-OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
-                   const OSSL_DISPATCH **out, void **provctx)
+static int
+prov_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in, const OSSL_DISPATCH **out,
+          void **provctx, hw_ctx *lent)
 {
 	OSSL_FUNC_core_get_params_fn *get_params = NULL;
 	hwp_prov *p = calloc(1, sizeof(*p));
@@ -283,7 +284,37 @@ OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
 		prov_teardown(p);
 		return 0;
 	}
+	if (lent) {
+		p->ctx = lent;
+		p->ctx_lent = 1;
+	}
 	*out = prov_dispatch;
 	*provctx = p;
 	return 1;
+}
+
+/* -fvisibility=hidden hides everything else; OpenSSL looks this one up. */
+__attribute__((visibility("default"))) OSSL_provider_init_fn OSSL_provider_init;
+
+int
+OSSL_provider_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                   const OSSL_DISPATCH **out, void **provctx)
+{
+	return prov_init(handle, in, out, provctx, NULL);
+}
+
+/* builtin.h. The CLI is single-threaded where it adds the provider. */
+static hw_ctx *to_lend;
+
+void
+hwp_builtin_lend(hw_ctx *ctx)
+{
+	to_lend = ctx;
+}
+
+int
+hwp_builtin_init(const OSSL_CORE_HANDLE *handle, const OSSL_DISPATCH *in,
+                 const OSSL_DISPATCH **out, void **provctx)
+{
+	return prov_init(handle, in, out, provctx, to_lend);
 }

@@ -45,6 +45,7 @@ typedef struct hwp_prov {
 	char *module, *module_init_args, *token, *pin_source;
 	pthread_mutex_t lock;       /* guards ctx creation */
 	hw_ctx *ctx;                /* opened at first use, one per provider instance */
+	int ctx_lent;               /* ctx belongs to the program (builtin.h) */
 	OSSL_FUNC_core_new_error_fn *new_error;
 	OSSL_FUNC_core_set_error_debug_fn *set_error_debug;
 	OSSL_FUNC_core_vset_error_fn *vset_error;
