@@ -274,6 +274,7 @@ static int ext_aki(STACK_OF(X509_EXTENSION) *sk, const unsigned char *id, int id
 struct signer {
 	hw_key *key;
 	OSSL_LIB_CTX *lc;           /* default + built-in hsmwrap provider */
+	OSSL_PROVIDER *dflt, *hw;   /* loaded into lc: each load is a reference */
 	EVP_PKEY *pkey;             /* the HSM key, through the provider */
 	EVP_PKEY *pub;              /* its public half, for the checks */
 	const char *md;
@@ -284,7 +285,12 @@ static void signer_free(struct signer *s)
 {
 	EVP_PKEY_free(s->pkey);
 	EVP_PKEY_free(s->pub);
-	/* Unloads the provider, which leaves the lent context alone. */
+	/* Without the unloads the library context keeps both providers (and
+	 * all they hold) alive; the hsmwrap one leaves the lent context alone. */
+	if (s->hw)
+		OSSL_PROVIDER_unload(s->hw);
+	if (s->dflt)
+		OSSL_PROVIDER_unload(s->dflt);
 	OSSL_LIB_CTX_free(s->lc);
 	memset(s, 0, sizeof(*s));
 }
@@ -319,10 +325,10 @@ static int signer_load(struct cli *cli, hw_ctx *ctx, struct signer *s)
 		return cli_fail(cli, err, "reading the CA key's attributes");
 	if (!(s->lc = OSSL_LIB_CTX_new()) ||
 	    !OSSL_PROVIDER_add_builtin(s->lc, "hsmwrap", hwp_builtin_init) ||
-	    !OSSL_PROVIDER_load(s->lc, "default"))
+	    !(s->dflt = OSSL_PROVIDER_load(s->lc, "default")))
 		goto fail;
 	hwp_builtin_lend(ctx);
-	if (OSSL_PROVIDER_load(s->lc, "hsmwrap"))
+	if ((s->hw = OSSL_PROVIDER_load(s->lc, "hsmwrap")))
 		st = OSSL_STORE_open_ex(ki.uri, s->lc, "provider=hsmwrap", NULL, NULL, NULL, NULL,
 		                        NULL);
 	hwp_builtin_lend(NULL);
