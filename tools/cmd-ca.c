@@ -273,6 +273,7 @@ static int ext_aki(STACK_OF(X509_EXTENSION) *sk, const unsigned char *id, int id
 
 struct signer {
 	hw_key *key;
+	hw_key_info ki;             /* its attributes: URI, label, KCV */
 	OSSL_LIB_CTX *lc;           /* default + built-in hsmwrap provider */
 	OSSL_PROVIDER *dflt, *hw;   /* loaded into lc: each load is a reference */
 	EVP_PKEY *pkey;             /* the HSM key, through the provider */
@@ -316,20 +317,16 @@ static hw_err provider_err(hw_err def)
 /* The CA key as an EVP_PKEY: the provider's store loads its URI. */
 static int signer_load(struct cli *cli, hw_ctx *ctx, struct signer *s)
 {
-	hw_key_info ki;
 	OSSL_STORE_CTX *st = NULL;
 	OSSL_STORE_INFO *info;
-	hw_err err;
 
-	if ((err = hw_key_info_get(s->key, &ki)))
-		return cli_fail(cli, err, "reading the CA key's attributes");
 	if (!(s->lc = OSSL_LIB_CTX_new()) ||
 	    !OSSL_PROVIDER_add_builtin(s->lc, "hsmwrap", hwp_builtin_init) ||
 	    !(s->dflt = OSSL_PROVIDER_load(s->lc, "default")))
 		goto fail;
 	hwp_builtin_lend(ctx);
 	if ((s->hw = OSSL_PROVIDER_load(s->lc, "hsmwrap")))
-		st = OSSL_STORE_open_ex(ki.uri, s->lc, "provider=hsmwrap", NULL, NULL, NULL, NULL,
+		st = OSSL_STORE_open_ex(s->ki.uri, s->lc, "provider=hsmwrap", NULL, NULL, NULL, NULL,
 		                        NULL);
 	hwp_builtin_lend(NULL);
 	if (!st || !OSSL_STORE_expect(st, OSSL_STORE_INFO_PKEY))
@@ -361,6 +358,8 @@ static int signer_init(struct cli *cli, hw_ctx *ctx, hw_key *key, struct signer 
 
 	memset(s, 0, sizeof(*s));
 	s->key = key;
+	if ((err = hw_key_info_get(key, &s->ki)))
+		return cli_fail(cli, err, "reading the CA key's attributes");
 	err = hw_key_public_der(key, &spki, &spki_len);
 	if (err)
 		return cli_fail(cli, err, "reading the CA key's public half");
@@ -373,19 +372,23 @@ static int signer_init(struct cli *cli, hw_ctx *ctx, hw_key *key, struct signer 
 	if (EVP_PKEY_is_a(s->pub, "RSA")) {
 		s->md = "SHA256";
 		s->alg_text = "sha256WithRSAEncryption";
-	} else if (EVP_PKEY_is_a(s->pub, "EC") &&
-	           EVP_PKEY_get_group_name(s->pub, group, sizeof(group), NULL) &&
-	           (strcmp(group, "P-384") == 0 || strcmp(group, "secp384r1") == 0)) {
-		s->md = "SHA384";
-		s->alg_text = "ecdsa-with-SHA384";
-	} else if (group[0] && (strcmp(group, "P-256") == 0 || strcmp(group, "prime256v1") == 0)) {
-		s->md = "SHA256";
-		s->alg_text = "ecdsa-with-SHA256";
-	} else {
-		return cli_failf(cli, HW_ERR_KEY_PURPOSE, "choosing the signature algorithm",
-		                 "key '%s' is neither RSA nor EC P-256/P-384", hw_key_label(key));
+		return signer_load(cli, ctx, s);
 	}
-	return signer_load(cli, ctx, s);
+	if (EVP_PKEY_is_a(s->pub, "EC") &&
+	    EVP_PKEY_get_group_name(s->pub, group, sizeof(group), NULL)) {
+		if (strcmp(group, "P-384") == 0 || strcmp(group, "secp384r1") == 0) {
+			s->md = "SHA384";
+			s->alg_text = "ecdsa-with-SHA384";
+			return signer_load(cli, ctx, s);
+		}
+		if (strcmp(group, "P-256") == 0 || strcmp(group, "prime256v1") == 0) {
+			s->md = "SHA256";
+			s->alg_text = "ecdsa-with-SHA256";
+			return signer_load(cli, ctx, s);
+		}
+	}
+	return cli_failf(cli, HW_ERR_KEY_PURPOSE, "choosing the signature algorithm",
+	                 "key '%s' is neither RSA nor EC P-256/P-384", hw_key_label(key));
 }
 
 /* Signs x or crl in the HSM and checks the signature with the public half. */
@@ -649,7 +652,7 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	unsigned char *der = NULL;
 	size_t derlen = 0;
 	struct issued is;
-	hw_key_info ki;
+	const hw_key_info *ki = &s.ki;
 	hw_key *key = NULL;
 	hw_ctx *ctx = NULL;
 	X509 *x = NULL;
@@ -674,10 +677,6 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 		rc = cli_fail(cli, err, why);
 		goto out;
 	}
-	if ((err = hw_key_info_get(key, &ki))) {
-		rc = cli_fail(cli, err, "reading the new key's attributes");
-		goto rollback;
-	}
 	if ((rc = signer_init(cli, ctx, key, &s)) || (rc = build_root(cli, &s, subject, days, &x)))
 		goto rollback;
 	if (!(der = der_of(x, NULL, &derlen))) {
@@ -695,12 +694,12 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	issued_of(x, der, derlen, &is);
 	cli_transcript_begin(cli, "ca init (root CA key and self-signed certificate)");
 	cli_transcript_line(cli, "Module:", "%s", hw_ctx_module_path(ctx));
-	cli_transcript_line(cli, "Key label:", "%s", ki.label);
+	cli_transcript_line(cli, "Key label:", "%s", ki->label);
 	cli_transcript_line(cli, "Key type:", "%s (generated in the HSM, sensitive, "
-	                    "not extractable)", ki.type_name);
-	cli_transcript_line(cli, "Key ID:", "%s", ki.id_hex);
-	cli_transcript_line(cli, "Key URI:", "%s", ki.uri);
-	cli_transcript_line(cli, "Public key SHA-256:", "%s", ki.kcv);
+	                    "not extractable)", ki->type_name);
+	cli_transcript_line(cli, "Key ID:", "%s", ki->id_hex);
+	cli_transcript_line(cli, "Key URI:", "%s", ki->uri);
+	cli_transcript_line(cli, "Public key SHA-256:", "%s", ki->kcv);
 	cli_transcript_line(cli, "Subject:", "%s", is.subject);
 	cli_transcript_line(cli, "Serial:", "%s", is.serial);
 	cli_transcript_line(cli, "Not before:", "%s", is.not_before);
@@ -709,10 +708,10 @@ int cmd_ca_init(struct cli *cli, const struct cli_args *a)
 	cli_transcript_line(cli, "Certificate SHA-256:", "%s", is.sha256);
 	cli_transcript_line(cli, "Certificate file:", "%s", out);
 	cli_transcript_line(cli, "Token object:", "certificate '%s' (ID %s) stored next to the key",
-	                    ki.label, ki.id_hex);
+	                    ki->label, ki->id_hex);
 	cli_transcript_end(cli);
 	if (cli->json) {
-		key_info_json(cli->out, "key", &ki);
+		key_info_json(cli->out, "key", ki);
 		issued_json(cli, "certificate", &is, out);
 	}
 	goto out;
@@ -890,10 +889,9 @@ out:
 	return rc;
 }
 
-static void ca_transcript_head(struct cli *cli, const char *ceremony, hw_key *key, X509 *ca,
+static void ca_transcript_head(struct cli *cli, const char *ceremony, X509 *ca,
                                const struct signer *s)
 {
-	hw_key_info ki;
 	unsigned char *der = NULL;
 	char name[512], fp[100] = "";
 	int n = i2d_X509(ca, &der);
@@ -903,14 +901,10 @@ static void ca_transcript_head(struct cli *cli, const char *ceremony, hw_key *ke
 	OPENSSL_free(der);
 	name_text(X509_get_subject_name(ca), name, sizeof(name));
 	cli_transcript_begin(cli, ceremony);
-	if (hw_key_info_get(key, &ki) == HW_OK) {
-		cli_transcript_line(cli, "CA key label:", "%s", ki.label);
-		cli_transcript_line(cli, "CA key ID:", "%s", ki.id_hex);
-		cli_transcript_line(cli, "CA key URI:", "%s", ki.uri);
-		cli_transcript_line(cli, "CA public key SHA-256:", "%s", ki.kcv);
-	} else {
-		cli_transcript_line(cli, "CA key label:", "%s", hw_key_label(key));
-	}
+	cli_transcript_line(cli, "CA key label:", "%s", s->ki.label);
+	cli_transcript_line(cli, "CA key ID:", "%s", s->ki.id_hex);
+	cli_transcript_line(cli, "CA key URI:", "%s", s->ki.uri);
+	cli_transcript_line(cli, "CA public key SHA-256:", "%s", s->ki.kcv);
 	cli_transcript_line(cli, "CA subject:", "%s", name);
 	cli_transcript_line(cli, "CA certificate SHA-256:", "%s", fp);
 	cli_transcript_line(cli, "Signature algorithm:", "%s", s->alg_text);
@@ -971,7 +965,7 @@ int cmd_ca_sign(struct cli *cli, const struct cli_args *a)
 	spki_fp[0] = '\0';
 	if (n > 0)
 		fingerprint(spki, (size_t)n, spki_fp, sizeof(spki_fp));
-	ca_transcript_head(cli, "ca sign (certificate from a request)", key, ca, &s);
+	ca_transcript_head(cli, "ca sign (certificate from a request)", ca, &s);
 	cli_transcript_line(cli, "Profile:", "%s", profile_names[pr]);
 	cli_transcript_line(cli, "Subject:", "%s", is.subject);
 	cli_transcript_line(cli, "Subject alt names:", "%s", san ? san : "(none)");
@@ -1156,7 +1150,7 @@ int cmd_ca_crl(struct cli *cli, const struct cli_args *a)
 	time_text(next_upd, nu, sizeof(nu));
 	fingerprint(der, derlen, fp, sizeof(fp));
 	name_text(X509_get_subject_name(ca), issuer, sizeof(issuer));
-	ca_transcript_head(cli, "ca crl (certificate revocation list)", key, ca, &s);
+	ca_transcript_head(cli, "ca crl (certificate revocation list)", ca, &s);
 	cli_transcript_line(cli, "CRL number:", "%llu", (unsigned long long)number);
 	cli_transcript_line(cli, "This update:", "%s", tu);
 	cli_transcript_line(cli, "Next update:", "%s", nu);
